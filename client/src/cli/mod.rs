@@ -1,0 +1,126 @@
+//! The `cairn` commands: argument definitions and dispatch.
+
+mod dev;
+mod objects;
+mod status;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cairn_client::Client;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about = "Cairn storage cluster client")]
+pub struct Cli {
+    /// The cluster file written by `cairn dev up` (DIR/cluster.toml).
+    #[arg(long, env = "CAIRN_CLUSTER", global = true)]
+    cluster: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create and list buckets.
+    Bucket {
+        #[command(subcommand)]
+        command: BucketCommand,
+    },
+    /// Store FILE (or standard input: -) as BUCKET/KEY.
+    Put { target: String, file: String },
+    /// Fetch BUCKET/KEY into FILE (or standard output: -).
+    Get {
+        target: String,
+        file: String,
+        /// Only bytes START..END (END exclusive), e.g. --range 100-200.
+        #[arg(long)]
+        range: Option<String>,
+    },
+    /// List keys: BUCKET or BUCKET/PREFIX.
+    Ls {
+        target: String,
+        /// Print at most this many keys (default: all, fetched page by page).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Show an object's size, generation and health.
+    Stat {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete BUCKET/KEY (its shards are reclaimed in the background).
+    Rm { target: String },
+    /// Nodes, metadata leader, capacity and degraded chunks.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Local development cluster.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BucketCommand {
+    /// Create a bucket (default redundancy: ec 4+2).
+    Create {
+        name: String,
+        /// Erasure coding K+M, e.g. 4+2.
+        #[arg(long, conflicts_with = "replicas")]
+        ec: Option<String>,
+        /// Full replicas instead of erasure coding.
+        #[arg(long)]
+        replicas: Option<u32>,
+    },
+    /// List buckets.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DevCommand {
+    /// Start a local cluster as separate processes on 127.0.0.x; stops on Ctrl-C.
+    Up(dev::UpArgs),
+}
+
+fn client(cluster: &Option<PathBuf>) -> anyhow::Result<Client> {
+    let path = cluster
+        .as_ref()
+        .context("no cluster given: pass --cluster DIR/cluster.toml or set CAIRN_CLUSTER")?;
+    Ok(Client::from_file(path)?)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev {
+            command: DevCommand::Up(args),
+        } => dev::up(args).await,
+        Command::Bucket { command } => {
+            let client = client(&cli.cluster)?;
+            match command {
+                BucketCommand::Create { name, ec, replicas } => {
+                    objects::bucket_create(&client, &name, ec, replicas).await
+                }
+                BucketCommand::Ls { json } => objects::bucket_ls(&client, json).await,
+            }
+        }
+        Command::Put { target, file } => objects::put(&client(&cli.cluster)?, &target, &file).await,
+        Command::Get {
+            target,
+            file,
+            range,
+        } => objects::get(&client(&cli.cluster)?, &target, &file, range.as_deref()).await,
+        Command::Ls { target, limit } => objects::ls(&client(&cli.cluster)?, &target, limit).await,
+        Command::Stat { target, json } => {
+            objects::stat(&client(&cli.cluster)?, &target, json).await
+        }
+        Command::Rm { target } => objects::rm(&client(&cli.cluster)?, &target).await,
+        Command::Status { json } => status::show(&client(&cli.cluster)?, json).await,
+    }
+}

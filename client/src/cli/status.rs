@@ -1,0 +1,105 @@
+//! `cairn status`: the cluster's health, as a table or JSON.
+
+use cairn_client::Client;
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
+    let s = client.status().await?;
+    let up = s.nodes.iter().filter(|n| n.state == "up").count();
+    let capacity: u64 = s.nodes.iter().map(|n| n.capacity_bytes).sum();
+    let used: u64 = s.nodes.iter().map(|n| n.used_bytes).sum();
+    if json {
+        let v = serde_json::json!({
+            "leader": s.leader_id,
+            "term": s.term,
+            "replicas": s.replicas.iter().map(|r| serde_json::json!({
+                "id": r.id, "addr": r.addr, "voter": r.voter})).collect::<Vec<_>>(),
+            "nodes": s.nodes.iter().map(|n| serde_json::json!({
+                "id": n.node_id, "addr": n.addr, "zone": n.zone, "state": n.state,
+                "capacity_bytes": n.capacity_bytes, "used_bytes": n.used_bytes,
+                "shards": n.shard_count, "quarantined": n.quarantined_count,
+                "last_heartbeat_ms": n.last_heartbeat_ms})).collect::<Vec<_>>(),
+            "nodes_up": up,
+            "capacity_bytes": capacity,
+            "used_bytes": used,
+            "buckets": s.buckets,
+            "objects": s.objects,
+            "chunks": s.chunks,
+            "degraded_chunks": s.degraded_chunks,
+            "pending_gc_shards": s.pending_gc_shards,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let replicas: Vec<String> = s
+        .replicas
+        .iter()
+        .map(|r| {
+            format!(
+                "{}@{}{}",
+                r.id,
+                r.addr,
+                if r.voter { "" } else { " (learner)" }
+            )
+        })
+        .collect();
+    println!(
+        "metadata: leader {} (term {}), replicas {}",
+        s.leader_id,
+        s.term,
+        replicas.join(", ")
+    );
+    println!(
+        "nodes:    {up}/{} up, {} used of {}",
+        s.nodes.len(),
+        human_bytes(used),
+        human_bytes(capacity)
+    );
+    println!(
+        "data:     {} buckets, {} objects, {} chunks, {} degraded, {} shards awaiting gc",
+        s.buckets, s.objects, s.chunks, s.degraded_chunks, s.pending_gc_shards
+    );
+    println!();
+    println!(
+        "{:<6} {:<22} {:<10} {:<6} {:>11} {:>11} {:>8} {:>11}",
+        "NODE", "ADDRESS", "ZONE", "STATE", "USED", "CAPACITY", "SHARDS", "QUARANTINED"
+    );
+    for n in &s.nodes {
+        println!(
+            "{:<6} {:<22} {:<10} {:<6} {:>11} {:>11} {:>8} {:>11}",
+            n.node_id,
+            n.addr,
+            n.zone,
+            n.state,
+            human_bytes(n.used_bytes),
+            human_bytes(n.capacity_bytes),
+            n.shard_count,
+            n.quarantined_count
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_sizes_with_binary_units() {
+        assert_eq!(super::human_bytes(512), "512 B");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(5 << 30), "5.0 GiB");
+    }
+}

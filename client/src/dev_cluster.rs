@@ -1,0 +1,384 @@
+//! A local cluster of real processes on 127.0.0.x: what `cairn dev up` runs and what the
+//! integration tests drive (kill, restart, stop). Metadata replica `i` listens on
+//! `127.0.0.i:(port_base+i)`, storage node `j` on `127.0.0.(10+j):(port_base+10+j)`.
+//! Layout under the directory: `cluster.toml`, `pids/NAME.pid`, `logs/NAME.log`,
+//! `meta-i/`, `node-j/`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cairn_common::config::ClusterFile;
+use cairn_common::Redundancy;
+
+use crate::{Client, ClientError};
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct DevClusterSpec {
+    pub dir: PathBuf,
+    pub meta: usize,
+    pub nodes: usize,
+    pub redundancy: Redundancy,
+    pub port_base: u16,
+    /// Where `cairn-meta` and `cairn-node` are.
+    pub bin_dir: PathBuf,
+    /// Chunk size written into cluster.toml.
+    pub chunk_size: usize,
+    /// Extra environment for every daemon (e.g. CAIRN_LOG).
+    pub env: Vec<(String, String)>,
+}
+
+impl DevClusterSpec {
+    pub fn new(dir: PathBuf, bin_dir: PathBuf) -> Self {
+        DevClusterSpec {
+            dir,
+            meta: 3,
+            nodes: 6,
+            redundancy: Redundancy::DEFAULT,
+            port_base: 7100,
+            bin_dir,
+            chunk_size: cairn_common::DEFAULT_CHUNK_SIZE,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn meta_addr(&self, i: usize) -> String {
+        format!("127.0.0.{i}:{}", self.port_base as usize + i)
+    }
+
+    pub fn node_addr(&self, j: usize) -> String {
+        format!("127.0.0.{}:{}", 10 + j, self.port_base as usize + 10 + j)
+    }
+
+    pub fn cluster_file(&self) -> PathBuf {
+        self.dir.join("cluster.toml")
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=9).contains(&self.meta) {
+            bail!("--meta must be between 1 and 9");
+        }
+        if !(1..=40).contains(&self.nodes) {
+            bail!("--nodes must be between 1 and 40");
+        }
+        if self.port_base as usize + 10 + self.nodes > u16::MAX as usize {
+            bail!("--port-base is too high");
+        }
+        Ok(())
+    }
+}
+
+struct Daemon {
+    args: Vec<String>,
+    binary: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct DevCluster {
+    spec: DevClusterSpec,
+    daemons: BTreeMap<String, Daemon>,
+}
+
+fn is_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a child we started; an error (already gone) is harmless.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+impl DevCluster {
+    /// Starts every daemon (nothing is waited for: see `wait_ready`).
+    pub fn start(spec: DevClusterSpec) -> anyhow::Result<Self> {
+        spec.validate()?;
+        for dir in ["pids", "logs"] {
+            std::fs::create_dir_all(spec.dir.join(dir))
+                .with_context(|| format!("create {:?}", spec.dir.join(dir)))?;
+        }
+        // A previous `dev up` on this directory that is still running would fight us.
+        for entry in std::fs::read_dir(spec.dir.join("pids"))? {
+            let path = entry?.path();
+            if let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                if is_alive(pid) {
+                    bail!(
+                        "{:?} says process {pid} is running: another cluster uses {:?}; stop it first",
+                        path,
+                        spec.dir
+                    );
+                }
+            }
+        }
+        for i in 1..=spec.meta {
+            check_free(&spec.meta_addr(i))?;
+        }
+        for j in 1..=spec.nodes {
+            check_free(&spec.node_addr(j))?;
+        }
+        let meta_addrs: Vec<String> = (1..=spec.meta).map(|i| spec.meta_addr(i)).collect();
+        let cluster = ClusterFile {
+            meta: meta_addrs.clone(),
+            chunk_size: spec.chunk_size,
+        };
+        std::fs::write(
+            spec.cluster_file(),
+            toml::to_string(&cluster).context("encode cluster.toml")?,
+        )
+        .with_context(|| format!("write {:?}", spec.cluster_file()))?;
+
+        let mut daemons = BTreeMap::new();
+        let peers: Vec<String> = (1..=spec.meta)
+            .map(|i| format!("{i}={}", spec.meta_addr(i)))
+            .collect();
+        for i in 1..=spec.meta {
+            let mut args = vec![
+                "--id".to_string(),
+                i.to_string(),
+                "--listen".into(),
+                spec.meta_addr(i),
+                "--data-dir".into(),
+                spec.dir.join(format!("meta-{i}")).display().to_string(),
+            ];
+            if i == 1 {
+                args.push("--bootstrap".into());
+                args.push("--peer".into());
+                args.push(peers.join(","));
+            }
+            daemons.insert(
+                format!("meta-{i}"),
+                Daemon {
+                    args,
+                    binary: spec.bin_dir.join("cairn-meta"),
+                    child: None,
+                },
+            );
+        }
+        for j in 1..=spec.nodes {
+            let args = vec![
+                "--id".to_string(),
+                j.to_string(),
+                "--listen".into(),
+                spec.node_addr(j),
+                "--data-dir".into(),
+                spec.dir.join(format!("node-{j}")).display().to_string(),
+                "--zone".into(),
+                format!("zone-{}", (j - 1) % 3 + 1),
+                "--meta".into(),
+                meta_addrs.join(","),
+            ];
+            daemons.insert(
+                format!("node-{j}"),
+                Daemon {
+                    args,
+                    binary: spec.bin_dir.join("cairn-node"),
+                    child: None,
+                },
+            );
+        }
+        for d in daemons.values() {
+            if !d.binary.exists() {
+                bail!(
+                    "{:?} not found: build the workspace first (cargo build --workspace)",
+                    d.binary
+                );
+            }
+        }
+        let mut cluster = DevCluster { spec, daemons };
+        let names: Vec<String> = cluster.daemons.keys().cloned().collect();
+        for name in names {
+            cluster.start_process(&name)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn spec(&self) -> &DevClusterSpec {
+        &self.spec
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.daemons.keys().cloned().collect()
+    }
+
+    pub fn client(&self) -> Result<Client, ClientError> {
+        Client::from_file(&self.spec.cluster_file())
+    }
+
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.daemons.get(name)?.child.as_ref().map(|c| c.id())
+    }
+
+    /// (Re)starts a daemon that is not running, with the arguments it first had.
+    pub fn start_process(&mut self, name: &str) -> anyhow::Result<()> {
+        let dir = self.spec.dir.clone();
+        let env = self.spec.env.clone();
+        let d = self
+            .daemons
+            .get_mut(name)
+            .with_context(|| format!("no process named {name}"))?;
+        if let Some(child) = d.child.as_mut() {
+            if child.try_wait()?.is_none() {
+                bail!("{name} is already running");
+            }
+        }
+        let log_path = dir.join("logs").join(format!("{name}.log"));
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("open {log_path:?}"))?;
+        let child = Command::new(&d.binary)
+            .args(&d.args)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {:?}", d.binary))?;
+        std::fs::write(
+            dir.join("pids").join(format!("{name}.pid")),
+            child.id().to_string(),
+        )?;
+        d.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs a daemon and reaps it.
+    pub fn kill(&mut self, name: &str) {
+        self.stop_with(name, libc::SIGKILL, Duration::from_secs(10));
+    }
+
+    /// SIGTERMs a daemon and waits for it (SIGKILL after `grace`).
+    pub fn stop(&mut self, name: &str) {
+        self.stop_with(name, libc::SIGTERM, Duration::from_secs(10));
+    }
+
+    /// Sends a signal without waiting (e.g. SIGSTOP / SIGCONT).
+    pub fn signal(&self, name: &str, sig: i32) {
+        if let Some(pid) = self.pid(name) {
+            signal(pid, sig);
+        }
+    }
+
+    fn stop_with(&mut self, name: &str, sig: i32, grace: Duration) {
+        let Some(d) = self.daemons.get_mut(name) else {
+            return;
+        };
+        let Some(mut child) = d.child.take() else {
+            return;
+        };
+        // A stopped process would never handle SIGTERM.
+        signal(child.id(), libc::SIGCONT);
+        signal(child.id(), sig);
+        let deadline = Instant::now() + grace;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        let _ = std::fs::remove_file(self.spec.dir.join("pids").join(format!("{name}.pid")));
+    }
+
+    /// Names of daemons that exited on their own since the last call, with their status.
+    pub fn reap_exited(&mut self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, d) in self.daemons.iter_mut() {
+            if let Some(child) = d.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    out.push((name.clone(), status.to_string()));
+                    d.child = None;
+                }
+            }
+        }
+        out
+    }
+
+    /// Stops everything: storage nodes first, then metadata replicas.
+    pub fn shutdown(&mut self) {
+        let names: Vec<String> = self.daemons.keys().cloned().collect();
+        for name in names.iter().filter(|n| n.starts_with("node-")) {
+            if let Some(pid) = self.pid(name) {
+                signal(pid, libc::SIGCONT);
+                signal(pid, libc::SIGTERM);
+            }
+        }
+        for name in names.iter().filter(|n| n.starts_with("node-")) {
+            self.stop(name);
+        }
+        for name in names.iter().filter(|n| n.starts_with("meta-")) {
+            self.stop(name);
+        }
+    }
+
+    /// Waits until a metadata leader serves and every storage node is registered and up,
+    /// then makes sure the `default` bucket exists.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let client = Client::new(&ClusterFile {
+            meta: (1..=self.spec.meta)
+                .map(|i| self.spec.meta_addr(i))
+                .collect(),
+            chunk_size: self.spec.chunk_size,
+        })?;
+        let quick = client.clone().with_meta_retry(Duration::from_secs(1));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match quick.status().await {
+                Ok(s) => {
+                    let up = s.nodes.iter().filter(|n| n.state == "up").count();
+                    if s.nodes.len() == self.spec.nodes && up == self.spec.nodes {
+                        break;
+                    }
+                    format!("{up} of {} storage nodes up", self.spec.nodes)
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "cluster not ready after {timeout:?}: {last} (logs in {:?})",
+                    self.spec.dir.join("logs")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        match client.create_bucket("default", self.spec.redundancy).await {
+            Ok(()) | Err(ClientError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e).context("create the default bucket"),
+        }
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn check_free(addr: &str) -> anyhow::Result<()> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .with_context(|| format!("address {addr} is not free (choose another --port-base)"))
+}
+
+/// The directory holding this executable (where the sibling binaries are).
+pub fn own_bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("find the cairn executable")?;
+    Ok(exe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".")))
+}

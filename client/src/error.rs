@@ -1,0 +1,78 @@
+//! The client's typed errors, and the one mapping from gRPC status codes to them.
+
+use cairn_common::ChunkId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{message}")]
+    NotFound { message: String },
+    #[error("{message}")]
+    AlreadyExists { message: String },
+    #[error("invalid request: {message}")]
+    InvalidArgument { message: String },
+    #[error("{message}")]
+    FailedPrecondition { message: String },
+    #[error("cluster unavailable: {message}")]
+    Unavailable { message: String },
+    #[error("data unavailable: chunk {chunk} has only {available} readable shards of the {needed} needed")]
+    DataUnavailable {
+        chunk: ChunkId,
+        available: usize,
+        needed: usize,
+    },
+    #[error("data corrupt: chunk {chunk} decoded to bytes that do not match its shard hashes")]
+    Corrupt { chunk: ChunkId },
+    #[error(
+        "write failed: chunk {chunk} reached only {durable} durable shards, {needed} are required"
+    )]
+    NotDurable {
+        chunk: ChunkId,
+        durable: usize,
+        needed: usize,
+    },
+    #[error("metadata reply is malformed: {what}")]
+    Malformed { what: String },
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] cairn_common::config::ConfigError),
+    #[error("server error ({code:?}): {message}")]
+    Server { code: tonic::Code, message: String },
+}
+
+impl ClientError {
+    /// Whether retrying the same call (on another replica) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, ClientError::Unavailable { .. })
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        let message = status.message().to_string();
+        match status.code() {
+            tonic::Code::NotFound => ClientError::NotFound { message },
+            tonic::Code::AlreadyExists => ClientError::AlreadyExists { message },
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+                ClientError::InvalidArgument { message }
+            }
+            tonic::Code::FailedPrecondition => ClientError::FailedPrecondition { message },
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                ClientError::Unavailable {
+                    message: if message.is_empty() {
+                        format!("{:?}", status.code())
+                    } else {
+                        message
+                    },
+                }
+            }
+            code => ClientError::Server { code, message },
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -1,0 +1,258 @@
+//! The read path: look the object up, fetch only the chunks a range needs, and for each
+//! chunk read k shards (data shards of nodes that are up first), verify every shard
+//! against the metadata's blake3, and decode. Missing, corrupt or slow shards are
+//! replaced by parity (DESIGN.md invariant 3); a reader gets correct bytes or an error.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use cairn_common::erasure::Codec;
+use cairn_common::{ChunkId, NodeId};
+use cairn_proto::meta as pm;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::convert::redundancy_from_proto;
+use crate::error::{ClientError, Result};
+use crate::Client;
+
+/// A shard read that has not answered by then gets a parity read raced against it.
+const HEDGE_AFTER: Duration = Duration::from_millis(1500);
+
+/// An object's description, as `stat` and `get` return it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectStat {
+    pub key: String,
+    pub size: u64,
+    pub generation: u64,
+    pub mtime: u64,
+    pub chunks: usize,
+    pub degraded_chunks: usize,
+}
+
+struct Candidate {
+    index: u32,
+    node: NodeId,
+    addr: String,
+}
+
+impl Client {
+    pub async fn stat(&self, bucket: &str, key: &str) -> Result<ObjectStat> {
+        let resp = self.lookup(bucket, key).await?;
+        Ok(stat_of(&resp))
+    }
+
+    async fn lookup(&self, bucket: &str, key: &str) -> Result<pm::LookupObjectResponse> {
+        cairn_common::names::validate_bucket(bucket).map_err(crate::put::invalid)?;
+        cairn_common::names::validate_key(key).map_err(crate::put::invalid)?;
+        self.meta
+            .call(
+                pm::LookupObjectRequest {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                },
+                |mut c, r| async move { c.lookup_object(r).await },
+            )
+            .await
+    }
+
+    /// Writes the object's bytes (or the `range` of them) to `out`.
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<Range<u64>>,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<ObjectStat> {
+        let resp = self.lookup(bucket, key).await?;
+        let stat = stat_of(&resp);
+        let range = match range {
+            None => 0..stat.size,
+            Some(r) if r.start <= r.end && r.end <= stat.size => r,
+            Some(r) => {
+                return Err(ClientError::InvalidArgument {
+                    message: format!(
+                        "range {}..{} is outside the object's {} bytes",
+                        r.start, r.end, stat.size
+                    ),
+                })
+            }
+        };
+        let nodes: HashMap<NodeId, &pm::NodeAddress> =
+            resp.nodes.iter().map(|n| (n.node_id, n)).collect();
+        let mut offset = 0u64;
+        for chunk in &resp.chunks {
+            let chunk_range = offset..offset + chunk.size;
+            offset += chunk.size;
+            if chunk_range.end <= range.start || chunk_range.start >= range.end {
+                continue;
+            }
+            let data = self.read_chunk(chunk, &nodes).await?;
+            let from = range.start.max(chunk_range.start) - chunk_range.start;
+            let to = range.end.min(chunk_range.end) - chunk_range.start;
+            out.write_all(&data[from as usize..to as usize])
+                .await
+                .map_err(|source| ClientError::Io {
+                    op: "write output".into(),
+                    source,
+                })?;
+        }
+        out.flush().await.map_err(|source| ClientError::Io {
+            op: "flush output".into(),
+            source,
+        })?;
+        Ok(stat)
+    }
+
+    /// Reads, verifies and decodes one chunk.
+    async fn read_chunk(
+        &self,
+        chunk: &pm::Chunk,
+        nodes: &HashMap<NodeId, &pm::NodeAddress>,
+    ) -> Result<Vec<u8>> {
+        let id = ChunkId::from_slice(&chunk.chunk_id).map_err(|e| ClientError::Malformed {
+            what: e.to_string(),
+        })?;
+        let redundancy = redundancy_from_proto(chunk.redundancy)?;
+        let codec = Codec::new(redundancy).map_err(|e| ClientError::Malformed {
+            what: e.to_string(),
+        })?;
+        let total = redundancy.total_shards();
+        let needed = redundancy.data_shards();
+        if chunk.shard_hashes.len() != total {
+            return Err(ClientError::Malformed {
+                what: format!("chunk {id} lists {} shard hashes", chunk.shard_hashes.len()),
+            });
+        }
+        let shard_len = codec.shard_len(chunk.size as usize);
+
+        // Up nodes before down ones; within each, data shards before parity.
+        let mut candidates: Vec<(bool, Candidate)> = chunk
+            .shards
+            .iter()
+            .filter(|s| (s.index as usize) < total)
+            .filter_map(|s| {
+                nodes.get(&s.node_id).map(|n| {
+                    (
+                        n.down,
+                        Candidate {
+                            index: s.index,
+                            node: s.node_id,
+                            addr: n.addr.clone(),
+                        },
+                    )
+                })
+            })
+            .collect();
+        candidates.sort_by_key(|(down, c)| (*down, c.index));
+        let mut queue = candidates.into_iter().map(|(_, c)| c);
+
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
+        let mut have = 0;
+        let mut lost: Vec<(u32, NodeId)> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let launch = |c: Candidate| {
+            let pool = self.nodes.clone();
+            async move {
+                let result = pool.get_shard(&c.addr, id, c.index).await;
+                (c, result)
+            }
+        };
+        for c in queue.by_ref().take(needed) {
+            in_flight.push(launch(c));
+        }
+        while have < needed {
+            let next = tokio::select! {
+                next = in_flight.next() => next,
+                _ = tokio::time::sleep(HEDGE_AFTER), if !in_flight.is_empty() => {
+                    if let Some(c) = queue.next() {
+                        in_flight.push(launch(c));
+                    }
+                    continue;
+                }
+            };
+            let Some((c, result)) = next else {
+                break;
+            };
+            match result {
+                Ok(bytes)
+                    if bytes.len() == shard_len
+                        && blake3::hash(&bytes).as_bytes()[..]
+                            == chunk.shard_hashes[c.index as usize][..] =>
+                {
+                    if shards[c.index as usize].is_none() {
+                        shards[c.index as usize] = Some(bytes);
+                        have += 1;
+                    }
+                    continue;
+                }
+                Ok(_) => {
+                    tracing::warn!(chunk = %id, index = c.index, node = c.node, "shard failed verification");
+                    lost.push((c.index, c.node));
+                }
+                Err(ClientError::NotFound { .. })
+                | Err(ClientError::Server {
+                    code: tonic::Code::DataLoss,
+                    ..
+                }) => {
+                    tracing::warn!(chunk = %id, index = c.index, node = c.node, "shard missing or corrupt");
+                    lost.push((c.index, c.node));
+                }
+                Err(e) => {
+                    tracing::debug!(chunk = %id, index = c.index, node = c.node, error = %e, "shard read failed");
+                }
+            }
+            if let Some(next) = queue.next() {
+                in_flight.push(launch(next));
+            }
+        }
+        drop(in_flight);
+        self.report_lost(id, &lost).await;
+        if have < needed {
+            return Err(ClientError::DataUnavailable {
+                chunk: id,
+                available: have,
+                needed,
+            });
+        }
+        codec
+            .decode(shards, chunk.size as usize)
+            .map_err(|_| ClientError::Corrupt { chunk: id })
+    }
+
+    /// Tells the metadata service about shards found missing or corrupt (best effort:
+    /// a failure here does not fail the read).
+    async fn report_lost(&self, chunk: ChunkId, lost: &[(u32, NodeId)]) {
+        for &(index, node_id) in lost {
+            let req = pm::ReportShardLostRequest {
+                chunk_id: chunk.as_bytes().to_vec(),
+                index,
+                node_id,
+            };
+            let meta = self.meta.clone().with_retry_for(Duration::from_secs(3));
+            if let Err(e) = meta
+                .call(req, |mut c, r| async move { c.report_shard_lost(r).await })
+                .await
+            {
+                tracing::warn!(%chunk, index, node_id, error = %e, "could not report a lost shard");
+            }
+        }
+    }
+}
+
+fn stat_of(resp: &pm::LookupObjectResponse) -> ObjectStat {
+    let info = resp.info.clone().unwrap_or_default();
+    ObjectStat {
+        key: info.key,
+        size: info.size,
+        generation: info.generation,
+        mtime: info.mtime,
+        chunks: resp.chunks.len(),
+        degraded_chunks: resp
+            .chunks
+            .iter()
+            .filter(|c| c.shards.len() < c.shard_hashes.len())
+            .count(),
+    }
+}

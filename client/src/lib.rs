@@ -1,0 +1,173 @@
+//! The Cairn client library: the smart data path (split, encode, place, write in
+//! parallel; read any k, verify, decode) and thin wrappers over the metadata API.
+//! The `cairn` CLI (src/main.rs, src/cli) is built on it.
+
+pub mod convert;
+pub mod dev_cluster;
+pub mod error;
+pub mod get;
+pub mod meta_client;
+pub mod node_pool;
+pub mod put;
+
+use std::path::Path;
+
+use cairn_common::config::ClusterFile;
+use cairn_common::Redundancy;
+use cairn_proto::meta as pm;
+
+pub use cairn_proto::meta::ClusterStatusResponse as ClusterStatus;
+pub use error::{ClientError, Result};
+pub use get::ObjectStat;
+pub use put::PutOutcome;
+
+use crate::meta_client::MetaClient;
+use crate::node_pool::NodePool;
+
+/// A connection to one cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    meta: MetaClient,
+    nodes: NodePool,
+    chunk_size: usize,
+}
+
+/// A bucket as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketInfo {
+    pub name: String,
+    pub redundancy: Redundancy,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    pub objects: Vec<pm::ObjectInfo>,
+    pub truncated: bool,
+}
+
+impl Client {
+    pub fn new(cluster: &ClusterFile) -> Result<Self> {
+        Ok(Client {
+            meta: MetaClient::new(&cluster.meta)?,
+            nodes: NodePool::default(),
+            chunk_size: cluster.chunk_size,
+        })
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Client::new(&ClusterFile::load(path)?)
+    }
+
+    pub fn meta(&self) -> &MetaClient {
+        &self.meta
+    }
+
+    /// A copy whose metadata calls give up after `retry_for` of unavailability.
+    pub fn with_meta_retry(mut self, retry_for: std::time::Duration) -> Self {
+        self.meta = self.meta.with_retry_for(retry_for);
+        self
+    }
+
+    pub async fn create_bucket(&self, name: &str, redundancy: Redundancy) -> Result<()> {
+        cairn_common::names::validate_bucket(name).map_err(put::invalid)?;
+        let req = pm::CreateBucketRequest {
+            name: name.into(),
+            redundancy: Some(convert::redundancy_to_proto(redundancy)),
+        };
+        self.meta
+            .call(req, |mut c, r| async move { c.create_bucket(r).await })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
+        let resp = self
+            .meta
+            .call(pm::ListBucketsRequest {}, |mut c, r| async move {
+                c.list_buckets(r).await
+            })
+            .await?;
+        resp.buckets
+            .into_iter()
+            .map(|b| {
+                Ok(BucketInfo {
+                    name: b.name,
+                    redundancy: convert::redundancy_from_proto(b.redundancy)?,
+                })
+            })
+            .collect()
+    }
+
+    /// One page of keys under `prefix`, after `start_after`.
+    pub async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: &str,
+        limit: u32,
+    ) -> Result<ListPage> {
+        cairn_common::names::validate_bucket(bucket).map_err(put::invalid)?;
+        if prefix.len() > cairn_common::names::MAX_KEY_BYTES {
+            return Err(ClientError::InvalidArgument {
+                message: format!(
+                    "prefix is {} bytes long; the limit is {}",
+                    prefix.len(),
+                    cairn_common::names::MAX_KEY_BYTES
+                ),
+            });
+        }
+        let req = pm::ListObjectsRequest {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            start_after: start_after.into(),
+            limit,
+        };
+        let resp = self
+            .meta
+            .call(req, |mut c, r| async move { c.list_objects(r).await })
+            .await?;
+        Ok(ListPage {
+            objects: resp.objects,
+            truncated: resp.truncated,
+        })
+    }
+
+    /// Every key under `prefix`, fetched page by page.
+    pub async fn list_all(&self, bucket: &str, prefix: &str) -> Result<Vec<pm::ObjectInfo>> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.list_page(bucket, prefix, &after, 0).await?;
+            if let Some(last) = page.objects.last() {
+                after = last.key.clone();
+            }
+            let done = !page.truncated || page.objects.is_empty();
+            all.extend(page.objects);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        cairn_common::names::validate_bucket(bucket).map_err(put::invalid)?;
+        cairn_common::names::validate_key(key).map_err(put::invalid)?;
+        let req = pm::DeleteObjectRequest {
+            bucket: bucket.into(),
+            key: key.into(),
+        };
+        self.meta
+            .call(req, |mut c, r| async move { c.delete_object(r).await })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn status(&self) -> Result<pm::ClusterStatusResponse> {
+        self.meta
+            .call(pm::ClusterStatusRequest {}, |mut c, r| async move {
+                c.cluster_status(r).await
+            })
+            .await
+    }
+}

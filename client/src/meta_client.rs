@@ -1,0 +1,101 @@
+//! Talking to the metadata service: any replica will do (followers forward to the
+//! leader); on UNAVAILABLE the call moves to the next replica and retries with backoff,
+//! for a bounded time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_proto::meta::meta_service_client::MetaServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{ClientError, Result};
+
+/// How long a call keeps retrying while no replica can serve it.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(30);
+/// Deadline of one attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct MetaClient {
+    clients: Arc<Vec<MetaServiceClient<Channel>>>,
+    next: Arc<AtomicUsize>,
+    retry_for: Duration,
+}
+
+pub fn lazy_channel(addr: &str) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
+        ClientError::InvalidArgument {
+            message: format!("bad address {addr:?}: {e}"),
+        }
+    })?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+impl MetaClient {
+    pub fn new(addrs: &[String]) -> Result<Self> {
+        if addrs.is_empty() {
+            return Err(ClientError::InvalidArgument {
+                message: "no metadata addresses given".into(),
+            });
+        }
+        let clients = addrs
+            .iter()
+            .map(|a| {
+                Ok(MetaServiceClient::new(lazy_channel(a)?)
+                    .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MetaClient {
+            clients: Arc::new(clients),
+            next: Arc::new(AtomicUsize::new(0)),
+            retry_for: DEFAULT_RETRY_FOR,
+        })
+    }
+
+    /// Changes how long calls keep retrying while the metadata service is unavailable.
+    pub fn with_retry_for(mut self, retry_for: Duration) -> Self {
+        self.retry_for = retry_for;
+        self
+    }
+
+    /// Runs `call` against a replica, moving to the next one and retrying (with backoff,
+    /// up to `retry_for`) while the answer is UNAVAILABLE.
+    pub async fn call<Req, Resp, F, Fut>(&self, req: Req, call: F) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(MetaServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut:
+            std::future::Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.retry_for;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let turn = self.next.load(Ordering::Relaxed);
+            let index = turn % self.clients.len();
+            let mut request = tonic::Request::new(req.clone());
+            request.set_timeout(ATTEMPT_TIMEOUT);
+            let err = match call(self.clients[index].clone(), request).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) => ClientError::from(status),
+            };
+            if !err.is_retriable() || Instant::now() + backoff > deadline {
+                return Err(err);
+            }
+            tracing::debug!(replica = index, error = %err, "metadata call failed; retrying");
+            // Move on from this replica unless another caller already did.
+            let _ = self.next.compare_exchange(
+                turn,
+                turn.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Connections to storage nodes, one lazily connected channel per address, and the shard
+//! calls the data path makes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_common::ChunkId;
+use cairn_proto::common::ShardId;
+use cairn_proto::node::node_service_client::NodeServiceClient;
+use cairn_proto::node::{put_shard_request, GetShardRequest, PutShardHeader, PutShardRequest};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::error::Result;
+use crate::meta_client::lazy_channel;
+
+/// Deadline for one whole shard transfer.
+pub const SHARD_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Default)]
+pub struct NodePool {
+    clients: Arc<Mutex<HashMap<String, NodeServiceClient<Channel>>>>,
+}
+
+impl NodePool {
+    fn client(&self, addr: &str) -> Result<NodeServiceClient<Channel>> {
+        let mut clients = self.clients.lock().expect("node pool lock poisoned");
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = NodeServiceClient::new(lazy_channel(addr)?)
+            .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Stores one shard; returns once the node has it durably.
+    pub async fn put_shard(
+        &self,
+        addr: &str,
+        chunk: ChunkId,
+        index: u32,
+        data: Arc<Vec<u8>>,
+        hash: [u8; 32],
+    ) -> Result<()> {
+        let mut client = self.client(addr)?;
+        let header = PutShardRequest {
+            part: Some(put_shard_request::Part::Header(PutShardHeader {
+                id: Some(ShardId {
+                    chunk_id: chunk.as_bytes().to_vec(),
+                    index,
+                }),
+                length: data.len() as u64,
+                blake3: hash.to_vec(),
+            })),
+        };
+        let frames = (0..data.len().div_ceil(cairn_proto::DATA_FRAME_BYTES)).map(move |i| {
+            let start = i * cairn_proto::DATA_FRAME_BYTES;
+            let end = (start + cairn_proto::DATA_FRAME_BYTES).min(data.len());
+            PutShardRequest {
+                part: Some(put_shard_request::Part::Data(data[start..end].to_vec())),
+            }
+        });
+        let stream = tokio_stream::iter(std::iter::once(header).chain(frames));
+        let mut request = tonic::Request::new(stream);
+        request.set_timeout(SHARD_TIMEOUT);
+        client.put_shard(request).await?;
+        Ok(())
+    }
+
+    /// Reads a whole shard and returns its bytes (the node verified them against its
+    /// block hashes; the caller verifies them against the metadata's shard hash).
+    pub async fn get_shard(&self, addr: &str, chunk: ChunkId, index: u32) -> Result<Vec<u8>> {
+        let mut client = self.client(addr)?;
+        let mut request = tonic::Request::new(GetShardRequest {
+            id: Some(ShardId {
+                chunk_id: chunk.as_bytes().to_vec(),
+                index,
+            }),
+            offset: 0,
+            length: 0,
+        });
+        request.set_timeout(SHARD_TIMEOUT);
+        let mut stream = client.get_shard(request).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
+            if out.is_empty() && msg.shard_length > 0 {
+                out.reserve_exact((msg.shard_length as usize).min(64 << 20));
+            }
+            out.extend_from_slice(&msg.data);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,204 @@
+//! The write path: cut the input into chunks, encode each, place its shards, write them
+//! in parallel, and commit the object once every chunk is durable (DESIGN.md invariant
+//! 1). Only one chunk (and its shards) is in memory at a time, whatever the input size.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use cairn_common::erasure::Codec;
+use cairn_common::{ChunkId, NodeId};
+use cairn_proto::meta as pm;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::convert::redundancy_from_proto;
+use crate::error::{ClientError, Result};
+use crate::Client;
+
+/// What a successful put returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub size: u64,
+    pub generation: u64,
+    /// Chunks written with fewer than all their shards (queued for repair).
+    pub degraded_chunks: usize,
+}
+
+/// Fills `buf` from `reader` until it is full or the input ends; returns bytes read.
+async fn read_full(reader: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = reader
+            .read(&mut buf[filled..])
+            .await
+            .map_err(|source| ClientError::Io {
+                op: "read input".into(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+impl Client {
+    /// Stores everything `reader` yields as `bucket/key`, replacing any older version.
+    pub async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut reader: impl AsyncRead + Unpin,
+    ) -> Result<PutOutcome> {
+        cairn_common::names::validate_bucket(bucket).map_err(invalid)?;
+        cairn_common::names::validate_key(key).map_err(invalid)?;
+        let mut buf = vec![0u8; self.chunk_size];
+        let mut chunks = Vec::new();
+        let mut size = 0u64;
+        let mut degraded_chunks = 0;
+        loop {
+            let n = read_full(&mut reader, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            let chunk = self.write_chunk(bucket, &buf[..n]).await?;
+            if chunk.shards.len() < chunk.shard_hashes.len() {
+                degraded_chunks += 1;
+            }
+            chunks.push(chunk);
+            size += n as u64;
+            if n < buf.len() {
+                break;
+            }
+        }
+        let req = pm::CommitObjectRequest {
+            bucket: bucket.into(),
+            key: key.into(),
+            size,
+            chunks,
+        };
+        let resp = self
+            .meta
+            .call(req, |mut c, r| async move { c.commit_object(r).await })
+            .await?;
+        Ok(PutOutcome {
+            size,
+            generation: resp.generation,
+            degraded_chunks,
+        })
+    }
+
+    /// Encodes and stores one chunk; returns its metadata once at least the scheme's
+    /// durable minimum of shards is on disk. Failed shards are retried once on other nodes.
+    async fn write_chunk(&self, bucket: &str, data: &[u8]) -> Result<pm::Chunk> {
+        let alloc = self
+            .meta
+            .call(
+                pm::AllocateChunkRequest {
+                    bucket: bucket.into(),
+                    exclude_nodes: vec![],
+                    min_targets: 0,
+                },
+                |mut c, r| async move { c.allocate_chunk(r).await },
+            )
+            .await?;
+        let chunk = ChunkId::from_slice(&alloc.chunk_id).map_err(|e| ClientError::Malformed {
+            what: e.to_string(),
+        })?;
+        let redundancy = redundancy_from_proto(alloc.redundancy)?;
+        let codec = Codec::new(redundancy).map_err(|e| ClientError::Malformed {
+            what: e.to_string(),
+        })?;
+        let shards: Vec<Arc<Vec<u8>>> = codec.encode(data).into_iter().map(Arc::new).collect();
+        let hashes: Vec<[u8; 32]> = shards.iter().map(|s| *blake3::hash(s).as_bytes()).collect();
+
+        // Shard index -> target; indices beyond the targets are unplaced for now.
+        let mut targets: BTreeMap<u32, pm::NodeAddress> = alloc
+            .targets
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (i as u32, t))
+            .collect();
+        let mut used: HashSet<NodeId> = targets.values().map(|t| t.node_id).collect();
+        let mut durable: BTreeMap<u32, NodeId> = BTreeMap::new();
+        let mut failed: Vec<u32> = (targets.len() as u32..shards.len() as u32).collect();
+
+        for attempt in 0..2 {
+            let mut writes = FuturesUnordered::new();
+            for (&index, target) in &targets {
+                let pool = self.nodes.clone();
+                let data = shards[index as usize].clone();
+                let hash = hashes[index as usize];
+                let target = target.clone();
+                writes.push(async move {
+                    let r = pool.put_shard(&target.addr, chunk, index, data, hash).await;
+                    (index, target.node_id, r)
+                });
+            }
+            while let Some((index, node, result)) = writes.next().await {
+                match result {
+                    Ok(()) => {
+                        durable.insert(index, node);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%chunk, index, node, error = %e, "shard write failed");
+                        failed.push(index);
+                    }
+                }
+            }
+            if failed.is_empty() || attempt == 1 {
+                break;
+            }
+            // Ask for other nodes for the failed shards (excluding every node used).
+            let more = self
+                .meta
+                .call(
+                    pm::AllocateChunkRequest {
+                        bucket: bucket.into(),
+                        exclude_nodes: used.iter().copied().collect(),
+                        min_targets: 1,
+                    },
+                    |mut c, r| async move { c.allocate_chunk(r).await },
+                )
+                .await;
+            let spare: Vec<pm::NodeAddress> = match more {
+                Ok(resp) => resp.targets,
+                // Too few nodes left for a whole chunk: use none; durability decides below.
+                Err(_) => Vec::new(),
+            };
+            targets = failed
+                .drain(..)
+                .zip(spare.into_iter().filter(|t| !used.contains(&t.node_id)))
+                .collect();
+            used.extend(targets.values().map(|t| t.node_id));
+            if targets.is_empty() {
+                break;
+            }
+        }
+        let needed = redundancy.min_durable_shards();
+        if durable.len() < needed {
+            return Err(ClientError::NotDurable {
+                chunk,
+                durable: durable.len(),
+                needed,
+            });
+        }
+        Ok(pm::Chunk {
+            chunk_id: chunk.as_bytes().to_vec(),
+            size: data.len() as u64,
+            shard_hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            shards: durable
+                .into_iter()
+                .map(|(index, node_id)| pm::ShardPlacement { index, node_id })
+                .collect(),
+            redundancy: Some(crate::convert::redundancy_to_proto(redundancy)),
+        })
+    }
+}
+
+pub(crate) fn invalid(e: impl std::fmt::Display) -> ClientError {
+    ClientError::InvalidArgument {
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,104 @@
+//! Identifiers: storage node ids and chunk ids.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A storage node's id: chosen by the operator, stored in the node's data directory.
+pub type NodeId = u64;
+
+/// A chunk's id: 128 random bits, written as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChunkId(pub [u8; 16]);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("chunk id must be 16 bytes (32 hex digits), got {got:?}")]
+pub struct BadChunkId {
+    pub got: String,
+}
+
+impl ChunkId {
+    pub fn random() -> Self {
+        ChunkId(rand::random())
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, BadChunkId> {
+        let arr: [u8; 16] = bytes.try_into().map_err(|_| BadChunkId {
+            got: format!("{} bytes", bytes.len()),
+        })?;
+        Ok(ChunkId(arr))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkId({self})")
+    }
+}
+
+impl FromStr for ChunkId {
+    type Err = BadChunkId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadChunkId { got: s.to_string() };
+        if s.len() != 32 || !s.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(ChunkId(out))
+    }
+}
+
+impl Serialize for ChunkId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Lower-case hex of any bytes (hashes in logs and CLI output).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_id_round_trips_through_hex() {
+        let id = ChunkId::random();
+        assert_eq!(id.to_string().parse::<ChunkId>().unwrap(), id);
+        assert_eq!(ChunkId::from_slice(id.as_bytes()).unwrap(), id);
+    }
+
+    #[test]
+    fn chunk_id_rejects_bad_input() {
+        assert!("abc".parse::<ChunkId>().is_err());
+        assert!("zz".repeat(16).parse::<ChunkId>().is_err());
+        assert!(ChunkId::from_slice(&[1, 2, 3]).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! Pure building blocks shared by every Cairn crate: identifiers, redundancy schemes,
+//! erasure coding, placement, name rules, config loading and tracing set-up.
+//! Must not depend on tonic, RocksDB, FUSE or io_uring.
+
+pub mod config;
+pub mod erasure;
+pub mod ids;
+pub mod names;
+pub mod placement;
+pub mod redundancy;
+pub mod telemetry;
+
+pub use ids::{ChunkId, NodeId};
+pub use redundancy::Redundancy;
+
+/// Default size of a chunk: the unit that is erasure coded and placed.
+pub const DEFAULT_CHUNK_SIZE: usize = 4 * 1024 * 1024;

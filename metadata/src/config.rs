@@ -1,0 +1,97 @@
+//! `cairn-meta` configuration: one TOML file, unknown keys refused, CLI flags override.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaConfig {
+    /// This replica's Raft id (required, non-zero, unique in the cluster).
+    pub id: u64,
+    /// gRPC listen address for clients, storage nodes and peers (required).
+    pub listen: SocketAddr,
+    /// Address peers and clients use to reach this replica (default: `listen`).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Directory of the RocksDB store (required).
+    pub data_dir: PathBuf,
+    /// Initial members as `id -> address`, used only with `bootstrap` (default: just this
+    /// replica).
+    #[serde(default)]
+    pub peers: BTreeMap<u64, String>,
+    /// Create a new cluster from `peers` if this replica's log is empty (default false:
+    /// wait to be contacted by a leader).
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// A storage node without a heartbeat for this long is `down` (default 5000 ms).
+    #[serde(default = "default_node_down_after_ms")]
+    pub node_down_after_ms: u64,
+    /// Raft heartbeat interval (default 150 ms).
+    #[serde(default = "default_raft_heartbeat_ms")]
+    pub raft_heartbeat_ms: u64,
+    /// Raft election timeout, lower bound; the upper bound is twice this (default 1000 ms).
+    #[serde(default = "default_election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    /// Build a snapshot after this many log entries (default 5000).
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+}
+
+fn default_node_down_after_ms() -> u64 {
+    5000
+}
+fn default_raft_heartbeat_ms() -> u64 {
+    150
+}
+fn default_election_timeout_ms() -> u64 {
+    1000
+}
+fn default_snapshot_every() -> u64 {
+    5000
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MetaConfigError {
+    #[error("`id` must be non-zero")]
+    ZeroId,
+    #[error("`peers` must include this replica's id {id} when bootstrapping")]
+    SelfNotInPeers { id: u64 },
+    #[error("`election_timeout_ms` ({election}) must exceed 3x `raft_heartbeat_ms` ({heartbeat})")]
+    Timeouts { election: u64, heartbeat: u64 },
+    #[error("`node_down_after_ms` must be at least 1000")]
+    DownTimeout,
+}
+
+impl MetaConfig {
+    pub fn advertise_addr(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    pub fn validate(mut self) -> Result<Self, MetaConfigError> {
+        if self.id == 0 {
+            return Err(MetaConfigError::ZeroId);
+        }
+        if self.bootstrap {
+            if self.peers.is_empty() {
+                self.peers.insert(self.id, self.advertise_addr());
+            } else if !self.peers.contains_key(&self.id) {
+                return Err(MetaConfigError::SelfNotInPeers { id: self.id });
+            }
+        }
+        if self.election_timeout_ms <= 3 * self.raft_heartbeat_ms {
+            return Err(MetaConfigError::Timeouts {
+                election: self.election_timeout_ms,
+                heartbeat: self.raft_heartbeat_ms,
+            });
+        }
+        if self.node_down_after_ms < 1000 {
+            return Err(MetaConfigError::DownTimeout);
+        }
+        Ok(self)
+    }
+}

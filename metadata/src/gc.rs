@@ -1,0 +1,88 @@
+//! Garbage collection of shards no object references any more (deleted or overwritten
+//! objects). Runs on the leader only: takes a batch from the replicated GC queue, deletes
+//! the shards from their nodes, then commits which entries are done. A node that is down
+//! keeps its entries queued until it is back.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_proto::common::ShardId;
+use cairn_proto::node::node_service_client::NodeServiceClient;
+use cairn_proto::node::DeleteShardRequest;
+use tokio_util::sync::CancellationToken;
+
+use crate::liveness::{Liveness, NodeState};
+use crate::network::lazy_channel;
+use crate::state_machine::SharedState;
+use crate::types::{Command, Raft};
+
+const BATCH: usize = 512;
+const PERIOD: Duration = Duration::from_secs(1);
+
+pub async fn run(
+    id: u64,
+    raft: Raft,
+    state: SharedState,
+    liveness: Arc<Mutex<Liveness>>,
+    shutdown: CancellationToken,
+) {
+    let mut clients: BTreeMap<String, NodeServiceClient<tonic::transport::Channel>> =
+        BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PERIOD) => {}
+        }
+        if raft.metrics().borrow().current_leader != Some(id) {
+            continue;
+        }
+        let (entries, nodes) = {
+            let s = state.read().expect("state lock poisoned");
+            (s.namespace.gc_entries(BATCH), s.namespace.nodes().clone())
+        };
+        if entries.is_empty() {
+            continue;
+        }
+        let mut done = Vec::new();
+        for (seq, entry) in entries {
+            let Some(node) = nodes.get(&entry.node) else {
+                // The node was removed from the cluster: nothing left to delete.
+                done.push(seq);
+                continue;
+            };
+            let up = liveness
+                .lock()
+                .expect("liveness lock poisoned")
+                .state(entry.node, Instant::now())
+                == NodeState::Up;
+            if !up {
+                continue;
+            }
+            let client = clients
+                .entry(node.addr.clone())
+                .or_insert_with(|| NodeServiceClient::new(lazy_channel(&node.addr)));
+            let mut req = tonic::Request::new(DeleteShardRequest {
+                id: Some(ShardId {
+                    chunk_id: entry.chunk.as_bytes().to_vec(),
+                    index: entry.index,
+                }),
+            });
+            req.set_timeout(Duration::from_secs(5));
+            match client.delete_shard(req).await {
+                Ok(_) => done.push(seq),
+                Err(e) => {
+                    tracing::debug!(node = entry.node, error = %e, "gc delete failed; will retry")
+                }
+            }
+        }
+        if !done.is_empty() {
+            let n = done.len();
+            if let Err(e) = raft.client_write(Command::GcDone { seqs: done }).await {
+                tracing::debug!(error = %e, "committing gc progress failed; will retry");
+            } else {
+                tracing::debug!(shards = n, "garbage collected shards");
+            }
+        }
+    }
+}

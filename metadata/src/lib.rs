@@ -1,0 +1,153 @@
+//! `cairn-meta`: the Raft-replicated metadata service (openraft on RocksDB).
+//!
+//! Owns the namespace, chunk placements and the cluster map. Knows nothing of shard
+//! bytes: storage nodes and clients move data; this service only decides and records.
+
+// openraft's storage traits fix `StorageError` (224 bytes) as the error type of every
+// storage call; boxing it in our helpers would only add conversions at each trait edge.
+#![allow(clippy::result_large_err)]
+
+pub mod config;
+pub mod convert;
+pub mod gc;
+pub mod liveness;
+pub mod log_store;
+pub mod namespace;
+pub mod network;
+pub mod raft_service;
+pub mod service;
+pub mod state_machine;
+pub mod store;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cairn_proto::meta::meta_service_server::MetaServiceServer;
+use cairn_proto::meta::raft_service_server::RaftServiceServer;
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MetaConfig;
+use crate::liveness::Liveness;
+use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
+use crate::raft_service::RaftServer;
+use crate::service::MetaServer;
+use crate::types::Raft;
+
+fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
+    let config = openraft::Config {
+        cluster_name: "cairn-meta".into(),
+        heartbeat_interval: cfg.raft_heartbeat_ms,
+        election_timeout_min: cfg.election_timeout_ms,
+        election_timeout_max: cfg.election_timeout_ms * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+        max_in_snapshot_log_to_keep: 1000,
+        snapshot_max_chunk_size: 1024 * 1024,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate().context("validate Raft config")?))
+}
+
+/// Runs a metadata replica until `shutdown` is cancelled.
+///
+/// Shutdown order: stop accepting gRPC calls (in-flight calls finish), stop the GC and
+/// leadership tasks, then shut down Raft (which flushes nothing: every log write was
+/// already synced).
+pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("create data directory {:?}", cfg.data_dir))?;
+    let (log_store, state_machine) =
+        store::open(&cfg.data_dir.join("raft")).context("open metadata store")?;
+    let state = state_machine.shared();
+    let raft = Raft::new(
+        cfg.id,
+        raft_config(&cfg)?,
+        Network::default(),
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("start Raft")?;
+
+    if cfg.bootstrap && !raft.is_initialized().await? {
+        let members: BTreeMap<u64, BasicNode> = cfg
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        tracing::info!(?members, "bootstrapping a new metadata cluster");
+        raft.initialize(members)
+            .await
+            .context("initialize the metadata cluster")?;
+    }
+
+    let down_after = Duration::from_millis(cfg.node_down_after_ms);
+    let liveness = Arc::new(Mutex::new(Liveness::new(down_after, Instant::now())));
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(watch_leadership(
+        cfg.id,
+        raft.clone(),
+        liveness.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(gc::run(
+        cfg.id,
+        raft.clone(),
+        state.clone(),
+        liveness.clone(),
+        shutdown.clone(),
+    ));
+
+    let meta = MetaServer::new(cfg.id, raft.clone(), state, liveness);
+    tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = ?cfg.data_dir, "cairn-meta serving");
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            MetaServiceServer::new(meta)
+                .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            RaftServiceServer::new(RaftServer { raft: raft.clone() })
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+        .serve_with_shutdown(cfg.listen, shutdown.clone().cancelled_owned());
+    let served = server.await.context("serve gRPC");
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "Raft shutdown");
+    }
+    served
+}
+
+/// Resets heartbeat bookkeeping whenever this replica becomes leader.
+async fn watch_leadership(
+    id: u64,
+    raft: Raft,
+    liveness: Arc<Mutex<Liveness>>,
+    shutdown: CancellationToken,
+) {
+    let mut metrics = raft.metrics();
+    let mut was_leader = false;
+    loop {
+        let is_leader = metrics.borrow_and_update().current_leader == Some(id);
+        if is_leader && !was_leader {
+            tracing::info!(id, "became metadata leader");
+            liveness
+                .lock()
+                .expect("liveness lock poisoned")
+                .became_leader(Instant::now());
+        }
+        was_leader = is_leader;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+    }
+}

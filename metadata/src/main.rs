@@ -1,0 +1,144 @@
+//! `cairn-meta`: parses flags and the config file, then runs a metadata replica.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cairn_metadata::config::MetaConfig;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// A Cairn metadata replica (Raft on RocksDB).
+#[derive(Parser, Debug)]
+#[command(name = "cairn-meta", version)]
+struct Args {
+    /// TOML config file; flags and CAIRN_META_* variables override its keys.
+    #[arg(long, env = "CAIRN_META_CONFIG")]
+    config: Option<PathBuf>,
+    /// This replica's Raft id.
+    #[arg(long, env = "CAIRN_META_ID")]
+    id: Option<u64>,
+    /// gRPC listen address.
+    #[arg(long, env = "CAIRN_META_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address others use to reach this replica (default: --listen).
+    #[arg(long, env = "CAIRN_META_ADVERTISE")]
+    advertise: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "CAIRN_META_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Initial member, `ID=HOST:PORT`; repeat or comma-separate (used with --bootstrap).
+    #[arg(long = "peer", env = "CAIRN_META_PEERS", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Create a new cluster from --peer if this replica's log is empty.
+    #[arg(long, env = "CAIRN_META_BOOTSTRAP")]
+    bootstrap: bool,
+    /// Milliseconds without heartbeat before a storage node is down.
+    #[arg(long, env = "CAIRN_META_NODE_DOWN_AFTER_MS")]
+    node_down_after_ms: Option<u64>,
+}
+
+fn parse_peer(text: &str) -> anyhow::Result<(u64, String)> {
+    let (id, addr) = text
+        .split_once('=')
+        .with_context(|| format!("peer {text:?} is not ID=HOST:PORT"))?;
+    let id = id
+        .trim()
+        .parse()
+        .with_context(|| format!("peer {text:?} has a bad id"))?;
+    Ok((id, addr.trim().to_string()))
+}
+
+fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
+    let mut cfg: MetaConfig = match &args.config {
+        Some(path) => cairn_common::config::load_toml(path)?,
+        None => {
+            let missing = |flag: &str| anyhow::anyhow!("{flag} is required (or give --config)");
+            MetaConfig {
+                id: args.id.ok_or_else(|| missing("--id"))?,
+                listen: args.listen.ok_or_else(|| missing("--listen"))?,
+                advertise: None,
+                data_dir: args.data_dir.clone().ok_or_else(|| missing("--data-dir"))?,
+                peers: BTreeMap::new(),
+                bootstrap: false,
+                node_down_after_ms: 5000,
+                raft_heartbeat_ms: 150,
+                election_timeout_ms: 1000,
+                snapshot_every: 5000,
+            }
+        }
+    };
+    if let Some(id) = args.id {
+        cfg.id = id;
+    }
+    if let Some(listen) = args.listen {
+        cfg.listen = listen;
+    }
+    if args.advertise.is_some() {
+        cfg.advertise = args.advertise;
+    }
+    if let Some(dir) = args.data_dir {
+        cfg.data_dir = dir;
+    }
+    for peer in &args.peers {
+        let (id, addr) = parse_peer(peer)?;
+        cfg.peers.insert(id, addr);
+    }
+    if args.bootstrap {
+        cfg.bootstrap = true;
+    }
+    if let Some(ms) = args.node_down_after_ms {
+        cfg.node_down_after_ms = ms;
+    }
+    Ok(cfg.validate()?)
+}
+
+fn main() {
+    let args = Args::parse();
+    let cfg = match build_config(args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("cairn-meta: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    cairn_common::telemetry::init_tracing();
+    cairn_common::telemetry::abort_on_panic();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn-meta: start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received; shutting down");
+            signals.cancel();
+        });
+        cairn_metadata::run(cfg, shutdown).await
+    });
+    if let Err(e) = result {
+        eprintln!("cairn-meta: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,533 @@
+//! The gRPC `MetaService`. Every replica accepts every call: a follower forwards it to
+//! the leader (once; a forwarded call that lands on a non-leader answers UNAVAILABLE so
+//! the client retries). On the leader, writes go through `Raft::client_write`, reads wait
+//! for the leader's read index (`ensure_linearizable`) and then read the applied state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use cairn_common::names::{validate_bucket, validate_key, MAX_KEY_BYTES};
+use cairn_common::placement::{place, Candidate};
+use cairn_common::{ChunkId, NodeId};
+use cairn_proto::meta as pm;
+use cairn_proto::meta::meta_service_client::MetaServiceClient;
+use cairn_proto::meta::meta_service_server::MetaService;
+use openraft::error::{ClientWriteError, RaftError};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{
+    chunk_from_proto, chunk_id_from_proto, chunk_to_proto, redundancy_from_proto,
+    redundancy_to_proto, status_from,
+};
+use crate::liveness::{Liveness, NodeState, Usage};
+use crate::namespace::Namespace;
+use crate::network::lazy_channel;
+use crate::state_machine::SharedState;
+use crate::types::{Command, CommandResult, Raft};
+
+const FORWARDED: &str = "x-cairn-forwarded";
+/// Free space assumed for a node whose heartbeat the leader has not seen yet.
+const UNKNOWN_FREE_BYTES: u64 = 1 << 40;
+pub const DEFAULT_LIST_LIMIT: u32 = 1000;
+pub const MAX_LIST_LIMIT: u32 = 10_000;
+
+pub struct MetaServer {
+    pub id: u64,
+    pub raft: Raft,
+    pub state: SharedState,
+    pub liveness: Arc<Mutex<Liveness>>,
+    peers: Mutex<HashMap<String, MetaServiceClient<Channel>>>,
+}
+
+enum Route {
+    Local,
+    Forward(MetaServiceClient<Channel>),
+}
+
+/// Forwards the call to the leader unless this replica is the leader.
+macro_rules! forward_unless_leader {
+    ($self:ident, $req:ident, $method:ident) => {
+        let $req = match $self.route(&$req)? {
+            Route::Local => $req,
+            Route::Forward(mut client) => {
+                let mut fwd = Request::new($req.into_inner());
+                fwd.metadata_mut()
+                    .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                return client.$method(fwd).await;
+            }
+        };
+        let _ = &$req;
+    };
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl MetaServer {
+    pub fn new(id: u64, raft: Raft, state: SharedState, liveness: Arc<Mutex<Liveness>>) -> Self {
+        MetaServer {
+            id,
+            raft,
+            state,
+            liveness,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn route<T>(&self, req: &Request<T>) -> Result<Route, Status> {
+        let (leader, addr) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let leader = m.current_leader;
+            let addr = leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            });
+            (leader, addr)
+        };
+        match (leader, addr) {
+            (Some(l), _) if l == self.id => Ok(Route::Local),
+            (Some(l), Some(addr)) => {
+                if req.metadata().contains_key(FORWARDED) {
+                    return Err(Status::unavailable(format!(
+                        "metadata replica {} is not the leader (it believes {l} is); retry",
+                        self.id
+                    )));
+                }
+                let mut peers = self.peers.lock().expect("peer cache lock poisoned");
+                let client = peers.entry(addr.clone()).or_insert_with(|| {
+                    MetaServiceClient::new(lazy_channel(&addr))
+                        .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+                });
+                Ok(Route::Forward(client.clone()))
+            }
+            _ => Err(Status::unavailable(
+                "no metadata leader is elected yet; retry shortly",
+            )),
+        }
+    }
+
+    async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => match resp.data {
+                CommandResult::Rejected(e) => Err(status_from(e)),
+                other => Ok(other),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
+                Status::unavailable("metadata leadership changed during the write; retry"),
+            ),
+            Err(e) => Err(Status::unavailable(format!("metadata write failed: {e}"))),
+        }
+    }
+
+    /// Runs `f` on the applied state once it includes every write committed before this
+    /// call (the leader's read index).
+    async fn read<T>(&self, f: impl FnOnce(&Namespace) -> T) -> Result<T, Status> {
+        self.raft.ensure_linearizable().await.map_err(|e| {
+            Status::unavailable(format!("metadata leader check failed: {e}; retry"))
+        })?;
+        let state = self.state.read().expect("state lock poisoned");
+        Ok(f(&state.namespace))
+    }
+
+    fn node_state(&self, node: NodeId, now: Instant) -> NodeState {
+        self.liveness
+            .lock()
+            .expect("liveness lock poisoned")
+            .state(node, now)
+    }
+
+    fn node_addresses(
+        &self,
+        ns: &Namespace,
+        ids: impl IntoIterator<Item = NodeId>,
+    ) -> Vec<pm::NodeAddress> {
+        let now = Instant::now();
+        let mut ids: Vec<NodeId> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                ns.nodes().get(&id).map(|n| pm::NodeAddress {
+                    node_id: id,
+                    addr: n.addr.clone(),
+                    down: self.node_state(id, now) == NodeState::Down,
+                })
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl MetaService for MetaServer {
+    async fn create_bucket(
+        &self,
+        req: Request<pm::CreateBucketRequest>,
+    ) -> Result<Response<pm::CreateBucketResponse>, Status> {
+        forward_unless_leader!(self, req, create_bucket);
+        let req = req.into_inner();
+        validate_bucket(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let redundancy = redundancy_from_proto(req.redundancy)?;
+        let (exists, registered) = self
+            .read(|ns| (ns.bucket(&req.name).is_ok(), ns.nodes().len()))
+            .await?;
+        if exists {
+            return Err(Status::already_exists(format!(
+                "bucket {:?} already exists",
+                req.name
+            )));
+        }
+        if registered < redundancy.min_durable_shards() {
+            return Err(Status::failed_precondition(format!(
+                "{redundancy} needs at least {} storage nodes to accept writes; the cluster has {registered}",
+                redundancy.min_durable_shards()
+            )));
+        }
+        self.write(Command::CreateBucket {
+            name: req.name,
+            redundancy,
+            mtime: now_secs(),
+        })
+        .await?;
+        Ok(Response::new(pm::CreateBucketResponse {}))
+    }
+
+    async fn list_buckets(
+        &self,
+        req: Request<pm::ListBucketsRequest>,
+    ) -> Result<Response<pm::ListBucketsResponse>, Status> {
+        forward_unless_leader!(self, req, list_buckets);
+        let buckets = self
+            .read(|ns| {
+                ns.buckets()
+                    .map(|(name, b)| pm::Bucket {
+                        name: name.clone(),
+                        redundancy: Some(redundancy_to_proto(b.redundancy)),
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(pm::ListBucketsResponse { buckets }))
+    }
+
+    async fn allocate_chunk(
+        &self,
+        req: Request<pm::AllocateChunkRequest>,
+    ) -> Result<Response<pm::AllocateChunkResponse>, Status> {
+        forward_unless_leader!(self, req, allocate_chunk);
+        let req = req.into_inner();
+        let (redundancy, nodes) = self
+            .read(|ns| {
+                ns.bucket(&req.bucket)
+                    .map(|b| (b.redundancy, ns.nodes().clone()))
+                    .map_err(status_from)
+            })
+            .await??;
+        let now = Instant::now();
+        let candidates: Vec<Candidate> = {
+            let liveness = self.liveness.lock().expect("liveness lock poisoned");
+            nodes
+                .iter()
+                .filter(|(id, _)| !req.exclude_nodes.contains(id))
+                .filter(|(id, _)| liveness.state(**id, now) == NodeState::Up)
+                .map(|(id, n)| Candidate {
+                    id: *id,
+                    zone: n.zone.clone(),
+                    free_bytes: liveness
+                        .usage(*id)
+                        .map(|u| u.capacity_bytes.saturating_sub(u.used_bytes))
+                        .unwrap_or(UNKNOWN_FREE_BYTES),
+                })
+                .collect()
+        };
+        let chunk = ChunkId::random();
+        let chosen = place(&chunk, &candidates, redundancy.total_shards());
+        let min_targets = match req.min_targets {
+            0 => redundancy.min_durable_shards(),
+            n => n as usize,
+        };
+        if chosen.len() < min_targets {
+            return Err(Status::failed_precondition(format!(
+                "bucket {:?} uses {redundancy}: a write needs at least {} storage nodes up, only {} are usable",
+                req.bucket,
+                redundancy.min_durable_shards(),
+                chosen.len()
+            )));
+        }
+        let targets = chosen
+            .iter()
+            .map(|id| pm::NodeAddress {
+                node_id: *id,
+                addr: nodes[id].addr.clone(),
+                down: false,
+            })
+            .collect();
+        Ok(Response::new(pm::AllocateChunkResponse {
+            chunk_id: chunk.as_bytes().to_vec(),
+            redundancy: Some(redundancy_to_proto(redundancy)),
+            targets,
+        }))
+    }
+
+    async fn commit_object(
+        &self,
+        req: Request<pm::CommitObjectRequest>,
+    ) -> Result<Response<pm::CommitObjectResponse>, Status> {
+        forward_unless_leader!(self, req, commit_object);
+        let req = req.into_inner();
+        validate_bucket(&req.bucket).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let chunks = req
+            .chunks
+            .into_iter()
+            .map(chunk_from_proto)
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = self
+            .write(Command::CommitObject {
+                bucket: req.bucket,
+                key: req.key,
+                size: req.size,
+                chunks,
+                mtime: now_secs(),
+            })
+            .await?;
+        let generation = match result {
+            CommandResult::Committed { generation } => generation,
+            _ => 0,
+        };
+        Ok(Response::new(pm::CommitObjectResponse { generation }))
+    }
+
+    async fn lookup_object(
+        &self,
+        req: Request<pm::LookupObjectRequest>,
+    ) -> Result<Response<pm::LookupObjectResponse>, Status> {
+        forward_unless_leader!(self, req, lookup_object);
+        let req = req.into_inner();
+        let resp = self
+            .read(|ns| {
+                let view = ns.lookup(&req.bucket, &req.key).map_err(status_from)?;
+                let nodes = self.node_addresses(
+                    ns,
+                    view.chunks
+                        .iter()
+                        .flat_map(|(_, c)| c.shards.values().copied()),
+                );
+                Ok::<_, Status>(pm::LookupObjectResponse {
+                    info: Some(pm::ObjectInfo {
+                        key: view.entry.key,
+                        size: view.entry.size,
+                        generation: view.entry.generation,
+                        mtime: view.entry.mtime,
+                    }),
+                    chunks: view
+                        .chunks
+                        .iter()
+                        .map(|(id, c)| chunk_to_proto(id, c))
+                        .collect(),
+                    nodes,
+                })
+            })
+            .await??;
+        Ok(Response::new(resp))
+    }
+
+    async fn list_objects(
+        &self,
+        req: Request<pm::ListObjectsRequest>,
+    ) -> Result<Response<pm::ListObjectsResponse>, Status> {
+        forward_unless_leader!(self, req, list_objects);
+        let req = req.into_inner();
+        if req.prefix.len() > MAX_KEY_BYTES || req.start_after.len() > MAX_KEY_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "prefix and start_after are limited to {MAX_KEY_BYTES} bytes"
+            )));
+        }
+        let limit = match req.limit {
+            0 => DEFAULT_LIST_LIMIT,
+            n => n.min(MAX_LIST_LIMIT),
+        } as usize;
+        let (objects, truncated) = self
+            .read(|ns| ns.list(&req.bucket, &req.prefix, &req.start_after, limit))
+            .await?
+            .map_err(status_from)?;
+        Ok(Response::new(pm::ListObjectsResponse {
+            objects: objects
+                .into_iter()
+                .map(|e| pm::ObjectInfo {
+                    key: e.key,
+                    size: e.size,
+                    generation: e.generation,
+                    mtime: e.mtime,
+                })
+                .collect(),
+            truncated,
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: Request<pm::DeleteObjectRequest>,
+    ) -> Result<Response<pm::DeleteObjectResponse>, Status> {
+        forward_unless_leader!(self, req, delete_object);
+        let req = req.into_inner();
+        validate_bucket(&req.bucket).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.write(Command::DeleteObject {
+            bucket: req.bucket,
+            key: req.key,
+        })
+        .await?;
+        Ok(Response::new(pm::DeleteObjectResponse {}))
+    }
+
+    async fn report_shard_lost(
+        &self,
+        req: Request<pm::ReportShardLostRequest>,
+    ) -> Result<Response<pm::ReportShardLostResponse>, Status> {
+        forward_unless_leader!(self, req, report_shard_lost);
+        let req = req.into_inner();
+        let chunk = chunk_id_from_proto(&req.chunk_id)?;
+        tracing::warn!(%chunk, index = req.index, node = req.node_id, "shard reported lost or corrupt");
+        self.write(Command::ShardLost {
+            chunk,
+            index: req.index,
+            node: req.node_id,
+        })
+        .await?;
+        Ok(Response::new(pm::ReportShardLostResponse {}))
+    }
+
+    async fn register_node(
+        &self,
+        req: Request<pm::RegisterNodeRequest>,
+    ) -> Result<Response<pm::RegisterNodeResponse>, Status> {
+        forward_unless_leader!(self, req, register_node);
+        let req = req.into_inner();
+        if req.node_id == 0 {
+            return Err(Status::invalid_argument("node id 0 is reserved"));
+        }
+        if req.addr.is_empty() {
+            return Err(Status::invalid_argument("node address is empty"));
+        }
+        self.write(Command::RegisterNode {
+            id: req.node_id,
+            addr: req.addr.clone(),
+            zone: req.zone,
+        })
+        .await?;
+        self.liveness
+            .lock()
+            .expect("liveness lock poisoned")
+            .record(
+                req.node_id,
+                Usage {
+                    capacity_bytes: req.capacity_bytes,
+                    used_bytes: req.used_bytes,
+                    ..Usage::default()
+                },
+                Instant::now(),
+            );
+        tracing::info!(node = req.node_id, addr = %req.addr, "storage node registered");
+        Ok(Response::new(pm::RegisterNodeResponse {}))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pm::HeartbeatRequest>,
+    ) -> Result<Response<pm::HeartbeatResponse>, Status> {
+        forward_unless_leader!(self, req, heartbeat);
+        let req = req.into_inner();
+        let known = {
+            let state = self.state.read().expect("state lock poisoned");
+            state.namespace.nodes().contains_key(&req.node_id)
+        };
+        if !known {
+            return Err(Status::not_found(format!(
+                "storage node {} is not registered",
+                req.node_id
+            )));
+        }
+        self.liveness
+            .lock()
+            .expect("liveness lock poisoned")
+            .record(
+                req.node_id,
+                Usage {
+                    capacity_bytes: req.capacity_bytes,
+                    used_bytes: req.used_bytes,
+                    shard_count: req.shard_count,
+                    quarantined_count: req.quarantined_count,
+                },
+                Instant::now(),
+            );
+        Ok(Response::new(pm::HeartbeatResponse {}))
+    }
+
+    async fn cluster_status(
+        &self,
+        req: Request<pm::ClusterStatusRequest>,
+    ) -> Result<Response<pm::ClusterStatusResponse>, Status> {
+        forward_unless_leader!(self, req, cluster_status);
+        let (counts, nodes) = self.read(|ns| (ns.counts(), ns.nodes().clone())).await?;
+        let now = Instant::now();
+        let nodes = {
+            let liveness = self.liveness.lock().expect("liveness lock poisoned");
+            nodes
+                .into_iter()
+                .map(|(id, n)| {
+                    let usage = liveness.usage(id).unwrap_or_default();
+                    pm::NodeStatus {
+                        node_id: id,
+                        addr: n.addr,
+                        zone: n.zone,
+                        state: liveness.state(id, now).as_str().to_string(),
+                        capacity_bytes: usage.capacity_bytes,
+                        used_bytes: usage.used_bytes,
+                        shard_count: usage.shard_count,
+                        quarantined_count: usage.quarantined_count,
+                        last_heartbeat_ms: liveness
+                            .since_last(id, now)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0),
+                    }
+                })
+                .collect()
+        };
+        let (term, replicas) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let voters: Vec<u64> = membership.voter_ids().collect();
+            let replicas = membership
+                .nodes()
+                .map(|(id, node)| pm::MetaReplica {
+                    id: *id,
+                    addr: node.addr.clone(),
+                    voter: voters.contains(id),
+                })
+                .collect();
+            (m.current_term, replicas)
+        };
+        Ok(Response::new(pm::ClusterStatusResponse {
+            leader_id: self.id,
+            term,
+            replicas,
+            nodes,
+            buckets: counts.buckets,
+            objects: counts.objects,
+            chunks: counts.chunks,
+            degraded_chunks: counts.degraded_chunks,
+            pending_gc_shards: counts.pending_gc,
+        }))
+    }
+}

@@ -1,0 +1,68 @@
+//! The Raft type configuration and the commands the state machine applies.
+//! Commands are the only way metadata changes; each carries everything its apply needs
+//! (timestamps included) so that every replica applies it identically.
+
+use std::io::Cursor;
+
+use cairn_common::{ChunkId, NodeId, Redundancy};
+use serde::{Deserialize, Serialize};
+
+use crate::namespace::{ChunkMeta, NamespaceError};
+
+openraft::declare_raft_types!(
+    /// Cairn's metadata Raft: commands in, results out, node address as the node type.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// A change to the metadata, replicated through the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreateBucket {
+        name: String,
+        redundancy: Redundancy,
+        mtime: u64,
+    },
+    RegisterNode {
+        id: NodeId,
+        addr: String,
+        zone: String,
+    },
+    /// Point `bucket/key` at already durable chunks, replacing any older version.
+    CommitObject {
+        bucket: String,
+        key: String,
+        size: u64,
+        chunks: Vec<(ChunkId, ChunkMeta)>,
+        mtime: u64,
+    },
+    DeleteObject {
+        bucket: String,
+        key: String,
+    },
+    /// A reader found this shard missing or corrupt on `node`.
+    ShardLost {
+        chunk: ChunkId,
+        index: u32,
+        node: NodeId,
+    },
+    /// These garbage-collection entries were deleted from their nodes.
+    GcDone {
+        seqs: Vec<u64>,
+    },
+}
+
+/// What applying a command produced. Rejections are results, not Raft errors: every
+/// replica reaches the same verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Done,
+    Committed { generation: u64 },
+    Rejected(NamespaceError),
+}

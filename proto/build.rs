@@ -1,0 +1,15 @@
+//! Generates the gRPC code with the vendored protoc, so no system protoc is needed.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure().compile_with_config(
+        config,
+        &[
+            "proto/cairn/common.proto",
+            "proto/cairn/node.proto",
+            "proto/cairn/meta.proto",
+        ],
+        &["proto"],
+    )?;
+    Ok(())
+}

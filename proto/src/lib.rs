@@ -1,0 +1,32 @@
+//! Generated gRPC types and services. Nothing else lives here: each crate converts
+//! these types to its own at its edge.
+#![allow(clippy::all, missing_docs)]
+
+/// Generated modules, nested as the protobuf packages are (`cairn.meta.v1`, ...).
+pub mod cairn {
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("cairn.common.v1");
+        }
+    }
+    pub mod node {
+        pub mod v1 {
+            tonic::include_proto!("cairn.node.v1");
+        }
+    }
+    pub mod meta {
+        pub mod v1 {
+            tonic::include_proto!("cairn.meta.v1");
+        }
+    }
+}
+
+pub use cairn::common::v1 as common;
+pub use cairn::meta::v1 as meta;
+pub use cairn::node::v1 as node;
+
+/// Largest gRPC message any Cairn service accepts or sends (data streams are framed
+/// well below this).
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Data frame size used when streaming shard bytes.
+pub const DATA_FRAME_BYTES: usize = 256 * 1024;

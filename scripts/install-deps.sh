@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing Cairn needs on Debian 12 beyond the Rust toolchain:
+# libclang (RocksDB's bindgen), fuse3 (fusermount3), rustfmt/clippy, cargo-nextest.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+
+need_apt=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if command -v rustup >/dev/null 2>&1; then
+  for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" \
+      || rustup component add "$component"
+  done
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-nextest"
+  cargo install cargo-nextest --locked
+fi

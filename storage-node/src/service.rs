@@ -1,0 +1,218 @@
+//! The gRPC `NodeService`: turns requests into [`ShardStore`] calls and store errors into
+//! `tonic::Status` (in one place, [`status_of`]). Generated protobuf types stop here;
+//! the store never sees them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_common::ChunkId;
+use cairn_proto::node::node_service_server::{NodeService, NodeServiceServer};
+use cairn_proto::node::{
+    put_shard_request, DeleteShardRequest, DeleteShardResponse, GetShardRequest, GetShardResponse,
+    PutShardRequest, PutShardResponse, StatShardRequest, StatShardResponse,
+};
+use cairn_proto::{DATA_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::store::{ShardKey, ShardRead, ShardStore, StoreError};
+
+/// Largest shard a PutShard may carry.
+pub const MAX_SHARD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The `NodeService` over one shard store.
+#[derive(Clone)]
+pub struct NodeServiceImpl {
+    store: Arc<ShardStore>,
+}
+
+impl NodeServiceImpl {
+    pub fn new(store: Arc<ShardStore>) -> NodeServiceImpl {
+        NodeServiceImpl { store }
+    }
+
+    /// The tonic service, with Cairn's message size limits.
+    pub fn into_server(self) -> NodeServiceServer<NodeServiceImpl> {
+        NodeServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+/// The one mapping from store errors to gRPC statuses.
+pub fn status_of(err: StoreError) -> Status {
+    match &err {
+        StoreError::NotFound { .. } => Status::not_found(err.to_string()),
+        StoreError::Corrupt { .. } => Status::data_loss(err.to_string()),
+        StoreError::HashMismatch { .. } => Status::invalid_argument(err.to_string()),
+        StoreError::RangeOutOfBounds { .. } => Status::out_of_range(err.to_string()),
+        StoreError::NoSpace { .. } => Status::resource_exhausted(err.to_string()),
+        StoreError::Io { source, .. } => Status::internal(format!("{err}: {source}")),
+        // Only at start-up; a running store never returns it.
+        StoreError::Marker(_) => Status::internal(err.to_string()),
+    }
+}
+
+/// The store's key for a protobuf shard id; a missing id or a chunk id that is not 16
+/// bytes is `InvalidArgument`.
+fn shard_key(id: Option<cairn_proto::common::ShardId>) -> Result<ShardKey, Status> {
+    let id = id.ok_or_else(|| Status::invalid_argument("shard id is missing"))?;
+    let chunk =
+        ChunkId::from_slice(&id.chunk_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(ShardKey {
+        chunk,
+        index: id.index,
+    })
+}
+
+#[tonic::async_trait]
+impl NodeService for NodeServiceImpl {
+    async fn put_shard(
+        &self,
+        request: Request<Streaming<PutShardRequest>>,
+    ) -> Result<Response<PutShardResponse>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(PutShardRequest {
+                part: Some(put_shard_request::Part::Header(header)),
+            }) => header,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "the first PutShard message must be a header",
+                ))
+            }
+            None => return Err(Status::invalid_argument("empty PutShard stream")),
+        };
+        let id = shard_key(header.id)?;
+        if header.length > MAX_SHARD_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "shard {id}: length {} exceeds the {MAX_SHARD_BYTES}-byte limit",
+                header.length
+            )));
+        }
+        let expected: [u8; 32] = header.blake3.as_slice().try_into().map_err(|_| {
+            Status::invalid_argument(format!(
+                "shard {id}: blake3 must be 32 bytes, got {}",
+                header.blake3.len()
+            ))
+        })?;
+        let length = header.length as usize;
+        // Grow with the data actually received, so announcing 64 MiB costs nothing.
+        let mut data = Vec::with_capacity(length.min(MAX_MESSAGE_BYTES));
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(put_shard_request::Part::Data(frame)) => {
+                    if data.len() + frame.len() > length {
+                        return Err(Status::invalid_argument(format!(
+                            "shard {id}: more data than the {length} bytes announced"
+                        )));
+                    }
+                    data.extend_from_slice(&frame);
+                }
+                Some(put_shard_request::Part::Header(_)) => {
+                    return Err(Status::invalid_argument(format!(
+                        "shard {id}: a second header in one PutShard stream"
+                    )))
+                }
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "shard {id}: a PutShard message with neither header nor data"
+                    )))
+                }
+            }
+        }
+        if data.len() < length {
+            return Err(Status::invalid_argument(format!(
+                "shard {id}: stream ended after {} of the {length} bytes announced",
+                data.len()
+            )));
+        }
+        self.store
+            .put(id, expected, Bytes::from(data))
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(PutShardResponse {}))
+    }
+
+    type GetShardStream = futures::stream::Iter<Frames>;
+
+    async fn get_shard(
+        &self,
+        request: Request<GetShardRequest>,
+    ) -> Result<Response<Self::GetShardStream>, Status> {
+        let request = request.into_inner();
+        let id = shard_key(request.id)?;
+        let read = self
+            .store
+            .get(id, request.offset, request.length)
+            .await
+            .map_err(status_of)?;
+        tracing::debug!(shard = %id, offset = request.offset, bytes = read.data.len(), "serving shard");
+        Ok(Response::new(futures::stream::iter(Frames::new(read))))
+    }
+
+    async fn delete_shard(
+        &self,
+        request: Request<DeleteShardRequest>,
+    ) -> Result<Response<DeleteShardResponse>, Status> {
+        let id = shard_key(request.into_inner().id)?;
+        let existed = self.store.delete(id).await.map_err(status_of)?;
+        Ok(Response::new(DeleteShardResponse { existed }))
+    }
+
+    async fn stat_shard(
+        &self,
+        request: Request<StatShardRequest>,
+    ) -> Result<Response<StatShardResponse>, Status> {
+        let id = shard_key(request.into_inner().id)?;
+        let info = self.store.stat(id).await.map_err(status_of)?;
+        Ok(Response::new(StatShardResponse {
+            length: info.length,
+            blake3: info.blake3.to_vec(),
+        }))
+    }
+}
+
+/// The GetShard response messages: the first carries the shard's length and blake3 (and
+/// the first frame of data, possibly empty), the rest one `DATA_FRAME_BYTES` frame each.
+/// Frames are cut lazily, as the stream is polled.
+pub struct Frames {
+    data: Bytes,
+    pos: usize,
+    first: Option<(u64, [u8; 32])>,
+}
+
+impl Frames {
+    fn new(read: ShardRead) -> Frames {
+        Frames {
+            data: read.data,
+            pos: 0,
+            first: Some((read.info.length, read.info.blake3)),
+        }
+    }
+}
+
+impl Iterator for Frames {
+    type Item = Result<GetShardResponse, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let first = self.first.take();
+        if first.is_none() && self.pos >= self.data.len() {
+            return None;
+        }
+        let end = (self.pos + DATA_FRAME_BYTES).min(self.data.len());
+        let frame = self.data.slice(self.pos..end).to_vec();
+        self.pos = end;
+        let (shard_length, blake3) = match first {
+            Some((length, hash)) => (length, hash.to_vec()),
+            None => (0, Vec::new()),
+        };
+        Some(Ok(GetShardResponse {
+            shard_length,
+            blake3,
+            data: frame,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

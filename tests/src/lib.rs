@@ -1,0 +1,236 @@
+//! The cluster test harness: real `cairn-meta` and `cairn-node` processes on 127.0.0.x,
+//! each test with its own ports and temp directory. Everything started is stopped when
+//! the `TestCluster` is dropped, also when the test fails; the directory (with every
+//! daemon's log) is kept only when the test failed, and its path is printed.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use cairn_client::dev_cluster::{DevCluster, DevClusterSpec};
+use cairn_client::Client;
+use cairn_common::Redundancy;
+
+/// Directory of the workspace's binaries (this test executable lives in its `deps/`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().expect("executable has a directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Random bytes, reproducible from `seed`.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = vec![0u8; len];
+    rng.fill_bytes(&mut out);
+    out
+}
+
+pub struct TestCluster {
+    pub cluster: DevCluster,
+    pub client: Client,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl TestCluster {
+    /// Starts `meta` replicas and `nodes` storage nodes; waits until all serve.
+    pub async fn start(meta: usize, nodes: usize, redundancy: Redundancy) -> TestCluster {
+        Self::start_with(meta, nodes, redundancy, |_| {}).await
+    }
+
+    pub async fn start_with(
+        meta: usize,
+        nodes: usize,
+        redundancy: Redundancy,
+        adjust: impl Fn(&mut DevClusterSpec),
+    ) -> TestCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let mut last_err = None;
+        for attempt in 0..20u64 {
+            let mut spec = DevClusterSpec::new(dir.path().to_path_buf(), bin_dir());
+            spec.meta = meta;
+            spec.nodes = nodes;
+            spec.redundancy = redundancy;
+            spec.port_base = pick_port_base(attempt);
+            spec.env.push(("CAIRN_LOG".into(), "info".into()));
+            adjust(&mut spec);
+            match DevCluster::start(spec) {
+                Ok(cluster) => {
+                    let client = cluster.client().expect("client for the test cluster");
+                    let tc = TestCluster {
+                        cluster,
+                        client,
+                        dir: Some(dir),
+                    };
+                    tc.cluster
+                        .wait_ready(Duration::from_secs(60))
+                        .await
+                        .expect("cluster becomes ready");
+                    return tc;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        panic!("could not start a test cluster: {last_err:?}");
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.cluster.spec().dir
+    }
+
+    pub fn cluster_file(&self) -> PathBuf {
+        self.cluster.spec().cluster_file()
+    }
+
+    /// Runs the `cairn` CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, None)
+    }
+
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(bin_dir().join("cairn"))
+            .arg("--cluster")
+            .arg(self.cluster_file())
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cairn");
+        if let Some(data) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin piped");
+            pipe.write_all(data).expect("write cairn stdin");
+        }
+        child.wait_with_output().expect("wait for cairn")
+    }
+
+    pub async fn must_put(&self, bucket: &str, key: &str, data: &[u8]) {
+        self.client
+            .put(bucket, key, data)
+            .await
+            .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e}"));
+    }
+
+    pub async fn get(&self, bucket: &str, key: &str) -> cairn_client::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.client.get(bucket, key, None, &mut out).await?;
+        Ok(out)
+    }
+
+    pub async fn must_get_equal(&self, bucket: &str, key: &str, expected: &[u8]) {
+        let got = self
+            .get(bucket, key)
+            .await
+            .unwrap_or_else(|e| panic!("get {bucket}/{key}: {e}"));
+        assert!(
+            got == expected,
+            "{bucket}/{key}: got {} bytes (blake3 {}), expected {} bytes (blake3 {})",
+            got.len(),
+            blake3::hash(&got),
+            expected.len(),
+            blake3::hash(expected)
+        );
+    }
+
+    /// Waits (bounded) until `cond` holds on the cluster status.
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&cairn_client::ClusterStatus) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        let quick = self.client.clone().with_meta_retry(Duration::from_secs(2));
+        loop {
+            if let Ok(s) = quick.status().await {
+                if cond(&s) {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Current metadata leader id (waits for one, bounded).
+    pub async fn leader(&self) -> u64 {
+        let mut leader = 0;
+        self.wait_status("a metadata leader", Duration::from_secs(30), |_| true)
+            .await;
+        if let Ok(s) = self.client.status().await {
+            leader = s.leader_id;
+        }
+        leader
+    }
+
+    /// Every shard file on every node (path, node name).
+    pub fn shard_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for j in 1..=self.cluster.spec().nodes {
+            collect_files(
+                &self.dir().join(format!("node-{j}")).join("shards"),
+                &mut out,
+            );
+        }
+        out
+    }
+
+    pub fn quarantined_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for j in 1..=self.cluster.spec().nodes {
+            collect_files(
+                &self.dir().join(format!("node-{j}")).join("quarantine"),
+                &mut out,
+            );
+        }
+        out
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            out.push(path);
+        }
+    }
+}
+
+fn pick_port_base(attempt: u64) -> u16 {
+    let seed = std::process::id() as u64 * 7919 + attempt * 104_729 + rand::random::<u16>() as u64;
+    20_000 + (seed % 800) as u16 * 50
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.cluster.shutdown();
+        if let Some(dir) = self.dir.take() {
+            if std::thread::panicking() {
+                let kept = dir.keep();
+                eprintln!("test failed: cluster directory and logs kept in {kept:?}");
+            }
+        }
+    }
+}
