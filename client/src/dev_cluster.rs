@@ -201,6 +201,81 @@ impl DevCluster {
         Ok(cluster)
     }
 
+    /// Starts one more metadata replica (the next id, the next 127.0.0.x address) that
+    /// joins the running cluster by itself. Returns its name and address.
+    pub fn add_meta(&mut self, extra_args: &[&str]) -> anyhow::Result<(String, String)> {
+        let id = (1..)
+            .find(|i| !self.daemons.contains_key(&format!("meta-{i}")))
+            .expect("some id is free");
+        if id > 9 {
+            bail!("at most 9 metadata replicas");
+        }
+        let addr = self.spec.meta_addr(id);
+        check_free(&addr)?;
+        let existing: Vec<String> = (1..id).map(|i| self.spec.meta_addr(i)).collect();
+        let mut args = vec![
+            "--id".to_string(),
+            id.to_string(),
+            "--listen".into(),
+            addr.clone(),
+            "--data-dir".into(),
+            self.spec
+                .dir
+                .join(format!("meta-{id}"))
+                .display()
+                .to_string(),
+            "--join".into(),
+            existing.join(","),
+        ];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let name = format!("meta-{id}");
+        self.daemons.insert(
+            name.clone(),
+            Daemon {
+                args,
+                binary: self.spec.bin_dir.join("cairn-meta"),
+                child: None,
+            },
+        );
+        self.start_process(&name)?;
+        self.write_cluster_file()?;
+        Ok((name, addr))
+    }
+
+    /// Addresses of every metadata replica this cluster started.
+    pub fn meta_addrs(&self) -> Vec<String> {
+        (1..=9)
+            .filter(|i| self.daemons.contains_key(&format!("meta-{i}")))
+            .map(|i| self.spec.meta_addr(i))
+            .collect()
+    }
+
+    /// Rewrites cluster.toml to list every metadata replica.
+    fn write_cluster_file(&self) -> anyhow::Result<()> {
+        let cluster = ClusterFile {
+            meta: self.meta_addrs(),
+            chunk_size: self.spec.chunk_size,
+        };
+        std::fs::write(
+            self.spec.cluster_file(),
+            toml::to_string(&cluster).context("encode cluster.toml")?,
+        )
+        .with_context(|| format!("write {:?}", self.spec.cluster_file()))
+    }
+
+    /// Changes the metadata addresses storage nodes are started with (takes effect when
+    /// each node is next started, as a config change would).
+    pub fn set_node_meta_addrs(&mut self, addrs: &[String]) {
+        for (name, d) in self.daemons.iter_mut() {
+            if !name.starts_with("node-") {
+                continue;
+            }
+            if let Some(pos) = d.args.iter().position(|a| a == "--meta") {
+                d.args[pos + 1] = addrs.join(",");
+            }
+        }
+    }
+
     pub fn spec(&self) -> &DevClusterSpec {
         &self.spec
     }

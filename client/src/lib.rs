@@ -163,6 +163,27 @@ impl Client {
         Ok(())
     }
 
+    /// Adds a metadata replica (it must be running, with an empty log); returns once it
+    /// is a voter.
+    pub async fn add_meta_replica(&self, id: u64, addr: &str) -> Result<()> {
+        let req = pm::AddReplicaRequest {
+            id,
+            addr: addr.into(),
+        };
+        self.meta
+            .call(req, |mut c, r| async move { c.add_replica(r).await })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_meta_replica(&self, id: u64) -> Result<()> {
+        let req = pm::RemoveReplicaRequest { id };
+        self.meta
+            .call(req, |mut c, r| async move { c.remove_replica(r).await })
+            .await?;
+        Ok(())
+    }
+
     pub async fn status(&self) -> Result<pm::ClusterStatusResponse> {
         self.meta
             .call(pm::ClusterStatusRequest {}, |mut c, r| async move {

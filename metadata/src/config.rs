@@ -26,6 +26,10 @@ pub struct MetaConfig {
     /// wait to be contacted by a leader).
     #[serde(default)]
     pub bootstrap: bool,
+    /// Metadata addresses of an existing cluster to join: when this replica's log is
+    /// empty it asks the cluster to add it (learner, then voter). Default: none.
+    #[serde(default)]
+    pub join: Vec<String>,
     /// A storage node without a heartbeat for this long is `down` (default 5000 ms).
     #[serde(default = "default_node_down_after_ms")]
     pub node_down_after_ms: u64,
@@ -63,6 +67,10 @@ pub enum MetaConfigError {
     Timeouts { election: u64, heartbeat: u64 },
     #[error("`node_down_after_ms` must be at least 1000")]
     DownTimeout,
+    #[error("`bootstrap` and `join` exclude each other: a replica starts a cluster or joins one")]
+    BootstrapAndJoin,
+    #[error("`snapshot_every` must be at least 10")]
+    SnapshotEvery,
 }
 
 impl MetaConfig {
@@ -82,6 +90,12 @@ impl MetaConfig {
             } else if !self.peers.contains_key(&self.id) {
                 return Err(MetaConfigError::SelfNotInPeers { id: self.id });
             }
+        }
+        if self.bootstrap && !self.join.is_empty() {
+            return Err(MetaConfigError::BootstrapAndJoin);
+        }
+        if self.snapshot_every < 10 {
+            return Err(MetaConfigError::SnapshotEvery);
         }
         if self.election_timeout_ms <= 3 * self.raft_heartbeat_ms {
             return Err(MetaConfigError::Timeouts {

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod convert;
 pub mod gc;
+pub mod join;
 pub mod liveness;
 pub mod log_store;
 pub mod namespace;
@@ -44,7 +45,8 @@ fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
         election_timeout_min: cfg.election_timeout_ms,
         election_timeout_max: cfg.election_timeout_ms * 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
-        max_in_snapshot_log_to_keep: 1000,
+        // Followers that lag by less than this catch up from the log, not a snapshot.
+        max_in_snapshot_log_to_keep: cfg.snapshot_every.min(1000),
         snapshot_max_chunk_size: 1024 * 1024,
         install_snapshot_timeout: 10_000,
         ..Default::default()
@@ -85,9 +87,18 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
             .context("initialize the metadata cluster")?;
     }
 
+    let tasks = tokio_util::task::TaskTracker::new();
+    if !cfg.join.is_empty() && !raft.is_initialized().await? {
+        tasks.spawn(join::ask_to_join(
+            cfg.id,
+            cfg.advertise_addr(),
+            cfg.join.clone(),
+            shutdown.clone(),
+        ));
+    }
+
     let down_after = Duration::from_millis(cfg.node_down_after_ms);
     let liveness = Arc::new(Mutex::new(Liveness::new(down_after, Instant::now())));
-    let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(watch_leadership(
         cfg.id,
         raft.clone(),

@@ -34,6 +34,13 @@ struct Args {
     /// Create a new cluster from --peer if this replica's log is empty.
     #[arg(long, env = "CAIRN_META_BOOTSTRAP")]
     bootstrap: bool,
+    /// Join the cluster at these metadata addresses (comma-separated) when this
+    /// replica's log is empty.
+    #[arg(long, env = "CAIRN_META_JOIN", value_delimiter = ',')]
+    join: Vec<String>,
+    /// Build a Raft snapshot after this many log entries.
+    #[arg(long, env = "CAIRN_META_SNAPSHOT_EVERY")]
+    snapshot_every: Option<u64>,
     /// Milliseconds without heartbeat before a storage node is down.
     #[arg(long, env = "CAIRN_META_NODE_DOWN_AFTER_MS")]
     node_down_after_ms: Option<u64>,
@@ -62,6 +69,7 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
                 data_dir: args.data_dir.clone().ok_or_else(|| missing("--data-dir"))?,
                 peers: BTreeMap::new(),
                 bootstrap: false,
+                join: Vec::new(),
                 node_down_after_ms: 5000,
                 raft_heartbeat_ms: 150,
                 election_timeout_ms: 1000,
@@ -87,6 +95,12 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
     }
     if args.bootstrap {
         cfg.bootstrap = true;
+    }
+    if !args.join.is_empty() {
+        cfg.join = args.join;
+    }
+    if let Some(n) = args.snapshot_every {
+        cfg.snapshot_every = n;
     }
     if let Some(ms) = args.node_down_after_ms {
         cfg.node_down_after_ms = ms;

@@ -14,6 +14,7 @@ use cairn_proto::meta as pm;
 use cairn_proto::meta::meta_service_client::MetaServiceClient;
 use cairn_proto::meta::meta_service_server::MetaService;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -60,6 +61,18 @@ macro_rules! forward_unless_leader {
         };
         let _ = &$req;
     };
+}
+
+fn membership_status(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            Status::unavailable("metadata leadership changed; retry")
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Status::failed_precondition(format!("membership change refused: {e}"))
+        }
+        e => Status::unavailable(format!("membership change failed: {e}")),
+    }
 }
 
 pub fn now_secs() -> u64 {
@@ -529,5 +542,71 @@ impl MetaService for MetaServer {
             degraded_chunks: counts.degraded_chunks,
             pending_gc_shards: counts.pending_gc,
         }))
+    }
+
+    async fn add_replica(
+        &self,
+        req: Request<pm::AddReplicaRequest>,
+    ) -> Result<Response<pm::AddReplicaResponse>, Status> {
+        forward_unless_leader!(self, req, add_replica);
+        let req = req.into_inner();
+        if req.id == 0 || req.addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "a replica needs a non-zero id and an address",
+            ));
+        }
+        let known = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().get_node(&req.id).cloned()
+        };
+        if let Some(node) = known {
+            if node.addr != req.addr {
+                return Err(Status::already_exists(format!(
+                    "metadata replica {} is already a member at {}",
+                    req.id, node.addr
+                )));
+            }
+        }
+        tracing::info!(id = req.id, addr = %req.addr, "adding metadata replica");
+        self.raft
+            .add_learner(req.id, BasicNode { addr: req.addr }, true)
+            .await
+            .map_err(membership_status)?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds([req.id].into()), false)
+            .await
+            .map_err(membership_status)?;
+        Ok(Response::new(pm::AddReplicaResponse {}))
+    }
+
+    async fn remove_replica(
+        &self,
+        req: Request<pm::RemoveReplicaRequest>,
+    ) -> Result<Response<pm::RemoveReplicaResponse>, Status> {
+        forward_unless_leader!(self, req, remove_replica);
+        let req = req.into_inner();
+        let voters: Vec<u64> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().voter_ids().collect()
+        };
+        if !voters.contains(&req.id) {
+            return Err(Status::not_found(format!(
+                "metadata replica {} is not a voter",
+                req.id
+            )));
+        }
+        if voters.len() == 1 {
+            return Err(Status::failed_precondition(
+                "cannot remove the last metadata replica",
+            ));
+        }
+        tracing::info!(id = req.id, "removing metadata replica");
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters([req.id].into()), false)
+            .await
+            .map_err(membership_status)?;
+        Ok(Response::new(pm::RemoveReplicaResponse {}))
     }
 }

@@ -57,6 +57,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Metadata replicas: add or remove (Raft membership change).
+    Meta {
+        #[command(subcommand)]
+        command: MetaCommand,
+    },
     /// Local development cluster.
     Dev {
         #[command(subcommand)]
@@ -81,6 +86,14 @@ enum BucketCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum MetaCommand {
+    /// Add the running, empty replica ID listening at ADDR; returns when it votes.
+    Add { id: u64, addr: String },
+    /// Remove replica ID from the metadata cluster.
+    Remove { id: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,5 +135,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rm { target } => objects::rm(&client(&cli.cluster)?, &target).await,
         Command::Status { json } => status::show(&client(&cli.cluster)?, json).await,
+        Command::Meta { command } => {
+            let client = client(&cli.cluster)?;
+            match command {
+                MetaCommand::Add { id, addr } => {
+                    client.add_meta_replica(id, &addr).await?;
+                    println!("metadata replica {id} ({addr}) is a voter");
+                }
+                MetaCommand::Remove { id } => {
+                    client.remove_meta_replica(id).await?;
+                    println!("metadata replica {id} removed");
+                }
+            }
+            Ok(())
+        }
     }
 }
