@@ -23,6 +23,13 @@ if command -v rustup >/dev/null 2>&1; then
   done
 fi
 
+# The object API's integration test drives the cluster from Python (grpcio-tools
+# generates the client from the .proto files).
+if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
+  echo "install-deps: pip install grpcio grpcio-tools"
+  python3 -m pip install --quiet grpcio grpcio-tools
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "install-deps: cargo install cargo-nextest"
   cargo install cargo-nextest --locked

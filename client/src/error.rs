@@ -30,6 +30,8 @@ pub enum ClientError {
         durable: usize,
         needed: usize,
     },
+    #[error("content hash mismatch: expected blake3 {expected}, the data hashes to {actual}; nothing was stored")]
+    HashMismatch { expected: String, actual: String },
     #[error("metadata reply is malformed: {what}")]
     Malformed { what: String },
     #[error("{op}: {source}")]

@@ -27,8 +27,19 @@ pub struct ObjectStat {
     pub size: u64,
     pub generation: u64,
     pub mtime: u64,
+    /// blake3 of the whole object (absent for objects written without one).
+    pub blake3: Option<[u8; 32]>,
+    pub content_type: String,
+    pub metadata: std::collections::HashMap<String, String>,
     pub chunks: usize,
     pub degraded_chunks: usize,
+}
+
+/// An object as looked up by [`Client::open`].
+#[derive(Clone, Debug)]
+pub struct OpenObject {
+    pub stat: ObjectStat,
+    resp: pm::LookupObjectResponse,
 }
 
 struct Candidate {
@@ -65,8 +76,30 @@ impl Client {
         range: Option<Range<u64>>,
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<ObjectStat> {
+        let object = self.open(bucket, key).await?;
+        self.read(&object, range, out).await?;
+        Ok(object.stat)
+    }
+
+    /// Looks an object up once: its description and where its chunks are. Reading an
+    /// opened object reads exactly this version, even if the key is overwritten meanwhile
+    /// (until garbage collection reclaims the old chunks).
+    pub async fn open(&self, bucket: &str, key: &str) -> Result<OpenObject> {
         let resp = self.lookup(bucket, key).await?;
-        let stat = stat_of(&resp);
+        Ok(OpenObject {
+            stat: stat_of(&resp),
+            resp,
+        })
+    }
+
+    /// Writes the opened object's bytes (or the `range` of them) to `out`.
+    pub async fn read(
+        &self,
+        object: &OpenObject,
+        range: Option<Range<u64>>,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<()> {
+        let (resp, stat) = (&object.resp, &object.stat);
         let range = match range {
             None => 0..stat.size,
             Some(r) if r.start <= r.end && r.end <= stat.size => r,
@@ -102,7 +135,7 @@ impl Client {
             op: "flush output".into(),
             source,
         })?;
-        Ok(stat)
+        Ok(())
     }
 
     /// Reads, verifies and decodes one chunk.
@@ -248,6 +281,9 @@ fn stat_of(resp: &pm::LookupObjectResponse) -> ObjectStat {
         size: info.size,
         generation: info.generation,
         mtime: info.mtime,
+        blake3: info.blake3.as_slice().try_into().ok(),
+        content_type: info.content_type,
+        metadata: info.metadata,
         chunks: resp.chunks.len(),
         degraded_chunks: resp
             .chunks

@@ -18,8 +18,8 @@ use cairn_proto::meta as pm;
 
 pub use cairn_proto::meta::ClusterStatusResponse as ClusterStatus;
 pub use error::{ClientError, Result};
-pub use get::ObjectStat;
-pub use put::PutOutcome;
+pub use get::{ObjectStat, OpenObject};
+pub use put::{Precondition, PutOptions, PutOutcome};
 
 use crate::meta_client::MetaClient;
 use crate::node_pool::NodePool;
@@ -40,10 +40,25 @@ pub struct BucketInfo {
 }
 
 /// One page of a listing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ListPage {
     pub objects: Vec<pm::ObjectInfo>,
+    pub common_prefixes: Vec<String>,
     pub truncated: bool,
+}
+
+/// What to list: keys under `prefix` after a position, optionally rolled up at a
+/// delimiter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    pub prefix: String,
+    pub delimiter: String,
+    /// Only entries after this one.
+    pub start_after: String,
+    /// Also skip entries starting with this (resuming after a common prefix).
+    pub skip_prefix: String,
+    /// 0 means 1000; at most 10,000.
+    pub limit: u32,
 }
 
 impl Client {
@@ -107,21 +122,36 @@ impl Client {
         start_after: &str,
         limit: u32,
     ) -> Result<ListPage> {
-        cairn_common::names::validate_bucket(bucket).map_err(put::invalid)?;
-        if prefix.len() > cairn_common::names::MAX_KEY_BYTES {
-            return Err(ClientError::InvalidArgument {
-                message: format!(
-                    "prefix is {} bytes long; the limit is {}",
-                    prefix.len(),
-                    cairn_common::names::MAX_KEY_BYTES
-                ),
-            });
-        }
-        let req = pm::ListObjectsRequest {
-            bucket: bucket.into(),
+        let options = ListOptions {
             prefix: prefix.into(),
             start_after: start_after.into(),
             limit,
+            ..ListOptions::default()
+        };
+        self.list_with(bucket, &options).await
+    }
+
+    /// One page of a listing with every option.
+    pub async fn list_with(&self, bucket: &str, options: &ListOptions) -> Result<ListPage> {
+        cairn_common::names::validate_bucket(bucket).map_err(put::invalid)?;
+        let limit = cairn_common::names::MAX_KEY_BYTES;
+        for (what, text) in [
+            ("prefix", &options.prefix),
+            ("delimiter", &options.delimiter),
+        ] {
+            if text.len() > limit {
+                return Err(ClientError::InvalidArgument {
+                    message: format!("{what} is {} bytes long; the limit is {limit}", text.len()),
+                });
+            }
+        }
+        let req = pm::ListObjectsRequest {
+            bucket: bucket.into(),
+            prefix: options.prefix.clone(),
+            start_after: options.start_after.clone(),
+            limit: options.limit,
+            delimiter: options.delimiter.clone(),
+            skip_prefix: options.skip_prefix.clone(),
         };
         let resp = self
             .meta
@@ -129,6 +159,7 @@ impl Client {
             .await?;
         Ok(ListPage {
             objects: resp.objects,
+            common_prefixes: resp.common_prefixes,
             truncated: resp.truncated,
         })
     }
@@ -151,11 +182,17 @@ impl Client {
     }
 
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        self.delete_if(bucket, key, None).await
+    }
+
+    /// Deletes `bucket/key`, only if its generation is `generation` when one is given.
+    pub async fn delete_if(&self, bucket: &str, key: &str, generation: Option<u64>) -> Result<()> {
         cairn_common::names::validate_bucket(bucket).map_err(put::invalid)?;
         cairn_common::names::validate_key(key).map_err(put::invalid)?;
         let req = pm::DeleteObjectRequest {
             bucket: bucket.into(),
             key: key.into(),
+            if_generation_match: generation.unwrap_or(0),
         };
         self.meta
             .call(req, |mut c, r| async move { c.delete_object(r).await })
@@ -182,6 +219,41 @@ impl Client {
             .call(req, |mut c, r| async move { c.remove_replica(r).await })
             .await?;
         Ok(())
+    }
+
+    /// Deletes an empty bucket.
+    pub async fn delete_bucket(&self, name: &str) -> Result<()> {
+        cairn_common::names::validate_bucket(name).map_err(put::invalid)?;
+        let req = pm::DeleteBucketRequest { name: name.into() };
+        self.meta
+            .call(req, |mut c, r| async move { c.delete_bucket(r).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Which of these chunk ids nothing references (for the storage nodes' orphan sweep).
+    pub async fn filter_unknown_chunks(
+        &self,
+        ids: &[cairn_common::ChunkId],
+    ) -> Result<Vec<cairn_common::ChunkId>> {
+        let req = pm::FilterUnknownChunksRequest {
+            chunk_ids: ids.iter().map(|id| id.as_bytes().to_vec()).collect(),
+        };
+        let resp = self
+            .meta
+            .call(
+                req,
+                |mut c, r| async move { c.filter_unknown_chunks(r).await },
+            )
+            .await?;
+        resp.unknown
+            .iter()
+            .map(|b| {
+                cairn_common::ChunkId::from_slice(b).map_err(|e| ClientError::Malformed {
+                    what: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     pub async fn status(&self) -> Result<pm::ClusterStatusResponse> {

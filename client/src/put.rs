@@ -20,8 +20,41 @@ use crate::Client;
 pub struct PutOutcome {
     pub size: u64,
     pub generation: u64,
+    /// blake3 of the whole object.
+    pub blake3: [u8; 32],
     /// Chunks written with fewer than all their shards (queued for repair).
     pub degraded_chunks: usize,
+}
+
+/// A condition on the current object for a write to happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key must not exist.
+    IfAbsent,
+    /// The key must exist with exactly this generation.
+    IfGeneration(u64),
+}
+
+impl Precondition {
+    pub(crate) fn to_proto(self) -> cairn_proto::common::Precondition {
+        use cairn_proto::common::precondition::Condition;
+        cairn_proto::common::Precondition {
+            condition: Some(match self {
+                Precondition::IfAbsent => Condition::IfAbsent(true),
+                Precondition::IfGeneration(g) => Condition::IfGenerationMatch(g),
+            }),
+        }
+    }
+}
+
+/// Optional parts of a put.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    pub content_type: String,
+    pub metadata: std::collections::HashMap<String, String>,
+    /// When set, the put fails (and commits nothing) unless the bytes hash to this.
+    pub expected_blake3: Option<[u8; 32]>,
+    pub precondition: Option<Precondition>,
 }
 
 /// Fills `buf` from `reader` until it is full or the input ends; returns bytes read.
@@ -49,7 +82,21 @@ impl Client {
         &self,
         bucket: &str,
         key: &str,
+        reader: impl AsyncRead + Unpin,
+    ) -> Result<PutOutcome> {
+        self.put_with(bucket, key, reader, PutOptions::default())
+            .await
+    }
+
+    /// Stores everything `reader` yields as `bucket/key` with the given options. Nothing
+    /// becomes visible unless the whole input was read, stored durably and (when asked)
+    /// matched the expected hash and the precondition.
+    pub async fn put_with(
+        &self,
+        bucket: &str,
+        key: &str,
         mut reader: impl AsyncRead + Unpin,
+        options: PutOptions,
     ) -> Result<PutOutcome> {
         cairn_common::names::validate_bucket(bucket).map_err(invalid)?;
         cairn_common::names::validate_key(key).map_err(invalid)?;
@@ -57,11 +104,13 @@ impl Client {
         let mut chunks = Vec::new();
         let mut size = 0u64;
         let mut degraded_chunks = 0;
+        let mut hasher = blake3::Hasher::new();
         loop {
             let n = read_full(&mut reader, &mut buf).await?;
             if n == 0 {
                 break;
             }
+            hasher.update(&buf[..n]);
             let chunk = self.write_chunk(bucket, &buf[..n]).await?;
             if chunk.shards.len() < chunk.shard_hashes.len() {
                 degraded_chunks += 1;
@@ -72,11 +121,24 @@ impl Client {
                 break;
             }
         }
+        let blake3: [u8; 32] = *hasher.finalize().as_bytes();
+        if let Some(expected) = options.expected_blake3 {
+            if expected != blake3 {
+                return Err(ClientError::HashMismatch {
+                    expected: cairn_common::ids::hex(&expected),
+                    actual: cairn_common::ids::hex(&blake3),
+                });
+            }
+        }
         let req = pm::CommitObjectRequest {
             bucket: bucket.into(),
             key: key.into(),
             size,
             chunks,
+            blake3: blake3.to_vec(),
+            content_type: options.content_type,
+            metadata: options.metadata,
+            precondition: options.precondition.map(Precondition::to_proto),
         };
         let resp = self
             .meta
@@ -85,6 +147,7 @@ impl Client {
         Ok(PutOutcome {
             size,
             generation: resp.generation,
+            blake3,
             degraded_chunks,
         })
     }

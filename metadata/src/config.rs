@@ -39,6 +39,10 @@ pub struct MetaConfig {
     /// Raft election timeout, lower bound; the upper bound is twice this (default 1000 ms).
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: u64,
+    /// How long an allocated chunk counts as a write in progress before commit (the storage
+    /// nodes' orphan sweep spares it meanwhile); default 3600000 ms (1 h).
+    #[serde(default = "default_pending_chunk_ttl_ms")]
+    pub pending_chunk_ttl_ms: u64,
     /// Build a snapshot after this many log entries (default 5000).
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
@@ -52,6 +56,9 @@ fn default_raft_heartbeat_ms() -> u64 {
 }
 fn default_election_timeout_ms() -> u64 {
     1000
+}
+fn default_pending_chunk_ttl_ms() -> u64 {
+    3_600_000
 }
 fn default_snapshot_every() -> u64 {
     5000

@@ -6,7 +6,7 @@ use cairn_proto::common as pc;
 use cairn_proto::meta as pm;
 use tonic::Status;
 
-use crate::namespace::{ChunkMeta, Hash32, NamespaceError};
+use crate::namespace::{ChunkMeta, Hash32, NamespaceError, ObjectAttrs, Precondition};
 
 pub fn redundancy_to_proto(r: Redundancy) -> pc::Redundancy {
     let scheme = match r {
@@ -80,6 +80,59 @@ pub fn chunk_to_proto(id: &ChunkId, c: &ChunkMeta) -> pm::Chunk {
     }
 }
 
+pub fn precondition_from_proto(
+    p: Option<pc::Precondition>,
+) -> Result<Option<Precondition>, Status> {
+    match p.and_then(|p| p.condition) {
+        None => Ok(None),
+        Some(pc::precondition::Condition::IfAbsent(true)) => Ok(Some(Precondition::IfAbsent)),
+        Some(pc::precondition::Condition::IfAbsent(false)) => Err(Status::invalid_argument(
+            "precondition if_absent must be true when set",
+        )),
+        Some(pc::precondition::Condition::IfGenerationMatch(g)) => {
+            Ok(Some(Precondition::IfGeneration(g)))
+        }
+    }
+}
+
+/// Largest content type, in bytes.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
+/// Most user metadata entries, and their largest total size in bytes.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+pub fn attrs_from_proto(
+    blake3: &[u8],
+    content_type: String,
+    metadata: std::collections::HashMap<String, String>,
+) -> Result<ObjectAttrs, Status> {
+    let blake3 = match blake3.len() {
+        0 => None,
+        32 => Some(Hash32(blake3.try_into().expect("length checked"))),
+        n => {
+            return Err(Status::invalid_argument(format!(
+                "object blake3 must be 32 bytes, got {n}"
+            )))
+        }
+    };
+    if content_type.len() > MAX_CONTENT_TYPE_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "content type is limited to {MAX_CONTENT_TYPE_BYTES} bytes"
+        )));
+    }
+    let total: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if metadata.len() > MAX_METADATA_ENTRIES || total > MAX_METADATA_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "user metadata is limited to {MAX_METADATA_ENTRIES} entries and {MAX_METADATA_BYTES} bytes"
+        )));
+    }
+    Ok(ObjectAttrs {
+        blake3,
+        content_type,
+        metadata: metadata.into_iter().collect(),
+    })
+}
+
 /// The one place namespace rejections become gRPC codes.
 pub fn status_from(e: NamespaceError) -> Status {
     let msg = e.to_string();
@@ -91,9 +144,10 @@ pub fn status_from(e: NamespaceError) -> Status {
         NamespaceError::InvalidName { .. }
         | NamespaceError::BadChunk { .. }
         | NamespaceError::SizeMismatch { .. } => Status::invalid_argument(msg),
-        NamespaceError::IsDirectory { .. } | NamespaceError::NotDirectory { .. } => {
-            Status::failed_precondition(msg)
-        }
+        NamespaceError::IsDirectory { .. }
+        | NamespaceError::NotDirectory { .. }
+        | NamespaceError::PreconditionFailed { .. }
+        | NamespaceError::BucketNotEmpty { .. } => Status::failed_precondition(msg),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod liveness;
 pub mod log_store;
 pub mod namespace;
 pub mod network;
+pub mod pending;
 pub mod raft_service;
 pub mod service;
 pub mod state_machine;
@@ -113,7 +114,13 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         shutdown.clone(),
     ));
 
-    let meta = MetaServer::new(cfg.id, raft.clone(), state, liveness);
+    let meta = MetaServer::new(
+        cfg.id,
+        raft.clone(),
+        state,
+        liveness,
+        Duration::from_millis(cfg.pending_chunk_ttl_ms),
+    );
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = ?cfg.data_dir, "cairn-meta serving");
     let server = tonic::transport::Server::builder()
         .add_service(

@@ -41,6 +41,9 @@ struct Args {
     /// Build a Raft snapshot after this many log entries.
     #[arg(long, env = "CAIRN_META_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
+    /// Milliseconds an allocated chunk counts as a write in progress.
+    #[arg(long, env = "CAIRN_META_PENDING_CHUNK_TTL_MS")]
+    pending_chunk_ttl_ms: Option<u64>,
     /// Milliseconds without heartbeat before a storage node is down.
     #[arg(long, env = "CAIRN_META_NODE_DOWN_AFTER_MS")]
     node_down_after_ms: Option<u64>,
@@ -70,6 +73,7 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
                 peers: BTreeMap::new(),
                 bootstrap: false,
                 join: Vec::new(),
+                pending_chunk_ttl_ms: 3_600_000,
                 node_down_after_ms: 5000,
                 raft_heartbeat_ms: 150,
                 election_timeout_ms: 1000,
@@ -98,6 +102,9 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
     }
     if !args.join.is_empty() {
         cfg.join = args.join;
+    }
+    if let Some(ms) = args.pending_chunk_ttl_ms {
+        cfg.pending_chunk_ttl_ms = ms;
     }
     if let Some(n) = args.snapshot_every {
         cfg.snapshot_every = n;

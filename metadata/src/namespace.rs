@@ -36,6 +36,61 @@ pub enum NamespaceError {
     BadChunk { chunk: ChunkId, reason: String },
     #[error("object size {size} does not match its chunks' total {total}")]
     SizeMismatch { size: u64, total: u64 },
+    #[error("{bucket}/{key}: precondition {wanted} failed ({})", describe_generation(*current))]
+    PreconditionFailed {
+        bucket: String,
+        key: String,
+        wanted: Precondition,
+        current: Option<u64>,
+    },
+    #[error("bucket {name:?} is not empty")]
+    BucketNotEmpty { name: String },
+}
+
+fn describe_generation(current: Option<u64>) -> String {
+    match current {
+        Some(g) => format!("current generation {g}"),
+        None => "no such object".to_string(),
+    }
+}
+
+/// A condition on the current object for a write to happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precondition {
+    /// The key must not exist.
+    IfAbsent,
+    /// The key must exist with exactly this generation.
+    IfGeneration(u64),
+}
+
+impl std::fmt::Display for Precondition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Precondition::IfAbsent => f.write_str("if-absent"),
+            Precondition::IfGeneration(g) => write!(f, "if-generation-match {g}"),
+        }
+    }
+}
+
+impl Precondition {
+    fn holds(self, current: Option<u64>) -> bool {
+        match self {
+            Precondition::IfAbsent => current.is_none(),
+            Precondition::IfGeneration(g) => current == Some(g),
+        }
+    }
+}
+
+/// What an object carries besides its bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectAttrs {
+    /// blake3 of the whole object, when the writer computed it.
+    #[serde(default)]
+    pub blake3: Option<Hash32>,
+    #[serde(default)]
+    pub content_type: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// A 32-byte hash, serialised as hex.
@@ -99,12 +154,12 @@ pub struct Extent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InodeKind {
     /// `implicit`: created by a put of a deeper key, removed again when empty.
-    Dir {
-        implicit: bool,
-    },
+    Dir { implicit: bool },
     File {
         size: u64,
         extents: Vec<Extent>,
+        #[serde(default)]
+        attrs: ObjectAttrs,
     },
 }
 
@@ -152,7 +207,48 @@ pub struct ObjectEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectView {
     pub entry: ObjectEntry,
+    pub attrs: ObjectAttrs,
     pub chunks: Vec<(ChunkId, ChunkMeta)>,
+}
+
+/// One page of a listing: objects and (with a delimiter) common prefixes, each in byte
+/// order; `truncated` when more entries follow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub objects: Vec<ObjectEntry>,
+    pub common_prefixes: Vec<String>,
+    pub truncated: bool,
+}
+
+/// Where a listing starts and how it rolls keys up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ListQuery<'a> {
+    pub prefix: &'a str,
+    /// Only entries sorting after this.
+    pub start_after: &'a str,
+    /// Also skip entries starting with this (resuming after a common prefix).
+    pub skip_prefix: &'a str,
+    pub delimiter: &'a str,
+    pub limit: usize,
+}
+
+impl ListQuery<'_> {
+    fn wants(&self, item: &str) -> bool {
+        item > self.start_after
+            && (self.skip_prefix.is_empty() || !item.starts_with(self.skip_prefix))
+    }
+
+    /// Whether some key starting with `dir` (a directory's key prefix) may be wanted.
+    fn may_want_below(&self, dir: &str) -> bool {
+        let all_before = dir < self.start_after && !self.start_after.starts_with(dir);
+        let all_skipped = !self.skip_prefix.is_empty() && dir.starts_with(self.skip_prefix);
+        !all_before && !all_skipped
+    }
+}
+
+enum ListItem {
+    Object(ObjectEntry),
+    Prefix(String),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,9 +311,16 @@ impl Namespace {
                 key,
                 size,
                 chunks,
+                attrs,
+                precondition,
                 mtime,
-            } => self.commit_object(&bucket, &key, size, chunks, mtime),
-            Command::DeleteObject { bucket, key } => self.delete_object(&bucket, &key),
+            } => self.commit_object(&bucket, &key, size, chunks, attrs, precondition, mtime),
+            Command::DeleteObject {
+                bucket,
+                key,
+                if_generation,
+            } => self.delete_object(&bucket, &key, if_generation),
+            Command::DeleteBucket { name } => self.delete_bucket(&name),
             Command::ShardLost { chunk, index, node } => {
                 if let Some(meta) = self.chunks.get_mut(&chunk) {
                     if meta.shards.get(&index) == Some(&node) {
@@ -261,12 +364,15 @@ impl Namespace {
         Ok(CommandResult::Done)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn commit_object(
         &mut self,
         bucket: &str,
         key: &str,
         size: u64,
         chunks: Vec<(ChunkId, ChunkMeta)>,
+        attrs: ObjectAttrs,
+        precondition: Option<Precondition>,
         mtime: u64,
     ) -> Result<CommandResult, NamespaceError> {
         validate_key(key).map_err(invalid)?;
@@ -274,6 +380,7 @@ impl Namespace {
         if let Some(generation) = self.already_committed(bucket, key, &chunks) {
             return Ok(CommandResult::Committed { generation });
         }
+        self.check_precondition(bucket, key, precondition)?;
         let total: u64 = chunks.iter().map(|(_, c)| c.size).sum();
         if total != size {
             return Err(NamespaceError::SizeMismatch { size, total });
@@ -361,7 +468,11 @@ impl Namespace {
             self.chunks.insert(id, chunk);
         }
         let generation = self.bump_generation();
-        let kind = InodeKind::File { size, extents };
+        let kind = InodeKind::File {
+            size,
+            extents,
+            attrs,
+        };
         match self.child(dir, file_name[0]) {
             Some(ino) => {
                 let old = std::mem::replace(
@@ -412,9 +523,56 @@ impl Namespace {
         same.then_some(view.entry.generation)
     }
 
-    fn delete_object(&mut self, bucket: &str, key: &str) -> Result<CommandResult, NamespaceError> {
+    /// The generation of the object at `key`, if there is one.
+    fn current_generation(&self, bucket: &str, key: &str) -> Option<u64> {
+        self.lookup(bucket, key).ok().map(|v| v.entry.generation)
+    }
+
+    fn check_precondition(
+        &self,
+        bucket: &str,
+        key: &str,
+        precondition: Option<Precondition>,
+    ) -> Result<(), NamespaceError> {
+        let Some(wanted) = precondition else {
+            return Ok(());
+        };
+        let current = self.current_generation(bucket, key);
+        if wanted.holds(current) {
+            Ok(())
+        } else {
+            Err(NamespaceError::PreconditionFailed {
+                bucket: bucket.into(),
+                key: key.into(),
+                wanted,
+                current,
+            })
+        }
+    }
+
+    fn delete_bucket(&mut self, name: &str) -> Result<CommandResult, NamespaceError> {
+        let ino = self.bucket(name)?.ino;
+        if self.children.get(&ino).is_some_and(|c| !c.is_empty()) {
+            return Err(NamespaceError::BucketNotEmpty { name: name.into() });
+        }
+        self.remove_entry(ROOT_INO, name);
+        self.children.remove(&ino);
+        self.inodes.remove(&ino);
+        self.buckets.remove(name);
+        Ok(CommandResult::Done)
+    }
+
+    fn delete_object(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        if_generation: Option<u64>,
+    ) -> Result<CommandResult, NamespaceError> {
         validate_key(key).map_err(invalid)?;
         let bucket_ino = self.bucket(bucket)?.ino;
+        if let Some(g) = if_generation {
+            self.check_precondition(bucket, key, Some(Precondition::IfGeneration(g)))?;
+        }
         let no_such = || NamespaceError::NoSuchKey {
             bucket: bucket.into(),
             key: key.into(),
@@ -564,7 +722,12 @@ impl Namespace {
                 })?;
         }
         let inode = &self.inodes[&ino];
-        let InodeKind::File { size, extents } = &inode.kind else {
+        let InodeKind::File {
+            size,
+            extents,
+            attrs,
+        } = &inode.kind
+        else {
             return Err(NamespaceError::IsDirectory {
                 bucket: bucket.into(),
                 path: key.into(),
@@ -587,24 +750,25 @@ impl Namespace {
                 generation: inode.generation,
                 mtime: inode.mtime,
             },
+            attrs: attrs.clone(),
             chunks,
         })
     }
 
-    /// Objects of `bucket` whose key starts with `prefix` and sorts after `start_after`
-    /// (byte order of the whole key), at most `limit`; `true` when more follow.
-    pub fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        start_after: &str,
-        limit: usize,
-    ) -> Result<(Vec<ObjectEntry>, bool), NamespaceError> {
+    /// Whether any object references this chunk.
+    pub fn chunk_known(&self, id: &ChunkId) -> bool {
+        self.chunks.contains_key(id)
+    }
+
+    /// One page of the objects of `bucket` matching `query`, in byte order of the whole
+    /// key. With a delimiter, keys containing it after the prefix are rolled up into
+    /// common prefixes (for "/" these are exactly the directories below the prefix).
+    pub fn list(&self, bucket: &str, query: &ListQuery) -> Result<ListPage, NamespaceError> {
         let mut dir = self.bucket(bucket)?.ino;
         // Descend through the complete directory components of the prefix.
-        let (dir_part, name_prefix) = match prefix.rfind('/') {
-            Some(i) => (&prefix[..i], &prefix[i + 1..]),
-            None => ("", prefix),
+        let (dir_part, name_prefix) = match query.prefix.rfind('/') {
+            Some(i) => (&query.prefix[..i], &query.prefix[i + 1..]),
+            None => ("", query.prefix),
         };
         let mut base = String::new();
         if !dir_part.is_empty() {
@@ -615,27 +779,51 @@ impl Namespace {
                         base.push_str(part);
                         base.push('/');
                     }
-                    _ => return Ok((Vec::new(), false)),
+                    _ => return Ok(ListPage::default()),
                 }
             }
         }
-        let mut out = Vec::new();
-        self.walk(dir, &base, name_prefix, start_after, limit + 1, &mut out);
-        let truncated = out.len() > limit;
-        out.truncate(limit);
-        Ok((out, truncated))
+        let mut walk = Walk {
+            ns: self,
+            query,
+            last_prefix: None,
+            out: Vec::new(),
+        };
+        walk.dir(dir, &base, name_prefix, true);
+        let mut items = walk.out;
+        let truncated = items.len() > query.limit;
+        items.truncate(query.limit);
+        let mut page = ListPage {
+            truncated,
+            ..ListPage::default()
+        };
+        for item in items {
+            match item {
+                ListItem::Object(o) => page.objects.push(o),
+                ListItem::Prefix(p) => page.common_prefixes.push(p),
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// A listing in progress: visits directories in key order until it has one entry more
+/// than the query's limit (which tells that the page is truncated).
+struct Walk<'a> {
+    ns: &'a Namespace,
+    query: &'a ListQuery<'a>,
+    last_prefix: Option<String>,
+    out: Vec<ListItem>,
+}
+
+impl Walk<'_> {
+    fn full(&self) -> bool {
+        self.out.len() > self.query.limit
     }
 
-    fn walk(
-        &self,
-        dir: Ino,
-        base: &str,
-        name_prefix: &str,
-        start_after: &str,
-        want: usize,
-        out: &mut Vec<ObjectEntry>,
-    ) {
-        let Some(children) = self.children.get(&dir) else {
+    fn dir(&mut self, dir: Ino, base: &str, name_prefix: &str, top: bool) {
+        let ns = self.ns;
+        let Some(children) = ns.children.get(&dir) else {
             return;
         };
         // A directory `d` holds keys `d/...`, so it sorts as "d/" among its siblings.
@@ -643,7 +831,7 @@ impl Namespace {
             .range(name_prefix.to_string()..)
             .take_while(|(name, _)| name.starts_with(name_prefix))
             .map(|(name, &ino)| {
-                let is_dir = matches!(self.inodes[&ino].kind, InodeKind::Dir { .. });
+                let is_dir = matches!(ns.inodes[&ino].kind, InodeKind::Dir { .. });
                 let sort_key = if is_dir {
                     format!("{base}{name}/")
                 } else {
@@ -654,27 +842,44 @@ impl Namespace {
             .collect();
         entries.sort();
         for (full, ino, is_dir) in entries {
-            if out.len() >= want {
+            if self.full() {
                 return;
             }
             if is_dir {
-                // Every key below starts with `full`; skip the subtree when all of them
-                // sort before `start_after`.
-                if full.as_str() < start_after && !start_after.starts_with(&full) {
-                    continue;
+                if top && self.query.delimiter == "/" {
+                    if self.query.wants(&full) {
+                        self.out.push(ListItem::Prefix(full));
+                    }
+                } else if self.query.may_want_below(&full) {
+                    self.dir(ino, &full, "", false);
                 }
-                self.walk(ino, &full, "", start_after, want, out);
-            } else if full.as_str() > start_after {
-                let inode = &self.inodes[&ino];
-                if let InodeKind::File { size, .. } = inode.kind {
-                    out.push(ObjectEntry {
-                        key: full,
-                        size,
-                        generation: inode.generation,
-                        mtime: inode.mtime,
-                    });
-                }
+            } else if self.query.wants(&full) {
+                self.file(full, ino);
             }
+        }
+    }
+
+    fn file(&mut self, key: String, ino: Ino) {
+        let query = self.query;
+        if !query.delimiter.is_empty() {
+            let rest = &key[query.prefix.len()..];
+            if let Some(i) = rest.find(query.delimiter) {
+                let prefix = key[..query.prefix.len() + i + query.delimiter.len()].to_string();
+                if self.last_prefix.as_deref() != Some(prefix.as_str()) && query.wants(&prefix) {
+                    self.last_prefix = Some(prefix.clone());
+                    self.out.push(ListItem::Prefix(prefix));
+                }
+                return;
+            }
+        }
+        let inode = &self.ns.inodes[&ino];
+        if let InodeKind::File { size, .. } = inode.kind {
+            self.out.push(ListItem::Object(ObjectEntry {
+                key,
+                size,
+                generation: inode.generation,
+                mtime: inode.mtime,
+            }));
         }
     }
 }
@@ -724,13 +929,28 @@ mod tests {
             } else {
                 vec![chunk(size, 3)]
             },
+            attrs: ObjectAttrs::default(),
+            precondition: None,
             mtime: 2,
         })
     }
 
     fn keys(ns: &Namespace, prefix: &str, after: &str, limit: usize) -> (Vec<String>, bool) {
-        let (items, more) = ns.list("bkt", prefix, after, limit).unwrap();
-        (items.into_iter().map(|e| e.key).collect(), more)
+        let page = ns
+            .list(
+                "bkt",
+                &ListQuery {
+                    prefix,
+                    start_after: after,
+                    limit,
+                    ..ListQuery::default()
+                },
+            )
+            .unwrap();
+        (
+            page.objects.into_iter().map(|e| e.key).collect(),
+            page.truncated,
+        )
     }
 
     #[test]
@@ -781,6 +1001,8 @@ mod tests {
             key: "k".into(),
             size: 10,
             chunks: vec![c],
+            attrs: ObjectAttrs::default(),
+            precondition: None,
             mtime: 0,
         };
         let first = ns.apply(commit.clone());
@@ -813,12 +1035,14 @@ mod tests {
         ns.apply(Command::DeleteObject {
             bucket: "bkt".into(),
             key: "x/y/z".into(),
+            if_generation: None,
         });
         assert_eq!(keys(&ns, "", "", 10).0, vec!["x/keep"]);
         assert!(ns.lookup("bkt", "x/y").is_err());
         ns.apply(Command::DeleteObject {
             bucket: "bkt".into(),
             key: "x/keep".into(),
+            if_generation: None,
         });
         assert_eq!(ns.counts().objects, 0);
         assert_eq!(ns.children[&ns.buckets["bkt"].ino].len(), 0);
@@ -826,7 +1050,8 @@ mod tests {
         assert_eq!(
             ns.apply(Command::DeleteObject {
                 bucket: "bkt".into(),
-                key: "x/keep".into()
+                key: "x/keep".into(),
+                if_generation: None,
             }),
             CommandResult::Rejected(NamespaceError::NoSuchKey {
                 bucket: "bkt".into(),
@@ -870,6 +1095,8 @@ mod tests {
             key: "k".into(),
             size: 99,
             chunks: vec![chunk(10, 3)],
+            attrs: ObjectAttrs::default(),
+            precondition: None,
             mtime: 0,
         });
         assert!(matches!(
@@ -881,6 +1108,8 @@ mod tests {
             key: "k".into(),
             size: 10,
             chunks: vec![chunk(10, 2)],
+            attrs: ObjectAttrs::default(),
+            precondition: None,
             mtime: 0,
         });
         assert!(matches!(
@@ -910,5 +1139,162 @@ mod tests {
         let text = serde_json::to_vec(&ns).unwrap();
         let back: Namespace = serde_json::from_slice(&text).unwrap();
         assert_eq!(back, ns);
+    }
+
+    fn commit_with(ns: &mut Namespace, key: &str, pre: Option<Precondition>) -> CommandResult {
+        ns.apply(Command::CommitObject {
+            bucket: "bkt".into(),
+            key: key.into(),
+            size: 1,
+            chunks: vec![chunk(1, 3)],
+            attrs: ObjectAttrs::default(),
+            precondition: pre,
+            mtime: 0,
+        })
+    }
+
+    #[test]
+    fn preconditions_allow_exactly_one_writer() {
+        let mut ns = ns_with_bucket();
+        let CommandResult::Committed { generation: g1 } =
+            commit_with(&mut ns, "k", Some(Precondition::IfAbsent))
+        else {
+            panic!("first if-absent put must win")
+        };
+        let lost = commit_with(&mut ns, "k", Some(Precondition::IfAbsent));
+        assert!(matches!(
+            lost,
+            CommandResult::Rejected(NamespaceError::PreconditionFailed { current: Some(g), .. }) if g == g1
+        ));
+        let CommandResult::Committed { generation: g2 } =
+            commit_with(&mut ns, "k", Some(Precondition::IfGeneration(g1)))
+        else {
+            panic!("matching generation must win")
+        };
+        let stale = commit_with(&mut ns, "k", Some(Precondition::IfGeneration(g1)));
+        assert!(matches!(
+            stale,
+            CommandResult::Rejected(NamespaceError::PreconditionFailed { .. })
+        ));
+        let gone = ns.apply(Command::DeleteObject {
+            bucket: "bkt".into(),
+            key: "k".into(),
+            if_generation: Some(g1),
+        });
+        assert!(matches!(
+            gone,
+            CommandResult::Rejected(NamespaceError::PreconditionFailed { .. })
+        ));
+        let gone = ns.apply(Command::DeleteObject {
+            bucket: "bkt".into(),
+            key: "k".into(),
+            if_generation: Some(g2),
+        });
+        assert_eq!(gone, CommandResult::Done);
+    }
+
+    #[test]
+    fn only_empty_buckets_can_be_deleted() {
+        let mut ns = ns_with_bucket();
+        put(&mut ns, "a/b", 1);
+        let refused = ns.apply(Command::DeleteBucket { name: "bkt".into() });
+        assert!(matches!(
+            refused,
+            CommandResult::Rejected(NamespaceError::BucketNotEmpty { .. })
+        ));
+        ns.apply(Command::DeleteObject {
+            bucket: "bkt".into(),
+            key: "a/b".into(),
+            if_generation: None,
+        });
+        assert_eq!(
+            ns.apply(Command::DeleteBucket { name: "bkt".into() }),
+            CommandResult::Done
+        );
+        assert!(ns.bucket("bkt").is_err());
+        assert_eq!(ns.children[&ROOT_INO].len(), 0);
+    }
+
+    fn page(ns: &Namespace, q: ListQuery) -> (Vec<String>, Vec<String>, bool) {
+        let p = ns.list("bkt", &q).unwrap();
+        (
+            p.objects.into_iter().map(|o| o.key).collect(),
+            p.common_prefixes,
+            p.truncated,
+        )
+    }
+
+    #[test]
+    fn delimiter_rolls_keys_up_into_common_prefixes() {
+        let mut ns = ns_with_bucket();
+        for k in [
+            "a/1",
+            "a/2/x",
+            "b",
+            "c/d/e",
+            "c-d",
+            "photos/2026/x.jpg",
+            "photos/2025/y.jpg",
+        ] {
+            put(&mut ns, k, 1);
+        }
+        let q = |prefix, delimiter| ListQuery {
+            prefix,
+            delimiter,
+            limit: 100,
+            ..ListQuery::default()
+        };
+        assert_eq!(
+            page(&ns, q("", "/")),
+            (
+                vec!["b".into(), "c-d".into()],
+                vec!["a/".into(), "c/".into(), "photos/".into()],
+                false
+            )
+        );
+        assert_eq!(
+            page(&ns, q("a/", "/")),
+            (vec!["a/1".into()], vec!["a/2/".into()], false)
+        );
+        assert_eq!(
+            page(&ns, q("photos/", "/")).1,
+            vec!["photos/2025/".to_string(), "photos/2026/".to_string()]
+        );
+        // A delimiter other than "/" is rolled up key by key.
+        assert_eq!(
+            page(&ns, q("c", "-")),
+            (vec!["c/d/e".into()], vec!["c-".into()], false)
+        );
+        // Paging one entry at a time over objects and prefixes together.
+        let mut seen = Vec::new();
+        let (mut after, mut skip) = (String::new(), String::new());
+        loop {
+            let p = ns
+                .list(
+                    "bkt",
+                    &ListQuery {
+                        prefix: "",
+                        delimiter: "/",
+                        start_after: &after,
+                        skip_prefix: &skip,
+                        limit: 1,
+                    },
+                )
+                .unwrap();
+            if let Some(o) = p.objects.first() {
+                seen.push(o.key.clone());
+                after = o.key.clone();
+                skip.clear();
+            }
+            if let Some(cp) = p.common_prefixes.first() {
+                seen.push(cp.clone());
+                after = cp.clone();
+                skip = cp.clone();
+            }
+            if !p.truncated {
+                break;
+            }
+        }
+        assert_eq!(seen, vec!["a/", "b", "c-d", "c/", "photos/"]);
     }
 }

@@ -19,12 +19,13 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{
-    chunk_from_proto, chunk_id_from_proto, chunk_to_proto, redundancy_from_proto,
-    redundancy_to_proto, status_from,
+    attrs_from_proto, chunk_from_proto, chunk_id_from_proto, chunk_to_proto,
+    precondition_from_proto, redundancy_from_proto, redundancy_to_proto, status_from,
 };
 use crate::liveness::{Liveness, NodeState, Usage};
-use crate::namespace::Namespace;
+use crate::namespace::{ListQuery, Namespace};
 use crate::network::lazy_channel;
+use crate::pending::PendingChunks;
 use crate::state_machine::SharedState;
 use crate::types::{Command, CommandResult, Raft};
 
@@ -33,12 +34,15 @@ const FORWARDED: &str = "x-cairn-forwarded";
 const UNKNOWN_FREE_BYTES: u64 = 1 << 40;
 pub const DEFAULT_LIST_LIMIT: u32 = 1000;
 pub const MAX_LIST_LIMIT: u32 = 10_000;
+/// Most chunk ids one FilterUnknownChunks call may ask about.
+pub const MAX_FILTER_BATCH: usize = 10_000;
 
 pub struct MetaServer {
     pub id: u64,
     pub raft: Raft,
     pub state: SharedState,
     pub liveness: Arc<Mutex<Liveness>>,
+    pending: PendingChunks,
     peers: Mutex<HashMap<String, MetaServiceClient<Channel>>>,
 }
 
@@ -83,12 +87,19 @@ pub fn now_secs() -> u64 {
 }
 
 impl MetaServer {
-    pub fn new(id: u64, raft: Raft, state: SharedState, liveness: Arc<Mutex<Liveness>>) -> Self {
+    pub fn new(
+        id: u64,
+        raft: Raft,
+        state: SharedState,
+        liveness: Arc<Mutex<Liveness>>,
+        pending_ttl: std::time::Duration,
+    ) -> Self {
         MetaServer {
             id,
             raft,
             state,
             liveness,
+            pending: PendingChunks::new(pending_ttl),
             peers: Mutex::new(HashMap::new()),
         }
     }
@@ -264,6 +275,7 @@ impl MetaService for MetaServer {
         };
         let chunk = ChunkId::random();
         let chosen = place(&chunk, &candidates, redundancy.total_shards());
+        self.pending.start(chunk);
         let min_targets = match req.min_targets {
             0 => redundancy.min_durable_shards(),
             n => n as usize,
@@ -304,15 +316,24 @@ impl MetaService for MetaServer {
             .into_iter()
             .map(chunk_from_proto)
             .collect::<Result<Vec<_>, _>>()?;
+        let attrs = attrs_from_proto(&req.blake3, req.content_type, req.metadata)?;
+        let precondition = precondition_from_proto(req.precondition)?;
+        let chunk_ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
         let result = self
             .write(Command::CommitObject {
                 bucket: req.bucket,
                 key: req.key,
                 size: req.size,
                 chunks,
+                attrs,
+                precondition,
                 mtime: now_secs(),
             })
-            .await?;
+            .await;
+        // Committed or refused, these chunks are no longer a write in progress: refused
+        // ones are orphans for the storage nodes' sweep to reclaim.
+        self.pending.finish(&chunk_ids);
+        let result = result?;
         let generation = match result {
             CommandResult::Committed { generation } => generation,
             _ => 0,
@@ -341,6 +362,9 @@ impl MetaService for MetaServer {
                         size: view.entry.size,
                         generation: view.entry.generation,
                         mtime: view.entry.mtime,
+                        blake3: view.attrs.blake3.map(|h| h.0.to_vec()).unwrap_or_default(),
+                        content_type: view.attrs.content_type,
+                        metadata: view.attrs.metadata.into_iter().collect(),
                     }),
                     chunks: view
                         .chunks
@@ -360,30 +384,48 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::ListObjectsResponse>, Status> {
         forward_unless_leader!(self, req, list_objects);
         let req = req.into_inner();
-        if req.prefix.len() > MAX_KEY_BYTES || req.start_after.len() > MAX_KEY_BYTES {
+        if [
+            &req.prefix,
+            &req.start_after,
+            &req.skip_prefix,
+            &req.delimiter,
+        ]
+        .iter()
+        .any(|s| s.len() > MAX_KEY_BYTES)
+        {
             return Err(Status::invalid_argument(format!(
-                "prefix and start_after are limited to {MAX_KEY_BYTES} bytes"
+                "prefix, delimiter and page position are limited to {MAX_KEY_BYTES} bytes"
             )));
         }
         let limit = match req.limit {
             0 => DEFAULT_LIST_LIMIT,
             n => n.min(MAX_LIST_LIMIT),
         } as usize;
-        let (objects, truncated) = self
-            .read(|ns| ns.list(&req.bucket, &req.prefix, &req.start_after, limit))
+        let query = ListQuery {
+            prefix: &req.prefix,
+            start_after: &req.start_after,
+            skip_prefix: &req.skip_prefix,
+            delimiter: &req.delimiter,
+            limit,
+        };
+        let page = self
+            .read(|ns| ns.list(&req.bucket, &query))
             .await?
             .map_err(status_from)?;
         Ok(Response::new(pm::ListObjectsResponse {
-            objects: objects
+            objects: page
+                .objects
                 .into_iter()
                 .map(|e| pm::ObjectInfo {
                     key: e.key,
                     size: e.size,
                     generation: e.generation,
                     mtime: e.mtime,
+                    ..Default::default()
                 })
                 .collect(),
-            truncated,
+            truncated: page.truncated,
+            common_prefixes: page.common_prefixes,
         }))
     }
 
@@ -398,9 +440,48 @@ impl MetaService for MetaServer {
         self.write(Command::DeleteObject {
             bucket: req.bucket,
             key: req.key,
+            if_generation: (req.if_generation_match != 0).then_some(req.if_generation_match),
         })
         .await?;
         Ok(Response::new(pm::DeleteObjectResponse {}))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: Request<pm::DeleteBucketRequest>,
+    ) -> Result<Response<pm::DeleteBucketResponse>, Status> {
+        forward_unless_leader!(self, req, delete_bucket);
+        let req = req.into_inner();
+        validate_bucket(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.write(Command::DeleteBucket { name: req.name }).await?;
+        Ok(Response::new(pm::DeleteBucketResponse {}))
+    }
+
+    async fn filter_unknown_chunks(
+        &self,
+        req: Request<pm::FilterUnknownChunksRequest>,
+    ) -> Result<Response<pm::FilterUnknownChunksResponse>, Status> {
+        forward_unless_leader!(self, req, filter_unknown_chunks);
+        let req = req.into_inner();
+        if req.chunk_ids.len() > MAX_FILTER_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_FILTER_BATCH} chunk ids per call"
+            )));
+        }
+        let ids = req
+            .chunk_ids
+            .iter()
+            .map(|b| chunk_id_from_proto(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let unknown = self
+            .read(|ns| {
+                ids.iter()
+                    .filter(|id| !ns.chunk_known(id) && !self.pending.contains(id))
+                    .map(|id| id.as_bytes().to_vec())
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(pm::FilterUnknownChunksResponse { unknown }))
     }
 
     async fn report_shard_lost(

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use cairn_common::{ChunkId, NodeId, Redundancy};
 use serde::{Deserialize, Serialize};
 
-use crate::namespace::{ChunkMeta, NamespaceError};
+use crate::namespace::{ChunkMeta, NamespaceError, ObjectAttrs, Precondition};
 
 openraft::declare_raft_types!(
     /// Cairn's metadata Raft: commands in, results out, node address as the node type.
@@ -40,12 +40,18 @@ pub enum Command {
         key: String,
         size: u64,
         chunks: Vec<(ChunkId, ChunkMeta)>,
+        attrs: ObjectAttrs,
+        precondition: Option<Precondition>,
         mtime: u64,
     },
     DeleteObject {
         bucket: String,
         key: String,
+        /// Delete only if the object's generation is this.
+        if_generation: Option<u64>,
     },
+    /// Refused unless the bucket is empty.
+    DeleteBucket { name: String },
     /// A reader found this shard missing or corrupt on `node`.
     ShardLost {
         chunk: ChunkId,
@@ -53,9 +59,7 @@ pub enum Command {
         node: NodeId,
     },
     /// These garbage-collection entries were deleted from their nodes.
-    GcDone {
-        seqs: Vec<u64>,
-    },
+    GcDone { seqs: Vec<u64> },
 }
 
 /// What applying a command produced. Rejections are results, not Raft errors: every

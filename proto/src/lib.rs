@@ -19,11 +19,21 @@ pub mod cairn {
             tonic::include_proto!("cairn.meta.v1");
         }
     }
+    pub mod object {
+        pub mod v1 {
+            tonic::include_proto!("cairn.object.v1");
+        }
+    }
 }
+
+/// Encoded descriptors of every Cairn .proto file (for gRPC server reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptor.bin"));
 
 pub use cairn::common::v1 as common;
 pub use cairn::meta::v1 as meta;
 pub use cairn::node::v1 as node;
+pub use cairn::object::v1 as object;
 
 /// Largest gRPC message any Cairn service accepts or sends (data streams are framed
 /// well below this).

@@ -53,6 +53,21 @@ pub struct NodeConfig {
     /// system size (useful in tests). Default: none (use statvfs).
     #[serde(default)]
     pub capacity_bytes: Option<u64>,
+    /// Shards younger than this many milliseconds are never treated as orphans (shards of
+    /// a write that has not committed yet). Default: 3600000 (1 h).
+    #[serde(default = "default_orphan_grace_ms")]
+    pub orphan_grace_ms: u64,
+    /// Milliseconds between orphan sweeps. Default: 600000 (10 min).
+    #[serde(default = "default_orphan_sweep_interval_ms")]
+    pub orphan_sweep_interval_ms: u64,
+}
+
+fn default_orphan_grace_ms() -> u64 {
+    3_600_000
+}
+
+fn default_orphan_sweep_interval_ms() -> u64 {
+    600_000
 }
 
 fn default_zone() -> String {
@@ -92,6 +107,8 @@ pub enum NodeConfigError {
     EmptyZone,
     #[error("`data_dir` must not be empty")]
     EmptyDataDir,
+    #[error("`orphan_sweep_interval_ms` must be at least 100")]
+    SweepInterval,
     #[error("`capacity_bytes` must not be 0")]
     ZeroCapacity,
 }
@@ -127,6 +144,12 @@ pub struct ConfigOverrides {
     /// Capacity to report instead of the file system's size.
     #[arg(long, env = "CAIRN_NODE_CAPACITY_BYTES")]
     pub capacity_bytes: Option<u64>,
+    /// Age in milliseconds before an unreferenced shard is swept (default 3600000).
+    #[arg(long, env = "CAIRN_NODE_ORPHAN_GRACE_MS")]
+    pub orphan_grace_ms: Option<u64>,
+    /// Milliseconds between orphan sweeps (default 600000).
+    #[arg(long, env = "CAIRN_NODE_ORPHAN_SWEEP_INTERVAL_MS")]
+    pub orphan_sweep_interval_ms: Option<u64>,
 }
 
 impl NodeConfig {
@@ -158,6 +181,8 @@ impl NodeConfig {
                 heartbeat_interval_ms: default_heartbeat_interval_ms(),
                 io_engine: IoEngineChoice::default(),
                 capacity_bytes: None,
+                orphan_grace_ms: default_orphan_grace_ms(),
+                orphan_sweep_interval_ms: default_orphan_sweep_interval_ms(),
             },
         };
         if let Some(id) = o.id {
@@ -186,6 +211,12 @@ impl NodeConfig {
         }
         if o.capacity_bytes.is_some() {
             cfg.capacity_bytes = o.capacity_bytes;
+        }
+        if let Some(ms) = o.orphan_grace_ms {
+            cfg.orphan_grace_ms = ms;
+        }
+        if let Some(ms) = o.orphan_sweep_interval_ms {
+            cfg.orphan_sweep_interval_ms = ms;
         }
         Ok(cfg)
     }
@@ -231,6 +262,9 @@ impl NodeConfig {
         }
         if self.capacity_bytes == Some(0) {
             return Err(NodeConfigError::ZeroCapacity);
+        }
+        if self.orphan_sweep_interval_ms < 100 {
+            return Err(NodeConfigError::SweepInterval);
         }
         Ok(())
     }

@@ -7,6 +7,8 @@ pub mod durable;
 pub mod heartbeat;
 pub mod io_engine;
 pub mod marker;
+pub mod object_service;
+pub mod orphan_sweep;
 pub mod service;
 pub mod shard_file;
 pub mod store;
@@ -94,10 +96,47 @@ pub async fn run_with_listener(
         store.clone(),
         heartbeat_stop.clone(),
     ));
+
+    // The object API and the orphan sweep use the cluster through the client library.
+    let cluster = cairn_common::config::ClusterFile {
+        meta: cfg
+            .meta
+            .iter()
+            .map(|a| a.trim_start_matches("http://").to_string())
+            .collect(),
+        chunk_size: cairn_common::DEFAULT_CHUNK_SIZE,
+    };
+    let client = cairn_client::Client::new(&cluster).context("set up the cluster client")?;
+    tasks.spawn(orphan_sweep::run(
+        store.clone(),
+        client.clone(),
+        orphan_sweep::SweepConfig {
+            grace: std::time::Duration::from_millis(cfg.orphan_grace_ms),
+            interval: std::time::Duration::from_millis(cfg.orphan_sweep_interval_ms),
+        },
+        heartbeat_stop.clone(),
+    ));
     tasks.close();
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<cairn_proto::object::object_service_server::ObjectServiceServer<
+            object_service::ObjectServiceImpl,
+        >>()
+        .await;
+    health
+        .set_serving::<cairn_proto::node::node_service_server::NodeServiceServer<NodeServiceImpl>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("build the gRPC reflection service")?;
 
     let served = tonic::transport::Server::builder()
         .add_service(NodeServiceImpl::new(store.clone()).into_server())
+        .add_service(object_service::ObjectServiceImpl::new(client).into_server())
+        .add_service(health_service)
+        .add_service(reflection)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown.clone().cancelled_owned(),

@@ -251,6 +251,43 @@ impl ShardStore {
         f(&mut self.usage.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
+    /// Up to `limit` shards whose files were last modified more than `age` ago (for the
+    /// orphan sweep). Reads directory entries only, never shard data.
+    pub async fn shards_older_than(
+        &self,
+        age: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<ShardKey>, StoreError> {
+        let shards = self.shards_dir.clone();
+        blocking(move || {
+            let now = std::time::SystemTime::now();
+            let mut out = Vec::new();
+            for prefix in std::fs::read_dir(&shards)? {
+                let prefix = prefix?;
+                if !prefix.file_type()?.is_dir() {
+                    continue;
+                }
+                for entry in std::fs::read_dir(prefix.path())? {
+                    let entry = entry?;
+                    let Some(key) = ShardKey::from_file_name(&entry.file_name().to_string_lossy())
+                    else {
+                        continue;
+                    };
+                    let modified = entry.metadata()?.modified()?;
+                    if now.duration_since(modified).is_ok_and(|d| d > age) {
+                        out.push(key);
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(io_error("list shards in", &self.shards_dir))
+    }
+
     /// Counts kept in memory; no IO.
     pub fn usage(&self) -> Usage {
         *self.usage.lock().unwrap_or_else(|p| p.into_inner())

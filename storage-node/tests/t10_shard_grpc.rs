@@ -32,6 +32,8 @@ fn config(id: u64, data_dir: &Path) -> NodeConfig {
         heartbeat_interval_ms: 1000,
         io_engine: IoEngineChoice::Auto,
         capacity_bytes: Some(1 << 30),
+        orphan_grace_ms: 3_600_000,
+        orphan_sweep_interval_ms: 600_000,
     }
 }
 

@@ -159,8 +159,8 @@ async fn garbage_and_oversized_messages_do_not_hurt_daemons() {
         .list_objects(ListObjectsRequest {
             bucket: "default".into(),
             prefix: huge.clone(),
-            start_after: String::new(),
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap_err();

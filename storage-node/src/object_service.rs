@@ -1,0 +1,441 @@
+//! The public `cairn.object.v1.ObjectService` (see proto/proto/cairn/object.proto),
+//! served by every storage node: the receiving node runs Cairn's client data path on the
+//! caller's behalf (encode, place, write k+m shards in parallel, verify, commit), so any
+//! gRPC client in any language can use the cluster. Knows nothing of shard files.
+
+use std::pin::Pin;
+
+use cairn_client::{Client, ClientError, ListOptions, OpenObject, Precondition, PutOptions};
+use cairn_common::Redundancy;
+use cairn_proto::common as pc;
+use cairn_proto::object as po;
+use cairn_proto::object::object_service_server::{ObjectService, ObjectServiceServer};
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncReadExt;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Bytes per GetObject data message.
+const GET_FRAME_BYTES: usize = cairn_proto::DATA_FRAME_BYTES;
+/// Buffer between the chunk reader and the response stream (bounds memory per GET).
+const GET_PIPE_BYTES: usize = 1024 * 1024;
+
+pub struct ObjectServiceImpl {
+    client: Client,
+}
+
+impl ObjectServiceImpl {
+    pub fn new(client: Client) -> Self {
+        ObjectServiceImpl { client }
+    }
+
+    pub fn into_server(self) -> ObjectServiceServer<Self> {
+        ObjectServiceServer::new(self)
+            .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+    }
+}
+
+/// The one mapping of client-library errors to the API's status codes.
+fn status_of(e: ClientError) -> Status {
+    let msg = e.to_string();
+    match e {
+        ClientError::NotFound { .. } => Status::not_found(msg),
+        ClientError::AlreadyExists { .. } => Status::already_exists(msg),
+        ClientError::InvalidArgument { .. } | ClientError::HashMismatch { .. } => {
+            Status::invalid_argument(msg)
+        }
+        ClientError::FailedPrecondition { .. } => Status::failed_precondition(msg),
+        ClientError::Unavailable { .. } | ClientError::NotDurable { .. } => {
+            Status::unavailable(msg)
+        }
+        ClientError::DataUnavailable { .. } | ClientError::Corrupt { .. } => Status::data_loss(msg),
+        ClientError::Io { .. } => Status::cancelled(msg),
+        ClientError::Malformed { .. } | ClientError::Config(_) | ClientError::Server { .. } => {
+            Status::internal(msg)
+        }
+    }
+}
+
+fn redundancy_from(r: Option<pc::Redundancy>) -> Result<Redundancy, Status> {
+    let Some(scheme) = r.and_then(|r| r.scheme) else {
+        return Ok(Redundancy::DEFAULT);
+    };
+    let r = match scheme {
+        pc::redundancy::Scheme::Ec(ec) => Redundancy::Ec { k: ec.k, m: ec.m },
+        pc::redundancy::Scheme::Replicas(n) => Redundancy::Replicas { n },
+    };
+    r.validate()
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn redundancy_to(r: Redundancy) -> pc::Redundancy {
+    let scheme = match r {
+        Redundancy::Ec { k, m } => pc::redundancy::Scheme::Ec(pc::ErasureCoding { k, m }),
+        Redundancy::Replicas { n } => pc::redundancy::Scheme::Replicas(n),
+    };
+    pc::Redundancy {
+        scheme: Some(scheme),
+    }
+}
+
+fn precondition_from(p: Option<pc::Precondition>) -> Result<Option<Precondition>, Status> {
+    match p.and_then(|p| p.condition) {
+        None => Ok(None),
+        Some(pc::precondition::Condition::IfAbsent(true)) => Ok(Some(Precondition::IfAbsent)),
+        Some(pc::precondition::Condition::IfAbsent(false)) => Err(Status::invalid_argument(
+            "precondition if_absent must be true when set",
+        )),
+        Some(pc::precondition::Condition::IfGenerationMatch(g)) => {
+            Ok(Some(Precondition::IfGeneration(g)))
+        }
+    }
+}
+
+fn info_of(bucket: &str, o: &OpenObject) -> po::ObjectInfo {
+    po::ObjectInfo {
+        bucket: bucket.into(),
+        key: o.stat.key.clone(),
+        size: o.stat.size,
+        generation: o.stat.generation,
+        blake3: o.stat.blake3.map(|h| h.to_vec()).unwrap_or_default(),
+        content_type: o.stat.content_type.clone(),
+        metadata: o.stat.metadata.clone(),
+        mtime: o.stat.mtime,
+    }
+}
+
+/// Page tokens: `k` + the last key returned, or `p` + the last common prefix returned.
+fn decode_page_token(token: &str) -> Result<(String, String), Status> {
+    if token.is_empty() {
+        return Ok((String::new(), String::new()));
+    }
+    match token.split_at(1) {
+        ("k", key) => Ok((key.to_string(), String::new())),
+        ("p", prefix) => Ok((prefix.to_string(), prefix.to_string())),
+        _ => Err(Status::invalid_argument("malformed page_token")),
+    }
+}
+
+type GetStream = Pin<Box<dyn Stream<Item = Result<po::GetObjectResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ObjectService for ObjectServiceImpl {
+    async fn create_bucket(
+        &self,
+        req: Request<po::CreateBucketRequest>,
+    ) -> Result<Response<po::CreateBucketResponse>, Status> {
+        let req = req.into_inner();
+        let redundancy = redundancy_from(req.redundancy)?;
+        self.client
+            .create_bucket(&req.name, redundancy)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(po::CreateBucketResponse {}))
+    }
+
+    async fn list_buckets(
+        &self,
+        _req: Request<po::ListBucketsRequest>,
+    ) -> Result<Response<po::ListBucketsResponse>, Status> {
+        let buckets = self.client.list_buckets().await.map_err(status_of)?;
+        Ok(Response::new(po::ListBucketsResponse {
+            buckets: buckets
+                .into_iter()
+                .map(|b| po::Bucket {
+                    name: b.name,
+                    redundancy: Some(redundancy_to(b.redundancy)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: Request<po::DeleteBucketRequest>,
+    ) -> Result<Response<po::DeleteBucketResponse>, Status> {
+        self.client
+            .delete_bucket(&req.into_inner().name)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(po::DeleteBucketResponse {}))
+    }
+
+    async fn put_object(
+        &self,
+        req: Request<Streaming<po::PutObjectRequest>>,
+    ) -> Result<Response<po::PutObjectResponse>, Status> {
+        let mut stream = req.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(po::PutObjectRequest {
+                part: Some(po::put_object_request::Part::Header(h)),
+            })) => h,
+            Some(Err(status)) => return Err(status),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first PutObject message must carry the header",
+                ))
+            }
+        };
+        let expected_blake3 = match header.expected_blake3.len() {
+            0 => None,
+            32 => Some(
+                header.expected_blake3[..]
+                    .try_into()
+                    .expect("length checked"),
+            ),
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "expected_blake3 must be 32 bytes, got {n}"
+                )))
+            }
+        };
+        let options = PutOptions {
+            content_type: header.content_type,
+            metadata: header.metadata,
+            expected_blake3,
+            precondition: precondition_from(header.precondition)?,
+        };
+        // Data frames become a byte stream; a second header, or a broken or cancelled
+        // stream, is a read error, so the put fails before it commits anything.
+        let bytes = stream.map(|msg| match msg {
+            Ok(po::PutObjectRequest {
+                part: Some(po::put_object_request::Part::Data(d)),
+            }) => Ok(bytes::Bytes::from(d)),
+            Ok(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a PutObject message after the header must carry data",
+            )),
+            Err(status) => Err(std::io::Error::other(format!(
+                "request stream broke: {}",
+                status.message()
+            ))),
+        });
+        let reader = tokio_util::io::StreamReader::new(bytes);
+        let outcome = self
+            .client
+            .put_with(&header.bucket, &header.key, reader, options)
+            .await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(ClientError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                return Err(Status::invalid_argument(source.to_string()))
+            }
+            Err(e) => return Err(status_of(e)),
+        };
+        let object = self
+            .client
+            .open(&header.bucket, &header.key)
+            .await
+            .map_err(status_of)?;
+        let mut info = info_of(&header.bucket, &object);
+        // Another writer may have replaced the key since; report what this put wrote.
+        info.size = outcome.size;
+        info.generation = outcome.generation;
+        info.blake3 = outcome.blake3.to_vec();
+        Ok(Response::new(po::PutObjectResponse { object: Some(info) }))
+    }
+
+    type GetObjectStream = GetStream;
+
+    async fn get_object(
+        &self,
+        req: Request<po::GetObjectRequest>,
+    ) -> Result<Response<GetStream>, Status> {
+        let req = req.into_inner();
+        let object = self
+            .client
+            .open(&req.bucket, &req.key)
+            .await
+            .map_err(status_of)?;
+        let size = object.stat.size;
+        let range = match req.range {
+            None => 0..size,
+            Some(r) => {
+                let end = if r.length == 0 {
+                    size
+                } else {
+                    r.offset.saturating_add(r.length)
+                };
+                if r.offset > size || end > size {
+                    return Err(Status::invalid_argument(format!(
+                        "range {}+{} is outside the object's {size} bytes",
+                        r.offset, r.length
+                    )));
+                }
+                r.offset..end
+            }
+        };
+        let info = info_of(&req.bucket, &object);
+        let (mut pipe_in, pipe_out) = tokio::io::duplex(GET_PIPE_BYTES);
+        let client = self.client.clone();
+        let reading = tokio::spawn(async move {
+            let r = client.read(&object, Some(range), &mut pipe_in).await;
+            drop(pipe_in);
+            r
+        });
+        let first = futures::stream::once(async move {
+            Ok(po::GetObjectResponse {
+                part: Some(po::get_object_response::Part::Info(info)),
+            })
+        });
+        let data = futures::stream::unfold(Some(pipe_out), |state| async move {
+            let mut pipe = state?;
+            let mut buf = vec![0u8; GET_FRAME_BYTES];
+            let mut filled = 0;
+            while filled < GET_FRAME_BYTES {
+                match pipe.read(&mut buf[filled..]).await {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) => return Some((Err(Status::internal(e.to_string())), None)),
+                }
+            }
+            if filled == 0 {
+                return None;
+            }
+            buf.truncate(filled);
+            let frame = po::GetObjectResponse {
+                part: Some(po::get_object_response::Part::Data(buf)),
+            };
+            Some((Ok(frame), Some(pipe)))
+        });
+        // After the last byte: the read task's verdict (an error if any chunk could not be
+        // read, so a client never takes a short stream for the whole object).
+        let data = data.chain(
+            futures::stream::once(async move {
+                match reading.await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(Err(status_of(e))),
+                    Err(e) => Some(Err(Status::internal(format!("read task failed: {e}")))),
+                }
+            })
+            .filter_map(|x| async move { x }),
+        );
+        Ok(Response::new(Box::pin(first.chain(data))))
+    }
+
+    async fn head_object(
+        &self,
+        req: Request<po::HeadObjectRequest>,
+    ) -> Result<Response<po::HeadObjectResponse>, Status> {
+        let req = req.into_inner();
+        let object = self
+            .client
+            .open(&req.bucket, &req.key)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(po::HeadObjectResponse {
+            object: Some(info_of(&req.bucket, &object)),
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: Request<po::ListObjectsRequest>,
+    ) -> Result<Response<po::ListObjectsResponse>, Status> {
+        let req = req.into_inner();
+        let (start_after, skip_prefix) = decode_page_token(&req.page_token)?;
+        let page = self
+            .client
+            .list_with(
+                &req.bucket,
+                &ListOptions {
+                    prefix: req.prefix,
+                    delimiter: req.delimiter,
+                    start_after,
+                    skip_prefix,
+                    limit: req.page_size,
+                },
+            )
+            .await
+            .map_err(status_of)?;
+        let last_key = page.objects.last().map(|o| o.key.clone());
+        let last_prefix = page.common_prefixes.last().cloned();
+        let next_page_token = if !page.truncated {
+            String::new()
+        } else {
+            match (last_key, last_prefix) {
+                (Some(k), Some(p)) if p > k => format!("p{p}"),
+                (Some(k), _) => format!("k{k}"),
+                (None, Some(p)) => format!("p{p}"),
+                (None, None) => String::new(),
+            }
+        };
+        Ok(Response::new(po::ListObjectsResponse {
+            objects: page
+                .objects
+                .into_iter()
+                .map(|o| po::ObjectInfo {
+                    bucket: req.bucket.clone(),
+                    key: o.key,
+                    size: o.size,
+                    generation: o.generation,
+                    mtime: o.mtime,
+                    ..Default::default()
+                })
+                .collect(),
+            common_prefixes: page.common_prefixes,
+            next_page_token,
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: Request<po::DeleteObjectRequest>,
+    ) -> Result<Response<po::DeleteObjectResponse>, Status> {
+        let req = req.into_inner();
+        let generation = (req.if_generation_match != 0).then_some(req.if_generation_match);
+        self.client
+            .delete_if(&req.bucket, &req.key, generation)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(po::DeleteObjectResponse {}))
+    }
+
+    async fn copy_object(
+        &self,
+        req: Request<po::CopyObjectRequest>,
+    ) -> Result<Response<po::CopyObjectResponse>, Status> {
+        let req = req.into_inner();
+        let precondition = precondition_from(req.precondition)?;
+        let source = self
+            .client
+            .open(&req.source_bucket, &req.source_key)
+            .await
+            .map_err(status_of)?;
+        let options = PutOptions {
+            content_type: source.stat.content_type.clone(),
+            metadata: source.stat.metadata.clone(),
+            expected_blake3: source.stat.blake3,
+            precondition,
+        };
+        let (mut pipe_in, pipe_out) = tokio::io::duplex(GET_PIPE_BYTES);
+        let client = self.client.clone();
+        let src = source.clone();
+        let reading = tokio::spawn(async move {
+            let r = client.read(&src, None, &mut pipe_in).await;
+            drop(pipe_in);
+            r
+        });
+        let put = self
+            .client
+            .put_with(&req.bucket, &req.key, pipe_out, options)
+            .await;
+        match reading.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(status_of(e)),
+            Err(e) => return Err(Status::internal(format!("copy read task failed: {e}"))),
+        }
+        let outcome = put.map_err(status_of)?;
+        let copy = self
+            .client
+            .open(&req.bucket, &req.key)
+            .await
+            .map_err(status_of)?;
+        let mut info = info_of(&req.bucket, &copy);
+        info.generation = outcome.generation;
+        info.size = outcome.size;
+        Ok(Response::new(po::CopyObjectResponse { object: Some(info) }))
+    }
+}

@@ -1,0 +1,74 @@
+//! The orphan sweep: shards that no object references and no write in progress holds
+//! (left by a client that died between writing shards and committing, or by a refused
+//! commit) are deleted. Only shards older than the grace period are considered, and the
+//! metadata leader answers which of them are unknown, so a shard of a live write or of a
+//! committed object is never touched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_client::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{ShardKey, ShardStore};
+
+/// Shards examined per metadata round trip.
+const BATCH: usize = 2000;
+
+#[derive(Clone, Copy, Debug)]
+pub struct SweepConfig {
+    /// Shards younger than this are never swept.
+    pub grace: Duration,
+    /// Time between sweeps.
+    pub interval: Duration,
+}
+
+pub async fn run(
+    store: Arc<ShardStore>,
+    client: Client,
+    config: SweepConfig,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+        match sweep_once(&store, &client, config.grace).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(shards = n, "deleted orphan shards"),
+            Err(e) => tracing::debug!(error = %e, "orphan sweep skipped"),
+        }
+    }
+}
+
+/// One pass; returns how many shards were deleted.
+pub async fn sweep_once(
+    store: &ShardStore,
+    client: &Client,
+    grace: Duration,
+) -> anyhow::Result<usize> {
+    let old = store.shards_older_than(grace, BATCH).await?;
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let mut chunks: Vec<_> = old.iter().map(|k| k.chunk).collect();
+    chunks.sort();
+    chunks.dedup();
+    let unknown: std::collections::HashSet<_> = client
+        .filter_unknown_chunks(&chunks)
+        .await?
+        .into_iter()
+        .collect();
+    let mut deleted = 0;
+    for key in old
+        .into_iter()
+        .filter(|k: &ShardKey| unknown.contains(&k.chunk))
+    {
+        if store.delete(key).await? {
+            tracing::debug!(shard = %key, "deleted orphan shard");
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
