@@ -1,0 +1,221 @@
+//! The metadata state: buckets, the namespace tree (inodes, directory entries, extents),
+//! chunk placements, the node registry and the garbage-collection queue. Pure data and
+//! logic: applying commands and answering queries. No IO, no Raft, no gRPC.
+//!
+//! Buckets are the top-level directories of one POSIX-shaped tree. An object key
+//! `a/b/c` is the file `c` in directory `b` in directory `a` of its bucket; directories
+//! created implicitly by a put are removed again when their last entry is deleted.
+
+mod list;
+mod objects;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_common::{ChunkId, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Command, CommandResult};
+
+pub use list::{ListPage, ListQuery};
+pub use types::*;
+
+pub type Ino = u64;
+pub const ROOT_INO: Ino = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespace {
+    next_ino: Ino,
+    next_generation: u64,
+    next_gc_seq: u64,
+    inodes: BTreeMap<Ino, Inode>,
+    /// Directory inode -> name -> child inode.
+    children: BTreeMap<Ino, BTreeMap<String, Ino>>,
+    buckets: BTreeMap<String, Bucket>,
+    chunks: BTreeMap<ChunkId, ChunkMeta>,
+    degraded: BTreeSet<ChunkId>,
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    gc: BTreeMap<u64, GcEntry>,
+}
+
+/// Counts for `cairn status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub buckets: u64,
+    pub objects: u64,
+    pub chunks: u64,
+    pub degraded_chunks: u64,
+    pub pending_gc: u64,
+}
+
+impl Namespace {
+    pub fn new() -> Self {
+        let mut ns = Namespace {
+            next_ino: ROOT_INO + 1,
+            next_generation: 1,
+            ..Default::default()
+        };
+        ns.inodes.insert(
+            ROOT_INO,
+            Inode {
+                kind: InodeKind::Dir { implicit: false },
+                mtime: 0,
+                generation: 0,
+            },
+        );
+        ns.children.insert(ROOT_INO, BTreeMap::new());
+        ns
+    }
+
+    pub fn apply(&mut self, cmd: Command) -> CommandResult {
+        let result = match cmd {
+            Command::CreateBucket {
+                name,
+                redundancy,
+                mtime,
+            } => self.create_bucket(name, redundancy, mtime),
+            Command::RegisterNode { id, addr, zone } => {
+                self.nodes.insert(id, NodeRecord { addr, zone });
+                Ok(CommandResult::Done)
+            }
+            Command::CommitObject {
+                bucket,
+                key,
+                size,
+                chunks,
+                attrs,
+                precondition,
+                mtime,
+            } => self.commit_object(&bucket, &key, size, chunks, attrs, precondition, mtime),
+            Command::DeleteObject {
+                bucket,
+                key,
+                if_generation,
+            } => self.delete_object(&bucket, &key, if_generation),
+            Command::DeleteBucket { name } => self.delete_bucket(&name),
+            Command::ShardLost { chunk, index, node } => {
+                if let Some(meta) = self.chunks.get_mut(&chunk) {
+                    if meta.shards.get(&index) == Some(&node) {
+                        meta.shards.remove(&index);
+                        self.degraded.insert(chunk);
+                    }
+                }
+                Ok(CommandResult::Done)
+            }
+            Command::GcDone { seqs } => {
+                for seq in seqs {
+                    self.gc.remove(&seq);
+                }
+                Ok(CommandResult::Done)
+            }
+        };
+        result.unwrap_or_else(CommandResult::Rejected)
+    }
+
+    pub(super) fn remove_entry(&mut self, dir: Ino, name: &str) {
+        if let Some(c) = self.children.get_mut(&dir) {
+            c.remove(name);
+        }
+    }
+
+    /// Queues every shard of the extents' chunks for deletion.
+    pub(super) fn release_extents(&mut self, kind: InodeKind) {
+        let InodeKind::File { extents, .. } = kind else {
+            return;
+        };
+        for extent in extents {
+            if let Some(chunk) = self.chunks.remove(&extent.chunk) {
+                self.degraded.remove(&extent.chunk);
+                for (index, node) in chunk.shards {
+                    let seq = self.next_gc_seq;
+                    self.next_gc_seq += 1;
+                    self.gc.insert(
+                        seq,
+                        GcEntry {
+                            chunk: extent.chunk,
+                            index,
+                            node,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn alloc_inode(&mut self, kind: InodeKind, mtime: u64) -> Ino {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        if matches!(kind, InodeKind::Dir { .. }) {
+            self.children.insert(ino, BTreeMap::new());
+        }
+        let generation = self.bump_generation();
+        self.inodes.insert(
+            ino,
+            Inode {
+                kind,
+                mtime,
+                generation,
+            },
+        );
+        ino
+    }
+
+    pub(super) fn bump_generation(&mut self) -> u64 {
+        let g = self.next_generation;
+        self.next_generation += 1;
+        g
+    }
+
+    pub(super) fn child(&self, dir: Ino, name: &str) -> Option<Ino> {
+        self.children.get(&dir)?.get(name).copied()
+    }
+
+    pub fn bucket(&self, name: &str) -> Result<&Bucket, NamespaceError> {
+        self.buckets
+            .get(name)
+            .ok_or_else(|| NamespaceError::NoSuchBucket { name: name.into() })
+    }
+
+    pub fn buckets(&self) -> impl Iterator<Item = (&String, &Bucket)> {
+        self.buckets.iter()
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeRecord> {
+        &self.nodes
+    }
+
+    pub fn chunk(&self, id: &ChunkId) -> Option<&ChunkMeta> {
+        self.chunks.get(id)
+    }
+
+    pub fn gc_entries(&self, limit: usize) -> Vec<(u64, GcEntry)> {
+        self.gc
+            .iter()
+            .take(limit)
+            .map(|(s, e)| (*s, e.clone()))
+            .collect()
+    }
+
+    pub fn counts(&self) -> Counts {
+        let objects = self
+            .inodes
+            .values()
+            .filter(|i| matches!(i.kind, InodeKind::File { .. }))
+            .count();
+        Counts {
+            buckets: self.buckets.len() as u64,
+            objects: objects as u64,
+            chunks: self.chunks.len() as u64,
+            degraded_chunks: self.degraded.len() as u64,
+            pending_gc: self.gc.len() as u64,
+        }
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> NamespaceError {
+    NamespaceError::InvalidName {
+        reason: e.to_string(),
+    }
+}

@@ -1,0 +1,409 @@
+//! Unit tests of the namespace: apply commands, check queries.
+
+use super::*;
+use crate::types::Command;
+use cairn_common::{ChunkId, Redundancy};
+
+const EC: Redundancy = Redundancy::Ec { k: 2, m: 1 };
+
+fn ns_with_bucket() -> Namespace {
+    let mut ns = Namespace::new();
+    let r = ns.apply(Command::CreateBucket {
+        name: "bkt".into(),
+        redundancy: EC,
+        mtime: 1,
+    });
+    assert_eq!(r, CommandResult::Done);
+    ns
+}
+
+fn chunk(size: u64, shards: u32) -> (ChunkId, ChunkMeta) {
+    (
+        ChunkId::random(),
+        ChunkMeta {
+            size,
+            redundancy: EC,
+            shard_hashes: vec![Hash32([0; 32]); 3],
+            shards: (0..shards).map(|i| (i, i as u64 + 1)).collect(),
+        },
+    )
+}
+
+fn put(ns: &mut Namespace, key: &str, size: u64) -> CommandResult {
+    ns.apply(Command::CommitObject {
+        bucket: "bkt".into(),
+        key: key.into(),
+        size,
+        chunks: if size == 0 {
+            vec![]
+        } else {
+            vec![chunk(size, 3)]
+        },
+        attrs: ObjectAttrs::default(),
+        precondition: None,
+        mtime: 2,
+    })
+}
+
+fn keys(ns: &Namespace, prefix: &str, after: &str, limit: usize) -> (Vec<String>, bool) {
+    let page = ns
+        .list(
+            "bkt",
+            &ListQuery {
+                prefix,
+                start_after: after,
+                limit,
+                ..ListQuery::default()
+            },
+        )
+        .unwrap();
+    (
+        page.objects.into_iter().map(|e| e.key).collect(),
+        page.truncated,
+    )
+}
+
+#[test]
+fn put_then_lookup_returns_the_chunks() {
+    let mut ns = ns_with_bucket();
+    assert!(matches!(
+        put(&mut ns, "a/b/c", 10),
+        CommandResult::Committed { .. }
+    ));
+    let view = ns.lookup("bkt", "a/b/c").unwrap();
+    assert_eq!(view.entry.size, 10);
+    assert_eq!(view.chunks.len(), 1);
+    assert!(matches!(
+        ns.lookup("bkt", "a/b"),
+        Err(NamespaceError::IsDirectory { .. })
+    ));
+    assert!(matches!(
+        ns.lookup("bkt", "nope"),
+        Err(NamespaceError::NoSuchKey { .. })
+    ));
+    assert!(matches!(
+        ns.lookup("nob", "x"),
+        Err(NamespaceError::NoSuchBucket { .. })
+    ));
+}
+
+#[test]
+fn overwrite_queues_old_shards_for_gc_and_bumps_generation() {
+    let mut ns = ns_with_bucket();
+    let CommandResult::Committed { generation: g1 } = put(&mut ns, "k", 5) else {
+        panic!()
+    };
+    let CommandResult::Committed { generation: g2 } = put(&mut ns, "k", 6) else {
+        panic!()
+    };
+    assert!(g2 > g1);
+    assert_eq!(ns.counts().pending_gc, 3);
+    assert_eq!(ns.counts().chunks, 1);
+    assert_eq!(ns.lookup("bkt", "k").unwrap().entry.size, 6);
+}
+
+#[test]
+fn recommitting_the_same_chunks_is_idempotent() {
+    let mut ns = ns_with_bucket();
+    let c = chunk(10, 3);
+    let commit = Command::CommitObject {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        size: 10,
+        chunks: vec![c],
+        attrs: ObjectAttrs::default(),
+        precondition: None,
+        mtime: 0,
+    };
+    let first = ns.apply(commit.clone());
+    assert!(matches!(first, CommandResult::Committed { .. }));
+    assert_eq!(ns.apply(commit), first);
+    assert_eq!(ns.counts().pending_gc, 0);
+}
+
+#[test]
+fn file_and_directory_cannot_share_a_name() {
+    let mut ns = ns_with_bucket();
+    put(&mut ns, "a/b", 1);
+    let before = ns.clone();
+    assert!(matches!(
+        put(&mut ns, "a/b/c", 1),
+        CommandResult::Rejected(NamespaceError::NotDirectory { .. })
+    ));
+    assert!(matches!(
+        put(&mut ns, "a", 1),
+        CommandResult::Rejected(NamespaceError::IsDirectory { .. })
+    ));
+    assert_eq!(ns, before, "rejected commits change nothing");
+}
+
+#[test]
+fn delete_removes_empty_implicit_directories() {
+    let mut ns = ns_with_bucket();
+    put(&mut ns, "x/y/z", 1);
+    put(&mut ns, "x/keep", 1);
+    ns.apply(Command::DeleteObject {
+        bucket: "bkt".into(),
+        key: "x/y/z".into(),
+        if_generation: None,
+    });
+    assert_eq!(keys(&ns, "", "", 10).0, vec!["x/keep"]);
+    assert!(ns.lookup("bkt", "x/y").is_err());
+    ns.apply(Command::DeleteObject {
+        bucket: "bkt".into(),
+        key: "x/keep".into(),
+        if_generation: None,
+    });
+    assert_eq!(ns.counts().objects, 0);
+    assert_eq!(ns.children[&ns.buckets["bkt"].ino].len(), 0);
+    assert_eq!(ns.counts().pending_gc, 6);
+    assert_eq!(
+        ns.apply(Command::DeleteObject {
+            bucket: "bkt".into(),
+            key: "x/keep".into(),
+            if_generation: None,
+        }),
+        CommandResult::Rejected(NamespaceError::NoSuchKey {
+            bucket: "bkt".into(),
+            key: "x/keep".into()
+        })
+    );
+}
+
+#[test]
+fn list_is_in_byte_order_with_prefix_and_pagination() {
+    let mut ns = ns_with_bucket();
+    for k in ["a/b", "a-c", "a/a/z", "b", "ab", "a/c"] {
+        put(&mut ns, k, 1);
+    }
+    let mut sorted = vec!["a/b", "a-c", "a/a/z", "b", "ab", "a/c"];
+    sorted.sort();
+    assert_eq!(keys(&ns, "", "", 100).0, sorted);
+    assert_eq!(keys(&ns, "a/", "", 100).0, vec!["a/a/z", "a/b", "a/c"]);
+    assert_eq!(keys(&ns, "a", "", 100).0.len(), 5);
+    assert_eq!(keys(&ns, "a/a", "", 100).0, vec!["a/a/z"]);
+    assert_eq!(keys(&ns, "zz/", "", 100).0, Vec::<String>::new());
+    // Page through two at a time.
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (page, more) = keys(&ns, "", &after, 2);
+        all.extend(page.clone());
+        if !more {
+            break;
+        }
+        after = page.last().unwrap().clone();
+    }
+    assert_eq!(all, sorted);
+}
+
+#[test]
+fn commit_checks_sizes_and_durable_minimum() {
+    let mut ns = ns_with_bucket();
+    let r = ns.apply(Command::CommitObject {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        size: 99,
+        chunks: vec![chunk(10, 3)],
+        attrs: ObjectAttrs::default(),
+        precondition: None,
+        mtime: 0,
+    });
+    assert!(matches!(
+        r,
+        CommandResult::Rejected(NamespaceError::SizeMismatch { .. })
+    ));
+    let r = ns.apply(Command::CommitObject {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        size: 10,
+        chunks: vec![chunk(10, 2)],
+        attrs: ObjectAttrs::default(),
+        precondition: None,
+        mtime: 0,
+    });
+    assert!(matches!(
+        r,
+        CommandResult::Rejected(NamespaceError::BadChunk { .. })
+    ));
+}
+
+#[test]
+fn shard_lost_marks_the_chunk_degraded() {
+    let mut ns = ns_with_bucket();
+    put(&mut ns, "k", 10);
+    let (id, _) = ns.lookup("bkt", "k").unwrap().chunks[0].clone();
+    ns.apply(Command::ShardLost {
+        chunk: id,
+        index: 0,
+        node: 1,
+    });
+    assert_eq!(ns.counts().degraded_chunks, 1);
+    assert!(!ns.chunk(&id).unwrap().shards.contains_key(&0));
+}
+
+#[test]
+fn namespace_survives_a_json_round_trip() {
+    let mut ns = ns_with_bucket();
+    put(&mut ns, "a/b", 3);
+    let text = serde_json::to_vec(&ns).unwrap();
+    let back: Namespace = serde_json::from_slice(&text).unwrap();
+    assert_eq!(back, ns);
+}
+
+fn commit_with(ns: &mut Namespace, key: &str, pre: Option<Precondition>) -> CommandResult {
+    ns.apply(Command::CommitObject {
+        bucket: "bkt".into(),
+        key: key.into(),
+        size: 1,
+        chunks: vec![chunk(1, 3)],
+        attrs: ObjectAttrs::default(),
+        precondition: pre,
+        mtime: 0,
+    })
+}
+
+#[test]
+fn preconditions_allow_exactly_one_writer() {
+    let mut ns = ns_with_bucket();
+    let CommandResult::Committed { generation: g1 } =
+        commit_with(&mut ns, "k", Some(Precondition::IfAbsent))
+    else {
+        panic!("first if-absent put must win")
+    };
+    let lost = commit_with(&mut ns, "k", Some(Precondition::IfAbsent));
+    assert!(matches!(
+        lost,
+        CommandResult::Rejected(NamespaceError::PreconditionFailed { current: Some(g), .. }) if g == g1
+    ));
+    let CommandResult::Committed { generation: g2 } =
+        commit_with(&mut ns, "k", Some(Precondition::IfGeneration(g1)))
+    else {
+        panic!("matching generation must win")
+    };
+    let stale = commit_with(&mut ns, "k", Some(Precondition::IfGeneration(g1)));
+    assert!(matches!(
+        stale,
+        CommandResult::Rejected(NamespaceError::PreconditionFailed { .. })
+    ));
+    let gone = ns.apply(Command::DeleteObject {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        if_generation: Some(g1),
+    });
+    assert!(matches!(
+        gone,
+        CommandResult::Rejected(NamespaceError::PreconditionFailed { .. })
+    ));
+    let gone = ns.apply(Command::DeleteObject {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        if_generation: Some(g2),
+    });
+    assert_eq!(gone, CommandResult::Done);
+}
+
+#[test]
+fn only_empty_buckets_can_be_deleted() {
+    let mut ns = ns_with_bucket();
+    put(&mut ns, "a/b", 1);
+    let refused = ns.apply(Command::DeleteBucket { name: "bkt".into() });
+    assert!(matches!(
+        refused,
+        CommandResult::Rejected(NamespaceError::BucketNotEmpty { .. })
+    ));
+    ns.apply(Command::DeleteObject {
+        bucket: "bkt".into(),
+        key: "a/b".into(),
+        if_generation: None,
+    });
+    assert_eq!(
+        ns.apply(Command::DeleteBucket { name: "bkt".into() }),
+        CommandResult::Done
+    );
+    assert!(ns.bucket("bkt").is_err());
+    assert_eq!(ns.children[&ROOT_INO].len(), 0);
+}
+
+fn page(ns: &Namespace, q: ListQuery) -> (Vec<String>, Vec<String>, bool) {
+    let p = ns.list("bkt", &q).unwrap();
+    (
+        p.objects.into_iter().map(|o| o.key).collect(),
+        p.common_prefixes,
+        p.truncated,
+    )
+}
+
+#[test]
+fn delimiter_rolls_keys_up_into_common_prefixes() {
+    let mut ns = ns_with_bucket();
+    for k in [
+        "a/1",
+        "a/2/x",
+        "b",
+        "c/d/e",
+        "c-d",
+        "photos/2026/x.jpg",
+        "photos/2025/y.jpg",
+    ] {
+        put(&mut ns, k, 1);
+    }
+    let q = |prefix, delimiter| ListQuery {
+        prefix,
+        delimiter,
+        limit: 100,
+        ..ListQuery::default()
+    };
+    assert_eq!(
+        page(&ns, q("", "/")),
+        (
+            vec!["b".into(), "c-d".into()],
+            vec!["a/".into(), "c/".into(), "photos/".into()],
+            false
+        )
+    );
+    assert_eq!(
+        page(&ns, q("a/", "/")),
+        (vec!["a/1".into()], vec!["a/2/".into()], false)
+    );
+    assert_eq!(
+        page(&ns, q("photos/", "/")).1,
+        vec!["photos/2025/".to_string(), "photos/2026/".to_string()]
+    );
+    // A delimiter other than "/" is rolled up key by key.
+    assert_eq!(
+        page(&ns, q("c", "-")),
+        (vec!["c/d/e".into()], vec!["c-".into()], false)
+    );
+    // Paging one entry at a time over objects and prefixes together.
+    let mut seen = Vec::new();
+    let (mut after, mut skip) = (String::new(), String::new());
+    loop {
+        let p = ns
+            .list(
+                "bkt",
+                &ListQuery {
+                    prefix: "",
+                    delimiter: "/",
+                    start_after: &after,
+                    skip_prefix: &skip,
+                    limit: 1,
+                },
+            )
+            .unwrap();
+        if let Some(o) = p.objects.first() {
+            seen.push(o.key.clone());
+            after = o.key.clone();
+            skip.clear();
+        }
+        if let Some(cp) = p.common_prefixes.first() {
+            seen.push(cp.clone());
+            after = cp.clone();
+            skip = cp.clone();
+        }
+        if !p.truncated {
+            break;
+        }
+    }
+    assert_eq!(seen, vec!["a/", "b", "c-d", "c/", "photos/"]);
+}
