@@ -1,0 +1,518 @@
+//! The async filesystem core: FUSE semantics over an [`FsBackend`], without FUSE. Owns file
+//! and directory handles, open flags (`O_APPEND` becomes append-at-EOF in the backend,
+//! `O_TRUNC`, `O_CREAT` with and without `O_EXCL`), directory cursors, lock release on
+//! close, blocking lock waits, xattr buffer sizing and cache TTLs. Permission checks are the
+//! kernel's (`default_permissions`). Knows nothing of fuser: the adapter calls it, and unit
+//! tests call it directly over the memory backend.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::backend::{
+    check_name, AccessMode, Attr, Caller, FileKind, FileLock, FsBackend, FsError, HandleId, Ino,
+    LockKind, LockOwner, RenameFlags, SetAttr, StatFs, XattrSet,
+};
+
+/// Tunables of the core (CLI flags of `cairn-mount` set them).
+#[derive(Clone, Copy, Debug)]
+pub struct FsOptions {
+    /// How long the kernel may cache attributes (default 1 s).
+    pub attr_ttl: Duration,
+    /// How long the kernel may cache name lookups (default 1 s).
+    pub entry_ttl: Duration,
+    /// `st_blksize`, the IO size applications are advised to use (default 128 KiB, one FUSE
+    /// request).
+    pub io_block_size: u32,
+    /// Longest sleep between two attempts of a blocking lock (default 100 ms); backends
+    /// that implement `wait_lock_change` wake waiters sooner.
+    pub lock_retry: Duration,
+    /// Give up a blocking lock after this long with `EINTR` (default: wait until granted or
+    /// unmounted; fuser 0.18 does not deliver FUSE_INTERRUPT, so a signal cannot end the
+    /// wait early).
+    pub lock_wait_limit: Option<Duration>,
+    /// Entries asked from the backend per `readdir` call (default 256).
+    pub readdir_batch: usize,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            attr_ttl: Duration::from_secs(1),
+            entry_ttl: Duration::from_secs(1),
+            io_block_size: 128 * 1024,
+            lock_retry: Duration::from_millis(100),
+            lock_wait_limit: None,
+            readdir_batch: 256,
+        }
+    }
+}
+
+/// One entry of a `readdir` reply: `offset` is the cookie to resume after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirItem {
+    pub offset: u64,
+    pub ino: Ino,
+    pub kind: FileKind,
+    pub name: OsString,
+}
+
+/// The answer to `getxattr`/`listxattr` with a caller buffer of `size` bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XattrReply {
+    /// `size` was 0: how many bytes the value needs.
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+/// FUSE offsets 1 and 2 are `.` and `..`; backend entries get cookies from here on.
+const FIRST_COOKIE: u64 = 3;
+
+enum Handle {
+    File {
+        ino: Ino,
+        backend: HandleId,
+    },
+    Dir {
+        ino: Ino,
+        cookies: BTreeMap<u64, OsString>,
+    },
+}
+
+/// The filesystem core shared by every request.
+pub struct FsCore {
+    backend: Arc<dyn FsBackend>,
+    opts: FsOptions,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    next_cookie: AtomicU64,
+}
+
+fn access_mode(flags: i32) -> AccessMode {
+    match flags & libc::O_ACCMODE {
+        libc::O_WRONLY => AccessMode::Write,
+        libc::O_RDWR => AccessMode::ReadWrite,
+        _ => AccessMode::Read,
+    }
+}
+
+fn xattr_reply(data: Vec<u8>, size: u32) -> Result<XattrReply, FsError> {
+    let len = u32::try_from(data.len()).map_err(|_| FsError::Range)?;
+    if size == 0 {
+        Ok(XattrReply::Size(len))
+    } else if len > size {
+        Err(FsError::Range)
+    } else {
+        Ok(XattrReply::Data(data))
+    }
+}
+
+impl FsCore {
+    pub fn new(backend: Arc<dyn FsBackend>, opts: FsOptions) -> Self {
+        FsCore {
+            backend,
+            opts,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            next_cookie: AtomicU64::new(FIRST_COOKIE),
+        }
+    }
+
+    pub fn options(&self) -> &FsOptions {
+        &self.opts
+    }
+
+    pub fn backend(&self) -> &Arc<dyn FsBackend> {
+        &self.backend
+    }
+
+    fn handles(&self) -> MutexGuard<'_, HashMap<u64, Handle>> {
+        // Every critical section is a single map operation: a poisoned map is consistent.
+        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles().insert(fh, h);
+        fh
+    }
+
+    fn file_handle(&self, ino: Ino, fh: u64) -> Result<HandleId, FsError> {
+        match self.handles().get(&fh) {
+            Some(Handle::File { ino: i, backend }) if *i == ino => Ok(*backend),
+            _ => Err(FsError::BadHandle),
+        }
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, FsError> {
+        check_name(name)?;
+        self.backend.lookup(parent, name).await
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        self.backend.getattr(ino).await
+    }
+
+    pub async fn setattr(&self, ino: Ino, changes: SetAttr) -> Result<Attr, FsError> {
+        self.backend.setattr(ino, changes).await
+    }
+
+    /// `mknod`: regular files only (`NotPermitted` for FIFOs, sockets and devices).
+    pub async fn mknod(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<Attr, FsError> {
+        check_name(name)?;
+        let kind = mode & libc::S_IFMT;
+        if kind != 0 && kind != libc::S_IFREG {
+            return Err(FsError::NotPermitted);
+        }
+        let mode = mode & 0o7777 & !umask;
+        self.backend.mknod(parent, name, mode, caller).await
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<Attr, FsError> {
+        check_name(name)?;
+        let mode = mode & 0o7777 & !umask;
+        self.backend.mkdir(parent, name, mode, caller).await
+    }
+
+    /// `open(O_CREAT)`: creates and opens; with `O_EXCL` an existing name is `Exists`,
+    /// without it the existing file is opened (and truncated with `O_TRUNC`).
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Attr, u64), FsError> {
+        check_name(name)?;
+        let access = access_mode(flags);
+        let mode = mode & 0o7777 & !umask;
+        match self
+            .backend
+            .create(parent, name, mode, caller, access)
+            .await
+        {
+            Ok((attr, backend)) => Ok((
+                attr,
+                self.insert_handle(Handle::File {
+                    ino: attr.ino,
+                    backend,
+                }),
+            )),
+            Err(FsError::Exists) if flags & libc::O_EXCL == 0 => {
+                let existing = self.backend.lookup(parent, name).await?;
+                match existing.kind {
+                    FileKind::File => {}
+                    FileKind::Dir => return Err(FsError::IsDir),
+                    FileKind::Symlink => return Err(FsError::Exists),
+                }
+                let fh = self.open(existing.ino, flags).await?;
+                Ok((self.backend.getattr(existing.ino).await?, fh))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a regular file. `O_TRUNC` (which the kernel normally turns into a `setattr`
+    /// before `open`) truncates when the file is opened for writing.
+    pub async fn open(&self, ino: Ino, flags: i32) -> Result<u64, FsError> {
+        let access = access_mode(flags);
+        let backend = self.backend.open(ino, access).await?;
+        if flags & libc::O_TRUNC != 0 && access != AccessMode::Read {
+            let truncate = SetAttr {
+                size: Some(0),
+                ..SetAttr::default()
+            };
+            if let Err(e) = self.backend.setattr(ino, truncate).await {
+                let _ = self.backend.release(ino, backend).await;
+                return Err(e);
+            }
+        }
+        Ok(self.insert_handle(Handle::File { ino, backend }))
+    }
+
+    pub async fn read(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, FsError> {
+        let h = self.file_handle(ino, fh)?;
+        self.backend.read(ino, h, offset, size).await
+    }
+
+    /// Writes at `offset`, or at the backend's end of file when `flags` has `O_APPEND`
+    /// (the kernel's offset comes from its cached size, which another mount may have
+    /// made stale).
+    pub async fn write(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        flags: i32,
+    ) -> Result<u32, FsError> {
+        let h = self.file_handle(ino, fh)?;
+        let at = (flags & libc::O_APPEND == 0).then_some(offset);
+        self.backend.write(ino, h, at, data).await
+    }
+
+    /// `close(2)` of one descriptor: POSIX says every lock the process holds on the file is
+    /// released, whichever descriptor took it; then the backend publishes the data.
+    pub async fn flush(&self, ino: Ino, fh: u64, lock_owner: u64) -> Result<(), FsError> {
+        let h = self.file_handle(ino, fh)?;
+        let unlocked = self.backend.unlock_all(ino, LockOwner(lock_owner)).await;
+        let flushed = self.backend.flush(ino, h).await;
+        unlocked.and(flushed)
+    }
+
+    /// Last close of an open file: drops its `flock` locks (`flock_owner`, when the file
+    /// was flocked) and the handle.
+    pub async fn release(
+        &self,
+        ino: Ino,
+        fh: u64,
+        flock_owner: Option<u64>,
+    ) -> Result<(), FsError> {
+        let h = self.file_handle(ino, fh)?;
+        self.handles().remove(&fh);
+        let unlocked = match flock_owner {
+            Some(owner) => self.backend.unlock_all(ino, LockOwner(owner)).await,
+            None => Ok(()),
+        };
+        let released = self.backend.release(ino, h).await;
+        unlocked.and(released)
+    }
+
+    pub async fn fsync(&self, ino: Ino, fh: u64, datasync: bool) -> Result<(), FsError> {
+        let h = self.file_handle(ino, fh)?;
+        self.backend.fsync(ino, Some(h), datasync).await
+    }
+
+    pub async fn opendir(&self, ino: Ino) -> Result<u64, FsError> {
+        if self.backend.getattr(ino).await?.kind != FileKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        Ok(self.insert_handle(Handle::Dir {
+            ino,
+            cookies: BTreeMap::new(),
+        }))
+    }
+
+    /// Entries from FUSE offset `offset` on (0 = start). Each item's `offset` resumes after
+    /// it: the handle remembers the entry name behind each cookie and asks the backend for
+    /// names after it, so entries added or removed meanwhile neither shift nor repeat others.
+    pub async fn readdir(&self, ino: Ino, fh: u64, offset: u64) -> Result<Vec<DirItem>, FsError> {
+        let after = match self.handles().get(&fh) {
+            Some(Handle::Dir { ino: i, cookies }) if *i == ino => match offset {
+                0..FIRST_COOKIE => None,
+                c => Some(cookies.get(&c).cloned().ok_or(FsError::InvalidArgument)?),
+            },
+            _ => return Err(FsError::BadHandle),
+        };
+        let mut items = Vec::new();
+        if offset == 0 {
+            items.push(DirItem {
+                offset: 1,
+                ino,
+                kind: FileKind::Dir,
+                name: ".".into(),
+            });
+        }
+        if offset <= 1 {
+            // The kernel resolves `..` itself; its inode number here is informational.
+            items.push(DirItem {
+                offset: 2,
+                ino,
+                kind: FileKind::Dir,
+                name: "..".into(),
+            });
+        }
+        let entries = self
+            .backend
+            .readdir(ino, after.as_deref(), self.opts.readdir_batch)
+            .await?;
+        let mut handles = self.handles();
+        let Some(Handle::Dir { cookies, .. }) = handles.get_mut(&fh) else {
+            return Err(FsError::BadHandle);
+        };
+        for e in entries {
+            let cookie = self.next_cookie.fetch_add(1, Ordering::Relaxed);
+            cookies.insert(cookie, e.name.clone());
+            items.push(DirItem {
+                offset: cookie,
+                ino: e.ino,
+                kind: e.kind,
+                name: e.name,
+            });
+        }
+        Ok(items)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles().remove(&fh);
+    }
+
+    pub async fn fsyncdir(&self, ino: Ino, datasync: bool) -> Result<(), FsError> {
+        self.backend.fsync(ino, None, datasync).await
+    }
+
+    pub async fn unlink(&self, parent: Ino, name: &OsStr) -> Result<(), FsError> {
+        check_name(name)?;
+        self.backend.unlink(parent, name).await
+    }
+
+    pub async fn rmdir(&self, parent: Ino, name: &OsStr) -> Result<(), FsError> {
+        check_name(name)?;
+        self.backend.rmdir(parent, name).await
+    }
+
+    /// `renameat2` with raw `flags`: `RENAME_NOREPLACE` and `RENAME_EXCHANGE` (not both);
+    /// anything else (`RENAME_WHITEOUT`) is `InvalidArgument`.
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        newparent: Ino,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<(), FsError> {
+        check_name(name)?;
+        check_name(newname)?;
+        let known = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE;
+        let f = RenameFlags {
+            noreplace: flags & libc::RENAME_NOREPLACE != 0,
+            exchange: flags & libc::RENAME_EXCHANGE != 0,
+        };
+        if flags & !known != 0 || (f.noreplace && f.exchange) {
+            return Err(FsError::InvalidArgument);
+        }
+        self.backend
+            .rename(parent, name, newparent, newname, f)
+            .await
+    }
+
+    pub async fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Attr, FsError> {
+        check_name(newname)?;
+        self.backend.link(ino, newparent, newname).await
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        target: &OsStr,
+        caller: Caller,
+    ) -> Result<Attr, FsError> {
+        check_name(name)?;
+        self.backend.symlink(parent, name, target, caller).await
+    }
+
+    pub async fn readlink(&self, ino: Ino) -> Result<OsString, FsError> {
+        self.backend.readlink(ino).await
+    }
+
+    pub async fn statfs(&self) -> Result<StatFs, FsError> {
+        self.backend.statfs().await
+    }
+
+    pub async fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> Result<XattrReply, FsError> {
+        xattr_reply(self.backend.getxattr(ino, name).await?, size)
+    }
+
+    /// All names, each followed by a NUL, as `listxattr(2)` returns them.
+    pub async fn listxattr(&self, ino: Ino, size: u32) -> Result<XattrReply, FsError> {
+        let mut buf = Vec::new();
+        for name in self.backend.listxattr(ino).await? {
+            buf.extend_from_slice(name.as_bytes());
+            buf.push(0);
+        }
+        xattr_reply(buf, size)
+    }
+
+    /// `setxattr(2)` with raw `flags` (`XATTR_CREATE`, `XATTR_REPLACE`); `position` is a
+    /// macOS resource-fork offset and must be 0.
+    pub async fn setxattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+    ) -> Result<(), FsError> {
+        let how = match flags {
+            0 => XattrSet::Any,
+            libc::XATTR_CREATE => XattrSet::Create,
+            libc::XATTR_REPLACE => XattrSet::Replace,
+            _ => return Err(FsError::InvalidArgument),
+        };
+        if position != 0 {
+            return Err(FsError::InvalidArgument);
+        }
+        self.backend.setxattr(ino, name, value, how).await
+    }
+
+    pub async fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<(), FsError> {
+        self.backend.removexattr(ino, name).await
+    }
+
+    /// `F_GETLK`: the first conflicting lock, or `lock` itself turned into `Unlock`.
+    pub async fn getlk(&self, ino: Ino, owner: u64, lock: FileLock) -> Result<FileLock, FsError> {
+        let found = self.backend.getlk(ino, LockOwner(owner), lock).await?;
+        Ok(found.unwrap_or(FileLock {
+            kind: LockKind::Unlock,
+            pid: 0,
+            ..lock
+        }))
+    }
+
+    /// `F_SETLK` (`wait` false: `WouldBlock` on conflict) or `F_SETLKW` / blocking `flock`
+    /// (`wait` true): retries after the backend's `wait_lock_change`, at most
+    /// `lock_retry` apart, until granted or `lock_wait_limit` passes (`Interrupted`).
+    pub async fn setlk(
+        &self,
+        ino: Ino,
+        owner: u64,
+        lock: FileLock,
+        wait: bool,
+    ) -> Result<(), FsError> {
+        let deadline = self.opts.lock_wait_limit.map(|d| Instant::now() + d);
+        loop {
+            match self.backend.setlk(ino, LockOwner(owner), lock).await {
+                Err(FsError::WouldBlock) if wait => {}
+                other => return other,
+            }
+            let mut pause = self.opts.lock_retry;
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(FsError::Interrupted);
+                }
+                pause = pause.min(left);
+            }
+            self.backend.wait_lock_change(ino, pause).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

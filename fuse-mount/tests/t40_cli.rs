@@ -1,0 +1,96 @@
+//! The `cairn-mount` binary: `--memory` mounts in the foreground and unmounts cleanly on
+//! SIGTERM and SIGINT (exit 0); `--cluster` says the cluster backend is not implemented
+//! yet and exits 2.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{is_mounted, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn-mount");
+
+/// Kills the child on drop (test failure) and lazily unmounts what it may have left.
+struct Running {
+    child: Child,
+    mountpoint: std::path::PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if is_mounted(&self.mountpoint) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .status();
+        }
+    }
+}
+
+fn must_exit_within(child: &mut Child, timeout: Duration) -> i32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code().expect("exit code");
+        }
+        assert!(Instant::now() < deadline, "cairn-mount did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn mount_then_signal(signal: libc::c_int) {
+    let dir = tempfile::tempdir().expect("mount point");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let child = Command::new(BIN)
+        .args(["--memory", "--foreground", "--attr-ttl-ms", "200"])
+        .arg(dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cairn-mount");
+    let mut run = Running {
+        child,
+        mountpoint: dir.path().to_owned(),
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || is_mounted(dir.path())),
+        "mounted"
+    );
+    std::fs::write(dir.path().join("f"), b"served by the binary").expect("write");
+    assert_eq!(
+        std::fs::read(dir.path().join("f")).expect("read"),
+        b"served by the binary"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(run.child.id() as libc::pid_t, signal) };
+    assert_eq!(must_exit_within(&mut run.child, Duration::from_secs(15)), 0);
+    assert!(!is_mounted(dir.path()), "unmounted on exit");
+}
+
+#[test]
+fn memory_mount_unmounts_on_sigterm() {
+    mount_then_signal(libc::SIGTERM);
+}
+
+#[test]
+fn memory_mount_unmounts_on_sigint() {
+    mount_then_signal(libc::SIGINT);
+}
+
+#[test]
+fn cluster_backend_reports_not_implemented_and_exits_2() {
+    let out = Command::new(BIN)
+        .args(["--cluster", "cluster.toml", "/nonexistent"])
+        .output()
+        .expect("run cairn-mount");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the cluster backend is not implemented yet"),
+        "{stderr}"
+    );
+}
