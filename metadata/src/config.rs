@@ -39,6 +39,17 @@ pub struct MetaConfig {
     /// Raft election timeout, lower bound; the upper bound is twice this (default 1000 ms).
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: u64,
+    /// A storage node without a heartbeat for this long is `out`: its shards are rebuilt
+    /// on other nodes (default 60000 ms).
+    #[serde(default = "default_node_out_after_ms")]
+    pub node_out_after_ms: u64,
+    /// Time between repair passes of the leader (default 1000 ms).
+    #[serde(default = "default_repair_interval_ms")]
+    pub repair_interval_ms: u64,
+    /// Most bytes per second repair writes, so client traffic keeps priority (default
+    /// 104857600, 100 MiB/s).
+    #[serde(default = "default_repair_bytes_per_sec")]
+    pub repair_bytes_per_sec: u64,
     /// How long an allocated chunk counts as a write in progress before commit (the storage
     /// nodes' orphan sweep spares it meanwhile); default 3600000 ms (1 h).
     #[serde(default = "default_pending_chunk_ttl_ms")]
@@ -57,6 +68,15 @@ fn default_raft_heartbeat_ms() -> u64 {
 fn default_election_timeout_ms() -> u64 {
     1000
 }
+fn default_node_out_after_ms() -> u64 {
+    60_000
+}
+fn default_repair_interval_ms() -> u64 {
+    1000
+}
+fn default_repair_bytes_per_sec() -> u64 {
+    100 << 20
+}
 fn default_pending_chunk_ttl_ms() -> u64 {
     3_600_000
 }
@@ -74,6 +94,12 @@ pub enum MetaConfigError {
     Timeouts { election: u64, heartbeat: u64 },
     #[error("`node_down_after_ms` must be at least 1000")]
     DownTimeout,
+    #[error("`node_out_after_ms` must be at least `node_down_after_ms`")]
+    OutTimeout,
+    #[error(
+        "`repair_interval_ms` must be at least 100 and `repair_bytes_per_sec` at least 1048576"
+    )]
+    Repair,
     #[error("`bootstrap` and `join` exclude each other: a replica starts a cluster or joins one")]
     BootstrapAndJoin,
     #[error("`snapshot_every` must be at least 10")]
@@ -112,6 +138,12 @@ impl MetaConfig {
         }
         if self.node_down_after_ms < 1000 {
             return Err(MetaConfigError::DownTimeout);
+        }
+        if self.node_out_after_ms < self.node_down_after_ms {
+            return Err(MetaConfigError::OutTimeout);
+        }
+        if self.repair_interval_ms < 100 || self.repair_bytes_per_sec < (1 << 20) {
+            return Err(MetaConfigError::Repair);
         }
         Ok(self)
     }

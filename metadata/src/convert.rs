@@ -138,9 +138,9 @@ pub fn status_from(e: NamespaceError) -> Status {
     let msg = e.to_string();
     match e {
         NamespaceError::BucketExists { .. } => Status::already_exists(msg),
-        NamespaceError::NoSuchBucket { .. } | NamespaceError::NoSuchKey { .. } => {
-            Status::not_found(msg)
-        }
+        NamespaceError::NoSuchBucket { .. }
+        | NamespaceError::NoSuchKey { .. }
+        | NamespaceError::NoSuchChunk { .. } => Status::not_found(msg),
         NamespaceError::InvalidName { .. }
         | NamespaceError::BadChunk { .. }
         | NamespaceError::SizeMismatch { .. } => Status::invalid_argument(msg),

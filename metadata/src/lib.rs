@@ -17,6 +17,7 @@ pub mod namespace;
 pub mod network;
 pub mod pending;
 pub mod raft_service;
+pub mod repair;
 pub mod service;
 pub mod state_machine;
 pub mod store;
@@ -99,7 +100,25 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
     }
 
     let down_after = Duration::from_millis(cfg.node_down_after_ms);
-    let liveness = Arc::new(Mutex::new(Liveness::new(down_after, Instant::now())));
+    let out_after = Duration::from_millis(cfg.node_out_after_ms);
+    let liveness = Arc::new(Mutex::new(Liveness::new(
+        down_after,
+        out_after,
+        Instant::now(),
+    )));
+    let repair_stats = Arc::new(repair::RepairStats::default());
+    tasks.spawn(repair::run(
+        cfg.id,
+        raft.clone(),
+        state.clone(),
+        liveness.clone(),
+        repair_stats.clone(),
+        repair::RepairConfig {
+            interval: Duration::from_millis(cfg.repair_interval_ms),
+            bytes_per_sec: cfg.repair_bytes_per_sec,
+        },
+        shutdown.clone(),
+    ));
     tasks.spawn(watch_leadership(
         cfg.id,
         raft.clone(),
@@ -119,6 +138,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         raft.clone(),
         state,
         liveness,
+        repair_stats,
         Duration::from_millis(cfg.pending_chunk_ttl_ms),
     );
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = ?cfg.data_dir, "cairn-meta serving");

@@ -1,6 +1,9 @@
 //! Which storage nodes are up: heartbeats seen by the current leader, kept in memory
-//! (not replicated: a new leader starts with a grace period of one down-timeout during
-//! which every registered node counts as up). Pure bookkeeping, no IO.
+//! (not replicated: a new leader counts every registered node as last seen when it became
+//! leader). A node is `up` while heartbeats arrive, `down` after `down_after` without one
+//! (reads avoid it, nothing new is placed on it, its shards are NOT rebuilt: it may come
+//! back), and `out` after `out_after` (its shards are rebuilt elsewhere). Pure
+//! bookkeeping, no IO.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,6 +14,7 @@ use cairn_common::NodeId;
 pub enum NodeState {
     Up,
     Down,
+    Out,
 }
 
 impl NodeState {
@@ -18,6 +22,7 @@ impl NodeState {
         match self {
             NodeState::Up => "up",
             NodeState::Down => "down",
+            NodeState::Out => "out",
         }
     }
 }
@@ -34,14 +39,16 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct Liveness {
     down_after: Duration,
+    out_after: Duration,
     leader_since: Instant,
     seen: HashMap<NodeId, (Instant, Usage)>,
 }
 
 impl Liveness {
-    pub fn new(down_after: Duration, now: Instant) -> Self {
+    pub fn new(down_after: Duration, out_after: Duration, now: Instant) -> Self {
         Liveness {
             down_after,
+            out_after: out_after.max(down_after),
             leader_since: now,
             seen: HashMap::new(),
         }
@@ -62,10 +69,13 @@ impl Liveness {
             Some((at, _)) => *at,
             None => self.leader_since,
         };
-        if now.saturating_duration_since(last) < self.down_after {
+        let silent = now.saturating_duration_since(last);
+        if silent < self.down_after {
             NodeState::Up
-        } else {
+        } else if silent < self.out_after {
             NodeState::Down
+        } else {
+            NodeState::Out
         }
     }
 
@@ -88,7 +98,7 @@ mod tests {
     #[test]
     fn node_goes_down_after_missing_heartbeats() {
         let t0 = Instant::now();
-        let mut l = Liveness::new(Duration::from_secs(5), t0);
+        let mut l = Liveness::new(Duration::from_secs(5), Duration::from_secs(60), t0);
         l.record(7, Usage::default(), t0);
         assert_eq!(l.state(7, t0 + Duration::from_secs(4)), NodeState::Up);
         assert_eq!(l.state(7, t0 + Duration::from_secs(6)), NodeState::Down);
@@ -97,9 +107,20 @@ mod tests {
     }
 
     #[test]
+    fn node_is_out_after_the_longer_timeout_and_back_up_on_a_heartbeat() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Duration::from_secs(5), Duration::from_secs(60), t0);
+        l.record(3, Usage::default(), t0);
+        assert_eq!(l.state(3, t0 + Duration::from_secs(59)), NodeState::Down);
+        assert_eq!(l.state(3, t0 + Duration::from_secs(61)), NodeState::Out);
+        l.record(3, Usage::default(), t0 + Duration::from_secs(62));
+        assert_eq!(l.state(3, t0 + Duration::from_secs(63)), NodeState::Up);
+    }
+
+    #[test]
     fn new_leader_gives_unseen_nodes_a_grace_period() {
         let t0 = Instant::now();
-        let mut l = Liveness::new(Duration::from_secs(5), t0);
+        let mut l = Liveness::new(Duration::from_secs(5), Duration::from_secs(60), t0);
         l.record(1, Usage::default(), t0);
         let t1 = t0 + Duration::from_secs(100);
         l.became_leader(t1);

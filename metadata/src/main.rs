@@ -44,6 +44,15 @@ struct Args {
     /// Milliseconds an allocated chunk counts as a write in progress.
     #[arg(long, env = "CAIRN_META_PENDING_CHUNK_TTL_MS")]
     pending_chunk_ttl_ms: Option<u64>,
+    /// Milliseconds without heartbeat before a storage node is out (its shards rebuilt).
+    #[arg(long, env = "CAIRN_META_NODE_OUT_AFTER_MS")]
+    node_out_after_ms: Option<u64>,
+    /// Milliseconds between repair passes.
+    #[arg(long, env = "CAIRN_META_REPAIR_INTERVAL_MS")]
+    repair_interval_ms: Option<u64>,
+    /// Repair bandwidth limit in bytes per second.
+    #[arg(long, env = "CAIRN_META_REPAIR_BYTES_PER_SEC")]
+    repair_bytes_per_sec: Option<u64>,
     /// Milliseconds without heartbeat before a storage node is down.
     #[arg(long, env = "CAIRN_META_NODE_DOWN_AFTER_MS")]
     node_down_after_ms: Option<u64>,
@@ -75,6 +84,9 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
                 join: Vec::new(),
                 pending_chunk_ttl_ms: 3_600_000,
                 node_down_after_ms: 5000,
+                node_out_after_ms: 60_000,
+                repair_interval_ms: 1000,
+                repair_bytes_per_sec: 100 << 20,
                 raft_heartbeat_ms: 150,
                 election_timeout_ms: 1000,
                 snapshot_every: 5000,
@@ -111,6 +123,15 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
     }
     if let Some(ms) = args.node_down_after_ms {
         cfg.node_down_after_ms = ms;
+    }
+    if let Some(ms) = args.node_out_after_ms {
+        cfg.node_out_after_ms = ms;
+    }
+    if let Some(ms) = args.repair_interval_ms {
+        cfg.repair_interval_ms = ms;
+    }
+    if let Some(b) = args.repair_bytes_per_sec {
+        cfg.repair_bytes_per_sec = b;
     }
     Ok(cfg.validate()?)
 }

@@ -4,6 +4,7 @@
 //! for the leader's read index (`ensure_linearizable`) and then read the applied state.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,7 @@ use crate::liveness::{Liveness, NodeState, Usage};
 use crate::namespace::{ListQuery, Namespace};
 use crate::network::lazy_channel;
 use crate::pending::PendingChunks;
+use crate::repair::RepairStats;
 use crate::state_machine::SharedState;
 use crate::types::{Command, CommandResult, Raft};
 
@@ -42,6 +44,7 @@ pub struct MetaServer {
     pub raft: Raft,
     pub state: SharedState,
     pub liveness: Arc<Mutex<Liveness>>,
+    repair: Arc<RepairStats>,
     pending: PendingChunks,
     peers: Mutex<HashMap<String, MetaServiceClient<Channel>>>,
 }
@@ -92,6 +95,7 @@ impl MetaServer {
         raft: Raft,
         state: SharedState,
         liveness: Arc<Mutex<Liveness>>,
+        repair: Arc<RepairStats>,
         pending_ttl: std::time::Duration,
     ) -> Self {
         MetaServer {
@@ -99,6 +103,7 @@ impl MetaServer {
             raft,
             state,
             liveness,
+            repair,
             pending: PendingChunks::new(pending_ttl),
             peers: Mutex::new(HashMap::new()),
         }
@@ -622,6 +627,9 @@ impl MetaService for MetaServer {
             chunks: counts.chunks,
             degraded_chunks: counts.degraded_chunks,
             pending_gc_shards: counts.pending_gc,
+            repair_queue: self.repair.queue.load(Ordering::Relaxed),
+            repaired_chunks: self.repair.repaired_chunks.load(Ordering::Relaxed),
+            repaired_bytes: self.repair.repaired_bytes.load(Ordering::Relaxed),
         }))
     }
 

@@ -58,6 +58,13 @@ pub enum Command {
         index: u32,
         node: NodeId,
     },
+    /// Repair rebuilt shards of `chunk` on new nodes (`placed`) and retires placements
+    /// on nodes that are out (`dropped`).
+    RepairChunk {
+        chunk: ChunkId,
+        placed: Vec<(u32, NodeId)>,
+        dropped: Vec<(u32, NodeId)>,
+    },
     /// These garbage-collection entries were deleted from their nodes.
     GcDone { seqs: Vec<u64> },
 }

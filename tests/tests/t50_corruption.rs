@@ -9,7 +9,13 @@ use cairn_tests::{random_bytes, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_byte_is_repaired_on_read_and_quarantined() {
-    let tc = TestCluster::start(1, 6, Redundancy::Ec { k: 4, m: 2 }).await;
+    // Repair is slowed down here so the degraded state can be observed; t45 covers the
+    // rebuild of a corrupt shard.
+    let tc = TestCluster::start_with(1, 6, Redundancy::Ec { k: 4, m: 2 }, |s| {
+        s.env
+            .push(("CAIRN_META_REPAIR_INTERVAL_MS".into(), "600000".into()));
+    })
+    .await;
     let data = random_bytes(1_000_000, 5);
     tc.must_put("default", "rot", &data).await;
     let files = tc.shard_files();

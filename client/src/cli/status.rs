@@ -20,6 +20,7 @@ pub fn human_bytes(n: u64) -> String {
 pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
     let s = client.status().await?;
     let up = s.nodes.iter().filter(|n| n.state == "up").count();
+    let out = s.nodes.iter().filter(|n| n.state == "out").count();
     let capacity: u64 = s.nodes.iter().map(|n| n.capacity_bytes).sum();
     let used: u64 = s.nodes.iter().map(|n| n.used_bytes).sum();
     if json {
@@ -34,6 +35,7 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
                 "shards": n.shard_count, "quarantined": n.quarantined_count,
                 "last_heartbeat_ms": n.last_heartbeat_ms})).collect::<Vec<_>>(),
             "nodes_up": up,
+            "nodes_out": out,
             "capacity_bytes": capacity,
             "used_bytes": used,
             "buckets": s.buckets,
@@ -41,6 +43,9 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
             "chunks": s.chunks,
             "degraded_chunks": s.degraded_chunks,
             "pending_gc_shards": s.pending_gc_shards,
+            "repair_queue": s.repair_queue,
+            "repaired_chunks": s.repaired_chunks,
+            "repaired_bytes": s.repaired_bytes,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -72,6 +77,12 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
     println!(
         "data:     {} buckets, {} objects, {} chunks, {} degraded, {} shards awaiting gc",
         s.buckets, s.objects, s.chunks, s.degraded_chunks, s.pending_gc_shards
+    );
+    println!(
+        "repair:   {} chunks waiting, {} chunks ({}) rebuilt since the leader started",
+        s.repair_queue,
+        s.repaired_chunks,
+        human_bytes(s.repaired_bytes)
     );
     println!();
     println!(

@@ -8,6 +8,7 @@
 
 mod list;
 mod objects;
+mod repair;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -104,6 +105,11 @@ impl Namespace {
                 }
                 Ok(CommandResult::Done)
             }
+            Command::RepairChunk {
+                chunk,
+                placed,
+                dropped,
+            } => self.repair_chunk(chunk, placed, dropped),
             Command::GcDone { seqs } => {
                 for seq in seqs {
                     self.gc.remove(&seq);
@@ -129,19 +135,21 @@ impl Namespace {
             if let Some(chunk) = self.chunks.remove(&extent.chunk) {
                 self.degraded.remove(&extent.chunk);
                 for (index, node) in chunk.shards {
-                    let seq = self.next_gc_seq;
-                    self.next_gc_seq += 1;
-                    self.gc.insert(
-                        seq,
-                        GcEntry {
-                            chunk: extent.chunk,
-                            index,
-                            node,
-                        },
-                    );
+                    self.queue_gc(GcEntry {
+                        chunk: extent.chunk,
+                        index,
+                        node,
+                    });
                 }
             }
         }
+    }
+
+    /// Queues one shard for deletion from its node.
+    pub(super) fn queue_gc(&mut self, entry: GcEntry) {
+        let seq = self.next_gc_seq;
+        self.next_gc_seq += 1;
+        self.gc.insert(seq, entry);
     }
 
     pub(super) fn alloc_inode(&mut self, kind: InodeKind, mtime: u64) -> Ino {

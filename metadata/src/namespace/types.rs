@@ -36,6 +36,8 @@ pub enum NamespaceError {
     },
     #[error("bucket {name:?} is not empty")]
     BucketNotEmpty { name: String },
+    #[error("chunk {chunk} is not referenced by any object")]
+    NoSuchChunk { chunk: ChunkId },
 }
 
 fn describe_generation(current: Option<u64>) -> String {

@@ -1,0 +1,71 @@
+//! Repair bookkeeping: which chunks miss shards (lost, corrupt, or on nodes that are out)
+//! and recording the shards repair rebuilt elsewhere.
+
+use std::collections::BTreeSet;
+
+use cairn_common::{ChunkId, NodeId};
+
+use super::{ChunkMeta, CommandResult, GcEntry, Namespace, NamespaceError};
+
+impl Namespace {
+    /// Chunks that lack a shard or keep one on an `out` node, those with the fewest
+    /// usable shards first (they are closest to loss), at most `limit`.
+    pub fn chunks_needing_repair(
+        &self,
+        out: &BTreeSet<NodeId>,
+        limit: usize,
+    ) -> Vec<(ChunkId, ChunkMeta)> {
+        let mut found: Vec<(usize, ChunkId)> = self
+            .chunks
+            .iter()
+            .filter_map(|(id, c)| {
+                let usable = c.shards.values().filter(|n| !out.contains(n)).count();
+                (usable < c.redundancy.total_shards()).then_some((usable, *id))
+            })
+            .collect();
+        found.sort();
+        found
+            .into_iter()
+            .take(limit)
+            .map(|(_, id)| (id, self.chunks[&id].clone()))
+            .collect()
+    }
+
+    /// Records rebuilt shards (`placed`) and forgets placements on out nodes (`dropped`,
+    /// queued for deletion in case the node returns). A rebuilt shard whose index was
+    /// meanwhile placed by someone else is queued for deletion instead.
+    pub(super) fn repair_chunk(
+        &mut self,
+        chunk: ChunkId,
+        placed: Vec<(u32, NodeId)>,
+        dropped: Vec<(u32, NodeId)>,
+    ) -> Result<CommandResult, NamespaceError> {
+        let Some(meta) = self.chunks.get_mut(&chunk) else {
+            return Err(NamespaceError::NoSuchChunk { chunk });
+        };
+        let total = meta.redundancy.total_shards() as u32;
+        let mut garbage = Vec::new();
+        for (index, node) in dropped {
+            if meta.shards.get(&index) == Some(&node) {
+                meta.shards.remove(&index);
+                garbage.push(GcEntry { chunk, index, node });
+            }
+        }
+        for (index, node) in placed {
+            if index < total && !meta.shards.contains_key(&index) {
+                meta.shards.insert(index, node);
+            } else {
+                garbage.push(GcEntry { chunk, index, node });
+            }
+        }
+        if meta.is_degraded() {
+            self.degraded.insert(chunk);
+        } else {
+            self.degraded.remove(&chunk);
+        }
+        for entry in garbage {
+            self.queue_gc(entry);
+        }
+        Ok(CommandResult::Done)
+    }
+}

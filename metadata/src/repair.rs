@@ -1,0 +1,347 @@
+//! Automatic repair, run by the leader: chunks that lost shards (missing, corrupt) or keep
+//! them on nodes that are `out` get the missing shards rebuilt from k verified survivors
+//! (read from as many nodes), written to new nodes chosen by placement, and the new
+//! placement committed through Raft. Chunks closest to loss go first; the bytes written
+//! are throttled so client traffic keeps priority. Shards on nodes that are merely `down`
+//! are left alone: the node may come back with them (no rebuild after a short reboot).
+//!
+//! The queue is the replicated state itself (every degraded chunk is recorded there), so
+//! repair resumes after a restart or a leader change without a queue of its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_client::node_pool::NodePool;
+use cairn_common::erasure::Codec;
+use cairn_common::placement::{place, Candidate};
+use cairn_common::{ChunkId, NodeId};
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+
+use crate::liveness::{Liveness, NodeState};
+use crate::namespace::{ChunkMeta, NodeRecord};
+use crate::state_machine::SharedState;
+use crate::types::{Command, Raft};
+
+/// Chunks taken per pass.
+const BATCH: usize = 64;
+/// Free space assumed for a node whose heartbeat the leader has not seen.
+const UNKNOWN_FREE_BYTES: u64 = 1 << 40;
+
+#[derive(Clone, Copy, Debug)]
+pub struct RepairConfig {
+    pub interval: Duration,
+    pub bytes_per_sec: u64,
+}
+
+/// Progress counters, shown by `cairn status`.
+#[derive(Debug, Default)]
+pub struct RepairStats {
+    /// Chunks needing repair at the last pass.
+    pub queue: AtomicU64,
+    pub repaired_chunks: AtomicU64,
+    pub repaired_bytes: AtomicU64,
+}
+
+/// What to do for one chunk: a pure decision from its placement and the node states.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairPlan {
+    /// Shards to read (index, node): `k` of them on up nodes.
+    pub sources: Vec<(u32, NodeId)>,
+    /// Indices to rebuild.
+    pub missing: Vec<u32>,
+    /// Placements on out nodes, to retire once their index is rebuilt.
+    pub on_out_nodes: Vec<(u32, NodeId)>,
+    /// Nodes holding a shard of this chunk (up or down): never chosen as targets.
+    pub holders: BTreeSet<NodeId>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("nothing to repair")]
+    Nothing,
+    #[error("only {usable} shards on up nodes, {needed} needed to rebuild")]
+    TooFewSources { usable: usize, needed: usize },
+}
+
+pub fn plan(
+    meta: &ChunkMeta,
+    state: impl Fn(NodeId) -> NodeState,
+) -> Result<RepairPlan, PlanError> {
+    let total = meta.redundancy.total_shards() as u32;
+    let needed = meta.redundancy.data_shards();
+    let mut sources = Vec::new();
+    let mut missing = Vec::new();
+    let mut on_out_nodes = Vec::new();
+    let mut holders = BTreeSet::new();
+    for index in 0..total {
+        match meta.shards.get(&index) {
+            None => missing.push(index),
+            Some(&node) => match state(node) {
+                NodeState::Up => {
+                    holders.insert(node);
+                    sources.push((index, node));
+                }
+                NodeState::Down => {
+                    holders.insert(node);
+                }
+                NodeState::Out => {
+                    missing.push(index);
+                    on_out_nodes.push((index, node));
+                }
+            },
+        }
+    }
+    if missing.is_empty() {
+        return Err(PlanError::Nothing);
+    }
+    if sources.len() < needed {
+        return Err(PlanError::TooFewSources {
+            usable: sources.len(),
+            needed,
+        });
+    }
+    sources.truncate(needed);
+    Ok(RepairPlan {
+        sources,
+        missing,
+        on_out_nodes,
+        holders,
+    })
+}
+
+struct Pass<'a> {
+    raft: &'a Raft,
+    pool: &'a NodePool,
+    nodes: &'a BTreeMap<NodeId, NodeRecord>,
+    states: &'a BTreeMap<NodeId, (NodeState, u64)>,
+    stats: &'a RepairStats,
+}
+
+pub async fn run(
+    id: u64,
+    raft: Raft,
+    state: SharedState,
+    liveness: Arc<Mutex<Liveness>>,
+    stats: Arc<RepairStats>,
+    config: RepairConfig,
+    shutdown: CancellationToken,
+) {
+    let pool = NodePool::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+        if raft.metrics().borrow().current_leader != Some(id) {
+            continue;
+        }
+        let nodes = {
+            let s = state.read().expect("state lock poisoned");
+            s.namespace.nodes().clone()
+        };
+        let now = Instant::now();
+        let states: BTreeMap<NodeId, (NodeState, u64)> = {
+            let l = liveness.lock().expect("liveness lock poisoned");
+            nodes
+                .keys()
+                .map(|&n| {
+                    let free = l
+                        .usage(n)
+                        .map(|u| u.capacity_bytes.saturating_sub(u.used_bytes))
+                        .unwrap_or(UNKNOWN_FREE_BYTES);
+                    (n, (l.state(n, now), free))
+                })
+                .collect()
+        };
+        let out: BTreeSet<NodeId> = states
+            .iter()
+            .filter(|(_, (s, _))| *s == NodeState::Out)
+            .map(|(n, _)| *n)
+            .collect();
+        let (todo, queue) = {
+            let s = state.read().expect("state lock poisoned");
+            let all = s.namespace.chunks_needing_repair(&out, usize::MAX);
+            let queue = all.len();
+            (all.into_iter().take(BATCH).collect::<Vec<_>>(), queue)
+        };
+        stats.queue.store(queue as u64, Ordering::Relaxed);
+        let pass = Pass {
+            raft: &raft,
+            pool: &pool,
+            nodes: &nodes,
+            states: &states,
+            stats: &stats,
+        };
+        let started = Instant::now();
+        let mut written = 0u64;
+        for (chunk, meta) in todo {
+            if shutdown.is_cancelled() || raft.metrics().borrow().current_leader != Some(id) {
+                break;
+            }
+            match pass.repair(chunk, &meta).await {
+                Ok(bytes) => written += bytes,
+                Err(e) => tracing::debug!(%chunk, error = %e, "chunk not repaired this pass"),
+            }
+            // Throttle: never faster than the configured bandwidth.
+            let due = Duration::from_secs_f64(written as f64 / config.bytes_per_sec as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+impl Pass<'_> {
+    fn state(&self, node: NodeId) -> NodeState {
+        self.states
+            .get(&node)
+            .map(|(s, _)| *s)
+            .unwrap_or(NodeState::Out)
+    }
+
+    /// Rebuilds what `meta` misses; returns the bytes written.
+    async fn repair(&self, chunk: ChunkId, meta: &ChunkMeta) -> anyhow::Result<u64> {
+        let plan = plan(meta, |n| self.state(n))?;
+        let codec = Codec::new(meta.redundancy)?;
+        let shard_len = codec.shard_len(meta.size as usize);
+
+        // Read k verified shards in parallel, each from its own node.
+        let reads = plan.sources.iter().map(|&(index, node)| async move {
+            let addr = &self
+                .nodes
+                .get(&node)
+                .ok_or_else(|| anyhow::anyhow!("node {node} unknown"))?
+                .addr;
+            let bytes = self.pool.get_shard(addr, chunk, index).await?;
+            let expected = meta.shard_hashes[index as usize].0;
+            anyhow::ensure!(
+                bytes.len() == shard_len && *blake3::hash(&bytes).as_bytes() == expected,
+                "shard {index} on node {node} failed verification"
+            );
+            Ok::<_, anyhow::Error>((index, bytes))
+        });
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; meta.redundancy.total_shards()];
+        for read in join_all(reads).await {
+            let (index, bytes) = read?;
+            shards[index as usize] = Some(bytes);
+        }
+        codec.reconstruct_all(&mut shards)?;
+
+        // New homes: up nodes holding nothing of this chunk, spread as placement decides.
+        let candidates: Vec<Candidate> = self
+            .states
+            .iter()
+            .filter(|(n, (s, _))| *s == NodeState::Up && !plan.holders.contains(n))
+            .map(|(n, (_, free))| Candidate {
+                id: *n,
+                zone: self.nodes[n].zone.clone(),
+                free_bytes: *free,
+            })
+            .collect();
+        let targets = place(&chunk, &candidates, plan.missing.len());
+        let writes = plan.missing.iter().zip(targets).map(|(&index, node)| {
+            let data = Arc::new(shards[index as usize].clone().expect("reconstructed"));
+            let hash = meta.shard_hashes[index as usize].0;
+            let addr = self.nodes[&node].addr.clone();
+            async move {
+                let r = self.pool.put_shard(&addr, chunk, index, data, hash).await;
+                (index, node, r)
+            }
+        });
+        let mut placed = Vec::new();
+        for (index, node, result) in join_all(writes).await {
+            match result {
+                Ok(()) => placed.push((index, node)),
+                Err(e) => tracing::debug!(%chunk, index, node, error = %e, "repair write failed"),
+            }
+        }
+        anyhow::ensure!(!placed.is_empty(), "no new shard could be written");
+        let rebuilt: BTreeSet<u32> = placed.iter().map(|(i, _)| *i).collect();
+        let dropped = plan
+            .on_out_nodes
+            .into_iter()
+            .filter(|(i, _)| rebuilt.contains(i))
+            .collect();
+        let bytes = (placed.len() * shard_len) as u64;
+        self.raft
+            .client_write(Command::RepairChunk {
+                chunk,
+                placed: placed.clone(),
+                dropped,
+            })
+            .await?;
+        self.stats.repaired_chunks.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .repaired_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        tracing::info!(%chunk, shards = placed.len(), "repaired chunk");
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::namespace::Hash32;
+    use cairn_common::Redundancy;
+
+    fn meta(placed: &[(u32, NodeId)]) -> ChunkMeta {
+        ChunkMeta {
+            size: 100,
+            redundancy: Redundancy::Ec { k: 2, m: 2 },
+            shard_hashes: vec![Hash32([0; 32]); 4],
+            shards: placed.iter().copied().collect(),
+        }
+    }
+
+    fn states(down: &[NodeId], out: &[NodeId]) -> impl Fn(NodeId) -> NodeState {
+        let (down, out) = (down.to_vec(), out.to_vec());
+        move |n| {
+            if out.contains(&n) {
+                NodeState::Out
+            } else if down.contains(&n) {
+                NodeState::Down
+            } else {
+                NodeState::Up
+            }
+        }
+    }
+
+    #[test]
+    fn lost_and_out_shards_are_rebuilt_from_k_up_sources() {
+        let m = meta(&[(0, 1), (1, 2), (3, 4)]);
+        let p = plan(&m, states(&[], &[4])).unwrap();
+        assert_eq!(p.missing, vec![2, 3]);
+        assert_eq!(p.on_out_nodes, vec![(3, 4)]);
+        assert_eq!(p.sources, vec![(0, 1), (1, 2)]);
+        assert!(!p.holders.contains(&4));
+    }
+
+    #[test]
+    fn shards_on_down_nodes_are_waited_for_not_rebuilt() {
+        let m = meta(&[(0, 1), (1, 2), (2, 3), (3, 4)]);
+        assert_eq!(plan(&m, states(&[3, 4], &[])), Err(PlanError::Nothing));
+        let m = meta(&[(0, 1), (1, 2), (2, 3)]);
+        let p = plan(&m, states(&[2], &[])).unwrap();
+        assert_eq!(p.missing, vec![3]);
+        assert!(p.holders.contains(&2), "a down holder is not a target");
+    }
+
+    #[test]
+    fn too_few_up_shards_cannot_be_repaired_yet() {
+        let m = meta(&[(0, 1), (1, 2), (2, 3)]);
+        assert_eq!(
+            plan(&m, states(&[1], &[2])),
+            Err(PlanError::TooFewSources {
+                usable: 1,
+                needed: 2
+            })
+        );
+    }
+}
