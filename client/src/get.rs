@@ -256,7 +256,7 @@ impl Client {
 
     /// Tells the metadata service about shards found missing or corrupt (best effort:
     /// a failure here does not fail the read).
-    async fn report_lost(&self, chunk: ChunkId, lost: &[(u32, NodeId)]) {
+    pub async fn report_lost(&self, chunk: ChunkId, lost: &[(u32, NodeId)]) {
         for &(index, node_id) in lost {
             let req = pm::ReportShardLostRequest {
                 chunk_id: chunk.as_bytes().to_vec(),

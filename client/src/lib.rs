@@ -256,6 +256,11 @@ impl Client {
             .collect()
     }
 
+    /// Runs a scrub pass on the storage node at `addr`: (shards checked, corrupt, bytes).
+    pub async fn scrub_node(&self, addr: &str) -> Result<(u64, u64, u64)> {
+        self.nodes.scrub(addr).await
+    }
+
     pub async fn status(&self) -> Result<pm::ClusterStatusResponse> {
         self.meta
             .call(pm::ClusterStatusRequest {}, |mut c, r| async move {

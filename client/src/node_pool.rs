@@ -70,6 +70,15 @@ impl NodePool {
         Ok(())
     }
 
+    /// Runs one scrub pass on a node and returns (checked, corrupt, bytes).
+    pub async fn scrub(&self, addr: &str) -> Result<(u64, u64, u64)> {
+        let mut client = self.client(addr)?;
+        let mut request = tonic::Request::new(cairn_proto::node::ScrubRequest {});
+        request.set_timeout(Duration::from_secs(24 * 3600));
+        let r = client.scrub(request).await?.into_inner();
+        Ok((r.checked, r.corrupt, r.bytes))
+    }
+
     /// Reads a whole shard and returns its bytes (the node verified them against its
     /// block hashes; the caller verifies them against the metadata's shard hash).
     pub async fn get_shard(&self, addr: &str, chunk: ChunkId, index: u32) -> Result<Vec<u8>> {

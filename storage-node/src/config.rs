@@ -60,6 +60,21 @@ pub struct NodeConfig {
     /// Milliseconds between orphan sweeps. Default: 600000 (10 min).
     #[serde(default = "default_orphan_sweep_interval_ms")]
     pub orphan_sweep_interval_ms: u64,
+    /// Milliseconds between scheduled scrub passes (every shard re-read and verified);
+    /// 0 disables the schedule (`cairn scrub` still works). Default: 604800000 (7 days).
+    #[serde(default = "default_scrub_interval_ms")]
+    pub scrub_interval_ms: u64,
+    /// Most bytes per second a scrub pass reads. Default: 52428800 (50 MiB/s).
+    #[serde(default = "default_scrub_bytes_per_sec")]
+    pub scrub_bytes_per_sec: u64,
+}
+
+fn default_scrub_interval_ms() -> u64 {
+    7 * 24 * 3600 * 1000
+}
+
+fn default_scrub_bytes_per_sec() -> u64 {
+    50 << 20
 }
 
 fn default_orphan_grace_ms() -> u64 {
@@ -150,6 +165,12 @@ pub struct ConfigOverrides {
     /// Milliseconds between orphan sweeps (default 600000).
     #[arg(long, env = "CAIRN_NODE_ORPHAN_SWEEP_INTERVAL_MS")]
     pub orphan_sweep_interval_ms: Option<u64>,
+    /// Milliseconds between scheduled scrubs, 0 = none (default 604800000).
+    #[arg(long, env = "CAIRN_NODE_SCRUB_INTERVAL_MS")]
+    pub scrub_interval_ms: Option<u64>,
+    /// Scrub read bandwidth limit in bytes per second (default 52428800).
+    #[arg(long, env = "CAIRN_NODE_SCRUB_BYTES_PER_SEC")]
+    pub scrub_bytes_per_sec: Option<u64>,
 }
 
 impl NodeConfig {
@@ -183,6 +204,8 @@ impl NodeConfig {
                 capacity_bytes: None,
                 orphan_grace_ms: default_orphan_grace_ms(),
                 orphan_sweep_interval_ms: default_orphan_sweep_interval_ms(),
+                scrub_interval_ms: default_scrub_interval_ms(),
+                scrub_bytes_per_sec: default_scrub_bytes_per_sec(),
             },
         };
         if let Some(id) = o.id {
@@ -217,6 +240,12 @@ impl NodeConfig {
         }
         if let Some(ms) = o.orphan_sweep_interval_ms {
             cfg.orphan_sweep_interval_ms = ms;
+        }
+        if let Some(ms) = o.scrub_interval_ms {
+            cfg.scrub_interval_ms = ms;
+        }
+        if let Some(b) = o.scrub_bytes_per_sec {
+            cfg.scrub_bytes_per_sec = b;
         }
         Ok(cfg)
     }

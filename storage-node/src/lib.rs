@@ -9,6 +9,7 @@ pub mod io_engine;
 pub mod marker;
 pub mod object_service;
 pub mod orphan_sweep;
+pub mod scrub;
 pub mod service;
 pub mod shard_file;
 pub mod store;
@@ -116,6 +117,19 @@ pub async fn run_with_listener(
         },
         heartbeat_stop.clone(),
     ));
+    let scrubber = Arc::new(scrub::Scrubber::new(
+        store.clone(),
+        client.clone(),
+        cfg.id,
+        cfg.scrub_bytes_per_sec,
+    ));
+    if cfg.scrub_interval_ms > 0 {
+        tasks.spawn(scrub::run(
+            scrubber.clone(),
+            std::time::Duration::from_millis(cfg.scrub_interval_ms),
+            heartbeat_stop.clone(),
+        ));
+    }
     tasks.close();
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -133,7 +147,11 @@ pub async fn run_with_listener(
         .context("build the gRPC reflection service")?;
 
     let served = tonic::transport::Server::builder()
-        .add_service(NodeServiceImpl::new(store.clone()).into_server())
+        .add_service(
+            NodeServiceImpl::new(store.clone())
+                .with_scrubber(scrubber)
+                .into_server(),
+        )
         .add_service(object_service::ObjectServiceImpl::new(client).into_server())
         .add_service(health_service)
         .add_service(reflection)

@@ -45,14 +45,16 @@ fn status_of(e: ClientError) -> Status {
             Status::invalid_argument(msg)
         }
         ClientError::FailedPrecondition { .. } => Status::failed_precondition(msg),
-        ClientError::Unavailable { .. } | ClientError::NotDurable { .. } => {
-            Status::unavailable(msg)
-        }
-        ClientError::DataUnavailable { .. } | ClientError::Corrupt { .. } => Status::data_loss(msg),
+        // Too few shards readable right now: nodes may come back, so "retry later".
+        ClientError::Unavailable { .. }
+        | ClientError::NotDurable { .. }
+        | ClientError::DataUnavailable { .. } => Status::unavailable(msg),
+        ClientError::Corrupt { .. } => Status::data_loss(msg),
         ClientError::Io { .. } => Status::cancelled(msg),
-        ClientError::Malformed { .. } | ClientError::Config(_) | ClientError::Server { .. } => {
-            Status::internal(msg)
-        }
+        // A code the client library does not interpret itself (RESOURCE_EXHAUSTED from
+        // a full disk, DATA_LOSS from a node...) passes through unchanged.
+        ClientError::Server { code, message } => Status::new(code, message),
+        ClientError::Malformed { .. } | ClientError::Config(_) => Status::internal(msg),
     }
 }
 

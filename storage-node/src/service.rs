@@ -9,11 +9,13 @@ use cairn_common::ChunkId;
 use cairn_proto::node::node_service_server::{NodeService, NodeServiceServer};
 use cairn_proto::node::{
     put_shard_request, DeleteShardRequest, DeleteShardResponse, GetShardRequest, GetShardResponse,
-    PutShardRequest, PutShardResponse, StatShardRequest, StatShardResponse,
+    PutShardRequest, PutShardResponse, ScrubRequest, ScrubResponse, StatShardRequest,
+    StatShardResponse,
 };
 use cairn_proto::{DATA_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::scrub::Scrubber;
 use crate::store::{ShardKey, ShardRead, ShardStore, StoreError};
 
 /// Largest shard a PutShard may carry.
@@ -23,11 +25,21 @@ pub const MAX_SHARD_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct NodeServiceImpl {
     store: Arc<ShardStore>,
+    scrubber: Option<Arc<Scrubber>>,
 }
 
 impl NodeServiceImpl {
     pub fn new(store: Arc<ShardStore>) -> NodeServiceImpl {
-        NodeServiceImpl { store }
+        NodeServiceImpl {
+            store,
+            scrubber: None,
+        }
+    }
+
+    /// Serves `Scrub` with this scrubber (without one, `Scrub` is UNIMPLEMENTED).
+    pub fn with_scrubber(mut self, scrubber: Arc<Scrubber>) -> NodeServiceImpl {
+        self.scrubber = Some(scrubber);
+        self
     }
 
     /// The tonic service, with Cairn's message size limits.
@@ -168,6 +180,22 @@ impl NodeService for NodeServiceImpl {
         Ok(Response::new(StatShardResponse {
             length: info.length,
             blake3: info.blake3.to_vec(),
+        }))
+    }
+
+    async fn scrub(
+        &self,
+        _request: Request<ScrubRequest>,
+    ) -> Result<Response<ScrubResponse>, Status> {
+        let scrubber = self
+            .scrubber
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this node runs no scrubber"))?;
+        let report = scrubber.pass().await.map_err(status_of)?;
+        Ok(Response::new(ScrubResponse {
+            checked: report.checked,
+            corrupt: report.corrupt,
+            bytes: report.bytes,
         }))
     }
 }

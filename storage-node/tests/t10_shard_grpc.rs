@@ -34,6 +34,8 @@ fn config(id: u64, data_dir: &Path) -> NodeConfig {
         capacity_bytes: Some(1 << 30),
         orphan_grace_ms: 3_600_000,
         orphan_sweep_interval_ms: 600_000,
+        scrub_interval_ms: 0,
+        scrub_bytes_per_sec: 50 << 20,
     }
 }
 

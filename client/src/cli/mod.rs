@@ -52,6 +52,13 @@ enum Command {
     },
     /// Delete BUCKET/KEY (its shards are reclaimed in the background).
     Rm { target: String },
+    /// Verify every shard now (on every up node, or one): corrupt shards are
+    /// quarantined and rebuilt by repair.
+    Scrub {
+        /// Only this storage node.
+        #[arg(long)]
+        node: Option<u64>,
+    },
     /// Nodes, metadata leader, capacity and degraded chunks.
     Status {
         #[arg(long)]
@@ -135,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rm { target } => objects::rm(&client(&cli.cluster)?, &target).await,
         Command::Status { json } => status::show(&client(&cli.cluster)?, json).await,
+        Command::Scrub { node } => status::scrub(&client(&cli.cluster)?, node).await,
         Command::Meta { command } => {
             let client = client(&cli.cluster)?;
             match command {

@@ -105,6 +105,57 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cairn scrub`: one pass on every up node (or `only`), in parallel.
+pub async fn scrub(client: &Client, only: Option<u64>) -> anyhow::Result<()> {
+    let status = client.status().await?;
+    let nodes: Vec<_> = status
+        .nodes
+        .iter()
+        .filter(|n| only.is_none_or(|id| id == n.node_id))
+        .collect();
+    if nodes.is_empty() {
+        anyhow::bail!(
+            "no storage node {}",
+            only.map(|n| n.to_string()).unwrap_or_default()
+        );
+    }
+    let passes = nodes.iter().map(|n| async move {
+        if n.state != "up" {
+            return (n.node_id, Err(anyhow::anyhow!("node is {}", n.state)));
+        }
+        (
+            n.node_id,
+            client.scrub_node(&n.addr).await.map_err(Into::into),
+        )
+    });
+    let results = futures::future::join_all(passes).await;
+    println!(
+        "{:<6} {:>10} {:>8} {:>11}",
+        "NODE", "CHECKED", "CORRUPT", "READ"
+    );
+    let (mut corrupt, mut failed) = (0, Vec::new());
+    for (node, result) in results {
+        match result {
+            Ok((checked, bad, bytes)) => {
+                corrupt += bad;
+                println!(
+                    "{node:<6} {checked:>10} {bad:>8} {:>11}",
+                    human_bytes(bytes)
+                );
+            }
+            Err(e) => {
+                println!("{node:<6} {:>10}", "failed");
+                failed.push(format!("node {node}: {e}"));
+            }
+        }
+    }
+    println!("{corrupt} corrupt shards found, quarantined and queued for repair");
+    if !failed.is_empty() {
+        anyhow::bail!("scrub failed on {}", failed.join("; "));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
