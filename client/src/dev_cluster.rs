@@ -1,6 +1,7 @@
 //! A local cluster of real processes on 127.0.0.x: what `cairn dev up` runs and what the
 //! integration tests drive (kill, restart, stop). Metadata replica `i` listens on
-//! `127.0.0.i:(port_base+i)`, storage node `j` on `127.0.0.(10+j):(port_base+10+j)`.
+//! `127.0.0.i:(port_base+i)`, storage node `j` on `127.0.0.(10+j):(port_base+10+j)`;
+//! their Prometheus endpoints are 60 ports higher.
 //! Layout under the directory: `cluster.toml`, `pids/NAME.pid`, `logs/NAME.log`,
 //! `meta-i/`, `node-j/`.
 
@@ -54,6 +55,20 @@ impl DevClusterSpec {
         format!("127.0.0.{}:{}", 10 + j, self.port_base as usize + 10 + j)
     }
 
+    /// Prometheus endpoint of metadata replica `i`.
+    pub fn meta_metrics_addr(&self, i: usize) -> String {
+        format!("127.0.0.{i}:{}", self.port_base as usize + 60 + i)
+    }
+
+    /// Prometheus endpoint of storage node `j`.
+    pub fn node_metrics_addr(&self, j: usize) -> String {
+        format!(
+            "127.0.0.{}:{}",
+            10 + j,
+            self.port_base as usize + 60 + 10 + j
+        )
+    }
+
     pub fn cluster_file(&self) -> PathBuf {
         self.dir.join("cluster.toml")
     }
@@ -65,7 +80,7 @@ impl DevClusterSpec {
         if !(1..=40).contains(&self.nodes) {
             bail!("--nodes must be between 1 and 40");
         }
-        if self.port_base as usize + 10 + self.nodes > u16::MAX as usize {
+        if self.port_base as usize + 70 + self.nodes > u16::MAX as usize {
             bail!("--port-base is too high");
         }
         Ok(())
@@ -121,9 +136,11 @@ impl DevCluster {
         }
         for i in 1..=spec.meta {
             check_free(&spec.meta_addr(i))?;
+            check_free(&spec.meta_metrics_addr(i))?;
         }
         for j in 1..=spec.nodes {
             check_free(&spec.node_addr(j))?;
+            check_free(&spec.node_metrics_addr(j))?;
         }
         let meta_addrs: Vec<String> = (1..=spec.meta).map(|i| spec.meta_addr(i)).collect();
         let cluster = ClusterFile {
@@ -148,6 +165,8 @@ impl DevCluster {
                 spec.meta_addr(i),
                 "--data-dir".into(),
                 spec.dir.join(format!("meta-{i}")).display().to_string(),
+                "--metrics-listen".into(),
+                spec.meta_metrics_addr(i),
             ];
             if i == 1 {
                 args.push("--bootstrap".into());
@@ -175,6 +194,8 @@ impl DevCluster {
                 format!("zone-{}", (j - 1) % 3 + 1),
                 "--meta".into(),
                 meta_addrs.join(","),
+                "--metrics-listen".into(),
+                spec.node_metrics_addr(j),
             ];
             daemons.insert(
                 format!("node-{j}"),
@@ -226,6 +247,8 @@ impl DevCluster {
                 .to_string(),
             "--join".into(),
             existing.join(","),
+            "--metrics-listen".into(),
+            self.spec.meta_metrics_addr(id),
         ];
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let name = format!("meta-{id}");

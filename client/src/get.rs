@@ -19,6 +19,8 @@ use crate::Client;
 
 /// A shard read that has not answered by then gets a parity read raced against it.
 const HEDGE_AFTER: Duration = Duration::from_millis(1500);
+/// A chunk with too few reachable shards is tried once more after this.
+const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// An object's description, as `stat` and `get` return it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,7 +123,14 @@ impl Client {
             if chunk_range.end <= range.start || chunk_range.start >= range.end {
                 continue;
             }
-            let data = self.read_chunk(chunk, &nodes).await?;
+            let data = match self.read_chunk(chunk, &nodes).await {
+                // Shards may be briefly unreachable (a node restarting): one more try.
+                Err(ClientError::DataUnavailable { .. }) => {
+                    tokio::time::sleep(UNAVAILABLE_RETRY_AFTER).await;
+                    self.read_chunk(chunk, &nodes).await?
+                }
+                other => other?,
+            };
             let from = range.start.max(chunk_range.start) - chunk_range.start;
             let to = range.end.min(chunk_range.end) - chunk_range.start;
             out.write_all(&data[from as usize..to as usize])

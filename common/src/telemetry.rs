@@ -21,3 +21,22 @@ pub fn abort_on_panic() {
         std::process::abort();
     }));
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("serve Prometheus metrics on {listen}: {message}")]
+pub struct MetricsError {
+    pub listen: std::net::SocketAddr,
+    pub message: String,
+}
+
+/// Serves every `metrics` counter, gauge and histogram of this process in the Prometheus
+/// text format at `http://LISTEN/metrics`. Must be called inside a tokio runtime.
+pub fn serve_metrics(listen: std::net::SocketAddr) -> Result<(), MetricsError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .install()
+        .map_err(|e| MetricsError {
+            listen,
+            message: e.to_string(),
+        })
+}

@@ -30,6 +30,9 @@ pub struct MetaConfig {
     /// empty it asks the cluster to add it (learner, then voter). Default: none.
     #[serde(default)]
     pub join: Vec<String>,
+    /// Address of the Prometheus `/metrics` HTTP endpoint (default: none, not served).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// A storage node without a heartbeat for this long is `down` (default 5000 ms).
     #[serde(default = "default_node_down_after_ms")]
     pub node_down_after_ms: u64,

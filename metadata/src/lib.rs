@@ -13,6 +13,7 @@ pub mod gc;
 pub mod join;
 pub mod liveness;
 pub mod log_store;
+pub mod metrics;
 pub mod namespace;
 pub mod network;
 pub mod pending;
@@ -132,6 +133,18 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         liveness.clone(),
         shutdown.clone(),
     ));
+
+    if let Some(listen) = cfg.metrics_listen {
+        cairn_common::telemetry::serve_metrics(listen)?;
+        tasks.spawn(metrics::run(
+            cfg.id,
+            raft.clone(),
+            state.clone(),
+            liveness.clone(),
+            repair_stats.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     let meta = MetaServer::new(
         cfg.id,

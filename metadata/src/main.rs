@@ -44,6 +44,9 @@ struct Args {
     /// Milliseconds an allocated chunk counts as a write in progress.
     #[arg(long, env = "CAIRN_META_PENDING_CHUNK_TTL_MS")]
     pending_chunk_ttl_ms: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "CAIRN_META_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Milliseconds without heartbeat before a storage node is out (its shards rebuilt).
     #[arg(long, env = "CAIRN_META_NODE_OUT_AFTER_MS")]
     node_out_after_ms: Option<u64>,
@@ -82,6 +85,7 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
                 peers: BTreeMap::new(),
                 bootstrap: false,
                 join: Vec::new(),
+                metrics_listen: None,
                 pending_chunk_ttl_ms: 3_600_000,
                 node_down_after_ms: 5000,
                 node_out_after_ms: 60_000,
@@ -123,6 +127,9 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
     }
     if let Some(ms) = args.node_down_after_ms {
         cfg.node_down_after_ms = ms;
+    }
+    if args.metrics_listen.is_some() {
+        cfg.metrics_listen = args.metrics_listen;
     }
     if let Some(ms) = args.node_out_after_ms {
         cfg.node_out_after_ms = ms;

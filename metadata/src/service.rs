@@ -57,6 +57,8 @@ enum Route {
 /// Forwards the call to the leader unless this replica is the leader.
 macro_rules! forward_unless_leader {
     ($self:ident, $req:ident, $method:ident) => {
+        ::metrics::counter!("cairn_meta_requests_total", "method" => stringify!($method))
+            .increment(1);
         let $req = match $self.route(&$req)? {
             Route::Local => $req,
             Route::Forward(mut client) => {

@@ -67,6 +67,9 @@ pub struct NodeConfig {
     /// Most bytes per second a scrub pass reads. Default: 52428800 (50 MiB/s).
     #[serde(default = "default_scrub_bytes_per_sec")]
     pub scrub_bytes_per_sec: u64,
+    /// Address of the Prometheus `/metrics` HTTP endpoint. Default: none (not served).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn default_scrub_interval_ms() -> u64 {
@@ -171,6 +174,9 @@ pub struct ConfigOverrides {
     /// Scrub read bandwidth limit in bytes per second (default 52428800).
     #[arg(long, env = "CAIRN_NODE_SCRUB_BYTES_PER_SEC")]
     pub scrub_bytes_per_sec: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "CAIRN_NODE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -206,6 +212,7 @@ impl NodeConfig {
                 orphan_sweep_interval_ms: default_orphan_sweep_interval_ms(),
                 scrub_interval_ms: default_scrub_interval_ms(),
                 scrub_bytes_per_sec: default_scrub_bytes_per_sec(),
+                metrics_listen: None,
             },
         };
         if let Some(id) = o.id {
@@ -246,6 +253,9 @@ impl NodeConfig {
         }
         if let Some(b) = o.scrub_bytes_per_sec {
             cfg.scrub_bytes_per_sec = b;
+        }
+        if o.metrics_listen.is_some() {
+            cfg.metrics_listen = o.metrics_listen;
         }
         Ok(cfg)
     }

@@ -117,6 +117,10 @@ pub async fn run_with_listener(
         },
         heartbeat_stop.clone(),
     ));
+    if let Some(listen) = cfg.metrics_listen {
+        cairn_common::telemetry::serve_metrics(listen)?;
+        tasks.spawn(report_usage(store.clone(), heartbeat_stop.clone()));
+    }
     let scrubber = Arc::new(scrub::Scrubber::new(
         store.clone(),
         client.clone(),
@@ -166,4 +170,23 @@ pub async fn run_with_listener(
     drop(store);
     tracing::info!(node = cfg.id, "cairn-node stopped");
     served.context("serve gRPC")
+}
+
+/// Refreshes the store's gauges every second (request counters are counted where the
+/// requests are handled).
+async fn report_usage(store: Arc<ShardStore>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let usage = store.usage();
+        metrics::gauge!("cairn_node_shards").set(usage.shard_count as f64);
+        metrics::gauge!("cairn_node_used_bytes").set(usage.used_bytes as f64);
+        metrics::gauge!("cairn_node_quarantined_shards").set(usage.quarantined_count as f64);
+        if let Ok(capacity) = store.capacity() {
+            metrics::gauge!("cairn_node_capacity_bytes").set(capacity.total_bytes as f64);
+            metrics::gauge!("cairn_node_available_bytes").set(capacity.available_bytes as f64);
+        }
+    }
 }

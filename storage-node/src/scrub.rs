@@ -53,6 +53,7 @@ impl Scrubber {
                 Ok(read) => report.bytes += read.data.len() as u64,
                 Err(StoreError::Corrupt { id, reason }) => {
                     report.corrupt += 1;
+                    metrics::counter!("cairn_node_scrub_corrupt_shards_total").increment(1);
                     tracing::warn!(shard = %id, ?reason, "scrub found a corrupt shard");
                     self.client
                         .report_lost(id.chunk, &[(id.index, self.node)])
@@ -63,6 +64,7 @@ impl Scrubber {
                 Err(e) => return Err(e),
             }
             report.checked += 1;
+            metrics::counter!("cairn_node_scrub_checked_shards_total").increment(1);
             let due = Duration::from_secs_f64(report.bytes as f64 / self.bytes_per_sec as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;

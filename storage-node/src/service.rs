@@ -138,10 +138,15 @@ impl NodeService for NodeServiceImpl {
                 data.len()
             )));
         }
+        let bytes = data.len() as u64;
+        let started = std::time::Instant::now();
         self.store
             .put(id, expected, Bytes::from(data))
             .await
             .map_err(status_of)?;
+        metrics::counter!("cairn_node_requests_total", "method" => "put_shard").increment(1);
+        metrics::counter!("cairn_node_bytes_in_total").increment(bytes);
+        metrics::histogram!("cairn_node_put_shard_seconds").record(started.elapsed().as_secs_f64());
         Ok(Response::new(PutShardResponse {}))
     }
 
@@ -159,6 +164,8 @@ impl NodeService for NodeServiceImpl {
             .await
             .map_err(status_of)?;
         tracing::debug!(shard = %id, offset = request.offset, bytes = read.data.len(), "serving shard");
+        metrics::counter!("cairn_node_requests_total", "method" => "get_shard").increment(1);
+        metrics::counter!("cairn_node_bytes_out_total").increment(read.data.len() as u64);
         Ok(Response::new(futures::stream::iter(Frames::new(read))))
     }
 

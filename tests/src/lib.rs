@@ -218,9 +218,12 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn pick_port_base(attempt: u64) -> u16 {
+/// A random base for one cluster's ports: slots of 100 ports (a cluster uses base+1 ..
+/// base+80) between 10000 and 32000, below Linux's ephemeral range so that no outgoing
+/// connection holds them.
+pub fn pick_port_base(attempt: u64) -> u16 {
     let seed = std::process::id() as u64 * 7919 + attempt * 104_729 + rand::random::<u16>() as u64;
-    20_000 + (seed % 800) as u16 * 50
+    10_000 + (seed % 220) as u16 * 100
 }
 
 impl Drop for TestCluster {

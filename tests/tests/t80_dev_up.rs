@@ -36,14 +36,28 @@ impl DevUp {
         DevUp { child, lines }
     }
 
-    fn wait_ready(&self) {
+    /// Waits for the `ready` line; false if dev up exited first (e.g. a port was taken).
+    fn wait_ready(&self) -> bool {
         loop {
             match self.lines.recv_timeout(Duration::from_secs(90)) {
-                Ok(line) if line.contains("ready") => return,
+                Ok(line) if line.contains("ready") => return true,
                 Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
                 Err(e) => panic!("no ready line from cairn dev up: {e}"),
             }
         }
+    }
+
+    /// Starts dev up on a free port range (another test may hold the first one tried).
+    fn start_ready(dir: &std::path::Path) -> (DevUp, u16) {
+        for attempt in 0..10 {
+            let port_base = cairn_tests::pick_port_base(attempt);
+            let dev = DevUp::start(dir, port_base);
+            if dev.wait_ready() {
+                return (dev, port_base);
+            }
+        }
+        panic!("cairn dev up never became ready");
     }
 
     /// SIGTERM and wait (bounded) for a clean exit.
@@ -95,9 +109,7 @@ fn alive(pid: i32) -> bool {
 #[test]
 fn dev_up_serves_put_and_get_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let port_base = 20_000 + (std::process::id() % 700) as u16 * 50 + 25;
-    let mut dev = DevUp::start(dir.path(), port_base);
-    dev.wait_ready();
+    let (mut dev, port_base) = DevUp::start_ready(dir.path());
     assert!(dir.path().join("cluster.toml").exists());
     let pids: Vec<i32> = ["meta-1", "node-1", "node-2", "node-3"]
         .iter()
@@ -134,7 +146,7 @@ fn dev_up_serves_put_and_get_and_stops_cleanly() {
 
     // Same directory again: the data is still there.
     let mut dev = DevUp::start(dir.path(), port_base);
-    dev.wait_ready();
+    assert!(dev.wait_ready(), "dev up did not restart on its directory");
     let out = cli(dir.path(), &["get", "default/hello.txt", "-"], b"");
     assert_eq!(
         out.stdout,
