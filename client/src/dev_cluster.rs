@@ -265,6 +265,48 @@ impl DevCluster {
         Ok((name, addr))
     }
 
+    /// Starts one more storage node (the next id and 127.0.0.x address) registered with
+    /// this cluster's metadata replicas. Returns its name.
+    pub fn add_node(&mut self) -> anyhow::Result<String> {
+        let j = (1..)
+            .find(|j| !self.daemons.contains_key(&format!("node-{j}")))
+            .expect("some id is free");
+        if j > 40 {
+            bail!("at most 40 storage nodes");
+        }
+        check_free(&self.spec.node_addr(j))?;
+        check_free(&self.spec.node_metrics_addr(j))?;
+        let args = vec![
+            "--id".to_string(),
+            j.to_string(),
+            "--listen".into(),
+            self.spec.node_addr(j),
+            "--data-dir".into(),
+            self.spec
+                .dir
+                .join(format!("node-{j}"))
+                .display()
+                .to_string(),
+            "--zone".into(),
+            format!("zone-{}", (j - 1) % 3 + 1),
+            "--meta".into(),
+            self.meta_addrs().join(","),
+            "--metrics-listen".into(),
+            self.spec.node_metrics_addr(j),
+        ];
+        let name = format!("node-{j}");
+        self.daemons.insert(
+            name.clone(),
+            Daemon {
+                args,
+                binary: self.spec.bin_dir.join("cairn-node"),
+                child: None,
+            },
+        );
+        self.start_process(&name)?;
+        Ok(name)
+    }
+
     /// Addresses of every metadata replica this cluster started.
     pub fn meta_addrs(&self) -> Vec<String> {
         (1..=9)

@@ -256,6 +256,27 @@ impl Client {
             .collect()
     }
 
+    /// Starts (or stops) draining a storage node.
+    pub async fn set_node_draining(&self, node: u64, draining: bool) -> Result<()> {
+        let req = pm::SetNodeDrainingRequest {
+            node_id: node,
+            draining,
+        };
+        self.meta
+            .call(req, |mut c, r| async move { c.set_node_draining(r).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a storage node that holds no shard.
+    pub async fn remove_node(&self, node: u64) -> Result<()> {
+        let req = pm::RemoveNodeRequest { node_id: node };
+        self.meta
+            .call(req, |mut c, r| async move { c.remove_node(r).await })
+            .await?;
+        Ok(())
+    }
+
     /// Runs a scrub pass on the storage node at `addr`: (shards checked, corrupt, bytes).
     pub async fn scrub_node(&self, addr: &str) -> Result<(u64, u64, u64)> {
         self.nodes.scrub(addr).await

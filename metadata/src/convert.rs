@@ -140,14 +140,16 @@ pub fn status_from(e: NamespaceError) -> Status {
         NamespaceError::BucketExists { .. } => Status::already_exists(msg),
         NamespaceError::NoSuchBucket { .. }
         | NamespaceError::NoSuchKey { .. }
-        | NamespaceError::NoSuchChunk { .. } => Status::not_found(msg),
+        | NamespaceError::NoSuchChunk { .. }
+        | NamespaceError::NoSuchNode { .. } => Status::not_found(msg),
         NamespaceError::InvalidName { .. }
         | NamespaceError::BadChunk { .. }
         | NamespaceError::SizeMismatch { .. } => Status::invalid_argument(msg),
         NamespaceError::IsDirectory { .. }
         | NamespaceError::NotDirectory { .. }
         | NamespaceError::PreconditionFailed { .. }
-        | NamespaceError::BucketNotEmpty { .. } => Status::failed_precondition(msg),
+        | NamespaceError::BucketNotEmpty { .. }
+        | NamespaceError::NodeInUse { .. } => Status::failed_precondition(msg),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod namespace;
 pub mod network;
 pub mod pending;
 pub mod raft_service;
+pub mod rebalance;
 pub mod repair;
 pub mod service;
 pub mod state_machine;

@@ -43,6 +43,8 @@ pub struct RepairStats {
     pub queue: AtomicU64,
     pub repaired_chunks: AtomicU64,
     pub repaired_bytes: AtomicU64,
+    /// Shards moved by rebalancing.
+    pub moved_shards: AtomicU64,
 }
 
 /// What to do for one chunk: a pure decision from its placement and the node states.
@@ -52,7 +54,7 @@ pub struct RepairPlan {
     pub sources: Vec<(u32, NodeId)>,
     /// Indices to rebuild.
     pub missing: Vec<u32>,
-    /// Placements on out nodes, to retire once their index is rebuilt.
+    /// Placements on out or draining nodes, to retire once their index is rebuilt.
     pub on_out_nodes: Vec<(u32, NodeId)>,
     /// Nodes holding a shard of this chunk (up or down): never chosen as targets.
     pub holders: BTreeSet<NodeId>,
@@ -66,9 +68,12 @@ pub enum PlanError {
     TooFewSources { usable: usize, needed: usize },
 }
 
+/// `draining` nodes are up and serve their shards as sources, but every shard on them is
+/// rebuilt elsewhere and then retired (that is how a drain empties a node).
 pub fn plan(
     meta: &ChunkMeta,
     state: impl Fn(NodeId) -> NodeState,
+    draining: impl Fn(NodeId) -> bool,
 ) -> Result<RepairPlan, PlanError> {
     let total = meta.redundancy.total_shards() as u32;
     let needed = meta.redundancy.data_shards();
@@ -83,6 +88,10 @@ pub fn plan(
                 NodeState::Up => {
                     holders.insert(node);
                     sources.push((index, node));
+                    if draining(node) {
+                        missing.push(index);
+                        on_out_nodes.push((index, node));
+                    }
                 }
                 NodeState::Down => {
                     holders.insert(node);
@@ -156,9 +165,10 @@ pub async fn run(
                 })
                 .collect()
         };
+        // Shards to move off: those on out nodes and on draining ones.
         let out: BTreeSet<NodeId> = states
             .iter()
-            .filter(|(_, (s, _))| *s == NodeState::Out)
+            .filter(|(n, (s, _))| *s == NodeState::Out || nodes[n].draining)
             .map(|(n, _)| *n)
             .collect();
         let (todo, queue) = {
@@ -177,6 +187,44 @@ pub async fn run(
         };
         let started = Instant::now();
         let mut written = 0u64;
+        // With nothing to repair, even out the shards per node (after nodes were added).
+        let moves = if queue == 0 {
+            let s = state.read().expect("state lock poisoned");
+            let placed = s.namespace.shards_per_node();
+            let eligible: BTreeMap<NodeId, u64> = states
+                .iter()
+                .filter(|(n, (st, _))| *st == NodeState::Up && !nodes[n].draining)
+                .map(|(n, _)| (*n, placed.get(n).copied().unwrap_or(0)))
+                .collect();
+            // Each chunk moves at most once per pass: the snapshot taken here would be
+            // stale for a second move of the same chunk.
+            let mut taken = BTreeSet::new();
+            crate::rebalance::plan_moves(&eligible, BATCH)
+                .into_iter()
+                .filter_map(|(from, to)| {
+                    let pick = s
+                        .namespace
+                        .chunks_on_node(from, 4 * BATCH)
+                        .into_iter()
+                        .find(|(id, c)| {
+                            !taken.contains(id) && !c.shards.values().any(|n| *n == to)
+                        })?;
+                    taken.insert(pick.0);
+                    Some((pick.0, pick.1, from, to))
+                })
+                .collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        };
+        for (chunk, meta, from, to) in moves {
+            if shutdown.is_cancelled() || raft.metrics().borrow().current_leader != Some(id) {
+                break;
+            }
+            match pass.move_shard(chunk, &meta, from, to).await {
+                Ok(bytes) => written += bytes,
+                Err(e) => tracing::debug!(%chunk, from, to, error = %e, "shard not moved"),
+            }
+        }
         for (chunk, meta) in todo {
             if shutdown.is_cancelled() || raft.metrics().borrow().current_leader != Some(id) {
                 break;
@@ -198,6 +246,44 @@ pub async fn run(
 }
 
 impl Pass<'_> {
+    /// Copies one shard of `chunk` from node `from` to node `to` (no decoding: the shard
+    /// is verified and copied as is) and commits the move.
+    async fn move_shard(
+        &self,
+        chunk: ChunkId,
+        meta: &ChunkMeta,
+        from: NodeId,
+        to: NodeId,
+    ) -> anyhow::Result<u64> {
+        let index = *meta
+            .shards
+            .iter()
+            .find(|(_, n)| **n == from)
+            .ok_or_else(|| anyhow::anyhow!("chunk {chunk} has no shard on node {from}"))?
+            .0;
+        let (src, dst) = (&self.nodes[&from].addr, &self.nodes[&to].addr);
+        let bytes = self.pool.get_shard(src, chunk, index).await?;
+        let hash = meta.shard_hashes[index as usize].0;
+        anyhow::ensure!(
+            *blake3::hash(&bytes).as_bytes() == hash,
+            "shard {index} on node {from} failed verification"
+        );
+        let len = bytes.len() as u64;
+        self.pool
+            .put_shard(dst, chunk, index, Arc::new(bytes), hash)
+            .await?;
+        self.raft
+            .client_write(Command::RepairChunk {
+                chunk,
+                placed: vec![(index, to)],
+                dropped: vec![(index, from)],
+            })
+            .await?;
+        self.stats.moved_shards.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%chunk, index, from, to, "moved shard");
+        Ok(len)
+    }
+
     fn state(&self, node: NodeId) -> NodeState {
         self.states
             .get(&node)
@@ -207,7 +293,11 @@ impl Pass<'_> {
 
     /// Rebuilds what `meta` misses; returns the bytes written.
     async fn repair(&self, chunk: ChunkId, meta: &ChunkMeta) -> anyhow::Result<u64> {
-        let plan = plan(meta, |n| self.state(n))?;
+        let plan = plan(
+            meta,
+            |n| self.state(n),
+            |n| self.nodes.get(&n).is_some_and(|r| r.draining),
+        )?;
         let codec = Codec::new(meta.redundancy)?;
         let shard_len = codec.shard_len(meta.size as usize);
 
@@ -237,7 +327,9 @@ impl Pass<'_> {
         let candidates: Vec<Candidate> = self
             .states
             .iter()
-            .filter(|(n, (s, _))| *s == NodeState::Up && !plan.holders.contains(n))
+            .filter(|(n, (s, _))| {
+                *s == NodeState::Up && !plan.holders.contains(n) && !self.nodes[n].draining
+            })
             .map(|(n, (_, free))| Candidate {
                 id: *n,
                 zone: self.nodes[n].zone.clone(),
@@ -316,7 +408,7 @@ mod tests {
     #[test]
     fn lost_and_out_shards_are_rebuilt_from_k_up_sources() {
         let m = meta(&[(0, 1), (1, 2), (3, 4)]);
-        let p = plan(&m, states(&[], &[4])).unwrap();
+        let p = plan(&m, states(&[], &[4]), |_| false).unwrap();
         assert_eq!(p.missing, vec![2, 3]);
         assert_eq!(p.on_out_nodes, vec![(3, 4)]);
         assert_eq!(p.sources, vec![(0, 1), (1, 2)]);
@@ -326,18 +418,31 @@ mod tests {
     #[test]
     fn shards_on_down_nodes_are_waited_for_not_rebuilt() {
         let m = meta(&[(0, 1), (1, 2), (2, 3), (3, 4)]);
-        assert_eq!(plan(&m, states(&[3, 4], &[])), Err(PlanError::Nothing));
+        assert_eq!(
+            plan(&m, states(&[3, 4], &[]), |_| false),
+            Err(PlanError::Nothing)
+        );
         let m = meta(&[(0, 1), (1, 2), (2, 3)]);
-        let p = plan(&m, states(&[2], &[])).unwrap();
+        let p = plan(&m, states(&[2], &[]), |_| false).unwrap();
         assert_eq!(p.missing, vec![3]);
         assert!(p.holders.contains(&2), "a down holder is not a target");
+    }
+
+    #[test]
+    fn shards_on_a_draining_node_are_sources_and_moved_away() {
+        let m = meta(&[(0, 1), (1, 2), (2, 3), (3, 4)]);
+        let p = plan(&m, states(&[], &[]), |n| n == 2).unwrap();
+        assert_eq!(p.missing, vec![1]);
+        assert_eq!(p.on_out_nodes, vec![(1, 2)]);
+        assert!(p.sources.iter().any(|(i, _)| *i == 0));
+        assert!(p.holders.contains(&2), "the draining node is not a target");
     }
 
     #[test]
     fn too_few_up_shards_cannot_be_repaired_yet() {
         let m = meta(&[(0, 1), (1, 2), (2, 3)]);
         assert_eq!(
-            plan(&m, states(&[1], &[2])),
+            plan(&m, states(&[1], &[2]), |_| false),
             Err(PlanError::TooFewSources {
                 usable: 1,
                 needed: 2

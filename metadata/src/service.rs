@@ -268,7 +268,7 @@ impl MetaService for MetaServer {
             let liveness = self.liveness.lock().expect("liveness lock poisoned");
             nodes
                 .iter()
-                .filter(|(id, _)| !req.exclude_nodes.contains(id))
+                .filter(|(id, n)| !req.exclude_nodes.contains(id) && !n.draining)
                 .filter(|(id, _)| liveness.state(**id, now) == NodeState::Up)
                 .map(|(id, n)| Candidate {
                     id: *id,
@@ -579,7 +579,9 @@ impl MetaService for MetaServer {
         req: Request<pm::ClusterStatusRequest>,
     ) -> Result<Response<pm::ClusterStatusResponse>, Status> {
         forward_unless_leader!(self, req, cluster_status);
-        let (counts, nodes) = self.read(|ns| (ns.counts(), ns.nodes().clone())).await?;
+        let (counts, nodes, placed) = self
+            .read(|ns| (ns.counts(), ns.nodes().clone(), ns.shards_per_node()))
+            .await?;
         let now = Instant::now();
         let nodes = {
             let liveness = self.liveness.lock().expect("liveness lock poisoned");
@@ -600,6 +602,8 @@ impl MetaService for MetaServer {
                             .since_last(id, now)
                             .map(|d| d.as_millis() as u64)
                             .unwrap_or(0),
+                        draining: n.draining,
+                        placed_shards: placed.get(&id).copied().unwrap_or(0),
                     }
                 })
                 .collect()
@@ -632,6 +636,7 @@ impl MetaService for MetaServer {
             repair_queue: self.repair.queue.load(Ordering::Relaxed),
             repaired_chunks: self.repair.repaired_chunks.load(Ordering::Relaxed),
             repaired_bytes: self.repair.repaired_bytes.load(Ordering::Relaxed),
+            moved_shards: self.repair.moved_shards.load(Ordering::Relaxed),
         }))
     }
 
@@ -699,5 +704,36 @@ impl MetaService for MetaServer {
             .await
             .map_err(membership_status)?;
         Ok(Response::new(pm::RemoveReplicaResponse {}))
+    }
+
+    async fn set_node_draining(
+        &self,
+        req: Request<pm::SetNodeDrainingRequest>,
+    ) -> Result<Response<pm::SetNodeDrainingResponse>, Status> {
+        forward_unless_leader!(self, req, set_node_draining);
+        let req = req.into_inner();
+        tracing::info!(
+            node = req.node_id,
+            draining = req.draining,
+            "node drain changed"
+        );
+        self.write(Command::SetDraining {
+            node: req.node_id,
+            draining: req.draining,
+        })
+        .await?;
+        Ok(Response::new(pm::SetNodeDrainingResponse {}))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pm::RemoveNodeRequest>,
+    ) -> Result<Response<pm::RemoveNodeResponse>, Status> {
+        forward_unless_leader!(self, req, remove_node);
+        let req = req.into_inner();
+        self.write(Command::RemoveNode { node: req.node_id })
+            .await?;
+        tracing::info!(node = req.node_id, "storage node removed");
+        Ok(Response::new(pm::RemoveNodeResponse {}))
     }
 }

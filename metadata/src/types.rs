@@ -65,6 +65,10 @@ pub enum Command {
         placed: Vec<(u32, NodeId)>,
         dropped: Vec<(u32, NodeId)>,
     },
+    /// Start or stop draining a storage node.
+    SetDraining { node: NodeId, draining: bool },
+    /// Forget a storage node that holds no shard.
+    RemoveNode { node: NodeId },
     /// These garbage-collection entries were deleted from their nodes.
     GcDone { seqs: Vec<u64> },
 }

@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Storage nodes: list, drain, undrain, remove.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Metadata replicas: add or remove (Raft membership change).
     Meta {
         #[command(subcommand)]
@@ -93,6 +98,21 @@ enum BucketCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Every storage node with its state, usage and shards.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every shard off node ID (it keeps serving until empty).
+    Drain { id: u64 },
+    /// Stop draining node ID.
+    Undrain { id: u64 },
+    /// Forget node ID; refused while shards are placed on it.
+    Remove { id: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,6 +163,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { target } => objects::rm(&client(&cli.cluster)?, &target).await,
         Command::Status { json } => status::show(&client(&cli.cluster)?, json).await,
         Command::Scrub { node } => status::scrub(&client(&cli.cluster)?, node).await,
+        Command::Node { command } => {
+            let client = client(&cli.cluster)?;
+            match command {
+                NodeCommand::Ls { json } => status::node_ls(&client, json).await,
+                NodeCommand::Drain { id } => {
+                    client.set_node_draining(id, true).await?;
+                    println!("node {id} is draining: its shards move to other nodes");
+                    Ok(())
+                }
+                NodeCommand::Undrain { id } => {
+                    client.set_node_draining(id, false).await?;
+                    println!("node {id} is no longer draining");
+                    Ok(())
+                }
+                NodeCommand::Remove { id } => {
+                    client.remove_node(id).await?;
+                    println!("node {id} removed");
+                    Ok(())
+                }
+            }
+        }
         Command::Meta { command } => {
             let client = client(&cli.cluster)?;
             match command {

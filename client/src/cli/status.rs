@@ -32,7 +32,8 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
             "nodes": s.nodes.iter().map(|n| serde_json::json!({
                 "id": n.node_id, "addr": n.addr, "zone": n.zone, "state": n.state,
                 "capacity_bytes": n.capacity_bytes, "used_bytes": n.used_bytes,
-                "shards": n.shard_count, "quarantined": n.quarantined_count,
+                "shards": n.shard_count, "placed_shards": n.placed_shards,
+                "draining": n.draining, "quarantined": n.quarantined_count,
                 "last_heartbeat_ms": n.last_heartbeat_ms})).collect::<Vec<_>>(),
             "nodes_up": up,
             "nodes_out": out,
@@ -46,6 +47,7 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
             "repair_queue": s.repair_queue,
             "repaired_chunks": s.repaired_chunks,
             "repaired_bytes": s.repaired_bytes,
+            "moved_shards": s.moved_shards,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -79,28 +81,64 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
         s.buckets, s.objects, s.chunks, s.degraded_chunks, s.pending_gc_shards
     );
     println!(
-        "repair:   {} chunks waiting, {} chunks ({}) rebuilt since the leader started",
+        "repair:   {} chunks waiting, {} chunks ({}) rebuilt, {} shards moved since the leader started",
         s.repair_queue,
         s.repaired_chunks,
-        human_bytes(s.repaired_bytes)
+        human_bytes(s.repaired_bytes),
+        s.moved_shards
     );
     println!();
+    print_nodes(&s.nodes);
+    Ok(())
+}
+
+fn state_of(n: &cairn_proto::meta::NodeStatus) -> String {
+    if n.draining {
+        format!("{}+drain", n.state)
+    } else {
+        n.state.clone()
+    }
+}
+
+fn print_nodes(nodes: &[cairn_proto::meta::NodeStatus]) {
     println!(
-        "{:<6} {:<22} {:<10} {:<6} {:>11} {:>11} {:>8} {:>11}",
+        "{:<6} {:<22} {:<10} {:<10} {:>11} {:>11} {:>8} {:>11}",
         "NODE", "ADDRESS", "ZONE", "STATE", "USED", "CAPACITY", "SHARDS", "QUARANTINED"
     );
-    for n in &s.nodes {
+    for n in nodes {
         println!(
-            "{:<6} {:<22} {:<10} {:<6} {:>11} {:>11} {:>8} {:>11}",
+            "{:<6} {:<22} {:<10} {:<10} {:>11} {:>11} {:>8} {:>11}",
             n.node_id,
             n.addr,
             n.zone,
-            n.state,
+            state_of(n),
             human_bytes(n.used_bytes),
             human_bytes(n.capacity_bytes),
-            n.shard_count,
+            n.placed_shards,
             n.quarantined_count
         );
+    }
+}
+
+/// `cairn node ls`.
+pub async fn node_ls(client: &Client, json: bool) -> anyhow::Result<()> {
+    let s = client.status().await?;
+    if json {
+        let nodes: Vec<_> = s
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.node_id, "addr": n.addr, "zone": n.zone, "state": n.state,
+                    "draining": n.draining, "placed_shards": n.placed_shards,
+                    "used_bytes": n.used_bytes, "capacity_bytes": n.capacity_bytes,
+                    "quarantined": n.quarantined_count,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+    } else {
+        print_nodes(&s.nodes);
     }
     Ok(())
 }

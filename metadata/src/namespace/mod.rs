@@ -78,9 +78,25 @@ impl Namespace {
                 mtime,
             } => self.create_bucket(name, redundancy, mtime),
             Command::RegisterNode { id, addr, zone } => {
-                self.nodes.insert(id, NodeRecord { addr, zone });
+                let draining = self.nodes.get(&id).is_some_and(|n| n.draining);
+                self.nodes.insert(
+                    id,
+                    NodeRecord {
+                        addr,
+                        zone,
+                        draining,
+                    },
+                );
                 Ok(CommandResult::Done)
             }
+            Command::SetDraining { node, draining } => match self.nodes.get_mut(&node) {
+                Some(record) => {
+                    record.draining = draining;
+                    Ok(CommandResult::Done)
+                }
+                None => Err(NamespaceError::NoSuchNode { node }),
+            },
+            Command::RemoveNode { node } => self.remove_node(node),
             Command::CommitObject {
                 bucket,
                 key,
@@ -143,6 +159,39 @@ impl Namespace {
                 }
             }
         }
+    }
+
+    /// Shards placed on each node (nodes without shards are absent).
+    pub fn shards_per_node(&self) -> BTreeMap<NodeId, u64> {
+        let mut counts = BTreeMap::new();
+        for chunk in self.chunks.values() {
+            for node in chunk.shards.values() {
+                *counts.entry(*node).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// Chunks with a shard on `node`, at most `limit`.
+    pub fn chunks_on_node(&self, node: NodeId, limit: usize) -> Vec<(ChunkId, ChunkMeta)> {
+        self.chunks
+            .iter()
+            .filter(|(_, c)| c.shards.values().any(|n| *n == node))
+            .take(limit)
+            .map(|(id, c)| (*id, c.clone()))
+            .collect()
+    }
+
+    fn remove_node(&mut self, node: NodeId) -> Result<CommandResult, NamespaceError> {
+        if !self.nodes.contains_key(&node) {
+            return Err(NamespaceError::NoSuchNode { node });
+        }
+        let shards = self.shards_per_node().get(&node).copied().unwrap_or(0);
+        if shards > 0 {
+            return Err(NamespaceError::NodeInUse { node, shards });
+        }
+        self.nodes.remove(&node);
+        Ok(CommandResult::Done)
     }
 
     /// Queues one shard for deletion from its node.

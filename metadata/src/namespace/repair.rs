@@ -31,9 +31,10 @@ impl Namespace {
             .collect()
     }
 
-    /// Records rebuilt shards (`placed`) and forgets placements on out nodes (`dropped`,
-    /// queued for deletion in case the node returns). A rebuilt shard whose index was
-    /// meanwhile placed by someone else is queued for deletion instead.
+    /// Records rebuilt or moved shards (`placed`) and forgets the placements they replace
+    /// (`dropped`, queued for deletion in case the node returns). A new shard whose index
+    /// was meanwhile placed elsewhere is queued for deletion instead; one already recorded
+    /// at that very node is left alone.
     pub(super) fn repair_chunk(
         &mut self,
         chunk: ChunkId,
@@ -52,10 +53,15 @@ impl Namespace {
             }
         }
         for (index, node) in placed {
-            if index < total && !meta.shards.contains_key(&index) {
-                meta.shards.insert(index, node);
-            } else {
-                garbage.push(GcEntry { chunk, index, node });
+            match meta.shards.get(&index) {
+                // Already recorded (a retried commit): nothing to do, and above all not
+                // garbage, since it is the live copy.
+                Some(current) if *current == node => {}
+                None if index < total => {
+                    meta.shards.insert(index, node);
+                }
+                // Someone else placed this index meanwhile: the new copy is surplus.
+                _ => garbage.push(GcEntry { chunk, index, node }),
             }
         }
         if meta.is_degraded() {

@@ -407,3 +407,65 @@ fn delimiter_rolls_keys_up_into_common_prefixes() {
     }
     assert_eq!(seen, vec!["a/", "b", "c-d", "c/", "photos/"]);
 }
+
+#[test]
+fn node_with_shards_cannot_be_removed_and_draining_survives_reregistration() {
+    let mut ns = ns_with_bucket();
+    for id in 1..=3 {
+        ns.apply(Command::RegisterNode {
+            id,
+            addr: format!("n{id}"),
+            zone: "z".into(),
+        });
+    }
+    put(&mut ns, "k", 10);
+    assert!(matches!(
+        ns.apply(Command::RemoveNode { node: 1 }),
+        CommandResult::Rejected(NamespaceError::NodeInUse { node: 1, shards: 1 })
+    ));
+    assert_eq!(ns.shards_per_node().get(&2), Some(&1));
+    ns.apply(Command::SetDraining {
+        node: 2,
+        draining: true,
+    });
+    ns.apply(Command::RegisterNode {
+        id: 2,
+        addr: "n2".into(),
+        zone: "z".into(),
+    });
+    assert!(ns.nodes()[&2].draining, "a restart does not end a drain");
+    ns.apply(Command::RegisterNode {
+        id: 9,
+        addr: "n9".into(),
+        zone: "z".into(),
+    });
+    assert_eq!(
+        ns.apply(Command::RemoveNode { node: 9 }),
+        CommandResult::Done
+    );
+    assert!(!ns.nodes().contains_key(&9));
+}
+
+#[test]
+fn recommitting_a_placement_does_not_garbage_collect_the_live_shard() {
+    let mut ns = ns_with_bucket();
+    put(&mut ns, "k", 10);
+    let (id, meta) = ns.lookup("bkt", "k").unwrap().chunks[0].clone();
+    let before = ns.counts().pending_gc;
+    // Move index 0 from node 1 to node 7, then commit the same move again.
+    let mv = Command::RepairChunk {
+        chunk: id,
+        placed: vec![(0, 7)],
+        dropped: vec![(0, 1)],
+    };
+    ns.apply(mv.clone());
+    ns.apply(mv);
+    assert_eq!(ns.chunk(&id).unwrap().shards.get(&0), Some(&7));
+    assert_eq!(
+        ns.counts().pending_gc,
+        before + 1,
+        "only the old copy on node 1 is garbage"
+    );
+    assert!(ns.gc_entries(10).iter().all(|(_, e)| e.node != 7));
+    assert_eq!(meta.shards.len(), 3);
+}

@@ -38,6 +38,10 @@ pub enum NamespaceError {
     BucketNotEmpty { name: String },
     #[error("chunk {chunk} is not referenced by any object")]
     NoSuchChunk { chunk: ChunkId },
+    #[error("storage node {node} is not registered")]
+    NoSuchNode { node: NodeId },
+    #[error("storage node {node} still holds {shards} shards; drain it first")]
+    NodeInUse { node: NodeId, shards: u64 },
 }
 
 fn describe_generation(current: Option<u64>) -> String {
@@ -177,6 +181,10 @@ pub struct Bucket {
 pub struct NodeRecord {
     pub addr: String,
     pub zone: String,
+    /// The operator asked to empty this node: nothing new is placed on it and its shards
+    /// are moved elsewhere while it keeps serving them.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// A shard to delete from a node.
