@@ -268,6 +268,18 @@ impl Client {
         Ok(())
     }
 
+    /// Sets the cluster-wide repair and rebalance bandwidth limit.
+    pub async fn set_repair_throttle(&self, bytes_per_sec: u64) -> Result<()> {
+        let req = pm::SetRepairThrottleRequest { bytes_per_sec };
+        self.meta
+            .call(
+                req,
+                |mut c, r| async move { c.set_repair_throttle(r).await },
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Forgets a storage node that holds no shard.
     pub async fn remove_node(&self, node: u64) -> Result<()> {
         let req = pm::RemoveNodeRequest { node_id: node };

@@ -45,6 +45,8 @@ pub struct RepairStats {
     pub repaired_bytes: AtomicU64,
     /// Shards moved by rebalancing.
     pub moved_shards: AtomicU64,
+    /// The bandwidth limit in force.
+    pub bytes_per_sec: AtomicU64,
 }
 
 /// What to do for one chunk: a pure decision from its placement and the node states.
@@ -147,10 +149,15 @@ pub async fn run(
         if raft.metrics().borrow().current_leader != Some(id) {
             continue;
         }
-        let nodes = {
+        let (nodes, bytes_per_sec) = {
             let s = state.read().expect("state lock poisoned");
-            s.namespace.nodes().clone()
+            let throttle = s.namespace.settings().repair_bytes_per_sec;
+            (
+                s.namespace.nodes().clone(),
+                throttle.unwrap_or(config.bytes_per_sec).max(1),
+            )
         };
+        stats.bytes_per_sec.store(bytes_per_sec, Ordering::Relaxed);
         let now = Instant::now();
         let states: BTreeMap<NodeId, (NodeState, u64)> = {
             let l = liveness.lock().expect("liveness lock poisoned");
@@ -224,6 +231,9 @@ pub async fn run(
                 Ok(bytes) => written += bytes,
                 Err(e) => tracing::debug!(%chunk, from, to, error = %e, "shard not moved"),
             }
+            if !pace(started, written, bytes_per_sec, &shutdown).await {
+                return;
+            }
         }
         for (chunk, meta) in todo {
             if shutdown.is_cancelled() || raft.metrics().borrow().current_leader != Some(id) {
@@ -233,16 +243,29 @@ pub async fn run(
                 Ok(bytes) => written += bytes,
                 Err(e) => tracing::debug!(%chunk, error = %e, "chunk not repaired this pass"),
             }
-            // Throttle: never faster than the configured bandwidth.
-            let due = Duration::from_secs_f64(written as f64 / config.bytes_per_sec as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
+            if !pace(started, written, bytes_per_sec, &shutdown).await {
+                return;
             }
         }
     }
+}
+
+/// Throttle: sleeps until `written` bytes since `started` are within `bytes_per_sec`.
+/// False when shutdown came first.
+async fn pace(
+    started: Instant,
+    written: u64,
+    bytes_per_sec: u64,
+    shutdown: &CancellationToken,
+) -> bool {
+    let due = Duration::from_secs_f64(written as f64 / bytes_per_sec as f64);
+    if let Some(wait) = due.checked_sub(started.elapsed()) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    true
 }
 
 impl Pass<'_> {

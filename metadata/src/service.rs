@@ -637,6 +637,7 @@ impl MetaService for MetaServer {
             repaired_chunks: self.repair.repaired_chunks.load(Ordering::Relaxed),
             repaired_bytes: self.repair.repaired_bytes.load(Ordering::Relaxed),
             moved_shards: self.repair.moved_shards.load(Ordering::Relaxed),
+            repair_bytes_per_sec: self.repair.bytes_per_sec.load(Ordering::Relaxed),
         }))
     }
 
@@ -735,5 +736,22 @@ impl MetaService for MetaServer {
             .await?;
         tracing::info!(node = req.node_id, "storage node removed");
         Ok(Response::new(pm::RemoveNodeResponse {}))
+    }
+
+    async fn set_repair_throttle(
+        &self,
+        req: Request<pm::SetRepairThrottleRequest>,
+    ) -> Result<Response<pm::SetRepairThrottleResponse>, Status> {
+        forward_unless_leader!(self, req, set_repair_throttle);
+        let bytes_per_sec = req.into_inner().bytes_per_sec;
+        if bytes_per_sec < (1 << 20) {
+            return Err(Status::invalid_argument(
+                "the repair throttle must be at least 1 MiB/s",
+            ));
+        }
+        self.write(Command::SetRepairThrottle { bytes_per_sec })
+            .await?;
+        tracing::info!(bytes_per_sec, "repair throttle changed");
+        Ok(Response::new(pm::SetRepairThrottleResponse {}))
     }
 }

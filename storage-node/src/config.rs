@@ -67,9 +67,17 @@ pub struct NodeConfig {
     /// Most bytes per second a scrub pass reads. Default: 52428800 (50 MiB/s).
     #[serde(default = "default_scrub_bytes_per_sec")]
     pub scrub_bytes_per_sec: u64,
+    /// Milliseconds a quarantined (corrupt) shard is kept for inspection before it is
+    /// deleted. Default: 604800000 (7 days).
+    #[serde(default = "default_quarantine_retention_ms")]
+    pub quarantine_retention_ms: u64,
     /// Address of the Prometheus `/metrics` HTTP endpoint. Default: none (not served).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+}
+
+fn default_quarantine_retention_ms() -> u64 {
+    7 * 24 * 3600 * 1000
 }
 
 fn default_scrub_interval_ms() -> u64 {
@@ -174,6 +182,9 @@ pub struct ConfigOverrides {
     /// Scrub read bandwidth limit in bytes per second (default 52428800).
     #[arg(long, env = "CAIRN_NODE_SCRUB_BYTES_PER_SEC")]
     pub scrub_bytes_per_sec: Option<u64>,
+    /// Milliseconds quarantined shards are kept (default 604800000).
+    #[arg(long, env = "CAIRN_NODE_QUARANTINE_RETENTION_MS")]
+    pub quarantine_retention_ms: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "CAIRN_NODE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -213,6 +224,7 @@ impl NodeConfig {
                 scrub_interval_ms: default_scrub_interval_ms(),
                 scrub_bytes_per_sec: default_scrub_bytes_per_sec(),
                 metrics_listen: None,
+                quarantine_retention_ms: default_quarantine_retention_ms(),
             },
         };
         if let Some(id) = o.id {
@@ -253,6 +265,9 @@ impl NodeConfig {
         }
         if let Some(b) = o.scrub_bytes_per_sec {
             cfg.scrub_bytes_per_sec = b;
+        }
+        if let Some(ms) = o.quarantine_retention_ms {
+            cfg.quarantine_retention_ms = ms;
         }
         if o.metrics_listen.is_some() {
             cfg.metrics_listen = o.metrics_listen;

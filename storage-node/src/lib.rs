@@ -114,6 +114,7 @@ pub async fn run_with_listener(
         orphan_sweep::SweepConfig {
             grace: std::time::Duration::from_millis(cfg.orphan_grace_ms),
             interval: std::time::Duration::from_millis(cfg.orphan_sweep_interval_ms),
+            quarantine_retention: std::time::Duration::from_millis(cfg.quarantine_retention_ms),
         },
         heartbeat_stop.clone(),
     ));

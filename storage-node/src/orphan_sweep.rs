@@ -2,7 +2,8 @@
 //! (left by a client that died between writing shards and committing, or by a refused
 //! commit) are deleted. Only shards older than the grace period are considered, and the
 //! metadata leader answers which of them are unknown, so a shard of a live write or of a
-//! committed object is never touched.
+//! committed object is never touched. The same loop deletes quarantined shards once their
+//! retention has passed (they were reported and rebuilt long before).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct SweepConfig {
     pub grace: Duration,
     /// Time between sweeps.
     pub interval: Duration,
+    /// Quarantined shards older than this are deleted.
+    pub quarantine_retention: Duration,
 }
 
 pub async fn run(
@@ -38,6 +41,11 @@ pub async fn run(
             Ok(0) => {}
             Ok(n) => tracing::info!(shards = n, "deleted orphan shards"),
             Err(e) => tracing::debug!(error = %e, "orphan sweep skipped"),
+        }
+        match store.purge_quarantine(config.quarantine_retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "deleted expired quarantined shards"),
+            Err(e) => tracing::warn!(error = %e, "purging the quarantine failed"),
         }
     }
 }

@@ -288,6 +288,34 @@ impl ShardStore {
         .map_err(io_error("list shards in", &self.shards_dir))
     }
 
+    /// Deletes quarantined files moved aside more than `age` ago (by the time they were
+    /// quarantined, their chunks were reported and rebuilt elsewhere). Returns how many.
+    pub async fn purge_quarantine(&self, age: std::time::Duration) -> Result<u64, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.quarantine_dir.clone();
+        let removed = blocking(move || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let mut removed = 0u64;
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                // The rename into quarantine set the change time: that is its age.
+                let quarantined_at = entry.metadata()?.ctime();
+                if now.saturating_sub(quarantined_at) >= age.as_secs() as i64 {
+                    std::fs::remove_file(entry.path())?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(io_error("purge quarantine in", &self.quarantine_dir))?;
+        self.update_usage(|u| u.quarantined_count = u.quarantined_count.saturating_sub(removed));
+        Ok(removed)
+    }
+
     /// Counts kept in memory; no IO.
     pub fn usage(&self) -> Usage {
         *self.usage.lock().unwrap_or_else(|p| p.into_inner())

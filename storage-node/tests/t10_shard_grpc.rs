@@ -37,6 +37,7 @@ fn config(id: u64, data_dir: &Path) -> NodeConfig {
         scrub_interval_ms: 0,
         scrub_bytes_per_sec: 50 << 20,
         metrics_listen: None,
+        quarantine_retention_ms: 7 * 24 * 3600 * 1000,
     }
 }
 

@@ -133,3 +133,25 @@ async fn corrupt_shard_is_rebuilt_after_a_read_finds_it() {
     assert_eq!(tc.quarantined_files().len(), 1);
     tc.must_get_equal("default", "rot", &data).await;
 }
+
+/// `cairn repair throttle` changes the bandwidth limit cluster-wide (replicated, so it
+/// survives a leader change); `cairn repair status` shows it; nonsense is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_throttle_is_set_at_run_time_and_shown() {
+    let tc = TestCluster::start_with(1, 3, Redundancy::Ec { k: 2, m: 1 }, fast_repair).await;
+    let out = tc.cli(&["repair", "throttle", "7"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tc.wait_status("throttle in force", Duration::from_secs(10), |s| {
+        s.repair_bytes_per_sec == 7 << 20
+    })
+    .await;
+    let text = String::from_utf8_lossy(&tc.cli(&["repair", "status"]).stdout).to_string();
+    assert!(text.contains("7.0 MiB/s"), "{text}");
+    let out = tc.cli(&["repair", "throttle", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1 MiB/s"));
+}

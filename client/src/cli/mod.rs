@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Repair progress and bandwidth.
+    Repair {
+        #[command(subcommand)]
+        command: RepairCommand,
+    },
     /// Storage nodes: list, drain, undrain, remove.
     Node {
         #[command(subcommand)]
@@ -98,6 +103,17 @@ enum BucketCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum RepairCommand {
+    /// Degraded chunks, the repair queue, what was rebuilt and moved, the throttle.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Limit repair and rebalance writes to MBPS megabytes (MiB) per second.
+    Throttle { mbps: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,6 +179,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { target } => objects::rm(&client(&cli.cluster)?, &target).await,
         Command::Status { json } => status::show(&client(&cli.cluster)?, json).await,
         Command::Scrub { node } => status::scrub(&client(&cli.cluster)?, node).await,
+        Command::Repair { command } => {
+            let client = client(&cli.cluster)?;
+            match command {
+                RepairCommand::Status { json } => status::repair_status(&client, json).await,
+                RepairCommand::Throttle { mbps } => {
+                    client
+                        .set_repair_throttle(mbps.saturating_mul(1 << 20))
+                        .await?;
+                    println!("repair and rebalance limited to {mbps} MiB/s");
+                    Ok(())
+                }
+            }
+        }
         Command::Node { command } => {
             let client = client(&cli.cluster)?;
             match command {

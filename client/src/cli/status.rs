@@ -120,6 +120,41 @@ fn print_nodes(nodes: &[cairn_proto::meta::NodeStatus]) {
     }
 }
 
+/// `cairn repair status`.
+pub async fn repair_status(client: &Client, json: bool) -> anyhow::Result<()> {
+    let s = client.status().await?;
+    if json {
+        let v = serde_json::json!({
+            "degraded_chunks": s.degraded_chunks,
+            "repair_queue": s.repair_queue,
+            "repaired_chunks": s.repaired_chunks,
+            "repaired_bytes": s.repaired_bytes,
+            "moved_shards": s.moved_shards,
+            "repair_bytes_per_sec": s.repair_bytes_per_sec,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let queue_bytes_hint = if s.repair_queue == 0 {
+        "nothing to do".to_string()
+    } else {
+        format!("{} chunks waiting", s.repair_queue)
+    };
+    println!("degraded chunks:  {}", s.degraded_chunks);
+    println!("repair queue:     {queue_bytes_hint}");
+    println!(
+        "rebuilt:          {} chunks, {}",
+        s.repaired_chunks,
+        human_bytes(s.repaired_bytes)
+    );
+    println!("moved (rebalance): {} shards", s.moved_shards);
+    println!(
+        "throttle:         {}/s",
+        human_bytes(s.repair_bytes_per_sec)
+    );
+    Ok(())
+}
+
 /// `cairn node ls`.
 pub async fn node_ls(client: &Client, json: bool) -> anyhow::Result<()> {
     let s = client.status().await?;

@@ -39,6 +39,17 @@ pub struct Namespace {
     degraded: BTreeSet<ChunkId>,
     nodes: BTreeMap<NodeId, NodeRecord>,
     gc: BTreeMap<u64, GcEntry>,
+    /// Cluster-wide settings an operator changes at run time.
+    #[serde(default)]
+    settings: ClusterSettings,
+}
+
+/// Cluster-wide settings changed at run time (replicated, so every leader uses them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    /// Repair bandwidth limit set by `cairn repair throttle`; `None`: the leader's
+    /// start-up value.
+    pub repair_bytes_per_sec: Option<u64>,
 }
 
 /// Counts for `cairn status`.
@@ -97,6 +108,10 @@ impl Namespace {
                 None => Err(NamespaceError::NoSuchNode { node }),
             },
             Command::RemoveNode { node } => self.remove_node(node),
+            Command::SetRepairThrottle { bytes_per_sec } => {
+                self.settings.repair_bytes_per_sec = Some(bytes_per_sec);
+                Ok(CommandResult::Done)
+            }
             Command::CommitObject {
                 bucket,
                 key,
@@ -159,6 +174,10 @@ impl Namespace {
                 }
             }
         }
+    }
+
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.settings
     }
 
     /// Shards placed on each node (nodes without shards are absent).

@@ -334,3 +334,35 @@ fn shard_file_names_round_trip() {
     assert_eq!(ShardKey::from_file_name(&format!("{}.x", id.chunk)), None);
     assert_eq!(ShardKey::from_file_name(&format!("{}.+1", id.chunk)), None);
 }
+
+#[tokio::test]
+async fn quarantine_is_purged_after_its_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = must_open(dir.path()).await;
+    let id = key(9, 1);
+    must_put(&store, id, &sample(100_000, 4)).await;
+    flip_data_byte(&store, id, 10);
+    assert!(store.get(id, 0, 0).await.is_err());
+    assert_eq!(store.usage().quarantined_count, 1);
+    assert_eq!(
+        store
+            .purge_quarantine(std::time::Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        files_in(&dir.path().join("quarantine")).len(),
+        1,
+        "young files stay"
+    );
+    assert_eq!(
+        store
+            .purge_quarantine(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(files_in(&dir.path().join("quarantine")).is_empty());
+    assert_eq!(store.usage().quarantined_count, 0);
+}
