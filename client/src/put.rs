@@ -57,6 +57,10 @@ pub struct PutOptions {
     pub precondition: Option<Precondition>,
 }
 
+/// How often a long put re-announces its uncommitted chunks (well inside the leader's
+/// pending TTL, 1 h by default).
+const REFRESH_PENDING_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Fills `buf` from `reader` until it is full or the input ends; returns bytes read.
 async fn read_full(reader: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> Result<usize> {
     let mut filled = 0;
@@ -105,13 +109,25 @@ impl Client {
         let mut size = 0u64;
         let mut degraded_chunks = 0;
         let mut hasher = blake3::Hasher::new();
+        let mut refreshed = std::time::Instant::now();
         loop {
             let n = read_full(&mut reader, &mut buf).await?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            let chunk = self.write_chunk(bucket, &buf[..n]).await?;
+            // Every few minutes, tell the leader this write is still going on, so its
+            // earlier chunks are not taken for orphans (see AllocateChunkRequest).
+            let in_progress = if refreshed.elapsed() > REFRESH_PENDING_EVERY {
+                refreshed = std::time::Instant::now();
+                chunks
+                    .iter()
+                    .map(|c: &pm::Chunk| c.chunk_id.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let chunk = self.write_chunk(bucket, &buf[..n], in_progress).await?;
             if chunk.shards.len() < chunk.shard_hashes.len() {
                 degraded_chunks += 1;
             }
@@ -154,7 +170,12 @@ impl Client {
 
     /// Encodes and stores one chunk; returns its metadata once at least the scheme's
     /// durable minimum of shards is on disk. Failed shards are retried once on other nodes.
-    async fn write_chunk(&self, bucket: &str, data: &[u8]) -> Result<pm::Chunk> {
+    async fn write_chunk(
+        &self,
+        bucket: &str,
+        data: &[u8],
+        in_progress: Vec<Vec<u8>>,
+    ) -> Result<pm::Chunk> {
         let alloc = self
             .meta
             .call(
@@ -162,6 +183,7 @@ impl Client {
                     bucket: bucket.into(),
                     exclude_nodes: vec![],
                     min_targets: 0,
+                    in_progress,
                 },
                 |mut c, r| async move { c.allocate_chunk(r).await },
             )
@@ -221,6 +243,7 @@ impl Client {
                         bucket: bucket.into(),
                         exclude_nodes: used.iter().copied().collect(),
                         min_targets: 1,
+                        in_progress: Vec::new(),
                     },
                     |mut c, r| async move { c.allocate_chunk(r).await },
                 )

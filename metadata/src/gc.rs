@@ -25,6 +25,7 @@ pub async fn run(
     raft: Raft,
     state: SharedState,
     liveness: Arc<Mutex<Liveness>>,
+    placement_lock: Arc<tokio::sync::Mutex<()>>,
     shutdown: CancellationToken,
 ) {
     let mut clients: BTreeMap<String, NodeServiceClient<tonic::transport::Channel>> =
@@ -37,9 +38,24 @@ pub async fn run(
         if raft.metrics().borrow().current_leader != Some(id) {
             continue;
         }
+        let up: std::collections::BTreeSet<u64> = {
+            let l = liveness.lock().expect("liveness lock poisoned");
+            let s = state.read().expect("state lock poisoned");
+            let now = Instant::now();
+            s.namespace
+                .nodes()
+                .keys()
+                .filter(|n| l.state(**n, now) == NodeState::Up)
+                .copied()
+                .collect()
+        };
         let (entries, nodes) = {
             let s = state.read().expect("state lock poisoned");
-            (s.namespace.gc_entries(BATCH), s.namespace.nodes().clone())
+            let ready = |n: u64| up.contains(&n) || !s.namespace.nodes().contains_key(&n);
+            (
+                s.namespace.gc_entries(BATCH, ready),
+                s.namespace.nodes().clone(),
+            )
         };
         if entries.is_empty() {
             continue;
@@ -51,12 +67,16 @@ pub async fn run(
                 done.push(seq);
                 continue;
             };
-            let up = liveness
-                .lock()
-                .expect("liveness lock poisoned")
-                .state(entry.node, Instant::now())
-                == NodeState::Up;
-            if !up {
+            // Deletions and placements on one node never interleave: a shard placed back
+            // here after its deletion was queued is live again and must stay.
+            let _placing = placement_lock.lock().await;
+            let live = state
+                .read()
+                .expect("state lock poisoned")
+                .namespace
+                .is_live(&entry);
+            if live {
+                done.push(seq);
                 continue;
             }
             let client = clients

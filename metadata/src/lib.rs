@@ -103,6 +103,8 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
 
     let down_after = Duration::from_millis(cfg.node_down_after_ms);
     let out_after = Duration::from_millis(cfg.node_out_after_ms);
+    // Garbage collection and repair/rebalance take turns on shard placements.
+    let placement_lock = Arc::new(tokio::sync::Mutex::new(()));
     let liveness = Arc::new(Mutex::new(Liveness::new(
         down_after,
         out_after,
@@ -118,6 +120,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         repair::RepairConfig {
             interval: Duration::from_millis(cfg.repair_interval_ms),
             bytes_per_sec: cfg.repair_bytes_per_sec,
+            placement_lock: placement_lock.clone(),
         },
         shutdown.clone(),
     ));
@@ -132,6 +135,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         raft.clone(),
         state.clone(),
         liveness.clone(),
+        placement_lock.clone(),
         shutdown.clone(),
     ));
 

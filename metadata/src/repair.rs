@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_client::node_pool::NodePool;
+use cairn_client::ClientError;
 use cairn_common::erasure::Codec;
 use cairn_common::placement::{place, Candidate};
 use cairn_common::{ChunkId, NodeId};
@@ -30,10 +31,12 @@ const BATCH: usize = 64;
 /// Free space assumed for a node whose heartbeat the leader has not seen.
 const UNKNOWN_FREE_BYTES: u64 = 1 << 40;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RepairConfig {
     pub interval: Duration,
     pub bytes_per_sec: u64,
+    /// Shared with garbage collection: held while shards are written and committed.
+    pub placement_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Progress counters, shown by `cairn status`.
@@ -52,7 +55,7 @@ pub struct RepairStats {
 /// What to do for one chunk: a pure decision from its placement and the node states.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepairPlan {
-    /// Shards to read (index, node): `k` of them on up nodes.
+    /// Shards that can be read (index, node), on up nodes: at least `k`.
     pub sources: Vec<(u32, NodeId)>,
     /// Indices to rebuild.
     pub missing: Vec<u32>,
@@ -60,6 +63,14 @@ pub struct RepairPlan {
     pub on_out_nodes: Vec<(u32, NodeId)>,
     /// Nodes holding a shard of this chunk (up or down): never chosen as targets.
     pub holders: BTreeSet<NodeId>,
+}
+
+/// Why a source shard could not be used.
+enum SourceError {
+    /// Missing or corrupt: report it, so the chunk is known to be degraded.
+    Lost(String),
+    /// The node did not answer: try another source, report nothing.
+    Unreachable(String),
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -114,7 +125,8 @@ pub fn plan(
             needed,
         });
     }
-    sources.truncate(needed);
+    // Every usable shard is a candidate source, in order; repair reads k of them and
+    // falls back to the others when a read fails.
     Ok(RepairPlan {
         sources,
         missing,
@@ -129,6 +141,9 @@ struct Pass<'a> {
     nodes: &'a BTreeMap<NodeId, NodeRecord>,
     states: &'a BTreeMap<NodeId, (NodeState, u64)>,
     stats: &'a RepairStats,
+    /// Held while shards are written and their placement committed, so garbage
+    /// collection never deletes a shard between its write and its commit.
+    placement_lock: &'a tokio::sync::Mutex<()>,
 }
 
 pub async fn run(
@@ -182,7 +197,16 @@ pub async fn run(
             let s = state.read().expect("state lock poisoned");
             let all = s.namespace.chunks_needing_repair(&out, usize::MAX);
             let queue = all.len();
-            (all.into_iter().take(BATCH).collect::<Vec<_>>(), queue)
+            // Only chunks that can be rebuilt now: those beyond repair (too few shards
+            // up) must not fill every batch and starve the rest.
+            let state_of = |n: NodeId| states.get(&n).map_or(NodeState::Out, |(s, _)| *s);
+            let draining = |n: NodeId| nodes.get(&n).is_some_and(|r| r.draining);
+            let feasible = all
+                .into_iter()
+                .filter(|(_, meta)| plan(meta, state_of, draining).is_ok())
+                .take(BATCH)
+                .collect::<Vec<_>>();
+            (feasible, queue)
         };
         stats.queue.store(queue as u64, Ordering::Relaxed);
         let pass = Pass {
@@ -191,6 +215,7 @@ pub async fn run(
             nodes: &nodes,
             states: &states,
             stats: &stats,
+            placement_lock: &config.placement_lock,
         };
         let started = Instant::now();
         let mut written = 0u64;
@@ -284,14 +309,27 @@ impl Pass<'_> {
             .find(|(_, n)| **n == from)
             .ok_or_else(|| anyhow::anyhow!("chunk {chunk} has no shard on node {from}"))?
             .0;
-        let (src, dst) = (&self.nodes[&from].addr, &self.nodes[&to].addr);
-        let bytes = self.pool.get_shard(src, chunk, index).await?;
+        let dst = &self.nodes[&to].addr;
+        let shard_len = Codec::new(meta.redundancy)?.shard_len(meta.size as usize);
         let hash = meta.shard_hashes[index as usize].0;
-        anyhow::ensure!(
-            *blake3::hash(&bytes).as_bytes() == hash,
-            "shard {index} on node {from} failed verification"
-        );
+        let bytes = match self
+            .read_verified(chunk, meta, index, from, shard_len)
+            .await
+        {
+            Ok(bytes) => bytes,
+            Err(SourceError::Lost(why)) => {
+                let lost = Command::ShardLost {
+                    chunk,
+                    index,
+                    node: from,
+                };
+                let _ = self.raft.client_write(lost).await;
+                anyhow::bail!("shard {index} on node {from} is lost: {why}");
+            }
+            Err(SourceError::Unreachable(why)) => anyhow::bail!(why),
+        };
         let len = bytes.len() as u64;
+        let _placing = self.placement_lock.lock().await;
         self.pool
             .put_shard(dst, chunk, index, Arc::new(bytes), hash)
             .await?;
@@ -305,6 +343,38 @@ impl Pass<'_> {
         self.stats.moved_shards.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%chunk, index, from, to, "moved shard");
         Ok(len)
+    }
+
+    /// One shard, read and checked against the metadata's hash.
+    async fn read_verified(
+        &self,
+        chunk: ChunkId,
+        meta: &ChunkMeta,
+        index: u32,
+        node: NodeId,
+        shard_len: usize,
+    ) -> Result<Vec<u8>, SourceError> {
+        let addr = &self
+            .nodes
+            .get(&node)
+            .ok_or_else(|| SourceError::Unreachable(format!("node {node} unknown")))?
+            .addr;
+        let bytes = match self.pool.get_shard(addr, chunk, index).await {
+            Ok(bytes) => bytes,
+            Err(e @ ClientError::NotFound { .. })
+            | Err(
+                e @ ClientError::Server {
+                    code: tonic::Code::DataLoss,
+                    ..
+                },
+            ) => return Err(SourceError::Lost(e.to_string())),
+            Err(e) => return Err(SourceError::Unreachable(e.to_string())),
+        };
+        let expected = meta.shard_hashes[index as usize].0;
+        if bytes.len() != shard_len || *blake3::hash(&bytes).as_bytes() != expected {
+            return Err(SourceError::Lost("failed verification".into()));
+        }
+        Ok(bytes)
     }
 
     fn state(&self, node: NodeId) -> NodeState {
@@ -324,25 +394,41 @@ impl Pass<'_> {
         let codec = Codec::new(meta.redundancy)?;
         let shard_len = codec.shard_len(meta.size as usize);
 
-        // Read k verified shards in parallel, each from its own node.
-        let reads = plan.sources.iter().map(|&(index, node)| async move {
-            let addr = &self
-                .nodes
-                .get(&node)
-                .ok_or_else(|| anyhow::anyhow!("node {node} unknown"))?
-                .addr;
-            let bytes = self.pool.get_shard(addr, chunk, index).await?;
-            let expected = meta.shard_hashes[index as usize].0;
-            anyhow::ensure!(
-                bytes.len() == shard_len && *blake3::hash(&bytes).as_bytes() == expected,
-                "shard {index} on node {node} failed verification"
-            );
-            Ok::<_, anyhow::Error>((index, bytes))
-        });
+        // Read k verified shards in parallel, each from its own node; when a read fails
+        // take the next source. Shards found missing or corrupt are reported lost.
+        let needed = meta.redundancy.data_shards();
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; meta.redundancy.total_shards()];
-        for read in join_all(reads).await {
-            let (index, bytes) = read?;
-            shards[index as usize] = Some(bytes);
+        let mut have = 0;
+        let mut next = plan.sources.iter().copied();
+        while have < needed {
+            let batch: Vec<(u32, NodeId)> = next.by_ref().take(needed - have).collect();
+            if batch.is_empty() {
+                anyhow::bail!("only {have} of the {needed} shards needed could be read");
+            }
+            let reads = batch.iter().map(|&(index, node)| async move {
+                (
+                    index,
+                    node,
+                    self.read_verified(chunk, meta, index, node, shard_len)
+                        .await,
+                )
+            });
+            for (index, node, result) in join_all(reads).await {
+                match result {
+                    Ok(bytes) => {
+                        shards[index as usize] = Some(bytes);
+                        have += 1;
+                    }
+                    Err(SourceError::Lost(why)) => {
+                        tracing::warn!(%chunk, index, node, %why, "repair source lost");
+                        let lost = Command::ShardLost { chunk, index, node };
+                        let _ = self.raft.client_write(lost).await;
+                    }
+                    Err(SourceError::Unreachable(why)) => {
+                        tracing::debug!(%chunk, index, node, %why, "repair source unreachable")
+                    }
+                }
+            }
         }
         codec.reconstruct_all(&mut shards)?;
 
@@ -360,6 +446,7 @@ impl Pass<'_> {
             })
             .collect();
         let targets = place(&chunk, &candidates, plan.missing.len());
+        let _placing = self.placement_lock.lock().await;
         let writes = plan.missing.iter().zip(targets).map(|(&index, node)| {
             let data = Arc::new(shards[index as usize].clone().expect("reconstructed"));
             let hash = meta.shard_hashes[index as usize].0;

@@ -256,6 +256,12 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::AllocateChunkResponse>, Status> {
         forward_unless_leader!(self, req, allocate_chunk);
         let req = req.into_inner();
+        if req.in_progress.len() > MAX_FILTER_BATCH * 10 {
+            return Err(Status::invalid_argument("too many in-progress chunk ids"));
+        }
+        for id in &req.in_progress {
+            self.pending.start(chunk_id_from_proto(id)?);
+        }
         let (redundancy, nodes) = self
             .read(|ns| {
                 ns.bucket(&req.bucket)
@@ -338,8 +344,15 @@ impl MetaService for MetaServer {
             })
             .await;
         // Committed or refused, these chunks are no longer a write in progress: refused
-        // ones are orphans for the storage nodes' sweep to reclaim.
-        self.pending.finish(&chunk_ids);
+        // ones are orphans for the storage nodes' sweep to reclaim. An UNAVAILABLE answer
+        // is not final (the client retries), so they stay in progress.
+        let final_answer = match &result {
+            Ok(_) => true,
+            Err(status) => status.code() != tonic::Code::Unavailable,
+        };
+        if final_answer {
+            self.pending.finish(&chunk_ids);
+        }
         let result = result?;
         let generation = match result {
             CommandResult::Committed { generation } => generation,

@@ -91,6 +91,13 @@ impl StateMachine {
     }
 
     fn save_snapshot(&self, meta: &SnapshotMeta<u64, BasicNode>, data: &[u8]) -> StorageResult<()> {
+        // The builder runs in its own task: never let an older snapshot replace a newer
+        // installed one (the log before the newer one may already be purged).
+        if let Some(stored) = self.load_snapshot()? {
+            if stored.meta.last_log_id > meta.last_log_id {
+                return Ok(());
+            }
+        }
         let cf = self
             .db
             .cf_handle(CF_STORE)

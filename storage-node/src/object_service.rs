@@ -111,10 +111,12 @@ fn decode_page_token(token: &str) -> Result<(String, String), Status> {
     if token.is_empty() {
         return Ok((String::new(), String::new()));
     }
-    match token.split_at(1) {
-        ("k", key) => Ok((key.to_string(), String::new())),
-        ("p", prefix) => Ok((prefix.to_string(), prefix.to_string())),
-        _ => Err(Status::invalid_argument("malformed page_token")),
+    if let Some(key) = token.strip_prefix('k') {
+        Ok((key.to_string(), String::new()))
+    } else if let Some(prefix) = token.strip_prefix('p') {
+        Ok((prefix.to_string(), prefix.to_string()))
+    } else {
+        Err(Status::invalid_argument("malformed page_token"))
     }
 }
 
@@ -439,5 +441,27 @@ impl ObjectService for ObjectServiceImpl {
         info.generation = outcome.generation;
         info.size = outcome.size;
         Ok(Response::new(po::CopyObjectResponse { object: Some(info) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn page_tokens_decode_or_are_refused_without_panicking() {
+        use super::decode_page_token;
+        assert_eq!(
+            decode_page_token("").unwrap(),
+            (String::new(), String::new())
+        );
+        assert_eq!(
+            decode_page_token("kab").unwrap(),
+            ("ab".into(), String::new())
+        );
+        assert_eq!(
+            decode_page_token("pa/").unwrap(),
+            ("a/".into(), "a/".into())
+        );
+        assert!(decode_page_token("é").is_err());
+        assert!(decode_page_token("x").is_err());
     }
 }

@@ -56,26 +56,27 @@ pub async fn sweep_once(
     client: &Client,
     grace: Duration,
 ) -> anyhow::Result<usize> {
-    let old = store.shards_older_than(grace, BATCH).await?;
-    if old.is_empty() {
-        return Ok(0);
-    }
-    let mut chunks: Vec<_> = old.iter().map(|k| k.chunk).collect();
-    chunks.sort();
-    chunks.dedup();
-    let unknown: std::collections::HashSet<_> = client
-        .filter_unknown_chunks(&chunks)
-        .await?
-        .into_iter()
-        .collect();
+    // Every old shard, asked about in batches (a fixed first batch would look at the same
+    // live shards forever and never reach the orphans behind them).
+    let old = store.shards_older_than(grace, usize::MAX).await?;
     let mut deleted = 0;
-    for key in old
-        .into_iter()
-        .filter(|k: &ShardKey| unknown.contains(&k.chunk))
-    {
-        if store.delete(key).await? {
-            tracing::debug!(shard = %key, "deleted orphan shard");
-            deleted += 1;
+    for batch in old.chunks(BATCH) {
+        let mut chunks: Vec<_> = batch.iter().map(|k| k.chunk).collect();
+        chunks.sort();
+        chunks.dedup();
+        let unknown: std::collections::HashSet<_> = client
+            .filter_unknown_chunks(&chunks)
+            .await?
+            .into_iter()
+            .collect();
+        for key in batch
+            .iter()
+            .filter(|k: &&ShardKey| unknown.contains(&k.chunk))
+        {
+            if store.delete(*key).await? {
+                tracing::debug!(shard = %key, "deleted orphan shard");
+                deleted += 1;
+            }
         }
     }
     Ok(deleted)

@@ -42,7 +42,16 @@ pub struct Namespace {
     /// Cluster-wide settings an operator changes at run time.
     #[serde(default)]
     settings: ClusterSettings,
+    /// Recently released chunk ids (id -> release order), so that a late retry of a
+    /// commit cannot point an object at a chunk whose shards are being deleted.
+    #[serde(default)]
+    retired: BTreeMap<ChunkId, u64>,
+    #[serde(default)]
+    retired_order: BTreeMap<u64, ChunkId>,
 }
+
+/// How many released chunk ids are remembered (oldest forgotten first).
+const RETIRED_MAX: usize = 1_000_000;
 
 /// Cluster-wide settings changed at run time (replicated, so every leader uses them).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +174,7 @@ impl Namespace {
         for extent in extents {
             if let Some(chunk) = self.chunks.remove(&extent.chunk) {
                 self.degraded.remove(&extent.chunk);
+                self.retire(extent.chunk);
                 for (index, node) in chunk.shards {
                     self.queue_gc(GcEntry {
                         chunk: extent.chunk,
@@ -173,6 +183,21 @@ impl Namespace {
                     });
                 }
             }
+        }
+    }
+
+    fn retire(&mut self, chunk: ChunkId) {
+        let seq = self
+            .retired_order
+            .last_key_value()
+            .map_or(0, |(s, _)| s + 1);
+        self.retired.insert(chunk, seq);
+        self.retired_order.insert(seq, chunk);
+        while self.retired.len() > RETIRED_MAX {
+            let Some((_, oldest)) = self.retired_order.pop_first() else {
+                break;
+            };
+            self.retired.remove(&oldest);
         }
     }
 
@@ -266,12 +291,28 @@ impl Namespace {
         self.chunks.get(id)
     }
 
-    pub fn gc_entries(&self, limit: usize) -> Vec<(u64, GcEntry)> {
+    /// Up to `limit` queued deletions whose node passes `ready` (a node that is down
+    /// must not hold up deletions on every other node).
+    pub fn gc_entries(&self, limit: usize, ready: impl Fn(NodeId) -> bool) -> Vec<(u64, GcEntry)> {
         self.gc
             .iter()
+            .filter(|(_, e)| ready(e.node))
             .take(limit)
             .map(|(s, e)| (*s, e.clone()))
             .collect()
+    }
+
+    /// Whether `entry` names a shard that is placed again (its deletion is obsolete).
+    pub fn is_live(&self, entry: &GcEntry) -> bool {
+        self.chunks
+            .get(&entry.chunk)
+            .is_some_and(|c| c.shards.get(&entry.index) == Some(&entry.node))
+    }
+
+    /// Drops queued deletions of a shard that is being placed again.
+    pub(super) fn cancel_gc(&mut self, chunk: ChunkId, index: u32, node: NodeId) {
+        self.gc
+            .retain(|_, e| !(e.chunk == chunk && e.index == index && e.node == node));
     }
 
     pub fn counts(&self) -> Counts {

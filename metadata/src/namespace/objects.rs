@@ -51,11 +51,32 @@ impl Namespace {
             return Ok(CommandResult::Committed { generation });
         }
         self.check_precondition(bucket, key, precondition)?;
-        let total: u64 = chunks.iter().map(|(_, c)| c.size).sum();
+        // Checked: sizes come from the network, and a panic here would repeat on every
+        // replica and at every replay of the log.
+        let total = chunks
+            .iter()
+            .try_fold(0u64, |sum, (_, c)| sum.checked_add(c.size))
+            .ok_or(NamespaceError::SizeMismatch {
+                size,
+                total: u64::MAX,
+            })?;
         if total != size {
             return Err(NamespaceError::SizeMismatch { size, total });
         }
+        let mut seen = std::collections::BTreeSet::new();
         for (id, chunk) in &chunks {
+            if !seen.insert(*id) {
+                return Err(NamespaceError::BadChunk {
+                    chunk: *id,
+                    reason: "listed twice in one object".into(),
+                });
+            }
+            if self.retired.contains_key(id) {
+                return Err(NamespaceError::BadChunk {
+                    chunk: *id,
+                    reason: "chunk was already released (a stale retry)".into(),
+                });
+            }
             let bad = |reason: &str| NamespaceError::BadChunk {
                 chunk: *id,
                 reason: reason.into(),

@@ -46,6 +46,7 @@ impl Namespace {
         };
         let total = meta.redundancy.total_shards() as u32;
         let mut garbage = Vec::new();
+        let mut cancelled = Vec::new();
         for (index, node) in dropped {
             if meta.shards.get(&index) == Some(&node) {
                 meta.shards.remove(&index);
@@ -59,6 +60,7 @@ impl Namespace {
                 Some(current) if *current == node => {}
                 None if index < total => {
                     meta.shards.insert(index, node);
+                    cancelled.push((index, node));
                 }
                 // Someone else placed this index meanwhile: the new copy is surplus.
                 _ => garbage.push(GcEntry { chunk, index, node }),
@@ -68,6 +70,11 @@ impl Namespace {
             self.degraded.insert(chunk);
         } else {
             self.degraded.remove(&chunk);
+        }
+        // A shard placed back on a node that still had its old copy queued for deletion:
+        // that deletion would now destroy the live copy.
+        for (index, node) in cancelled {
+            self.cancel_gc(chunk, index, node);
         }
         for entry in garbage {
             self.queue_gc(entry);

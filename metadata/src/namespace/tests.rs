@@ -466,6 +466,70 @@ fn recommitting_a_placement_does_not_garbage_collect_the_live_shard() {
         before + 1,
         "only the old copy on node 1 is garbage"
     );
-    assert!(ns.gc_entries(10).iter().all(|(_, e)| e.node != 7));
+    assert!(ns.gc_entries(10, |_| true).iter().all(|(_, e)| e.node != 7));
     assert_eq!(meta.shards.len(), 3);
+}
+
+#[test]
+fn late_retry_of_a_commit_cannot_revive_a_released_chunk() {
+    let mut ns = ns_with_bucket();
+    let c = chunk(10, 3);
+    let commit = Command::CommitObject {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        size: 10,
+        chunks: vec![c],
+        attrs: ObjectAttrs::default(),
+        precondition: None,
+        mtime: 0,
+    };
+    assert!(matches!(
+        ns.apply(commit.clone()),
+        CommandResult::Committed { .. }
+    ));
+    // Another writer overwrites the key; the first chunk's shards go to GC.
+    put(&mut ns, "k", 3);
+    let late = ns.apply(commit);
+    assert!(
+        matches!(
+            late,
+            CommandResult::Rejected(NamespaceError::BadChunk { .. })
+        ),
+        "{late:?}"
+    );
+    assert_eq!(ns.lookup("bkt", "k").unwrap().entry.size, 3);
+}
+
+#[test]
+fn absurd_sizes_are_rejected_not_panicking() {
+    let mut ns = ns_with_bucket();
+    let (mut a, mut b) = (chunk(1, 3), chunk(1, 3));
+    a.1.size = u64::MAX;
+    b.1.size = 1;
+    let r = ns.apply(Command::CommitObject {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        size: 0,
+        chunks: vec![a.clone(), b],
+        attrs: ObjectAttrs::default(),
+        precondition: None,
+        mtime: 0,
+    });
+    assert!(matches!(
+        r,
+        CommandResult::Rejected(NamespaceError::SizeMismatch { .. })
+    ));
+    let r = ns.apply(Command::CommitObject {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        size: 2,
+        chunks: vec![(a.0, chunk(1, 3).1), (a.0, chunk(1, 3).1)],
+        attrs: ObjectAttrs::default(),
+        precondition: None,
+        mtime: 0,
+    });
+    assert!(
+        matches!(r, CommandResult::Rejected(NamespaceError::BadChunk { .. })),
+        "{r:?}"
+    );
 }
