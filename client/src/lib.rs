@@ -280,6 +280,27 @@ impl Client {
         Ok(())
     }
 
+    /// Sets a node's relative share of data, in percent (100 = normal).
+    pub async fn set_node_weight(&self, node: u64, weight_pct: u32) -> Result<()> {
+        let req = pm::SetNodeWeightRequest {
+            node_id: node,
+            weight_pct,
+        };
+        self.meta
+            .call(req, |mut c, r| async move { c.set_node_weight(r).await })
+            .await?;
+        Ok(())
+    }
+
+    /// What rebalancing would move now.
+    pub async fn rebalance_plan(&self) -> Result<pm::RebalancePlanResponse> {
+        self.meta
+            .call(pm::RebalancePlanRequest {}, |mut c, r| async move {
+                c.rebalance_plan(r).await
+            })
+            .await
+    }
+
     /// Forgets a storage node that holds no shard.
     pub async fn remove_node(&self, node: u64) -> Result<()> {
         let req = pm::RemoveNodeRequest { node_id: node };

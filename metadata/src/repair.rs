@@ -50,6 +50,25 @@ pub struct RepairStats {
     pub moved_shards: AtomicU64,
     /// The bandwidth limit in force.
     pub bytes_per_sec: AtomicU64,
+    /// Bytes written per second by the last pass that wrote anything.
+    pub rate_bytes_per_sec: AtomicU64,
+    /// Average bytes rebuilt per repaired chunk (for the estimate).
+    pub bytes_per_chunk: AtomicU64,
+}
+
+impl RepairStats {
+    /// Seconds until the queue is empty at the last pass's rate; 0 when unknown.
+    pub fn eta_secs(&self) -> u64 {
+        let (queue, rate, per_chunk) = (
+            self.queue.load(Ordering::Relaxed),
+            self.rate_bytes_per_sec.load(Ordering::Relaxed),
+            self.bytes_per_chunk.load(Ordering::Relaxed),
+        );
+        if queue == 0 || rate == 0 {
+            return 0;
+        }
+        (queue * per_chunk).div_ceil(rate)
+    }
 }
 
 /// What to do for one chunk: a pure decision from its placement and the node states.
@@ -223,10 +242,15 @@ pub async fn run(
         let moves = if queue == 0 {
             let s = state.read().expect("state lock poisoned");
             let placed = s.namespace.shards_per_node();
-            let eligible: BTreeMap<NodeId, u64> = states
+            let eligible: BTreeMap<NodeId, (u64, u32)> = states
                 .iter()
                 .filter(|(n, (st, _))| *st == NodeState::Up && !nodes[n].draining)
-                .map(|(n, _)| (*n, placed.get(n).copied().unwrap_or(0)))
+                .map(|(n, _)| {
+                    (
+                        *n,
+                        (placed.get(n).copied().unwrap_or(0), nodes[n].weight_pct),
+                    )
+                })
                 .collect();
             // Each chunk moves at most once per pass: the snapshot taken here would be
             // stale for a second move of the same chunk.
@@ -271,6 +295,12 @@ pub async fn run(
             if !pace(started, written, bytes_per_sec, &shutdown).await {
                 return;
             }
+        }
+        if written > 0 {
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            stats
+                .rate_bytes_per_sec
+                .store((written as f64 / secs) as u64, Ordering::Relaxed);
         }
     }
 }
@@ -442,7 +472,7 @@ impl Pass<'_> {
             .map(|(n, (_, free))| Candidate {
                 id: *n,
                 zone: self.nodes[n].zone.clone(),
-                free_bytes: *free,
+                free_bytes: free.saturating_mul(u64::from(self.nodes[n].weight_pct)) / 100,
             })
             .collect();
         let targets = place(&chunk, &candidates, plan.missing.len());
@@ -478,10 +508,15 @@ impl Pass<'_> {
                 dropped,
             })
             .await?;
-        self.stats.repaired_chunks.fetch_add(1, Ordering::Relaxed);
-        self.stats
+        let chunks = self.stats.repaired_chunks.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self
+            .stats
             .repaired_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
+            .fetch_add(bytes, Ordering::Relaxed)
+            + bytes;
+        self.stats
+            .bytes_per_chunk
+            .store(total / chunks, Ordering::Relaxed);
         tracing::info!(%chunk, shards = placed.len(), "repaired chunk");
         Ok(bytes)
     }

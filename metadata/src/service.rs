@@ -282,7 +282,9 @@ impl MetaService for MetaServer {
                     free_bytes: liveness
                         .usage(*id)
                         .map(|u| u.capacity_bytes.saturating_sub(u.used_bytes))
-                        .unwrap_or(UNKNOWN_FREE_BYTES),
+                        .unwrap_or(UNKNOWN_FREE_BYTES)
+                        .saturating_mul(u64::from(n.weight_pct))
+                        / 100,
                 })
                 .collect()
         };
@@ -616,6 +618,7 @@ impl MetaService for MetaServer {
                             .map(|d| d.as_millis() as u64)
                             .unwrap_or(0),
                         draining: n.draining,
+                        weight_pct: n.weight_pct,
                         placed_shards: placed.get(&id).copied().unwrap_or(0),
                     }
                 })
@@ -651,6 +654,8 @@ impl MetaService for MetaServer {
             repaired_bytes: self.repair.repaired_bytes.load(Ordering::Relaxed),
             moved_shards: self.repair.moved_shards.load(Ordering::Relaxed),
             repair_bytes_per_sec: self.repair.bytes_per_sec.load(Ordering::Relaxed),
+            repair_rate_bytes_per_sec: self.repair.rate_bytes_per_sec.load(Ordering::Relaxed),
+            repair_eta_secs: self.repair.eta_secs(),
         }))
     }
 
@@ -766,5 +771,61 @@ impl MetaService for MetaServer {
             .await?;
         tracing::info!(bytes_per_sec, "repair throttle changed");
         Ok(Response::new(pm::SetRepairThrottleResponse {}))
+    }
+
+    async fn set_node_weight(
+        &self,
+        req: Request<pm::SetNodeWeightRequest>,
+    ) -> Result<Response<pm::SetNodeWeightResponse>, Status> {
+        forward_unless_leader!(self, req, set_node_weight);
+        let req = req.into_inner();
+        if !(1..=10_000).contains(&req.weight_pct) {
+            return Err(Status::invalid_argument(
+                "a weight must be between 1% and 10000%",
+            ));
+        }
+        self.write(Command::SetNodeWeight {
+            node: req.node_id,
+            weight_pct: req.weight_pct,
+        })
+        .await?;
+        Ok(Response::new(pm::SetNodeWeightResponse {}))
+    }
+
+    async fn rebalance_plan(
+        &self,
+        req: Request<pm::RebalancePlanRequest>,
+    ) -> Result<Response<pm::RebalancePlanResponse>, Status> {
+        forward_unless_leader!(self, req, rebalance_plan);
+        let (nodes, placed) = self
+            .read(|ns| (ns.nodes().clone(), ns.shards_per_node()))
+            .await?;
+        let now = Instant::now();
+        let eligible: std::collections::BTreeMap<u64, (u64, u32)> = nodes
+            .iter()
+            .filter(|(id, n)| !n.draining && self.node_state(**id, now) == NodeState::Up)
+            .map(|(id, n)| (*id, (placed.get(id).copied().unwrap_or(0), n.weight_pct)))
+            .collect();
+        let moves = crate::rebalance::plan_moves(&eligible, 10_000_000);
+        let mut after: std::collections::BTreeMap<u64, u64> =
+            eligible.iter().map(|(n, (c, _))| (*n, *c)).collect();
+        for (from, to) in &moves {
+            *after.entry(*from).or_default() -= 1;
+            *after.entry(*to).or_default() += 1;
+        }
+        let tolerance = crate::rebalance::tolerance(&after);
+        Ok(Response::new(pm::RebalancePlanResponse {
+            moves: moves.len() as u64,
+            nodes: eligible
+                .iter()
+                .map(|(n, (c, w))| pm::RebalanceTarget {
+                    node_id: *n,
+                    weight_pct: *w,
+                    placed_shards: *c,
+                    after_shards: after[n],
+                })
+                .collect(),
+            tolerance,
+        }))
     }
 }

@@ -69,6 +69,8 @@ pub enum Command {
     SetDraining { node: NodeId, draining: bool },
     /// Forget a storage node that holds no shard.
     RemoveNode { node: NodeId },
+    /// Change a node's relative share of data (percent, 100 = normal).
+    SetNodeWeight { node: NodeId, weight_pct: u32 },
     /// Limit repair and rebalance writes to this many bytes per second.
     SetRepairThrottle { bytes_per_sec: u64 },
     /// These garbage-collection entries were deleted from their nodes.

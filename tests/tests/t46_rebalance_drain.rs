@@ -137,3 +137,54 @@ async fn added_nodes_fill_up_and_a_drained_node_empties_under_load() {
         tc.must_get_equal("default", key, data).await;
     }
 }
+
+/// A node given weight 3 ends up holding well over twice the shards of the others;
+/// `cairn rebalance --dry-run` shows the plan first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_change_moves_shards_toward_the_heavier_node() {
+    // 6 nodes: one node can hold at most one shard per chunk (a third of a 2+1 chunk), so
+    // with fewer nodes a weight of 3 could not be honoured.
+    let tc = TestCluster::start_with(1, 6, Redundancy::Ec { k: 2, m: 1 }, |s| {
+        s.chunk_size = 64 * 1024;
+        s.env
+            .push(("CAIRN_META_REPAIR_INTERVAL_MS".into(), "300".into()));
+    })
+    .await;
+    for i in 0..20 {
+        tc.must_put("default", &format!("w/{i}"), &random_bytes(300_000, i))
+            .await;
+    }
+    let out = tc.cli(&["node", "weight", "1", "0"]);
+    assert!(!out.status.success(), "a zero weight is refused");
+    let out = tc.cli(&["node", "weight", "1", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = String::from_utf8_lossy(&tc.cli(&["rebalance", "--dry-run"]).stdout).to_string();
+    assert!(plan.contains("would move"), "{plan}");
+    assert!(
+        plan.lines()
+            .any(|l| l.starts_with("1 ") && l.contains("3.00")),
+        "{plan}"
+    );
+    tc.wait_status("node 1 fills up", Duration::from_secs(60), |s| {
+        let of = |id: u64| {
+            s.nodes
+                .iter()
+                .find(|n| n.node_id == id)
+                .map_or(0, |n| n.placed_shards)
+        };
+        let others = (2..=6).map(of).sum::<u64>() as f64 / 5.0;
+        of(1) as f64 >= 2.0 * others
+            && s.nodes
+                .iter()
+                .any(|n| n.node_id == 1 && n.weight_pct == 300)
+    })
+    .await;
+    for i in 0..20 {
+        tc.must_get_equal("default", &format!("w/{i}"), &random_bytes(300_000, i))
+            .await;
+    }
+}

@@ -2,6 +2,7 @@
 
 mod dev;
 mod objects;
+mod progress;
 mod status;
 
 use std::path::PathBuf;
@@ -52,6 +53,12 @@ enum Command {
     },
     /// Delete BUCKET/KEY (its shards are reclaimed in the background).
     Rm { target: String },
+    /// Show how shards would be moved to even out the nodes. Rebalancing runs by itself
+    /// whenever nothing needs repair; --dry-run only shows the plan.
+    Rebalance {
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Verify every shard now (on every up node, or one): corrupt shards are
     /// quarantined and rebuilt by repair.
     Scrub {
@@ -129,6 +136,8 @@ enum NodeCommand {
     Undrain { id: u64 },
     /// Forget node ID; refused while shards are placed on it.
     Remove { id: u64 },
+    /// Give node ID a relative share of data (1.0 = normal, 2.0 = twice as much).
+    Weight { id: u64, weight: f64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { target } => objects::rm(&client(&cli.cluster)?, &target).await,
         Command::Status { json } => status::show(&client(&cli.cluster)?, json).await,
         Command::Scrub { node } => status::scrub(&client(&cli.cluster)?, node).await,
+        Command::Rebalance { dry_run } => status::rebalance(&client(&cli.cluster)?, dry_run).await,
         Command::Repair { command } => {
             let client = client(&cli.cluster)?;
             match command {
@@ -204,6 +214,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 NodeCommand::Undrain { id } => {
                     client.set_node_draining(id, false).await?;
                     println!("node {id} is no longer draining");
+                    Ok(())
+                }
+                NodeCommand::Weight { id, weight } => {
+                    if !(0.01..=100.0).contains(&weight) {
+                        anyhow::bail!("weight must be between 0.01 and 100");
+                    }
+                    client
+                        .set_node_weight(id, (weight * 100.0).round() as u32)
+                        .await?;
+                    println!("node {id} now has weight {weight}");
                     Ok(())
                 }
                 NodeCommand::Remove { id } => {

@@ -69,9 +69,15 @@ pub async fn put(client: &Client, target: &str, file: &str) -> anyhow::Result<()
         let f = tokio::fs::File::open(file)
             .await
             .with_context(|| format!("open {file:?}"))?;
-        client
-            .put(bucket, key, tokio::io::BufReader::with_capacity(1 << 20, f))
-            .await?
+        let size = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let reader = super::progress::Counted {
+            inner: tokio::io::BufReader::with_capacity(1 << 20, f),
+            bar: super::progress::bar(size),
+        };
+        let bar = reader.bar.clone();
+        let outcome = client.put(bucket, key, reader).await;
+        bar.finish_and_clear();
+        outcome?
     };
     let degraded = if outcome.degraded_chunks > 0 {
         format!(
@@ -105,12 +111,19 @@ pub async fn get(
     // partial file under the requested name.
     let path = Path::new(file);
     let partial = path.with_extension("cairn-partial");
+    let object = client.open(bucket, key).await?;
     let f = tokio::fs::File::create(&partial)
         .await
         .with_context(|| format!("create {partial:?}"))?;
-    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, f);
-    match client.get(bucket, key, range, &mut out).await {
-        Ok(_) => {
+    let total = range.as_ref().map_or(object.stat.size, |r| r.end - r.start);
+    let mut out = super::progress::Counted {
+        inner: tokio::io::BufWriter::with_capacity(1 << 20, f),
+        bar: super::progress::bar(total),
+    };
+    let result = client.read(&object, range, &mut out).await;
+    out.bar.finish_and_clear();
+    match result {
+        Ok(()) => {
             drop(out);
             tokio::fs::rename(&partial, path)
                 .await

@@ -48,6 +48,8 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
             "repaired_chunks": s.repaired_chunks,
             "repaired_bytes": s.repaired_bytes,
             "moved_shards": s.moved_shards,
+            "repair_rate_bytes_per_sec": s.repair_rate_bytes_per_sec,
+            "repair_eta_secs": s.repair_eta_secs,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -81,8 +83,17 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
         s.buckets, s.objects, s.chunks, s.degraded_chunks, s.pending_gc_shards
     );
     println!(
-        "repair:   {} chunks waiting, {} chunks ({}) rebuilt, {} shards moved since the leader started",
+        "repair:   {} chunks waiting{}, {} chunks ({}) rebuilt, {} shards moved since the leader started",
         s.repair_queue,
+        if s.repair_queue > 0 && s.repair_rate_bytes_per_sec > 0 {
+            format!(
+                " (at {}/s, about {} s left)",
+                human_bytes(s.repair_rate_bytes_per_sec),
+                s.repair_eta_secs
+            )
+        } else {
+            String::new()
+        },
         s.repaired_chunks,
         human_bytes(s.repaired_bytes),
         s.moved_shards
@@ -120,6 +131,30 @@ fn print_nodes(nodes: &[cairn_proto::meta::NodeStatus]) {
     }
 }
 
+/// `cairn rebalance [--dry-run]`.
+pub async fn rebalance(client: &Client, dry_run: bool) -> anyhow::Result<()> {
+    let plan = client.rebalance_plan().await?;
+    println!(
+        "{:<6} {:>7} {:>10} {:>10}",
+        "NODE", "WEIGHT", "SHARDS", "AFTER"
+    );
+    for n in &plan.nodes {
+        println!(
+            "{:<6} {:>7.2} {:>10} {:>10}",
+            n.node_id,
+            f64::from(n.weight_pct) / 100.0,
+            n.placed_shards,
+            n.after_shards
+        );
+    }
+    let verb = if dry_run { "would move" } else { "moves" };
+    println!(
+        "rebalancing {verb} {} shards (balanced: spread within {} weighted shards); it runs by itself whenever nothing needs repair, at the repair throttle",
+        plan.moves, plan.tolerance
+    );
+    Ok(())
+}
+
 /// `cairn repair status`.
 pub async fn repair_status(client: &Client, json: bool) -> anyhow::Result<()> {
     let s = client.status().await?;
@@ -131,6 +166,8 @@ pub async fn repair_status(client: &Client, json: bool) -> anyhow::Result<()> {
             "repaired_bytes": s.repaired_bytes,
             "moved_shards": s.moved_shards,
             "repair_bytes_per_sec": s.repair_bytes_per_sec,
+            "repair_rate_bytes_per_sec": s.repair_rate_bytes_per_sec,
+            "repair_eta_secs": s.repair_eta_secs,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -152,6 +189,13 @@ pub async fn repair_status(client: &Client, json: bool) -> anyhow::Result<()> {
         "throttle:         {}/s",
         human_bytes(s.repair_bytes_per_sec)
     );
+    if s.repair_queue > 0 && s.repair_rate_bytes_per_sec > 0 {
+        println!(
+            "rate:             {}/s, about {} s left",
+            human_bytes(s.repair_rate_bytes_per_sec),
+            s.repair_eta_secs
+        );
+    }
     Ok(())
 }
 

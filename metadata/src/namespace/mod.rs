@@ -98,13 +98,17 @@ impl Namespace {
                 mtime,
             } => self.create_bucket(name, redundancy, mtime),
             Command::RegisterNode { id, addr, zone } => {
-                let draining = self.nodes.get(&id).is_some_and(|n| n.draining);
+                let (draining, weight_pct) = self
+                    .nodes
+                    .get(&id)
+                    .map_or((false, 100), |n| (n.draining, n.weight_pct));
                 self.nodes.insert(
                     id,
                     NodeRecord {
                         addr,
                         zone,
                         draining,
+                        weight_pct,
                     },
                 );
                 Ok(CommandResult::Done)
@@ -117,6 +121,13 @@ impl Namespace {
                 None => Err(NamespaceError::NoSuchNode { node }),
             },
             Command::RemoveNode { node } => self.remove_node(node),
+            Command::SetNodeWeight { node, weight_pct } => match self.nodes.get_mut(&node) {
+                Some(record) => {
+                    record.weight_pct = weight_pct.clamp(1, 10_000);
+                    Ok(CommandResult::Done)
+                }
+                None => Err(NamespaceError::NoSuchNode { node }),
+            },
             Command::SetRepairThrottle { bytes_per_sec } => {
                 self.settings.repair_bytes_per_sec = Some(bytes_per_sec);
                 Ok(CommandResult::Done)

@@ -185,6 +185,15 @@ pub struct NodeRecord {
     /// are moved elsewhere while it keeps serving them.
     #[serde(default)]
     pub draining: bool,
+    /// Relative share of data this node should hold, in percent (100 = normal; 200 holds
+    /// twice as much as a normal node). Scales its placement weight and its rebalance
+    /// target.
+    #[serde(default = "default_weight_pct")]
+    pub weight_pct: u32,
+}
+
+fn default_weight_pct() -> u32 {
+    100
 }
 
 /// A shard to delete from a node.
