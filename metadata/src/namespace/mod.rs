@@ -256,13 +256,19 @@ impl Namespace {
         self.gc.insert(seq, entry);
     }
 
+    /// A new inode with the next generation.
     pub(super) fn alloc_inode(&mut self, kind: InodeKind, mtime: u64) -> Ino {
+        let generation = self.bump_generation();
+        self.insert_inode(kind, mtime, generation)
+    }
+
+    /// A new inode with the given generation (a directory gets its empty entry table).
+    pub(super) fn insert_inode(&mut self, kind: InodeKind, mtime: u64, generation: u64) -> Ino {
         let ino = self.next_ino;
         self.next_ino += 1;
         if matches!(kind, InodeKind::Dir { .. }) {
             self.children.insert(ino, BTreeMap::new());
         }
-        let generation = self.bump_generation();
         self.inodes.insert(
             ino,
             Inode {

@@ -179,16 +179,7 @@ impl Namespace {
                 self.release_extents(old.kind);
             }
             None => {
-                let ino = self.next_ino;
-                self.next_ino += 1;
-                self.inodes.insert(
-                    ino,
-                    Inode {
-                        kind,
-                        mtime,
-                        generation,
-                    },
-                );
+                let ino = self.insert_inode(kind, mtime, generation);
                 self.children
                     .entry(dir)
                     .or_default()
