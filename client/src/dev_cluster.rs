@@ -143,15 +143,6 @@ impl DevCluster {
             check_free(&spec.node_metrics_addr(j))?;
         }
         let meta_addrs: Vec<String> = (1..=spec.meta).map(|i| spec.meta_addr(i)).collect();
-        let cluster = ClusterFile {
-            meta: meta_addrs.clone(),
-            chunk_size: spec.chunk_size,
-        };
-        std::fs::write(
-            spec.cluster_file(),
-            toml::to_string(&cluster).context("encode cluster.toml")?,
-        )
-        .with_context(|| format!("write {:?}", spec.cluster_file()))?;
 
         let mut daemons = BTreeMap::new();
         let peers: Vec<String> = (1..=spec.meta)
@@ -215,6 +206,7 @@ impl DevCluster {
             }
         }
         let mut cluster = DevCluster { spec, daemons };
+        cluster.write_cluster_file()?;
         let names: Vec<String> = cluster.daemons.keys().cloned().collect();
         for name in names {
             cluster.start_process(&name)?;
@@ -468,12 +460,7 @@ impl DevCluster {
     /// Waits until a metadata leader serves and every storage node is registered and up,
     /// then makes sure the `default` bucket exists.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        let client = Client::new(&ClusterFile {
-            meta: (1..=self.spec.meta)
-                .map(|i| self.spec.meta_addr(i))
-                .collect(),
-            chunk_size: self.spec.chunk_size,
-        })?;
+        let client = self.client()?;
         let quick = client.clone().with_meta_retry(Duration::from_secs(1));
         let deadline = Instant::now() + timeout;
         loop {

@@ -74,10 +74,6 @@ impl Client {
         Client::new(&ClusterFile::load(path)?)
     }
 
-    pub fn meta(&self) -> &MetaClient {
-        &self.meta
-    }
-
     /// A copy whose metadata calls give up after `retry_for` of unavailability.
     pub fn with_meta_retry(mut self, retry_for: std::time::Duration) -> Self {
         self.meta = self.meta.with_retry_for(retry_for);

@@ -1,6 +1,7 @@
 //! Conversions between the generated protobuf types and the metadata's own types, and
 //! the one mapping of metadata errors to gRPC status codes.
 
+use cairn_client::convert::redundancy_of;
 use cairn_common::{ChunkId, Redundancy};
 use cairn_proto::common as pc;
 use cairn_proto::meta as pm;
@@ -8,25 +9,14 @@ use tonic::Status;
 
 use crate::namespace::{ChunkMeta, Hash32, NamespaceError, ObjectAttrs, Precondition};
 
-pub fn redundancy_to_proto(r: Redundancy) -> pc::Redundancy {
-    let scheme = match r {
-        Redundancy::Ec { k, m } => pc::redundancy::Scheme::Ec(pc::ErasureCoding { k, m }),
-        Redundancy::Replicas { n } => pc::redundancy::Scheme::Replicas(n),
-    };
-    pc::Redundancy {
-        scheme: Some(scheme),
-    }
-}
+pub use cairn_client::convert::redundancy_to_proto;
 
 pub fn redundancy_from_proto(r: Option<pc::Redundancy>) -> Result<Redundancy, Status> {
     let scheme = r
         .and_then(|r| r.scheme)
         .ok_or_else(|| Status::invalid_argument("redundancy scheme is missing"))?;
-    let r = match scheme {
-        pc::redundancy::Scheme::Ec(ec) => Redundancy::Ec { k: ec.k, m: ec.m },
-        pc::redundancy::Scheme::Replicas(n) => Redundancy::Replicas { n },
-    };
-    r.validate()
+    redundancy_of(scheme)
+        .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 

@@ -5,6 +5,7 @@
 
 use std::pin::Pin;
 
+use cairn_client::convert::{redundancy_of, redundancy_to_proto};
 use cairn_client::{Client, ClientError, ListOptions, OpenObject, Precondition, PutOptions};
 use cairn_common::Redundancy;
 use cairn_proto::common as pc;
@@ -62,22 +63,9 @@ fn redundancy_from(r: Option<pc::Redundancy>) -> Result<Redundancy, Status> {
     let Some(scheme) = r.and_then(|r| r.scheme) else {
         return Ok(Redundancy::DEFAULT);
     };
-    let r = match scheme {
-        pc::redundancy::Scheme::Ec(ec) => Redundancy::Ec { k: ec.k, m: ec.m },
-        pc::redundancy::Scheme::Replicas(n) => Redundancy::Replicas { n },
-    };
-    r.validate()
+    redundancy_of(scheme)
+        .validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
-fn redundancy_to(r: Redundancy) -> pc::Redundancy {
-    let scheme = match r {
-        Redundancy::Ec { k, m } => pc::redundancy::Scheme::Ec(pc::ErasureCoding { k, m }),
-        Redundancy::Replicas { n } => pc::redundancy::Scheme::Replicas(n),
-    };
-    pc::Redundancy {
-        scheme: Some(scheme),
-    }
 }
 
 fn precondition_from(p: Option<pc::Precondition>) -> Result<Option<Precondition>, Status> {
@@ -147,7 +135,7 @@ impl ObjectService for ObjectServiceImpl {
                 .into_iter()
                 .map(|b| po::Bucket {
                     name: b.name,
-                    redundancy: Some(redundancy_to(b.redundancy)),
+                    redundancy: Some(redundancy_to_proto(b.redundancy)),
                 })
                 .collect(),
         }))
