@@ -116,35 +116,66 @@ impl Client {
         };
         let nodes: HashMap<NodeId, &pm::NodeAddress> =
             resp.nodes.iter().map(|n| (n.node_id, n)).collect();
-        let mut offset = 0u64;
-        for chunk in &resp.chunks {
-            let chunk_range = offset..offset + chunk.size;
-            offset += chunk.size;
-            if chunk_range.end <= range.start || chunk_range.start >= range.end {
+        let mut at = range.start;
+        // The last chunk read: consecutive extents often share one.
+        let mut last: Option<(u32, Vec<u8>)> = None;
+        for extent in &resp.extents {
+            let (start, end) = (extent.offset, extent.offset.saturating_add(extent.len));
+            if end <= range.start || start >= range.end {
                 continue;
             }
-            let data = match self.read_chunk(chunk, &nodes).await {
-                // Shards may be briefly unreachable (a node restarting): one more try.
-                Err(ClientError::DataUnavailable { .. }) => {
-                    tokio::time::sleep(UNAVAILABLE_RETRY_AFTER).await;
-                    self.read_chunk(chunk, &nodes).await?
-                }
-                other => other?,
-            };
-            let from = range.start.max(chunk_range.start) - chunk_range.start;
-            let to = range.end.min(chunk_range.end) - chunk_range.start;
-            out.write_all(&data[from as usize..to as usize])
+            let from = start.max(range.start);
+            let to = end.min(range.end);
+            write_zeros(out, from.saturating_sub(at)).await?;
+            if last.as_ref().map(|(i, _)| *i) != Some(extent.chunk) {
+                let chunk = resp.chunks.get(extent.chunk as usize).ok_or_else(|| {
+                    ClientError::Malformed {
+                        what: format!(
+                            "extent names chunk #{} of {}",
+                            extent.chunk,
+                            resp.chunks.len()
+                        ),
+                    }
+                })?;
+                let data = self.read_chunk_retrying(chunk, &nodes).await?;
+                last = Some((extent.chunk, data));
+            }
+            let data = &last.as_ref().expect("just read").1;
+            let lo = (extent.chunk_offset + (from - start)) as usize;
+            let hi = lo + (to - from) as usize;
+            let slice = data.get(lo..hi).ok_or_else(|| ClientError::Malformed {
+                what: format!("extent reaches past its chunk's {} bytes", data.len()),
+            })?;
+            out.write_all(slice)
                 .await
                 .map_err(|source| ClientError::Io {
                     op: "write output".into(),
                     source,
                 })?;
+            at = to;
         }
+        write_zeros(out, range.end.saturating_sub(at)).await?;
         out.flush().await.map_err(|source| ClientError::Io {
             op: "flush output".into(),
             source,
         })?;
         Ok(())
+    }
+
+    /// [`Self::read_chunk`], once more after a pause if too few shards answered (a node
+    /// may be restarting).
+    pub(crate) async fn read_chunk_retrying(
+        &self,
+        chunk: &pm::Chunk,
+        nodes: &HashMap<NodeId, &pm::NodeAddress>,
+    ) -> Result<Vec<u8>> {
+        match self.read_chunk(chunk, nodes).await {
+            Err(ClientError::DataUnavailable { .. }) => {
+                tokio::time::sleep(UNAVAILABLE_RETRY_AFTER).await;
+                self.read_chunk(chunk, nodes).await
+            }
+            other => other,
+        }
     }
 
     /// Reads, verifies and decodes one chunk.
@@ -281,6 +312,22 @@ impl Client {
             }
         }
     }
+}
+
+/// Writes `n` zero bytes (a hole in a sparse file).
+async fn write_zeros(out: &mut (impl AsyncWrite + Unpin), mut n: u64) -> Result<()> {
+    let zeros = [0u8; 64 * 1024];
+    while n > 0 {
+        let step = n.min(zeros.len() as u64) as usize;
+        out.write_all(&zeros[..step])
+            .await
+            .map_err(|source| ClientError::Io {
+                op: "write output".into(),
+                source,
+            })?;
+        n -= step as u64;
+    }
+    Ok(())
 }
 
 fn stat_of(resp: &pm::LookupObjectResponse) -> ObjectStat {

@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod dev_cluster;
 pub mod error;
+pub mod fs;
 pub mod get;
 pub mod meta_client;
 pub mod node_pool;
@@ -75,6 +76,11 @@ impl Client {
     }
 
     /// A copy whose metadata calls give up after `retry_for` of unavailability.
+    /// Largest chunk this client writes, in bytes.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
     pub fn with_meta_retry(mut self, retry_for: std::time::Duration) -> Self {
         self.meta = self.meta.with_retry_for(retry_for);
         self

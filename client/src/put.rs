@@ -170,7 +170,7 @@ impl Client {
 
     /// Encodes and stores one chunk; returns its metadata once at least the scheme's
     /// durable minimum of shards is on disk. Failed shards are retried once on other nodes.
-    async fn write_chunk(
+    pub(crate) async fn write_chunk(
         &self,
         bucket: &str,
         data: &[u8],

@@ -2,9 +2,12 @@
 //! erasure coding, placement, name rules, config loading and tracing set-up.
 //! Must not depend on tonic, RocksDB, FUSE or io_uring.
 
+pub mod chunk;
 pub mod config;
 pub mod erasure;
+pub mod fs;
 pub mod ids;
+pub mod locks;
 pub mod names;
 pub mod placement;
 pub mod redundancy;

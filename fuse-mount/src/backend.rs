@@ -240,23 +240,15 @@ pub enum XattrSet {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockOwner(pub u64);
 
-/// A lock's type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockKind {
-    Read,
-    Write,
-    Unlock,
-}
+pub use cairn_common::locks::{FileLock, LockKind};
 
-/// A byte-range lock: bytes `start..=end` (`end == MAX_FILE_SIZE` or more means to the end
-/// of the file, however long it grows).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileLock {
-    pub start: u64,
-    pub end: u64,
-    pub kind: LockKind,
-    /// The process that took it (reported by `F_GETLK`; not used for ownership).
-    pub pid: u32,
+impl From<cairn_common::locks::LockError> for FsError {
+    fn from(e: cairn_common::locks::LockError) -> Self {
+        match e {
+            cairn_common::locks::LockError::InvalidRange => FsError::InvalidArgument,
+            cairn_common::locks::LockError::Conflict => FsError::WouldBlock,
+        }
+    }
 }
 
 /// What the kernel caches and the backend may need to invalidate when another mount

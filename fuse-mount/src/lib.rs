@@ -1,11 +1,12 @@
 //! Cairn's FUSE filesystem: an async core (`fs`) over an abstract backend (`backend`), a
 //! thin `fuser` adapter (`adapter`), the in-memory reference backend (`memory`) and
 //! [`mount`], which puts them together on a tokio runtime of its own and returns a
-//! [`MountHandle`] that unmounts and joins on drop. The cluster backend (over the metadata
-//! service and the client library) plugs in as another [`backend::FsBackend`].
+//! [`MountHandle`] that unmounts and joins on drop. The cluster backend (`cluster`, over
+//! the metadata service and the client library) is another [`backend::FsBackend`].
 
 pub mod adapter;
 pub mod backend;
+pub mod cluster;
 pub mod errno;
 pub mod fs;
 pub mod memory;
@@ -96,11 +97,38 @@ pub struct MountHandle {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-/// Mounts `backend` at `mountpoint` and serves it from background threads.
+/// The tokio runtime a mount serves requests on.
+pub fn request_runtime(options: &MountOptions) -> Result<tokio::runtime::Runtime, MountError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.worker_threads.max(1))
+        .thread_name("cairn-fuse")
+        .enable_all()
+        .build()
+        .map_err(MountError::Runtime)
+}
+
+/// Mounts `backend` at `mountpoint` and serves it from background threads, on a runtime
+/// of its own.
 pub fn mount(
     backend: Arc<dyn FsBackend>,
     mountpoint: &Path,
     options: MountOptions,
+) -> Result<MountHandle, MountError> {
+    let runtime = request_runtime(&options)?;
+    let handle = runtime.handle().clone();
+    let mut mounted = mount_on(backend, mountpoint, options, handle)?;
+    mounted.runtime = Some(runtime);
+    Ok(mounted)
+}
+
+/// Mounts `backend` at `mountpoint`, serving requests on `runtime` (which the caller keeps
+/// running until after the unmount: a backend whose connections live on it can still be
+/// closed then).
+pub fn mount_on(
+    backend: Arc<dyn FsBackend>,
+    mountpoint: &Path,
+    options: MountOptions,
+    runtime: tokio::runtime::Handle,
 ) -> Result<MountHandle, MountError> {
     // Absolute, so that unmounting works whatever the working directory is by then.
     let mountpoint = &mountpoint
@@ -109,14 +137,8 @@ pub fn mount(
             path: mountpoint.to_owned(),
             source,
         })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.worker_threads.max(1))
-        .thread_name("cairn-fuse")
-        .enable_all()
-        .build()
-        .map_err(MountError::Runtime)?;
     let core = Arc::new(FsCore::new(backend.clone(), options.fs));
-    let fs = CairnFs::new(core, runtime.handle().clone());
+    let fs = CairnFs::new(core, runtime);
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -146,7 +168,7 @@ pub fn mount(
     Ok(MountHandle {
         mountpoint: mountpoint.to_owned(),
         session: Some(session),
-        runtime: Some(runtime),
+        runtime: None,
     })
 }
 

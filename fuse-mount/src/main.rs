@@ -1,6 +1,7 @@
-//! `cairn-mount`: mounts a Cairn filesystem. Parses flags, optionally detaches from the
-//! terminal, mounts through the library and unmounts on SIGINT/SIGTERM (exit 0). Only the
-//! in-memory backend exists yet (`--memory`); `--cluster` says so and exits 2.
+//! `cairn-mount`: mounts a Cairn filesystem, the cluster's (`--cluster`) or an in-memory
+//! one (`--memory`, for tests). Parses flags, optionally detaches from the terminal,
+//! mounts through the library and unmounts on SIGINT/SIGTERM (exit 0), then ends the
+//! mount's session so its locks are released at once.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -9,8 +10,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_fuse_mount::backend::FsBackend;
+use cairn_fuse_mount::cluster::{ClusterBackend, ClusterOptions};
 use cairn_fuse_mount::memory::{MemoryBackend, MemoryOptions};
-use cairn_fuse_mount::{mount, MountHandle, MountOptions};
+use cairn_fuse_mount::{mount_on, request_runtime, MountHandle, MountOptions};
 use clap::Parser;
 
 /// Mount a Cairn filesystem.
@@ -18,9 +21,9 @@ use clap::Parser;
 #[command(name = "cairn-mount", version)]
 struct Args {
     /// Serve an empty in-memory filesystem (lost at unmount).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster", required_unless_present = "cluster")]
     memory: bool,
-    /// The cluster's `cluster.toml` (the cluster backend is not implemented yet).
+    /// Mount the cluster described by this `cluster.toml`.
     #[arg(long, value_name = "FILE")]
     cluster: Option<PathBuf>,
     /// Where to mount (an existing directory).
@@ -37,18 +40,17 @@ struct Args {
     /// Capacity of the in-memory filesystem in MiB.
     #[arg(long, default_value_t = 16 * 1024)]
     memory_capacity_mib: u64,
+    /// A file's buffered writes are flushed to the cluster once they reach this many KiB
+    /// (they are always flushed at close and fsync).
+    #[arg(long, default_value_t = 4096)]
+    write_buffer_kib: usize,
+    /// Memory for recently used file chunks, in MiB.
+    #[arg(long, default_value_t = 64)]
+    chunk_cache_mib: usize,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if !args.memory {
-        if args.cluster.is_some() {
-            eprintln!("cairn-mount: the cluster backend is not implemented yet");
-        } else {
-            eprintln!("cairn-mount: choose a backend: --memory (--cluster is not implemented yet)");
-        }
-        return ExitCode::from(2);
-    }
     // Detach before any thread exists: fork only copies the calling thread.
     let ready = if args.foreground {
         None
@@ -73,18 +75,53 @@ fn main() -> ExitCode {
     let mut options = MountOptions::default();
     options.fs.attr_ttl = Duration::from_millis(args.attr_ttl_ms);
     options.fs.entry_ttl = Duration::from_millis(args.entry_ttl_ms.unwrap_or(args.attr_ttl_ms));
-    let backend = Arc::new(MemoryBackend::new(MemoryOptions {
-        capacity_bytes: args.memory_capacity_mib.saturating_mul(1 << 20),
-        ..MemoryOptions::default()
-    }));
-    let handle = match mount(backend, &args.mountpoint, options) {
+    let fail = |message: String, ready: Option<std::fs::File>| {
+        eprintln!("cairn-mount: {message}");
+        tracing::error!("{message}");
+        if let Some(pipe) = ready {
+            report(pipe, false);
+        }
+        ExitCode::FAILURE
+    };
+    let runtime = match request_runtime(&options) {
+        Ok(rt) => rt,
+        Err(e) => return fail(error_chain(&e), ready),
+    };
+    let (backend, cluster): (Arc<dyn FsBackend>, Option<Arc<ClusterBackend>>) = match &args.cluster
+    {
+        None => (
+            Arc::new(MemoryBackend::new(MemoryOptions {
+                capacity_bytes: args.memory_capacity_mib.saturating_mul(1 << 20),
+                ..MemoryOptions::default()
+            })),
+            None,
+        ),
+        Some(path) => {
+            let opts = ClusterOptions {
+                flush_bytes: args.write_buffer_kib.max(4).saturating_mul(1024),
+                chunk_cache_bytes: args.chunk_cache_mib.saturating_mul(1 << 20),
+                session_name: format!("{}:{}", hostname(), args.mountpoint.display()),
+            };
+            let connected = runtime.block_on(async {
+                let client = cairn_client::Client::from_file(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                ClusterBackend::connect(client, opts)
+                    .await
+                    .map_err(|e| format!("connect to the cluster: {}", error_chain(&e)))
+            });
+            match connected {
+                Ok(backend) => (backend.clone(), Some(backend)),
+                Err(message) => return fail(message, ready),
+            }
+        }
+    };
+    let handle = match mount_on(backend, &args.mountpoint, options, runtime.handle().clone()) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("cairn-mount: {}", error_chain(&e));
-            if let Some(pipe) = ready {
-                report(pipe, false);
+            if let Some(cluster) = &cluster {
+                runtime.block_on(cluster.close());
             }
-            return ExitCode::FAILURE;
+            return fail(error_chain(&e), ready);
         }
     };
     if let Some(pipe) = ready {
@@ -94,13 +131,25 @@ fn main() -> ExitCode {
         let _ = std::env::set_current_dir("/");
     }
     wait_for_shutdown(&handle);
-    match handle.unmount() {
+    let unmounted = handle.unmount();
+    if let Some(cluster) = &cluster {
+        runtime.block_on(cluster.close());
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match unmounted {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// This host's name (for the session's description).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-host".into())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

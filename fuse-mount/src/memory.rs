@@ -7,7 +7,6 @@
 //! Timestamps: atime is set at creation and by `setattr` only (no atime updates on read,
 //! like `noatime`); mtime/ctime follow POSIX for writes, truncates and namespace changes.
 
-mod locks;
 mod sparse;
 mod state;
 
@@ -470,7 +469,7 @@ impl FsBackend for MemoryBackend {
         owner: LockOwner,
         lock: FileLock,
     ) -> Result<Option<FileLock>, FsError> {
-        self.state().inode(ino)?.locks.conflict(owner, &lock)
+        Ok(self.state().inode(ino)?.locks.conflict(owner, &lock)?)
     }
 
     async fn setlk(&self, ino: Ino, owner: LockOwner, lock: FileLock) -> Result<(), FsError> {

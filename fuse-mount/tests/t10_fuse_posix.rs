@@ -1,5 +1,6 @@
-//! POSIX file and namespace behaviour through a real FUSE mount of the memory backend,
-//! using only std::fs / libc as an application would. Each test mounts its own filesystem.
+//! POSIX file and namespace behaviour through real FUSE mounts of the memory backend and
+//! of a real cluster, using only std::fs / libc as an application would. Each test mounts
+//! its own filesystem (and, on the cluster, starts its own cluster).
 
 mod common;
 
@@ -9,14 +10,27 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::time::Duration;
 
-use common::{cstr, must_errno, wait_until, TestMount};
+use common::{cstr, must_errno, wait_until, Mounted, TestMount};
+
+on_both_backends!(
+    create_write_read_and_append,
+    exclusive_create_and_missing_files,
+    directory_errors,
+    names_longer_than_255_bytes_are_enametoolong,
+    rename_across_directories,
+    hard_links_share_data_and_count_links,
+    symlinks_read_and_follow,
+    unlinked_open_file_lives_until_close,
+    truncate_grows_and_shrinks,
+    sparse_file_holes_read_as_zeros,
+    offsets_beyond_4_gib,
+    readdir_while_the_directory_changes,
+);
 
 const GIB: u64 = 1 << 30;
 
 /// Write, read back, and O_APPEND: appends land at the end even after seeking to 0.
-#[test]
-fn create_write_read_and_append() {
-    let m = TestMount::must_mount();
+fn create_write_read_and_append(m: &impl Mounted) {
     let path = m.p("f");
     fs::write(&path, b"hello").expect("write");
     assert_eq!(fs::read(&path).expect("read"), b"hello");
@@ -40,9 +54,7 @@ fn create_write_read_and_append() {
 }
 
 /// O_EXCL on an existing name is EEXIST; plain O_CREAT opens it; missing is ENOENT.
-#[test]
-fn exclusive_create_and_missing_files() {
-    let m = TestMount::must_mount();
+fn exclusive_create_and_missing_files(m: &impl Mounted) {
     let path = m.p("f");
     OpenOptions::new()
         .write(true)
@@ -62,9 +74,7 @@ fn exclusive_create_and_missing_files() {
 }
 
 /// EISDIR, ENOTDIR, ENOTEMPTY and EEXIST for directories.
-#[test]
-fn directory_errors() {
-    let m = TestMount::must_mount();
+fn directory_errors(m: &impl Mounted) {
     fs::create_dir(m.p("d")).expect("mkdir");
     fs::write(m.p("d/inner"), b"x").expect("write");
     fs::write(m.p("file"), b"x").expect("write");
@@ -83,9 +93,7 @@ fn directory_errors() {
 }
 
 /// A 255-byte name works; 256 bytes is ENAMETOOLONG (for create, mkdir and lookup).
-#[test]
-fn names_longer_than_255_bytes_are_enametoolong() {
-    let m = TestMount::must_mount();
+fn names_longer_than_255_bytes_are_enametoolong(m: &impl Mounted) {
     fs::write(m.p(&"a".repeat(255)), b"ok").expect("255-byte name");
     let long = "b".repeat(256);
     assert_eq!(must_errno(fs::write(m.p(&long), b"x")), libc::ENAMETOOLONG);
@@ -95,9 +103,7 @@ fn names_longer_than_255_bytes_are_enametoolong() {
 
 /// rename across directories replaces the target file atomically; onto a non-empty
 /// directory it fails; onto an empty one it succeeds.
-#[test]
-fn rename_across_directories() {
-    let m = TestMount::must_mount();
+fn rename_across_directories(m: &impl Mounted) {
     fs::create_dir(m.p("a")).expect("mkdir");
     fs::create_dir(m.p("b")).expect("mkdir");
     fs::write(m.p("a/x"), b"new").expect("write");
@@ -117,9 +123,7 @@ fn rename_across_directories() {
 }
 
 /// Hard links share data and count links.
-#[test]
-fn hard_links_share_data_and_count_links() {
-    let m = TestMount::must_mount();
+fn hard_links_share_data_and_count_links(m: &impl Mounted) {
     fs::write(m.p("a"), b"one").expect("write");
     fs::create_dir(m.p("d")).expect("mkdir");
     fs::hard_link(m.p("a"), m.p("d/b")).expect("link");
@@ -136,9 +140,7 @@ fn hard_links_share_data_and_count_links() {
 }
 
 /// Symlinks: readlink, following, dangling links.
-#[test]
-fn symlinks_read_and_follow() {
-    let m = TestMount::must_mount();
+fn symlinks_read_and_follow(m: &impl Mounted) {
     fs::create_dir(m.p("d")).expect("mkdir");
     fs::write(m.p("d/target"), b"through the link").expect("write");
     std::os::unix::fs::symlink("d/target", m.p("link")).expect("symlink");
@@ -157,9 +159,7 @@ fn symlinks_read_and_follow() {
 
 /// An unlinked file stays readable and writable through an open descriptor, and the
 /// backend frees it only after the last close.
-#[test]
-fn unlinked_open_file_lives_until_close() {
-    let m = TestMount::must_mount();
+fn unlinked_open_file_lives_until_close(m: &impl Mounted) {
     let path = m.p("tmp");
     let mut f = OpenOptions::new()
         .read(true)
@@ -177,6 +177,20 @@ fn unlinked_open_file_lives_until_close() {
     f.read_to_string(&mut s).expect("read via fd");
     assert_eq!(s, "data outlives its name");
     assert_eq!(f.metadata().expect("fstat").nlink(), 0);
+    f.write_all(b"!").expect("write after unlink");
+    f.seek(SeekFrom::Start(0)).expect("seek");
+    s.clear();
+    f.read_to_string(&mut s).expect("read via fd");
+    assert_eq!(s, "data outlives its name!");
+}
+
+/// The memory backend frees an unlinked inode only after the last close.
+#[test]
+fn unlinked_inode_is_freed_at_last_close() {
+    let m = TestMount::must_mount();
+    let mut f = File::create(m.p("tmp")).expect("create");
+    f.write_all(b"x").expect("write");
+    fs::remove_file(m.p("tmp")).expect("unlink");
     assert!(m.backend.inode_count() > 1);
     drop(f);
     let freed = wait_until(Duration::from_secs(5), || m.backend.inode_count() == 1);
@@ -187,9 +201,7 @@ fn unlinked_open_file_lives_until_close() {
 }
 
 /// truncate shrinks (data gone) and grows (zeros).
-#[test]
-fn truncate_grows_and_shrinks() {
-    let m = TestMount::must_mount();
+fn truncate_grows_and_shrinks(m: &impl Mounted) {
     let path = m.p("f");
     fs::write(&path, vec![b'x'; 10_000]).expect("write");
     let f = OpenOptions::new().write(true).open(&path).expect("open");
@@ -206,9 +218,7 @@ fn truncate_grows_and_shrinks() {
 }
 
 /// A write at 1 GiB makes a sparse file: right size, few blocks, holes read as zeros.
-#[test]
-fn sparse_file_holes_read_as_zeros() {
-    let m = TestMount::must_mount();
+fn sparse_file_holes_read_as_zeros(m: &impl Mounted) {
     let path = m.p("sparse");
     let f = OpenOptions::new()
         .read(true)
@@ -235,9 +245,7 @@ fn sparse_file_holes_read_as_zeros() {
 }
 
 /// Offsets beyond 4 GiB (no 32-bit truncation anywhere).
-#[test]
-fn offsets_beyond_4_gib() {
-    let m = TestMount::must_mount();
+fn offsets_beyond_4_gib(m: &impl Mounted) {
     let path = m.p("big");
     let f = OpenOptions::new()
         .read(true)
@@ -275,6 +283,23 @@ fn statfs_reports_capacity() {
     assert!(after.f_ffree < before.f_ffree);
 }
 
+/// On the cluster, statfs reports the storage nodes' capacity and the name limit.
+#[test]
+fn statfs_reports_cluster_capacity() {
+    let mounts = common::cluster::ClusterMounts::start(1, common::cluster::test_mount_options());
+    let c = cstr(&mounts.mounts[0].root);
+    // SAFETY: `st` is a plain C struct that statvfs fills; `c` is a valid path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    common::check(unsafe { libc::statvfs(c.as_ptr(), &mut st) }).expect("statvfs");
+    assert_eq!(st.f_namemax, 255);
+    assert!(
+        st.f_blocks > 0 && st.f_bavail <= st.f_blocks,
+        "{} {}",
+        st.f_blocks,
+        st.f_bavail
+    );
+}
+
 /// With the binary's defaults (auto-unmount through fusermount3 when installed) the mount
 /// shows up as `cairn` with default_permissions and allow_other, and unmounting leaves
 /// nothing behind.
@@ -299,9 +324,7 @@ fn default_mount_options_are_visible_and_unmount_cleanly() {
 /// readdir stays correct while the directory changes: every name present throughout is
 /// listed exactly once, no name twice, although entries are added and removed between
 /// the getdents calls of one listing.
-#[test]
-fn readdir_while_the_directory_changes() {
-    let m = TestMount::must_mount();
+fn readdir_while_the_directory_changes(m: &impl Mounted) {
     let keep = |i: usize| format!("keep-entry-with-a-longer-name-{i:04}");
     for i in 0..1500 {
         File::create(m.p(&keep(i))).expect("create keep");

@@ -1,4 +1,5 @@
-//! Attributes, permissions and locks through a real FUSE mount of the memory backend:
+//! Attributes, permissions and locks through real FUSE mounts of the memory backend and
+//! of a real cluster:
 //! xattrs, chmod/chown/utimens, EACCES for a non-root user (`default_permissions` +
 //! `allow_other`), and flock / fcntl locks between processes.
 
@@ -12,14 +13,20 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{check, check_size, cstr, must_errno, wait_until, TestMount};
+use common::{check, check_size, cstr, must_errno, wait_until, Mounted, TestMount};
+
+on_both_backends!(
+    xattrs_set_get_list_remove,
+    chmod_chown_and_utimens,
+    non_root_user_gets_eacces,
+    flock_between_processes,
+    fcntl_locks_between_processes,
+);
 
 const NOBODY: u32 = 65534;
 
 /// getxattr/setxattr/listxattr/removexattr with their errors (ENODATA, EEXIST, ERANGE).
-#[test]
-fn xattrs_set_get_list_remove() {
-    let m = TestMount::must_mount();
+fn xattrs_set_get_list_remove(m: &impl Mounted) {
     fs::write(m.p("f"), b"x").expect("write");
     let path = cstr(&m.p("f"));
     let name = CString::new("user.color").expect("name");
@@ -68,9 +75,7 @@ fn xattrs_set_get_list_remove() {
 }
 
 /// chmod, chown and utimensat change what stat shows (nanoseconds included).
-#[test]
-fn chmod_chown_and_utimens() {
-    let m = TestMount::must_mount();
+fn chmod_chown_and_utimens(m: &impl Mounted) {
     let path = m.p("f");
     fs::write(&path, b"x").expect("write");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o4751)).expect("chmod");
@@ -104,9 +109,7 @@ fn chmod_chown_and_utimens() {
 
 /// A non-root user may read a 0644 file (allow_other works) but gets EACCES for a 0600
 /// file and for creating in a 0755 root-owned directory (default_permissions works).
-#[test]
-fn non_root_user_gets_eacces() {
-    let m = TestMount::must_mount();
+fn non_root_user_gets_eacces(m: &impl Mounted) {
     fs::write(m.p("public"), b"everyone").expect("write");
     fs::write(m.p("secret"), b"root only").expect("write");
     fs::set_permissions(m.p("secret"), fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -160,9 +163,7 @@ fn must_exit_within(mut child: std::process::Child, timeout: Duration) -> i32 {
 
 /// flock between this process and flock(1): exclusive blocks others (-n fails, a waiting
 /// locker gets it on unlock), shared locks share, and close releases.
-#[test]
-fn flock_between_processes() {
-    let m = TestMount::must_mount();
+fn flock_between_processes(m: &impl Mounted) {
     let path = m.p("lockfile");
     fs::write(&path, b"").expect("create");
     let f = File::open(&path).expect("open");
@@ -290,9 +291,7 @@ fn child_fcntl(path: &CString, cmd: i32, mut fl: libc::flock, expect_pid: i32) -
 /// fcntl byte-range locks between processes: conflicts only on overlapping ranges,
 /// F_GETLK names the holder, F_SETLKW waits for the unlock, and closing any descriptor
 /// of the file releases the process's locks (POSIX).
-#[test]
-fn fcntl_locks_between_processes() {
-    let m = TestMount::must_mount();
+fn fcntl_locks_between_processes(m: &impl Mounted) {
     let path = m.p("db");
     fs::write(&path, vec![0u8; 4096]).expect("create");
     let c = cstr(&path);

@@ -1,6 +1,7 @@
 //! Model-based test: random sequences of file operations (create, write at an offset,
-//! truncate, rename, link, unlink, mkdir, rmdir) applied both to a FUSE mount of the memory
-//! backend and to a plain local directory (the reference). After every step the results
+//! truncate, rename, link, unlink, mkdir, rmdir) applied both to a FUSE mount (of the
+//! memory backend, or of a real cluster with a second mount watching) and to a plain local
+//! directory (the reference). After every step the results
 //! (success or errno) must match, and so must the whole trees: names, kinds, sizes,
 //! contents, link counts and which names are hard links of one another.
 
@@ -156,14 +157,74 @@ const PRELUDE: &[Op] = &[
 
 fn run(ops: &[Op]) {
     let mount = TestMount::must_mount();
+    check_against_local(&mount.root, None, ops);
+}
+
+/// Applies `ops` under `root` and in a local directory, comparing after every step; with
+/// `other` (the same directory seen through a second mount), that view must match too.
+fn check_against_local(root: &Path, other: Option<&Path>, ops: &[Op]) {
     let local = tempfile::tempdir().expect("local reference dir");
     for (step, op) in PRELUDE.iter().chain(ops).enumerate() {
-        let got = apply(&mount.root, op);
+        let got = apply(root, op);
         let want = apply(local.path(), op);
         assert_eq!(got, want, "step {step}: {op:?} (mount vs local errno)");
-        let (got, want) = (snapshot(&mount.root), snapshot(local.path()));
+        let (got, want) = (snapshot(root), snapshot(local.path()));
         assert_eq!(got, want, "step {step}: trees differ after {op:?}");
+        if let Some(other) = other {
+            assert_eq!(
+                snapshot(other),
+                want,
+                "step {step}: the second mount sees another tree after {op:?}"
+            );
+        }
     }
+}
+
+/// Two mounts of one cluster: mount A is compared with a local directory, and after every
+/// step (each closes what it opened) mount B, without kernel caches, must see the same
+/// tree (close-to-open across mounts).
+fn cluster_cases(cases: u32, fixed: Option<&[Op]>) {
+    use common::cluster::{test_mount_options, ClusterMounts};
+    let mut mounts = ClusterMounts::start(1, test_mount_options());
+    let mut uncached = test_mount_options();
+    uncached.fs.attr_ttl = std::time::Duration::ZERO;
+    uncached.fs.entry_ttl = std::time::Duration::ZERO;
+    mounts.add_mount(uncached, Default::default());
+    let (a, b) = (&mounts.mounts[0].root, &mounts.mounts[1].root);
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    let run_case = |ops: &[Op]| {
+        let name = format!(
+            "case-{}",
+            case.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        fs::create_dir(a.join(&name)).expect("case directory");
+        check_against_local(&a.join(&name), Some(&b.join(&name)), ops);
+    };
+    if let Some(ops) = fixed {
+        run_case(ops);
+        return;
+    }
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&prop::collection::vec(op(), 1..40), |ops| {
+            run_case(&ops);
+            Ok(())
+        })
+        .expect("the cluster mounts behave like a local directory");
+}
+
+#[test]
+fn cluster_mounts_behave_like_a_local_directory() {
+    cluster_cases(16, None);
+}
+
+#[test]
+fn fixed_sequence_matches_local_directory_on_the_cluster() {
+    cluster_cases(1, Some(&FIXED));
 }
 
 proptest! {
@@ -182,8 +243,12 @@ proptest! {
 /// A fixed sequence that covers the interesting collisions, so they are always tested.
 #[test]
 fn fixed_sequence_matches_local_directory() {
+    run(&FIXED);
+}
+
+const FIXED: [Op; 17] = {
     use Op::*;
-    run(&[
+    [
         Mkdir(2),
         Create(4),
         Write {
@@ -207,5 +272,5 @@ fn fixed_sequence_matches_local_directory() {
         Link(1, 5),
         Create(0),
         Rename(0, 1),
-    ]);
-}
+    ]
+};

@@ -1,6 +1,6 @@
 //! The `cairn-mount` binary: `--memory` mounts in the foreground and unmounts cleanly on
-//! SIGTERM and SIGINT (exit 0); `--cluster` says the cluster backend is not implemented
-//! yet and exits 2.
+//! SIGTERM and SIGINT (exit 0); an unusable `--cluster` file is one clear error (exit 1);
+//! no backend is a usage error (exit 2).
 
 mod common;
 
@@ -81,16 +81,31 @@ fn memory_mount_unmounts_on_sigint() {
 }
 
 #[test]
-fn cluster_backend_reports_not_implemented_and_exits_2() {
+fn a_missing_cluster_file_is_one_clear_error() {
     let out = Command::new(BIN)
-        .args(["--cluster", "cluster.toml", "/nonexistent"])
+        .args([
+            "--foreground",
+            "--cluster",
+            "/nonexistent/cluster.toml",
+            "/tmp",
+        ])
         .output()
         .expect("run cairn-mount");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("the cluster backend is not implemented yet"),
+        stderr
+            .lines()
+            .any(|l| l.starts_with("cairn-mount: ") && l.contains("/nonexistent/cluster.toml")),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_backend_must_be_chosen() {
+    let out = Command::new(BIN)
+        .arg("/tmp")
+        .output()
+        .expect("run cairn-mount");
+    assert_eq!(out.status.code(), Some(2), "usage error");
 }

@@ -57,6 +57,10 @@ pub struct MetaConfig {
     /// nodes' orphan sweep spares it meanwhile); default 3600000 ms (1 h).
     #[serde(default = "default_pending_chunk_ttl_ms")]
     pub pending_chunk_ttl_ms: u64,
+    /// A mount session whose lease the leader has not seen renewed for this long is ended:
+    /// its locks are released and its writes refused from then on (default 10000 ms).
+    #[serde(default = "default_session_lease_ms")]
+    pub session_lease_ms: u64,
     /// Build a snapshot after this many log entries (default 5000).
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
@@ -83,6 +87,9 @@ fn default_repair_bytes_per_sec() -> u64 {
 fn default_pending_chunk_ttl_ms() -> u64 {
     3_600_000
 }
+pub fn default_session_lease_ms() -> u64 {
+    10_000
+}
 fn default_snapshot_every() -> u64 {
     5000
 }
@@ -107,6 +114,8 @@ pub enum MetaConfigError {
     BootstrapAndJoin,
     #[error("`snapshot_every` must be at least 10")]
     SnapshotEvery,
+    #[error("`session_lease_ms` must be at least 1000")]
+    SessionLease,
 }
 
 impl MetaConfig {
@@ -129,6 +138,9 @@ impl MetaConfig {
         }
         if self.bootstrap && !self.join.is_empty() {
             return Err(MetaConfigError::BootstrapAndJoin);
+        }
+        if self.session_lease_ms < 1000 {
+            return Err(MetaConfigError::SessionLease);
         }
         if self.snapshot_every < 10 {
             return Err(MetaConfigError::SnapshotEvery);

@@ -7,9 +7,9 @@ use cairn_proto::common as pc;
 use cairn_proto::meta as pm;
 use tonic::Status;
 
-use crate::namespace::{ChunkMeta, Hash32, NamespaceError, ObjectAttrs, Precondition};
+use crate::namespace::{ChunkMeta, Hash32, NamespaceError, ObjectAttrs, ObjectView, Precondition};
 
-pub use cairn_client::convert::redundancy_to_proto;
+pub use cairn_client::convert::{chunk_to_proto, redundancy_to_proto};
 
 pub fn redundancy_from_proto(r: Option<pc::Redundancy>) -> Result<Redundancy, Status> {
     let scheme = r
@@ -25,49 +25,26 @@ pub fn chunk_id_from_proto(bytes: &[u8]) -> Result<ChunkId, Status> {
 }
 
 pub fn chunk_from_proto(c: pm::Chunk) -> Result<(ChunkId, ChunkMeta), Status> {
-    let id = chunk_id_from_proto(&c.chunk_id)?;
-    let redundancy = redundancy_from_proto(c.redundancy)?;
-    let shard_hashes = c
-        .shard_hashes
-        .iter()
-        .map(|h| {
-            <[u8; 32]>::try_from(h.as_slice()).map(Hash32).map_err(|_| {
-                Status::invalid_argument(format!("chunk {id}: shard hash is not 32 bytes"))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut shards = std::collections::BTreeMap::new();
-    for s in c.shards {
-        if shards.insert(s.index, s.node_id).is_some() {
-            return Err(Status::invalid_argument(format!(
-                "chunk {id}: shard {} placed twice",
-                s.index
-            )));
-        }
-    }
-    Ok((
-        id,
-        ChunkMeta {
-            size: c.size,
-            redundancy,
-            shard_hashes,
-            shards,
-        },
-    ))
+    cairn_client::convert::chunk_from_proto(c).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-pub fn chunk_to_proto(id: &ChunkId, c: &ChunkMeta) -> pm::Chunk {
-    pm::Chunk {
-        chunk_id: id.as_bytes().to_vec(),
-        size: c.size,
-        shard_hashes: c.shard_hashes.iter().map(|h| h.0.to_vec()).collect(),
-        shards: c
-            .shards
-            .iter()
-            .map(|(&index, &node_id)| pm::ShardPlacement { index, node_id })
-            .collect(),
-        redundancy: Some(redundancy_to_proto(c.redundancy)),
-    }
+/// An object's extents, each naming its chunk by index into `view.chunks`.
+pub fn extents_to_proto(view: &ObjectView) -> Vec<pm::Extent> {
+    let index: std::collections::HashMap<ChunkId, u32> = view
+        .chunks
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i as u32))
+        .collect();
+    view.extents
+        .iter()
+        .map(|e| pm::Extent {
+            offset: e.offset,
+            len: e.len,
+            chunk: index[&e.chunk],
+            chunk_offset: e.chunk_offset,
+        })
+        .collect()
 }
 
 pub fn precondition_from_proto(

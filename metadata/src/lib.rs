@@ -11,6 +11,7 @@ pub mod config;
 pub mod convert;
 pub mod gc;
 pub mod join;
+pub mod leases;
 pub mod liveness;
 pub mod log_store;
 pub mod metrics;
@@ -151,6 +152,18 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         ));
     }
 
+    let leases = Arc::new(Mutex::new(leases::Leases::new(
+        Duration::from_millis(cfg.session_lease_ms),
+        Instant::now(),
+    )));
+    tasks.spawn(leases::run(
+        cfg.id,
+        raft.clone(),
+        state.clone(),
+        leases.clone(),
+        shutdown.clone(),
+    ));
+
     let meta = MetaServer::new(
         cfg.id,
         raft.clone(),
@@ -158,6 +171,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         liveness,
         repair_stats,
         Duration::from_millis(cfg.pending_chunk_ttl_ms),
+        leases,
     );
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = ?cfg.data_dir, "cairn-meta serving");
     let server = tonic::transport::Server::builder()

@@ -59,6 +59,9 @@ struct Args {
     /// Milliseconds without heartbeat before a storage node is down.
     #[arg(long, env = "CAIRN_META_NODE_DOWN_AFTER_MS")]
     node_down_after_ms: Option<u64>,
+    /// Milliseconds a mount session lives without renewal.
+    #[arg(long, env = "CAIRN_META_SESSION_LEASE_MS")]
+    session_lease_ms: Option<u64>,
 }
 
 fn parse_peer(text: &str) -> anyhow::Result<(u64, String)> {
@@ -94,6 +97,7 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
                 raft_heartbeat_ms: 150,
                 election_timeout_ms: 1000,
                 snapshot_every: 5000,
+                session_lease_ms: cairn_metadata::config::default_session_lease_ms(),
             }
         }
     };
@@ -124,6 +128,9 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
     }
     if let Some(n) = args.snapshot_every {
         cfg.snapshot_every = n;
+    }
+    if let Some(ms) = args.session_lease_ms {
+        cfg.session_lease_ms = ms;
     }
     if let Some(ms) = args.node_down_after_ms {
         cfg.node_down_after_ms = ms;

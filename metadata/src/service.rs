@@ -20,9 +20,10 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{
-    attrs_from_proto, chunk_from_proto, chunk_id_from_proto, chunk_to_proto,
+    attrs_from_proto, chunk_from_proto, chunk_id_from_proto, chunk_to_proto, extents_to_proto,
     precondition_from_proto, redundancy_from_proto, redundancy_to_proto, status_from,
 };
+use crate::leases::Leases;
 use crate::liveness::{Liveness, NodeState, Usage};
 use crate::namespace::{ListQuery, Namespace};
 use crate::network::lazy_channel;
@@ -30,6 +31,8 @@ use crate::pending::PendingChunks;
 use crate::repair::RepairStats;
 use crate::state_machine::SharedState;
 use crate::types::{Command, CommandResult, Raft};
+
+mod fs;
 
 const FORWARDED: &str = "x-cairn-forwarded";
 /// Free space assumed for a node whose heartbeat the leader has not seen yet.
@@ -46,6 +49,7 @@ pub struct MetaServer {
     pub liveness: Arc<Mutex<Liveness>>,
     repair: Arc<RepairStats>,
     pending: PendingChunks,
+    leases: Arc<Mutex<Leases>>,
     peers: Mutex<HashMap<String, MetaServiceClient<Channel>>>,
 }
 
@@ -99,6 +103,7 @@ impl MetaServer {
         liveness: Arc<Mutex<Liveness>>,
         repair: Arc<RepairStats>,
         pending_ttl: std::time::Duration,
+        leases: Arc<Mutex<Leases>>,
     ) -> Self {
         MetaServer {
             id,
@@ -107,6 +112,7 @@ impl MetaServer {
             liveness,
             repair,
             pending: PendingChunks::new(pending_ttl),
+            leases,
             peers: Mutex::new(HashMap::new()),
         }
     }
@@ -372,6 +378,7 @@ impl MetaService for MetaServer {
         let resp = self
             .read(|ns| {
                 let view = ns.lookup(&req.bucket, &req.key).map_err(status_from)?;
+                let extents = extents_to_proto(&view);
                 let nodes = self.node_addresses(
                     ns,
                     view.chunks
@@ -388,6 +395,7 @@ impl MetaService for MetaServer {
                         content_type: view.attrs.content_type,
                         metadata: view.attrs.metadata.into_iter().collect(),
                     }),
+                    extents,
                     chunks: view
                         .chunks
                         .iter()
@@ -463,6 +471,7 @@ impl MetaService for MetaServer {
             bucket: req.bucket,
             key: req.key,
             if_generation: (req.if_generation_match != 0).then_some(req.if_generation_match),
+            mtime: now_secs(),
         })
         .await?;
         Ok(Response::new(pm::DeleteObjectResponse {}))
@@ -827,5 +836,20 @@ impl MetaService for MetaServer {
                 .collect(),
             tolerance,
         }))
+    }
+
+    async fn fs_call(
+        &self,
+        req: Request<pm::FsCallMessage>,
+    ) -> Result<Response<pm::FsCallMessage>, Status> {
+        forward_unless_leader!(self, req, fs_call);
+        let request: cairn_common::fs::FsRequest = serde_json::from_slice(&req.into_inner().json)
+            .map_err(|e| {
+            Status::invalid_argument(format!("malformed filesystem request: {e}"))
+        })?;
+        let result = self.serve_fs(request).await?;
+        let json = serde_json::to_vec(&result)
+            .map_err(|e| Status::internal(format!("encode filesystem reply: {e}")))?;
+        Ok(Response::new(pm::FsCallMessage { json }))
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io::Cursor;
 
+use cairn_common::fs::{FsChange, FsResult, SessionId};
 use cairn_common::{ChunkId, NodeId, Redundancy};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,9 @@ pub enum Command {
         key: String,
         /// Delete only if the object's generation is this.
         if_generation: Option<u64>,
+        /// Seconds since the epoch (the parent directory's new mtime).
+        #[serde(default)]
+        mtime: u64,
     },
     /// Refused unless the bucket is empty.
     DeleteBucket { name: String },
@@ -73,6 +77,17 @@ pub enum Command {
     SetNodeWeight { node: NodeId, weight_pct: u32 },
     /// Limit repair and rebalance writes to this many bytes per second.
     SetRepairThrottle { bytes_per_sec: u64 },
+    /// A filesystem change from a mount's session; `now_ns` is the leader's clock.
+    Fs {
+        session: SessionId,
+        change: FsChange,
+        now_ns: u64,
+    },
+    /// A mount starts a session.
+    OpenSession { name: String, now_ns: u64 },
+    /// A session ends (closed by its mount, or its lease expired): its locks and holds
+    /// are dropped and every later change from it is refused.
+    EndSession { session: SessionId },
     /// These garbage-collection entries were deleted from their nodes.
     GcDone { seqs: Vec<u64> },
 }
@@ -82,6 +97,10 @@ pub enum Command {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
     Done,
-    Committed { generation: u64 },
+    Committed {
+        generation: u64,
+    },
     Rejected(NamespaceError),
+    /// The outcome of a filesystem command (its refusals included).
+    Fs(FsResult),
 }

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::time::SystemTime;
 
-use super::locks::LockTable;
+use cairn_common::locks::LockTable;
+
 use super::sparse::{SparseData, PAGE};
 use super::MemoryOptions;
 use crate::backend::*;
@@ -30,7 +31,7 @@ pub(super) struct Inode {
     pub(super) content: Content,
     pub(super) xattrs: BTreeMap<OsString, Vec<u8>>,
     pub(super) open_handles: u32,
-    pub(super) locks: LockTable,
+    pub(super) locks: LockTable<LockOwner>,
 }
 
 impl Inode {

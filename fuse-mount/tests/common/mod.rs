@@ -1,8 +1,11 @@
 //! Test harness: a real FUSE mount of a fresh `MemoryBackend` in a temp directory, mounted
 //! in-process and unmounted in `Drop` (also when the test panics), with a lazy `umount -l`
-//! fallback so no test leaves a mount behind. Plus small `must_` helpers.
+//! fallback so no test leaves a mount behind; the cluster backend's harness (`cluster`);
+//! the [`on_both_backends`] macro that runs one scenario against each; small helpers.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
+
+pub mod cluster;
 
 use std::ffi::CString;
 use std::io;
@@ -15,6 +18,46 @@ use std::time::{Duration, Instant};
 
 use cairn_fuse_mount::memory::MemoryBackend;
 use cairn_fuse_mount::{mount, MountHandle, MountOptions};
+
+/// A mounted filesystem a scenario works in.
+pub trait Mounted {
+    /// A path inside the directory the test works in.
+    fn p(&self, rel: &str) -> PathBuf;
+}
+
+/// Runs each scenario `fn name(m: &impl Mounted)` of the file as two tests:
+/// `memory::name` on a memory mount and `cluster::name` on a mount of a real cluster.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::common::TestMount::must_mount());
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[test]
+                fn $name() {
+                    let mounts = super::common::cluster::ClusterMounts::start(
+                        1,
+                        super::common::cluster::test_mount_options(),
+                    );
+                    super::$name(&mounts.mounts[0]);
+                }
+            )*
+        }
+    };
+}
+
+impl Mounted for TestMount {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
 
 pub struct TestMount {
     handle: Option<MountHandle>,
@@ -53,11 +96,6 @@ impl TestMount {
             root,
             _dir: dir,
         }
-    }
-
-    /// A path inside the mount.
-    pub fn p(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
     }
 }
 

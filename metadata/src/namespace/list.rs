@@ -162,7 +162,7 @@ impl Walk<'_> {
                 key,
                 size,
                 generation: inode.generation,
-                mtime: inode.mtime,
+                mtime: inode.mtime_ns / super::objects::NS_PER_SEC,
             }));
         }
     }

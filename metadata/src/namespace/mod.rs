@@ -6,15 +6,20 @@
 //! `a/b/c` is the file `c` in directory `b` in directory `a` of its bucket; directories
 //! created implicitly by a put are removed again when their last entry is deleted.
 
+mod extents;
+mod fs;
 mod list;
 mod objects;
 mod repair;
+mod sessions;
 #[cfg(test)]
 mod tests;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use cairn_common::fs::SessionId;
+use cairn_common::locks::LockTable;
 use cairn_common::{ChunkId, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +28,11 @@ use crate::types::{Command, CommandResult};
 pub use list::{ListPage, ListQuery};
 pub use types::*;
 
-pub type Ino = u64;
-pub const ROOT_INO: Ino = 1;
+pub use cairn_common::fs::{Ino, ROOT_INO};
+
+/// Mode bits of inodes created through the object API.
+pub const OBJECT_FILE_MODE: u32 = 0o644;
+pub const OBJECT_DIR_MODE: u32 = 0o755;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespace {
@@ -48,6 +56,20 @@ pub struct Namespace {
     retired: BTreeMap<ChunkId, u64>,
     #[serde(default)]
     retired_order: BTreeMap<u64, ChunkId>,
+    /// Extents pointing into each chunk; a chunk is released when its count drops to 0.
+    #[serde(default)]
+    chunk_refs: BTreeMap<ChunkId, u32>,
+    /// Open mount sessions; ids below `next_session` that are absent here are fenced.
+    #[serde(default)]
+    sessions: BTreeMap<SessionId, SessionRecord>,
+    #[serde(default)]
+    next_session: SessionId,
+    /// Sessions that have an inode open (an unlinked inode lives while any holds it).
+    #[serde(default)]
+    holds: BTreeMap<Ino, std::collections::BTreeSet<SessionId>>,
+    /// Byte-range and `flock` locks, by inode.
+    #[serde(default)]
+    locks: BTreeMap<Ino, LockTable<LockHolder>>,
 }
 
 /// How many released chunk ids are remembered (oldest forgotten first).
@@ -76,15 +98,19 @@ impl Namespace {
         let mut ns = Namespace {
             next_ino: ROOT_INO + 1,
             next_generation: 1,
+            next_session: 1,
             ..Default::default()
         };
         ns.inodes.insert(
             ROOT_INO,
-            Inode {
-                kind: InodeKind::Dir { implicit: false },
-                mtime: 0,
-                generation: 0,
-            },
+            Inode::new(
+                InodeKind::Dir { implicit: false },
+                0,
+                0,
+                OBJECT_DIR_MODE,
+                (0, 0),
+                0,
+            ),
         );
         ns.children.insert(ROOT_INO, BTreeMap::new());
         ns
@@ -96,7 +122,9 @@ impl Namespace {
                 name,
                 redundancy,
                 mtime,
-            } => self.create_bucket(name, redundancy, mtime),
+            } => self
+                .create_bucket(name, redundancy, objects::secs_to_ns(mtime))
+                .map(|_| CommandResult::Done),
             Command::RegisterNode { id, addr, zone } => {
                 let (draining, weight_pct) = self
                     .nodes
@@ -145,7 +173,8 @@ impl Namespace {
                 bucket,
                 key,
                 if_generation,
-            } => self.delete_object(&bucket, &key, if_generation),
+                mtime,
+            } => self.delete_object(&bucket, &key, if_generation, mtime),
             Command::DeleteBucket { name } => self.delete_bucket(&name),
             Command::ShardLost { chunk, index, node } => {
                 if let Some(meta) = self.chunks.get_mut(&chunk) {
@@ -161,6 +190,18 @@ impl Namespace {
                 placed,
                 dropped,
             } => self.repair_chunk(chunk, placed, dropped),
+            Command::Fs {
+                session,
+                change,
+                now_ns,
+            } => return CommandResult::Fs(self.apply_fs(session, change, now_ns)),
+            Command::OpenSession { name, now_ns } => {
+                return CommandResult::Fs(Ok(self.open_session(name, now_ns)))
+            }
+            Command::EndSession { session } => {
+                self.end_session(session);
+                Ok(CommandResult::Done)
+            }
             Command::GcDone { seqs } => {
                 for seq in seqs {
                     self.gc.remove(&seq);
@@ -177,22 +218,46 @@ impl Namespace {
         }
     }
 
-    /// Queues every shard of the extents' chunks for deletion.
+    /// Drops the extents' references to their chunks, releasing unreferenced chunks.
     pub(super) fn release_extents(&mut self, kind: InodeKind) {
         let InodeKind::File { extents, .. } = kind else {
             return;
         };
         for extent in extents {
-            if let Some(chunk) = self.chunks.remove(&extent.chunk) {
-                self.degraded.remove(&extent.chunk);
-                self.retire(extent.chunk);
-                for (index, node) in chunk.shards {
-                    self.queue_gc(GcEntry {
-                        chunk: extent.chunk,
-                        index,
-                        node,
-                    });
-                }
+            self.unref_chunk(extent.chunk);
+        }
+    }
+
+    /// One more extent points into `chunk`.
+    pub(super) fn ref_chunk(&mut self, chunk: ChunkId) {
+        *self.chunk_refs.entry(chunk).or_insert(0) += 1;
+    }
+
+    /// One extent fewer points into `chunk`; at zero, queue its shards for deletion.
+    pub(super) fn unref_chunk(&mut self, chunk: ChunkId) {
+        let left = match self.chunk_refs.get_mut(&chunk) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                return;
+            }
+            _ => 0,
+        };
+        debug_assert_eq!(left, 0);
+        self.chunk_refs.remove(&chunk);
+        self.release_chunk(chunk);
+    }
+
+    /// Forgets a chunk and queues every shard of it for deletion.
+    pub(super) fn release_chunk(&mut self, id: ChunkId) {
+        if let Some(chunk) = self.chunks.remove(&id) {
+            self.degraded.remove(&id);
+            self.retire(id);
+            for (index, node) in chunk.shards {
+                self.queue_gc(GcEntry {
+                    chunk: id,
+                    index,
+                    node,
+                });
             }
         }
     }
@@ -256,28 +321,47 @@ impl Namespace {
         self.gc.insert(seq, entry);
     }
 
-    /// A new inode with the next generation.
-    pub(super) fn alloc_inode(&mut self, kind: InodeKind, mtime: u64) -> Ino {
-        let generation = self.bump_generation();
-        self.insert_inode(kind, mtime, generation)
-    }
-
-    /// A new inode with the given generation (a directory gets its empty entry table).
-    pub(super) fn insert_inode(&mut self, kind: InodeKind, mtime: u64, generation: u64) -> Ino {
+    /// A new inode with the next generation (a directory gets its empty entry table).
+    pub(super) fn alloc_inode(&mut self, inode: Inode) -> Ino {
         let ino = self.next_ino;
         self.next_ino += 1;
-        if matches!(kind, InodeKind::Dir { .. }) {
+        if inode.kind.is_dir() {
             self.children.insert(ino, BTreeMap::new());
         }
-        self.inodes.insert(
-            ino,
-            Inode {
-                kind,
-                mtime,
-                generation,
-            },
-        );
+        self.inodes.insert(ino, inode);
         ino
+    }
+
+    /// Adds `name -> ino` to directory `dir`.
+    pub(super) fn add_entry(&mut self, dir: Ino, name: &str, ino: Ino) {
+        self.children
+            .entry(dir)
+            .or_default()
+            .insert(name.to_string(), ino);
+    }
+
+    /// Removes one link to a file or symlink; frees it when no link and no open session
+    /// is left.
+    pub(super) fn drop_link(&mut self, ino: Ino, now_ns: u64) {
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        inode.nlink = inode.nlink.saturating_sub(1);
+        inode.ctime_ns = now_ns;
+        self.free_if_unused(ino);
+    }
+
+    /// Frees a file with no links and no holders (its chunks go to garbage collection).
+    pub(super) fn free_if_unused(&mut self, ino: Ino) {
+        let unused = self.inodes.get(&ino).is_some_and(|i| i.nlink == 0)
+            && self.holds.get(&ino).is_none_or(|h| h.is_empty());
+        if unused {
+            self.holds.remove(&ino);
+            self.locks.remove(&ino);
+            if let Some(inode) = self.inodes.remove(&ino) {
+                self.release_extents(inode.kind);
+            }
+        }
     }
 
     pub(super) fn bump_generation(&mut self) -> u64 {

@@ -5,17 +5,25 @@ use cairn_common::names::{validate_bucket, validate_key};
 use cairn_common::{ChunkId, Redundancy};
 
 use super::{
-    invalid, Bucket, ChunkMeta, CommandResult, Extent, Inode, InodeKind, Namespace, NamespaceError,
-    ObjectAttrs, ObjectEntry, ObjectView, Precondition, ROOT_INO,
+    invalid, Bucket, ChunkMeta, CommandResult, Extent, Ino, Inode, InodeKind, Namespace,
+    NamespaceError, ObjectAttrs, ObjectEntry, ObjectView, Precondition, OBJECT_DIR_MODE,
+    OBJECT_FILE_MODE, ROOT_INO,
 };
+
+pub(super) const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Object commands carry seconds; inodes keep nanoseconds.
+pub(super) fn secs_to_ns(secs: u64) -> u64 {
+    secs.saturating_mul(NS_PER_SEC)
+}
 
 impl Namespace {
     pub(super) fn create_bucket(
         &mut self,
         name: String,
         redundancy: Redundancy,
-        mtime: u64,
-    ) -> Result<CommandResult, NamespaceError> {
+        now_ns: u64,
+    ) -> Result<Ino, NamespaceError> {
         validate_bucket(&name).map_err(invalid)?;
         redundancy
             .validate()
@@ -25,13 +33,20 @@ impl Namespace {
         if self.buckets.contains_key(&name) {
             return Err(NamespaceError::BucketExists { name });
         }
-        let ino = self.alloc_inode(InodeKind::Dir { implicit: false }, mtime);
-        self.children
-            .entry(ROOT_INO)
-            .or_default()
-            .insert(name.clone(), ino);
+        let generation = self.bump_generation();
+        let ino = self.alloc_inode(Inode::new(
+            InodeKind::Dir { implicit: false },
+            now_ns,
+            generation,
+            OBJECT_DIR_MODE,
+            (0, 0),
+            0,
+        ));
+        self.inodes.get_mut(&ino).expect("just inserted").bucket = ino;
+        self.add_entry(ROOT_INO, &name, ino);
+        self.touch(ROOT_INO, now_ns);
         self.buckets.insert(name, Bucket { ino, redundancy });
-        Ok(CommandResult::Done)
+        Ok(ino)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -47,6 +62,7 @@ impl Namespace {
     ) -> Result<CommandResult, NamespaceError> {
         validate_key(key).map_err(invalid)?;
         let bucket_ino = self.bucket(bucket)?.ino;
+        let now_ns = secs_to_ns(mtime);
         if let Some(generation) = self.already_committed(bucket, key, &chunks) {
             return Ok(CommandResult::Committed { generation });
         }
@@ -71,28 +87,11 @@ impl Namespace {
                     reason: "listed twice in one object".into(),
                 });
             }
-            if self.retired.contains_key(id) {
+            if let Some(reason) = self.new_chunk_problem(id, chunk) {
                 return Err(NamespaceError::BadChunk {
                     chunk: *id,
-                    reason: "chunk was already released (a stale retry)".into(),
+                    reason: reason.into(),
                 });
-            }
-            let bad = |reason: &str| NamespaceError::BadChunk {
-                chunk: *id,
-                reason: reason.into(),
-            };
-            let shards = chunk.redundancy.total_shards();
-            if self.chunks.contains_key(id) {
-                return Err(bad("chunk id is already in use"));
-            }
-            if chunk.shard_hashes.len() != shards {
-                return Err(bad("wrong number of shard hashes"));
-            }
-            if chunk.shards.keys().any(|&i| i as usize >= shards) {
-                return Err(bad("shard index out of range"));
-            }
-            if chunk.shards.len() < chunk.redundancy.min_durable_shards() {
-                return Err(bad("fewer durable shards than the scheme's minimum"));
             }
         }
 
@@ -109,7 +108,7 @@ impl Namespace {
             match self.child(dir, part) {
                 Some(ino) => match self.inodes[&ino].kind {
                     InodeKind::Dir { .. } => dir = ino,
-                    InodeKind::File { .. } => {
+                    InodeKind::File { .. } | InodeKind::Symlink { .. } => {
                         return Err(NamespaceError::NotDirectory {
                             bucket: bucket.into(),
                             path: parts[..=depth].join("/"),
@@ -135,11 +134,17 @@ impl Namespace {
             dir = match self.child(dir, part) {
                 Some(ino) => ino,
                 None => {
-                    let ino = self.alloc_inode(InodeKind::Dir { implicit: true }, mtime);
-                    self.children
-                        .entry(dir)
-                        .or_default()
-                        .insert(part.to_string(), ino);
+                    let generation = self.bump_generation();
+                    let ino = self.alloc_inode(Inode::new(
+                        InodeKind::Dir { implicit: true },
+                        now_ns,
+                        generation,
+                        OBJECT_DIR_MODE,
+                        (0, 0),
+                        bucket_ino,
+                    ));
+                    self.add_entry(dir, part, ino);
+                    self.touch(dir, now_ns);
                     ino
                 }
             };
@@ -147,11 +152,15 @@ impl Namespace {
         let mut extents = Vec::with_capacity(chunks.len());
         let mut offset = 0;
         for (id, chunk) in chunks {
-            extents.push(Extent {
-                offset,
-                len: chunk.size,
-                chunk: id,
-            });
+            if chunk.size > 0 {
+                extents.push(Extent {
+                    offset,
+                    len: chunk.size,
+                    chunk: id,
+                    chunk_offset: 0,
+                });
+                self.ref_chunk(id);
+            }
             offset += chunk.size;
             if chunk.is_degraded() {
                 self.degraded.insert(id);
@@ -166,24 +175,28 @@ impl Namespace {
         };
         match self.child(dir, file_name[0]) {
             Some(ino) => {
-                let old = std::mem::replace(
-                    self.inodes
-                        .get_mut(&ino)
-                        .expect("dentry points at an inode"),
-                    Inode {
-                        kind,
-                        mtime,
-                        generation,
-                    },
-                );
-                self.release_extents(old.kind);
+                // A new version of the content; the inode keeps its owner, mode, links.
+                let inode = self
+                    .inodes
+                    .get_mut(&ino)
+                    .expect("dentry points at an inode");
+                let old = std::mem::replace(&mut inode.kind, kind);
+                inode.mtime_ns = now_ns;
+                inode.ctime_ns = now_ns;
+                inode.generation = generation;
+                self.release_extents(old);
             }
             None => {
-                let ino = self.insert_inode(kind, mtime, generation);
-                self.children
-                    .entry(dir)
-                    .or_default()
-                    .insert(file_name[0].to_string(), ino);
+                let ino = self.alloc_inode(Inode::new(
+                    kind,
+                    now_ns,
+                    generation,
+                    OBJECT_FILE_MODE,
+                    (0, 0),
+                    bucket_ino,
+                ));
+                self.add_entry(dir, file_name[0], ino);
+                self.touch(dir, now_ns);
             }
         }
         Ok(CommandResult::Committed { generation })
@@ -249,6 +262,7 @@ impl Namespace {
         bucket: &str,
         key: &str,
         if_generation: Option<u64>,
+        mtime: u64,
     ) -> Result<CommandResult, NamespaceError> {
         validate_key(key).map_err(invalid)?;
         let bucket_ino = self.bucket(bucket)?.ino;
@@ -273,9 +287,10 @@ impl Namespace {
             });
         }
         let parent = *path.last().expect("bucket at least");
+        let now_ns = secs_to_ns(mtime);
         self.remove_entry(parent, parts[parts.len() - 1]);
-        let inode = self.inodes.remove(&ino).expect("dentry points at an inode");
-        self.release_extents(inode.kind);
+        self.touch(parent, now_ns);
+        self.drop_link(ino, now_ns);
         // Remove implicit directories left empty, innermost first.
         for depth in (1..path.len()).rev() {
             let dir = path[depth];
@@ -285,6 +300,7 @@ impl Namespace {
                 break;
             }
             self.remove_entry(path[depth - 1], parts[depth - 1]);
+            self.touch(path[depth - 1], now_ns);
             self.inodes.remove(&dir);
             self.children.remove(&dir);
         }
@@ -303,19 +319,70 @@ impl Namespace {
                 })?;
         }
         let inode = &self.inodes[&ino];
-        let InodeKind::File {
-            size,
-            extents,
-            attrs,
-        } = &inode.kind
-        else {
-            return Err(NamespaceError::IsDirectory {
-                bucket: bucket.into(),
-                path: key.into(),
-            });
+        let (size, extents, attrs) = match &inode.kind {
+            InodeKind::File {
+                size,
+                extents,
+                attrs,
+            } => (size, extents, attrs),
+            InodeKind::Dir { .. } => {
+                return Err(NamespaceError::IsDirectory {
+                    bucket: bucket.into(),
+                    path: key.into(),
+                })
+            }
+            InodeKind::Symlink { .. } => {
+                return Err(NamespaceError::NoSuchKey {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                })
+            }
         };
-        let chunks = extents
+        Ok(ObjectView {
+            entry: ObjectEntry {
+                key: key.into(),
+                size: *size,
+                generation: inode.generation,
+                mtime: inode.mtime_ns / NS_PER_SEC,
+            },
+            attrs: attrs.clone(),
+            extents: extents.clone(),
+            chunks: self.chunks_of(extents),
+        })
+    }
+
+    /// Why `chunk` cannot be committed as a new chunk, if it cannot.
+    pub(super) fn new_chunk_problem(
+        &self,
+        id: &ChunkId,
+        chunk: &ChunkMeta,
+    ) -> Option<&'static str> {
+        let shards = chunk.redundancy.total_shards();
+        if self.retired.contains_key(id) {
+            Some("chunk was already released (a stale retry)")
+        } else if self.chunks.contains_key(id) {
+            Some("chunk id is already in use")
+        } else if chunk.size == 0 {
+            Some("empty chunk")
+        } else if chunk.redundancy.validate().is_err() {
+            Some("invalid redundancy scheme")
+        } else if chunk.shard_hashes.len() != shards {
+            Some("wrong number of shard hashes")
+        } else if chunk.shards.keys().any(|&i| i as usize >= shards) {
+            Some("shard index out of range")
+        } else if chunk.shards.len() < chunk.redundancy.min_durable_shards() {
+            Some("fewer durable shards than the scheme's minimum")
+        } else {
+            None
+        }
+    }
+
+    /// Every chunk `extents` use, once each, in order of first use.
+    pub(super) fn chunks_of(&self, extents: &[Extent]) -> Vec<(ChunkId, ChunkMeta)> {
+        let mut seen = std::collections::BTreeSet::new();
+        extents
             .iter()
+            .filter(|e| seen.insert(e.chunk))
             .map(|e| {
                 let meta = self
                     .chunks
@@ -323,17 +390,15 @@ impl Namespace {
                     .expect("a file's chunks exist while it references them");
                 (e.chunk, meta.clone())
             })
-            .collect();
-        Ok(ObjectView {
-            entry: ObjectEntry {
-                key: key.into(),
-                size: *size,
-                generation: inode.generation,
-                mtime: inode.mtime,
-            },
-            attrs: attrs.clone(),
-            chunks,
-        })
+            .collect()
+    }
+
+    /// Sets a directory's mtime and ctime (an entry was added or removed).
+    pub(super) fn touch(&mut self, dir: Ino, now_ns: u64) {
+        if let Some(inode) = self.inodes.get_mut(&dir) {
+            inode.mtime_ns = now_ns;
+            inode.ctime_ns = now_ns;
+        }
     }
 
     /// Whether any object references this chunk.

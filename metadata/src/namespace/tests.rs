@@ -143,6 +143,7 @@ fn delete_removes_empty_implicit_directories() {
     put(&mut ns, "x/y/z", 1);
     put(&mut ns, "x/keep", 1);
     ns.apply(Command::DeleteObject {
+        mtime: 0,
         bucket: "bkt".into(),
         key: "x/y/z".into(),
         if_generation: None,
@@ -150,6 +151,7 @@ fn delete_removes_empty_implicit_directories() {
     assert_eq!(keys(&ns, "", "", 10).0, vec!["x/keep"]);
     assert!(ns.lookup("bkt", "x/y").is_err());
     ns.apply(Command::DeleteObject {
+        mtime: 0,
         bucket: "bkt".into(),
         key: "x/keep".into(),
         if_generation: None,
@@ -159,6 +161,7 @@ fn delete_removes_empty_implicit_directories() {
     assert_eq!(ns.counts().pending_gc, 6);
     assert_eq!(
         ns.apply(Command::DeleteObject {
+            mtime: 0,
             bucket: "bkt".into(),
             key: "x/keep".into(),
             if_generation: None,
@@ -287,6 +290,7 @@ fn preconditions_allow_exactly_one_writer() {
         CommandResult::Rejected(NamespaceError::PreconditionFailed { .. })
     ));
     let gone = ns.apply(Command::DeleteObject {
+        mtime: 0,
         bucket: "bkt".into(),
         key: "k".into(),
         if_generation: Some(g1),
@@ -296,6 +300,7 @@ fn preconditions_allow_exactly_one_writer() {
         CommandResult::Rejected(NamespaceError::PreconditionFailed { .. })
     ));
     let gone = ns.apply(Command::DeleteObject {
+        mtime: 0,
         bucket: "bkt".into(),
         key: "k".into(),
         if_generation: Some(g2),
@@ -313,6 +318,7 @@ fn only_empty_buckets_can_be_deleted() {
         CommandResult::Rejected(NamespaceError::BucketNotEmpty { .. })
     ));
     ns.apply(Command::DeleteObject {
+        mtime: 0,
         bucket: "bkt".into(),
         key: "a/b".into(),
         if_generation: None,

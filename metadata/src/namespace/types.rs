@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub use cairn_common::chunk::{ChunkMeta, Hash32};
+use cairn_common::fs::{FileType, SessionId};
 use cairn_common::{ChunkId, NodeId, Redundancy};
 use serde::{Deserialize, Serialize};
 
@@ -90,84 +92,113 @@ pub struct ObjectAttrs {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// A 32-byte hash, serialised as hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Hash32(pub [u8; 32]);
-
-impl std::fmt::Debug for Hash32 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&cairn_common::ids::hex(&self.0))
-    }
-}
-
-impl Serialize for Hash32 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&cairn_common::ids::hex(&self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Hash32 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let bad = || serde::de::Error::custom(format!("bad hash {s:?}"));
-        if s.len() != 64 || !s.is_ascii() {
-            return Err(bad());
-        }
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(Hash32(out))
-    }
-}
-
-/// Where a chunk's shards are, and how to check them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkMeta {
-    /// Bytes of data in the chunk (before padding and encoding).
-    pub size: u64,
-    pub redundancy: Redundancy,
-    /// blake3 of every shard, by index (`redundancy.total_shards()` entries).
-    pub shard_hashes: Vec<Hash32>,
-    /// Shard index -> node holding it. A missing index is a lost shard.
-    pub shards: BTreeMap<u32, NodeId>,
-}
-
-impl ChunkMeta {
-    pub fn is_degraded(&self) -> bool {
-        self.shards.len() < self.redundancy.total_shards()
-    }
-}
-
-/// A run of a file's bytes stored in (a prefix of) one chunk.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A run of a file's bytes, stored at `chunk_offset` in one chunk (several extents may
+/// share a chunk after a partial overwrite or truncation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extent {
     /// Offset of the run in the file.
     pub offset: u64,
     pub len: u64,
     pub chunk: ChunkId,
+    #[serde(default)]
+    pub chunk_offset: u64,
+}
+
+impl Extent {
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InodeKind {
     /// `implicit`: created by a put of a deeper key, removed again when empty.
-    Dir { implicit: bool },
+    Dir {
+        implicit: bool,
+    },
     File {
         size: u64,
+        /// Sorted by offset, not overlapping; gaps are holes (read as zeros).
         extents: Vec<Extent>,
         #[serde(default)]
         attrs: ObjectAttrs,
     },
+    Symlink {
+        target: String,
+    },
+}
+
+impl InodeKind {
+    pub fn file_type(&self) -> FileType {
+        match self {
+            InodeKind::Dir { .. } => FileType::Dir,
+            InodeKind::File { .. } => FileType::File,
+            InodeKind::Symlink { .. } => FileType::Symlink,
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self, InodeKind::Dir { .. })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inode {
     pub kind: InodeKind,
-    /// Seconds since the Unix epoch.
-    pub mtime: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub mtime_ns: u64,
+    pub atime_ns: u64,
+    pub ctime_ns: u64,
     /// Bumped on every change of the file's content.
     pub generation: u64,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Directory entries naming a file or symlink (directories derive theirs).
+    pub nlink: u32,
+    /// The bucket directory this inode lives in (its own number for a bucket, 0 for the
+    /// root). Renames and links never cross buckets, so it never changes.
+    pub bucket: super::Ino,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
+
+impl Inode {
+    /// A new inode with one link, all three times `now_ns`, owned by `(uid, gid)`.
+    pub fn new(
+        kind: InodeKind,
+        now_ns: u64,
+        generation: u64,
+        mode: u32,
+        (uid, gid): (u32, u32),
+        bucket: super::Ino,
+    ) -> Self {
+        Inode {
+            kind,
+            mtime_ns: now_ns,
+            atime_ns: now_ns,
+            ctime_ns: now_ns,
+            generation,
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            nlink: 1,
+            bucket,
+            xattrs: BTreeMap::new(),
+        }
+    }
+}
+
+/// A mount's session, open while its lease is renewed (the lease itself is tracked by
+/// the leader, in memory).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub name: String,
+    pub opened_ns: u64,
+}
+
+/// Who holds a lock in the cluster: a session and the mount's lock owner within it.
+pub type LockHolder = (SessionId, u64);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {
@@ -218,5 +249,8 @@ pub struct ObjectEntry {
 pub struct ObjectView {
     pub entry: ObjectEntry,
     pub attrs: ObjectAttrs,
+    /// The object's byte runs in order; gaps between them read as zeros.
+    pub extents: Vec<Extent>,
+    /// Every chunk the extents use, once each, in order of first use.
     pub chunks: Vec<(ChunkId, ChunkMeta)>,
 }

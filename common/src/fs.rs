@@ -1,0 +1,363 @@
+//! The filesystem protocol between a mount (`cairn-mount`) and the metadata service:
+//! inode-level requests, their replies and their errors. Internal to Cairn (like the Raft
+//! RPCs): it travels as JSON inside one gRPC method (`MetaService.FsCall`), so the mount
+//! and the metadata service share these types instead of a second schema. Every change
+//! names the session it comes from; a change from a session that is not open (its lease
+//! expired, it was closed, or it never existed) is refused with [`FsErrorKind::Fenced`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::ChunkMeta;
+use crate::locks::FileLock;
+use crate::{ChunkId, NodeId, Redundancy};
+
+pub type Ino = u64;
+pub type SessionId = u64;
+
+/// The root directory: its entries are the buckets.
+pub const ROOT_INO: Ino = 1;
+
+/// Longest name of one path component, in bytes.
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target, in bytes.
+pub const SYMLINK_MAX: usize = 4095;
+/// Largest extended attribute value and most attributes per inode.
+pub const XATTR_VALUE_MAX: usize = 64 * 1024;
+pub const XATTR_NAME_MAX: usize = 255;
+pub const XATTRS_PER_INODE_MAX: usize = 128;
+/// Most extents one write may commit.
+pub const MAX_EXTENTS_PER_WRITE: usize = 4096;
+/// Largest file size (Linux `MAX_LFS_FILESIZE`).
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FileType {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// An inode's attributes, as `stat(2)` shows them. Times in nanoseconds since the epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsAttr {
+    pub ino: Ino,
+    pub kind: FileType,
+    pub size: u64,
+    /// Bytes stored in extents (smaller than `size` for sparse files).
+    pub allocated: u64,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub atime_ns: u64,
+    pub mtime_ns: u64,
+    pub ctime_ns: u64,
+    /// Bumped on every change of the content.
+    pub generation: u64,
+}
+
+/// What `Create` makes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NewNode {
+    File,
+    Dir,
+    Symlink { target: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeSet {
+    /// The metadata leader's clock when the change applies.
+    Now,
+    AtNs(u64),
+}
+
+/// The changes of one `setattr`; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttrChanges {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+/// A run of file bytes `offset..offset+len` stored at `chunk_offset` in `chunk`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileExtent {
+    pub offset: u64,
+    pub len: u64,
+    pub chunk: ChunkId,
+    pub chunk_offset: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XattrMode {
+    /// Create or replace.
+    Any,
+    /// Fail with `Exists` if present.
+    Create,
+    /// Fail with `NoData` if absent.
+    Replace,
+}
+
+/// A change to the namespace, applied through Raft.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsChange {
+    /// A new file, directory or symlink. A directory at the root is a new bucket. `hold`:
+    /// the session opens the new file at once (see `Hold`).
+    Create {
+        parent: Ino,
+        name: String,
+        node: NewNode,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        hold: bool,
+    },
+    Link {
+        ino: Ino,
+        parent: Ino,
+        name: String,
+    },
+    /// Removes a non-directory entry, or (`dir`) an empty directory.
+    Unlink {
+        parent: Ino,
+        name: String,
+        dir: bool,
+    },
+    Rename {
+        parent: Ino,
+        name: String,
+        new_parent: Ino,
+        new_name: String,
+        noreplace: bool,
+        exchange: bool,
+    },
+    SetAttr {
+        ino: Ino,
+        changes: AttrChanges,
+    },
+    /// Points the byte ranges of `extents` at new, durable chunks (described in `chunks`)
+    /// and grows the file to at least `size_at_least`.
+    Write {
+        ino: Ino,
+        extents: Vec<FileExtent>,
+        chunks: Vec<(ChunkId, ChunkMeta)>,
+        size_at_least: u64,
+    },
+    SetXattr {
+        ino: Ino,
+        name: String,
+        value: Vec<u8>,
+        mode: XattrMode,
+    },
+    RemoveXattr {
+        ino: Ino,
+        name: String,
+    },
+    /// The session has the inode open: an unlinked inode lives until every holder
+    /// releases it (or its session ends).
+    Hold {
+        ino: Ino,
+    },
+    Release {
+        ino: Ino,
+    },
+    /// Takes, converts or releases a byte-range lock for (session, `owner`); never waits.
+    SetLock {
+        ino: Ino,
+        owner: u64,
+        lock: FileLock,
+    },
+    UnlockAll {
+        ino: Ino,
+        owner: u64,
+    },
+}
+
+/// A read, answered from the leader's applied state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsQuery {
+    Lookup {
+        parent: Ino,
+        name: String,
+    },
+    GetAttr {
+        ino: Ino,
+    },
+    /// Entries whose names sort after `after`, at most `limit`.
+    ReadDir {
+        ino: Ino,
+        after: Option<String>,
+        limit: u32,
+    },
+    ReadLink {
+        ino: Ino,
+    },
+    /// The file's extents overlapping `offset..offset+len`, with their chunks.
+    Extents {
+        ino: Ino,
+        offset: u64,
+        len: u64,
+    },
+    GetXattr {
+        ino: Ino,
+        name: String,
+    },
+    ListXattr {
+        ino: Ino,
+    },
+    /// The first lock of another (session, owner) that conflicts with `lock`.
+    GetLock {
+        ino: Ino,
+        owner: u64,
+        lock: FileLock,
+    },
+    StatFs,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsRequest {
+    /// Starts a session (one per mount); its lease must be renewed.
+    OpenSession {
+        name: String,
+    },
+    /// Extends the lease; `Fenced` if the session already ended.
+    RenewSession {
+        session: SessionId,
+    },
+    /// Ends the session: its locks and holds are released.
+    CloseSession {
+        session: SessionId,
+    },
+    Change {
+        session: SessionId,
+        change: FsChange,
+    },
+    Query {
+        session: SessionId,
+        query: FsQuery,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub ino: Ino,
+    pub kind: FileType,
+}
+
+/// Where a node is, for reading a chunk's shards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    pub id: NodeId,
+    pub addr: String,
+    pub down: bool,
+}
+
+/// A file's extents in a range and what is needed to read and extend it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtentMap {
+    pub attr: FsAttr,
+    /// The bucket the file belongs to (chunks are allocated for it).
+    pub bucket: String,
+    pub redundancy: Redundancy,
+    pub extents: Vec<FileExtent>,
+    pub chunks: Vec<(ChunkId, ChunkMeta)>,
+    pub nodes: Vec<NodeAddr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsStat {
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub inodes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsReply {
+    Session { id: SessionId, lease_ms: u64 },
+    Done,
+    Attr(FsAttr),
+    Entries(Vec<DirEntry>),
+    Target(String),
+    Extents(Box<ExtentMap>),
+    Value(Vec<u8>),
+    Names(Vec<String>),
+    Lock(Option<FileLock>),
+    Stat(FsStat),
+}
+
+/// Why a request was refused; each maps to one errno in the mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum FsErrorKind {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("is a directory")]
+    IsDir,
+    #[error("not a directory")]
+    NotDir,
+    #[error("operation not permitted")]
+    NotPermitted,
+    #[error("invalid argument")]
+    InvalidArgument,
+    #[error("name too long")]
+    NameTooLong,
+    #[error("rename or link across buckets")]
+    CrossDevice,
+    #[error("no such attribute")]
+    NoData,
+    #[error("attribute value too large")]
+    TooBig,
+    #[error("lock held by another owner")]
+    WouldBlock,
+    #[error("too many extended attributes")]
+    NoSpace,
+    #[error("file too large")]
+    FileTooBig,
+    #[error("session is fenced: its lease expired or it was closed")]
+    Fenced,
+}
+
+/// A refusal with a human-readable detail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {detail}")]
+pub struct FsFailure {
+    pub kind: FsErrorKind,
+    pub detail: String,
+}
+
+impl FsFailure {
+    pub fn new(kind: FsErrorKind, detail: impl Into<String>) -> Self {
+        FsFailure {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+pub type FsResult = Result<FsReply, FsFailure>;
+
+/// Checks one path component: not empty, `.` or `..`, no `/` or NUL, at most
+/// [`NAME_MAX`] bytes.
+pub fn check_name(name: &str) -> Result<(), FsFailure> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(FsFailure::new(
+            FsErrorKind::InvalidArgument,
+            format!("invalid file name {name:?}"),
+        ));
+    }
+    if name.len() > NAME_MAX {
+        return Err(FsFailure::new(
+            FsErrorKind::NameTooLong,
+            format!("name of {} bytes; the limit is {NAME_MAX}", name.len()),
+        ));
+    }
+    Ok(())
+}

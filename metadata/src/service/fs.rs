@@ -1,0 +1,177 @@
+//! The mounts' filesystem protocol (`MetaService.FsCall`) on the leader: sessions and
+//! their leases, changes through Raft, reads at the leader's read index.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use cairn_common::fs::{
+    FsErrorKind, FsFailure, FsQuery, FsReply, FsRequest, FsResult, FsStat, NodeAddr,
+};
+use cairn_common::ChunkId;
+use tonic::Status;
+
+use super::MetaServer;
+use crate::liveness::NodeState;
+use crate::types::{Command, CommandResult};
+
+/// Longest session name (a mount's description of itself, for logs).
+const MAX_SESSION_NAME: usize = 256;
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn fenced(session: u64) -> FsFailure {
+    FsFailure::new(
+        FsErrorKind::Fenced,
+        format!("session {session} is not open (its lease expired or it was closed)"),
+    )
+}
+
+impl MetaServer {
+    /// Serves one request; a `Status` only for transport-level trouble (no leader,
+    /// a failed Raft write), which the mount retries.
+    pub(super) async fn serve_fs(&self, request: FsRequest) -> Result<FsResult, Status> {
+        match request {
+            FsRequest::OpenSession { name } => {
+                if name.len() > MAX_SESSION_NAME {
+                    return Ok(Err(FsFailure::new(
+                        FsErrorKind::InvalidArgument,
+                        "session name too long",
+                    )));
+                }
+                let result = self
+                    .fs_write(Command::OpenSession {
+                        name,
+                        now_ns: now_ns(),
+                    })
+                    .await?;
+                let mut leases = self.leases.lock().expect("lease lock poisoned");
+                Ok(result.map(|reply| match reply {
+                    FsReply::Session { id, .. } => {
+                        leases.renew(id, Instant::now());
+                        tracing::info!(session = id, "mount session opened");
+                        FsReply::Session {
+                            id,
+                            lease_ms: leases.ttl().as_millis() as u64,
+                        }
+                    }
+                    other => other,
+                }))
+            }
+            FsRequest::RenewSession { session } => {
+                let open = self.read(|ns| ns.session_is_open(session)).await?;
+                if !open {
+                    return Ok(Err(fenced(session)));
+                }
+                self.leases
+                    .lock()
+                    .expect("lease lock poisoned")
+                    .renew(session, Instant::now());
+                Ok(Ok(FsReply::Done))
+            }
+            FsRequest::CloseSession { session } => {
+                self.write(Command::EndSession { session }).await?;
+                self.leases
+                    .lock()
+                    .expect("lease lock poisoned")
+                    .forget(session);
+                tracing::info!(session, "mount session closed");
+                Ok(Ok(FsReply::Done))
+            }
+            FsRequest::Change { session, change } => {
+                let written: Vec<ChunkId> = match &change {
+                    cairn_common::fs::FsChange::Write { chunks, .. } => {
+                        chunks.iter().map(|(id, _)| *id).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let result = self
+                    .fs_write(Command::Fs {
+                        session,
+                        change,
+                        now_ns: now_ns(),
+                    })
+                    .await;
+                // Committed or refused, these chunks are no longer a write in progress.
+                if result.is_ok() {
+                    self.pending.finish(&written);
+                }
+                result
+            }
+            FsRequest::Query { session, query } => self.fs_query(session, query).await,
+        }
+    }
+
+    async fn fs_query(&self, session: u64, query: FsQuery) -> Result<FsResult, Status> {
+        if query == FsQuery::StatFs {
+            let (open, nodes, inodes) = self
+                .read(|ns| {
+                    (
+                        ns.session_is_open(session),
+                        ns.nodes().keys().copied().collect::<Vec<_>>(),
+                        ns.inode_count(),
+                    )
+                })
+                .await?;
+            if !open {
+                return Ok(Err(fenced(session)));
+            }
+            let liveness = self.liveness.lock().expect("liveness lock poisoned");
+            let (capacity_bytes, used) = nodes.iter().filter_map(|id| liveness.usage(*id)).fold(
+                (0u64, 0u64),
+                |(c, u), usage| {
+                    (
+                        c.saturating_add(usage.capacity_bytes),
+                        u.saturating_add(usage.used_bytes),
+                    )
+                },
+            );
+            return Ok(Ok(FsReply::Stat(FsStat {
+                capacity_bytes,
+                free_bytes: capacity_bytes.saturating_sub(used),
+                inodes,
+            })));
+        }
+        let now = Instant::now();
+        self.read(|ns| {
+            if !ns.session_is_open(session) {
+                return Err(fenced(session));
+            }
+            let mut reply = ns.fs_query(session, query)?;
+            if let FsReply::Extents(map) = &mut reply {
+                let mut ids: Vec<u64> = map
+                    .chunks
+                    .iter()
+                    .flat_map(|(_, c)| c.shards.values().copied())
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                map.nodes = ids
+                    .into_iter()
+                    .filter_map(|id| {
+                        ns.nodes().get(&id).map(|n| NodeAddr {
+                            id,
+                            addr: n.addr.clone(),
+                            down: self.node_state(id, now) == NodeState::Down,
+                        })
+                    })
+                    .collect();
+            }
+            Ok(reply)
+        })
+        .await
+    }
+
+    /// Applies a filesystem command; its refusals are in the result, not the status.
+    async fn fs_write(&self, cmd: Command) -> Result<FsResult, Status> {
+        match self.write(cmd).await? {
+            CommandResult::Fs(result) => Ok(result),
+            other => Err(Status::internal(format!(
+                "unexpected result of a filesystem command: {other:?}"
+            ))),
+        }
+    }
+}
