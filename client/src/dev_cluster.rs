@@ -333,6 +333,62 @@ impl DevCluster {
         }
     }
 
+    /// Mounts the cluster's filesystem at `mountpoint` with a `cairn-mount` process named
+    /// `mount-N` (the next free N) and waits until the mount serves. Returns its name.
+    pub async fn add_mount(
+        &mut self,
+        mountpoint: &Path,
+        extra_args: &[&str],
+    ) -> anyhow::Result<String> {
+        let n = (1..)
+            .find(|n| !self.daemons.contains_key(&format!("mount-{n}")))
+            .expect("a free mount number");
+        let name = format!("mount-{n}");
+        std::fs::create_dir_all(mountpoint).with_context(|| format!("create {mountpoint:?}"))?;
+        let mountpoint = mountpoint
+            .canonicalize()
+            .with_context(|| format!("resolve {mountpoint:?}"))?;
+        if is_mounted(&mountpoint) {
+            bail!("{mountpoint:?} is already mounted; unmount it first (fusermount3 -u)");
+        }
+        let mut args = vec![
+            "--foreground".to_string(),
+            "--cluster".into(),
+            self.spec.cluster_file().display().to_string(),
+        ];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        args.push(mountpoint.display().to_string());
+        let binary = self.spec.bin_dir.join("cairn-mount");
+        if !binary.exists() {
+            bail!("{binary:?} not found: build the workspace first (cargo build --workspace)");
+        }
+        self.daemons.insert(
+            name.clone(),
+            Daemon {
+                args,
+                binary,
+                child: None,
+            },
+        );
+        self.start_process(&name)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(&mountpoint) {
+            if self.reap_exited().iter().any(|(n, _)| *n == name) || Instant::now() > deadline {
+                bail!(
+                    "{name} did not mount {mountpoint:?}; see {:?}",
+                    self.spec.dir.join("logs").join(format!("{name}.log"))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(name)
+    }
+
+    /// Where mount `name` is mounted (its last argument).
+    pub fn mountpoint(&self, name: &str) -> Option<PathBuf> {
+        self.daemons.get(name)?.args.last().map(PathBuf::from)
+    }
+
     pub fn spec(&self) -> &DevClusterSpec {
         &self.spec
     }
@@ -440,9 +496,18 @@ impl DevCluster {
         out
     }
 
-    /// Stops everything: storage nodes first, then metadata replicas.
+    /// Stops everything: mounts first (each unmounts and ends its session), then storage
+    /// nodes, then metadata replicas. A mount that died is unmounted lazily.
     pub fn shutdown(&mut self) {
         let names: Vec<String> = self.daemons.keys().cloned().collect();
+        for name in names.iter().filter(|n| n.starts_with("mount-")) {
+            self.stop(name);
+            if let Some(mountpoint) = self.mountpoint(name) {
+                if is_mounted(&mountpoint) {
+                    let _ = Command::new("umount").arg("-l").arg(&mountpoint).status();
+                }
+            }
+        }
         for name in names.iter().filter(|n| n.starts_with("node-")) {
             if let Some(pid) = self.pid(name) {
                 signal(pid, libc::SIGCONT);
@@ -493,6 +558,17 @@ impl Drop for DevCluster {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Whether `path` is a mount point (per `/proc/self/mounts`).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    let needle = path.to_string_lossy();
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(&needle))
 }
 
 fn check_free(addr: &str) -> anyhow::Result<()> {

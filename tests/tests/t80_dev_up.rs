@@ -1,6 +1,7 @@
-//! The README quick start: `cairn dev up` starts a cluster as separate processes, prints
-//! `ready`, writes cluster.toml and pid files, serves put/get through the CLI, stops every
-//! child on SIGTERM, and reuses its data when started again on the same directory.
+//! The README quick start: `cairn dev up` starts a cluster as separate processes, mounts
+//! it at DIR/mnt, prints `ready`, writes cluster.toml and pid files, serves put/get through
+//! the CLI and files through the mount (one namespace), stops every child and unmounts on
+//! SIGTERM, and reuses its data when started again on the same directory.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +13,7 @@ use cairn_tests::bin_dir;
 struct DevUp {
     child: Child,
     lines: mpsc::Receiver<String>,
+    mountpoint: Option<std::path::PathBuf>,
 }
 
 impl DevUp {
@@ -33,7 +35,11 @@ impl DevUp {
                 let _ = tx.send(line);
             }
         });
-        DevUp { child, lines }
+        DevUp {
+            child,
+            lines,
+            mountpoint: dir.canonicalize().ok().map(|d| d.join("mnt")),
+        }
     }
 
     /// Waits for the `ready` line; false if dev up exited first (e.g. a port was taken).
@@ -85,6 +91,11 @@ impl Drop for DevUp {
             }
             let _ = self.child.wait();
         }
+        if let Some(mnt) = &self.mountpoint {
+            if cairn_client::dev_cluster::is_mounted(mnt) {
+                let _ = Command::new("umount").arg("-l").arg(mnt).status();
+            }
+        }
     }
 }
 
@@ -111,7 +122,7 @@ fn dev_up_serves_put_and_get_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (mut dev, port_base) = DevUp::start_ready(dir.path());
     assert!(dir.path().join("cluster.toml").exists());
-    let pids: Vec<i32> = ["meta-1", "node-1", "node-2", "node-3"]
+    let pids: Vec<i32> = ["meta-1", "node-1", "node-2", "node-3", "mount-1"]
         .iter()
         .map(|n| {
             std::fs::read_to_string(dir.path().join("pids").join(format!("{n}.pid")))
@@ -138,7 +149,25 @@ fn dev_up_serves_put_and_get_and_stops_cleanly() {
     let out = cli(dir.path(), &["ls", "default"], b"");
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello.txt"));
 
+    // The mount at DIR/mnt: the object is a file, and a file is an object.
+    let mnt = dir.path().canonicalize().unwrap().join("mnt");
+    assert!(
+        cairn_client::dev_cluster::is_mounted(&mnt),
+        "mounted at DIR/mnt"
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("default/hello.txt")).unwrap(),
+        b"hello, cairn\n"
+    );
+    std::fs::write(mnt.join("default/from-mount.txt"), b"written in the mount").unwrap();
+    let out = cli(dir.path(), &["get", "default/from-mount.txt", "-"], b"");
+    assert_eq!(out.stdout, b"written in the mount");
+
     dev.stop();
+    assert!(
+        !cairn_client::dev_cluster::is_mounted(&mnt),
+        "dev up unmounted at shutdown"
+    );
     for pid in &pids {
         // Reaped children of dev up; a zombie cannot exist since dev up waited for them.
         assert!(!alive(*pid), "process {pid} survived dev up's shutdown");
@@ -153,6 +182,10 @@ fn dev_up_serves_put_and_get_and_stops_cleanly() {
         b"hello, cairn\n",
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("default/from-mount.txt")).unwrap(),
+        b"written in the mount"
     );
     dev.stop();
 }

@@ -24,8 +24,7 @@ pub struct UpArgs {
     /// First port; replica i uses port-base+i, node j port-base+10+j.
     #[arg(long, default_value_t = 7100)]
     port_base: u16,
-    /// Do not mount the filesystem (the FUSE mount is not built yet; accepted for
-    /// forward compatibility).
+    /// Do not mount the filesystem at DIR/mnt.
     #[arg(long)]
     no_mount: bool,
     /// Seconds to wait for the cluster to become ready.
@@ -45,7 +44,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     spec.nodes = args.nodes;
     spec.redundancy = redundancy;
     spec.port_base = args.port_base;
-    let _ = args.no_mount;
 
     let mut cluster = DevCluster::start(spec)?;
     let ready = tokio::select! {
@@ -60,6 +58,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         cluster.shutdown();
         return Err(e);
     }
+    let mountpoint = dir.join("mnt");
+    if !args.no_mount {
+        if let Err(e) = cluster.add_mount(&mountpoint, &[]).await {
+            cluster.shutdown();
+            return Err(e);
+        }
+    }
     let cluster_file = dir.join("cluster.toml");
     println!(
         "ready: {} metadata replicas, {} storage nodes, bucket `default` ({redundancy}); cluster file {}",
@@ -71,6 +76,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         "try:   export CAIRN_CLUSTER={}; echo hello | cairn put default/hello -; cairn get default/hello -",
         cluster_file.display()
     );
+    if !args.no_mount {
+        println!(
+            "mount: {} (bucket `default` is {}/default)",
+            mountpoint.display(),
+            mountpoint.display()
+        );
+    }
     println!(
         "stop:  Ctrl-C (data stays in {}; run again to reuse it)",
         dir.display()
