@@ -8,6 +8,8 @@
 
 mod extents;
 mod fs;
+#[cfg(test)]
+mod fs_tests;
 mod list;
 mod objects;
 mod repair;

@@ -1,0 +1,372 @@
+//! Unit tests of the filesystem operations: sessions and fencing, chunk reference counts
+//! under overwrites and truncation, unlink of held inodes, rename rules, locks.
+
+use cairn_common::fs::{
+    AttrChanges, FileExtent, FsChange, FsErrorKind, FsQuery, FsReply, FsResult, NewNode,
+};
+use cairn_common::locks::{FileLock, LockKind};
+use cairn_common::{ChunkId, Redundancy};
+
+use super::*;
+use crate::types::Command;
+
+const EC: Redundancy = Redundancy::Ec { k: 2, m: 1 };
+
+fn chunk(size: u64) -> (ChunkId, ChunkMeta) {
+    (
+        ChunkId::random(),
+        ChunkMeta {
+            size,
+            redundancy: EC,
+            shard_hashes: vec![Hash32([0; 32]); 3],
+            shards: (0..3).map(|i| (i, i as u64 + 1)).collect(),
+        },
+    )
+}
+
+struct Fs {
+    ns: Namespace,
+    session: SessionId,
+    bucket: Ino,
+}
+
+impl Fs {
+    fn new() -> Fs {
+        let mut ns = Namespace::new();
+        for id in 1..=3 {
+            ns.apply(Command::RegisterNode {
+                id,
+                addr: format!("127.0.0.{id}:1"),
+                zone: "z".into(),
+            });
+        }
+        let session = match ns.apply(Command::OpenSession {
+            name: "test".into(),
+            now_ns: 1,
+        }) {
+            CommandResult::Fs(Ok(FsReply::Session { id, .. })) => id,
+            other => panic!("{other:?}"),
+        };
+        let mut fs = Fs {
+            ns,
+            session,
+            bucket: 0,
+        };
+        fs.bucket = fs.must_create(ROOT_INO, "bkt", NewNode::Dir);
+        fs
+    }
+
+    fn change_as(&mut self, session: SessionId, change: FsChange) -> FsResult {
+        match self.ns.apply(Command::Fs {
+            session,
+            change,
+            now_ns: 10,
+        }) {
+            CommandResult::Fs(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn change(&mut self, change: FsChange) -> FsResult {
+        self.change_as(self.session, change)
+    }
+
+    fn kind_of(&mut self, change: FsChange) -> FsErrorKind {
+        self.change(change).expect_err("refused").kind
+    }
+
+    fn must_create(&mut self, parent: Ino, name: &str, node: NewNode) -> Ino {
+        match self.change(FsChange::Create {
+            parent,
+            name: name.into(),
+            node,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            hold: false,
+        }) {
+            Ok(FsReply::Attr(a)) => a.ino,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Writes `chunk` at `offset` (its whole length).
+    fn write(&mut self, ino: Ino, offset: u64, chunk: (ChunkId, ChunkMeta)) -> FsResult {
+        self.change(FsChange::Write {
+            ino,
+            extents: vec![FileExtent {
+                offset,
+                len: chunk.1.size,
+                chunk: chunk.0,
+                chunk_offset: 0,
+            }],
+            chunks: vec![chunk],
+            size_at_least: 0,
+        })
+    }
+
+    fn truncate(&mut self, ino: Ino, size: u64) {
+        self.change(FsChange::SetAttr {
+            ino,
+            changes: AttrChanges {
+                size: Some(size),
+                ..AttrChanges::default()
+            },
+        })
+        .expect("truncate");
+    }
+
+    fn gc_chunks(&self) -> Vec<ChunkId> {
+        let mut ids: Vec<ChunkId> = self
+            .ns
+            .gc_entries(usize::MAX, |_| true)
+            .into_iter()
+            .map(|(_, e)| e.chunk)
+            .collect();
+        ids.dedup();
+        ids
+    }
+}
+
+#[test]
+fn changes_from_a_session_that_ended_are_fenced() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "f", NewNode::File);
+    fs.ns.apply(Command::EndSession {
+        session: fs.session,
+    });
+    let r = fs.write(ino, 0, chunk(10));
+    assert_eq!(r.expect_err("fenced").kind, FsErrorKind::Fenced);
+    let never_opened = fs.change_as(99, FsChange::Hold { ino });
+    assert_eq!(never_opened.expect_err("fenced").kind, FsErrorKind::Fenced);
+}
+
+#[test]
+fn overwrites_and_truncation_release_chunks_only_when_unreferenced() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "f", NewNode::File);
+    let a = chunk(100);
+    let b = chunk(10);
+    let (a_id, b_id) = (a.0, b.0);
+    fs.write(ino, 0, a).expect("write a");
+    fs.write(ino, 40, b).expect("write b into the middle of a");
+    assert!(
+        fs.gc_chunks().is_empty(),
+        "a is still used on both sides of b"
+    );
+    let read = fs.ns.fs_query(
+        fs.session,
+        FsQuery::Extents {
+            ino,
+            offset: 0,
+            len: u64::MAX,
+        },
+    );
+    let Ok(FsReply::Extents(map)) = read else {
+        panic!("{read:?}")
+    };
+    let runs: Vec<(u64, u64, u64)> = map
+        .extents
+        .iter()
+        .map(|e| (e.offset, e.len, e.chunk_offset))
+        .collect();
+    assert_eq!(runs, vec![(0, 40, 0), (40, 10, 0), (50, 50, 50)]);
+    assert_eq!(map.chunks.len(), 2);
+
+    fs.truncate(ino, 30);
+    assert_eq!(fs.gc_chunks(), vec![b_id], "b is gone, a keeps its head");
+    fs.truncate(ino, 0);
+    let mut gone = fs.gc_chunks();
+    gone.sort();
+    let mut want = vec![a_id, b_id];
+    want.sort();
+    assert_eq!(gone, want);
+}
+
+#[test]
+fn a_retried_write_applies_once() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "f", NewNode::File);
+    let c = chunk(10);
+    fs.write(ino, 0, c.clone()).expect("write");
+    fs.write(ino, 0, c)
+        .expect("the retry is answered as the first time");
+    fs.truncate(ino, 0);
+    assert_eq!(fs.gc_chunks().len(), 1, "one reference, released once");
+}
+
+#[test]
+fn an_unlinked_file_lives_while_a_session_holds_it() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "f", NewNode::File);
+    fs.write(ino, 0, chunk(10)).expect("write");
+    fs.change(FsChange::Hold { ino }).expect("hold");
+    fs.change(FsChange::Unlink {
+        parent: fs.bucket,
+        name: "f".into(),
+        dir: false,
+    })
+    .expect("unlink");
+    assert!(fs.ns.fs_attr(ino).is_ok(), "held: still there");
+    assert!(fs.gc_chunks().is_empty());
+    fs.change(FsChange::Release { ino }).expect("release");
+    assert!(fs.ns.fs_attr(ino).is_err(), "freed at the last release");
+    assert_eq!(fs.gc_chunks().len(), 1);
+}
+
+#[test]
+fn an_ended_session_frees_what_only_it_held_and_its_locks() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "f", NewNode::File);
+    let lock = FileLock {
+        start: 0,
+        end: u64::MAX,
+        kind: LockKind::Write,
+        pid: 1,
+    };
+    fs.change(FsChange::SetLock {
+        ino,
+        owner: 7,
+        lock,
+    })
+    .expect("lock");
+    let other = match fs.ns.apply(Command::OpenSession {
+        name: "other".into(),
+        now_ns: 2,
+    }) {
+        CommandResult::Fs(Ok(FsReply::Session { id, .. })) => id,
+        r => panic!("{r:?}"),
+    };
+    let busy = fs.change_as(
+        other,
+        FsChange::SetLock {
+            ino,
+            owner: 7,
+            lock,
+        },
+    );
+    assert_eq!(busy.expect_err("held").kind, FsErrorKind::WouldBlock);
+
+    fs.change(FsChange::Hold { ino }).expect("hold");
+    fs.change(FsChange::Unlink {
+        parent: fs.bucket,
+        name: "f".into(),
+        dir: false,
+    })
+    .expect("unlink");
+    fs.ns.apply(Command::EndSession {
+        session: fs.session,
+    });
+    assert!(
+        fs.ns.fs_attr(ino).is_err(),
+        "the orphan went with its session"
+    );
+    let ino2 = {
+        fs.session = other;
+        fs.must_create(fs.bucket, "g", NewNode::File)
+    };
+    fs.change(FsChange::SetLock {
+        ino: ino2,
+        owner: 7,
+        lock,
+    })
+    .expect("locks of the ended session are gone");
+}
+
+#[test]
+fn rename_rules() {
+    let mut fs = Fs::new();
+    let b = fs.bucket;
+    let d = fs.must_create(b, "d", NewNode::Dir);
+    let sub = fs.must_create(d, "sub", NewNode::Dir);
+    fs.must_create(sub, "x", NewNode::File);
+    let e = fs.must_create(b, "e", NewNode::Dir);
+    let other_bucket = fs.must_create(ROOT_INO, "other", NewNode::Dir);
+    let rename = |parent, name: &str, new_parent, new_name: &str| FsChange::Rename {
+        parent,
+        name: name.into(),
+        new_parent,
+        new_name: new_name.into(),
+        noreplace: false,
+        exchange: false,
+    };
+    assert_eq!(
+        fs.kind_of(rename(b, "d", sub, "d2")),
+        FsErrorKind::InvalidArgument,
+        "into its own subtree"
+    );
+    assert_eq!(
+        fs.kind_of(rename(b, "e", b, "d")),
+        FsErrorKind::NotEmpty,
+        "onto a non-empty directory"
+    );
+    assert_eq!(
+        fs.kind_of(rename(b, "d", other_bucket, "d")),
+        FsErrorKind::CrossDevice
+    );
+    assert_eq!(
+        fs.kind_of(rename(ROOT_INO, "bkt", ROOT_INO, "renamed")),
+        FsErrorKind::NotPermitted
+    );
+    fs.change(rename(d, "sub", e, "moved"))
+        .expect("a plain move");
+    let attr = fs.ns.fs_attr(e).expect("e");
+    assert_eq!(attr.nlink, 3, "e gained a subdirectory");
+}
+
+#[test]
+fn the_root_holds_only_buckets() {
+    let mut fs = Fs::new();
+    let file_at_root = fs.change(FsChange::Create {
+        parent: ROOT_INO,
+        name: "file".into(),
+        node: NewNode::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        hold: false,
+    });
+    assert_eq!(
+        file_at_root.expect_err("refused").kind,
+        FsErrorKind::NotPermitted
+    );
+    let bad_name = fs.change(FsChange::Create {
+        parent: ROOT_INO,
+        name: "Not_A_Bucket".into(),
+        node: NewNode::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        hold: false,
+    });
+    assert_eq!(
+        bad_name.expect_err("refused").kind,
+        FsErrorKind::InvalidArgument
+    );
+    assert!(
+        fs.ns.bucket("bkt").is_ok(),
+        "mkdir at the root made a bucket"
+    );
+}
+
+#[test]
+fn deleting_one_name_of_a_hard_linked_object_keeps_the_other() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "a", NewNode::File);
+    fs.write(ino, 0, chunk(10)).expect("write");
+    fs.change(FsChange::Link {
+        ino,
+        parent: fs.bucket,
+        name: "b".into(),
+    })
+    .expect("link");
+    fs.ns.apply(Command::DeleteObject {
+        bucket: "bkt".into(),
+        key: "a".into(),
+        if_generation: None,
+        mtime: 3,
+    });
+    let view = fs.ns.lookup("bkt", "b").expect("b still there");
+    assert_eq!(view.entry.size, 10);
+    assert!(fs.gc_chunks().is_empty());
+}
