@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Cairn needs on Debian 12 beyond the Rust toolchain:
-# libclang (RocksDB's bindgen), fuse3 (fusermount3), rustfmt/clippy, cargo-nextest.
+# libclang (RocksDB's bindgen), fuse3 (fusermount3), PostgreSQL (the database failover
+# test runs it on a mount), rustfmt/clippy, cargo-nextest.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
@@ -8,6 +9,7 @@ need_apt=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
