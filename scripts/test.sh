@@ -13,3 +13,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The integration tests start the daemons' binaries: build them first.
 cargo build --workspace --bins --locked
 cargo nextest run --workspace --locked --no-fail-fast
+# Criterion benchmarks in test mode (each runs once, unoptimised): they keep compiling and
+# working. Real figures: `cargo bench` (see BENCHMARKS.md).
+cargo test --workspace --benches --locked --quiet

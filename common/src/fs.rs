@@ -147,6 +147,15 @@ pub enum FsChange {
         chunks: Vec<(ChunkId, ChunkMeta)>,
         size_at_least: u64,
     },
+    /// Rewrites a fragmented file's extents into fewer, new chunks holding the same
+    /// bytes. Applies only if the file's generation is still `generation` and no session
+    /// has it open; the content, generation and times do not change.
+    Compact {
+        ino: Ino,
+        generation: u64,
+        extents: Vec<FileExtent>,
+        chunks: Vec<(ChunkId, ChunkMeta)>,
+    },
     SetXattr {
         ino: Ino,
         name: String,
@@ -323,6 +332,9 @@ pub enum FsErrorKind {
     FileTooBig,
     #[error("session is fenced: its lease expired or it was closed")]
     Fenced,
+    /// A conditional change found the file changed or open (compaction is skipped).
+    #[error("the file changed or is open")]
+    Changed,
 }
 
 /// A refusal with a human-readable detail.

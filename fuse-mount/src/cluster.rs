@@ -16,6 +16,7 @@
 //! mount's session; they are released when the session ends.
 
 mod chunk_cache;
+mod compact;
 mod dirty;
 mod session;
 
@@ -72,6 +73,8 @@ struct OpenFile {
     dirty: Dirty,
     /// The last handle was released; whoever still holds this must look again.
     closed: bool,
+    /// Writes committed since the file was opened here (many: maybe fragmented).
+    commits: u32,
 }
 
 impl OpenFile {
@@ -82,7 +85,12 @@ impl OpenFile {
 
 type FileRef = Arc<tokio::sync::Mutex<OpenFile>>;
 
+/// Commits during one open after which the last close checks for fragmentation.
+const COMPACT_CHECK_AFTER_COMMITS: u32 = 8;
+
 pub struct ClusterBackend {
+    /// This backend, for background work spawned from `&self` methods.
+    me: std::sync::Weak<ClusterBackend>,
     client: Client,
     session: Arc<Session>,
     opts: ClusterOptions,
@@ -119,6 +127,10 @@ pub(crate) fn refused(f: FsFailure) -> FsError {
         FsErrorKind::NoSpace => FsError::NoSpace,
         FsErrorKind::FileTooBig => FsError::FileTooBig,
         FsErrorKind::Fenced => FsError::Stale,
+        FsErrorKind::Changed => FsError::Io {
+            op: "compact",
+            source: std::io::Error::other("the file changed or was opened meanwhile"),
+        },
     }
 }
 
@@ -181,7 +193,8 @@ impl ClusterBackend {
         let session = Session::open(&client, opts.session_name.clone()).await?;
         tracing::info!(session = session.id, "mount session opened");
         tokio::spawn(session.clone().renew_forever(client.clone()));
-        Ok(Arc::new(ClusterBackend {
+        Ok(Arc::new_cyclic(|me| ClusterBackend {
+            me: me.clone(),
             chunk_size: client.chunk_size(),
             cache: Mutex::new(ChunkCache::new(opts.chunk_cache_bytes)),
             client,
@@ -386,6 +399,7 @@ impl ClusterBackend {
             Ok(FsReply::Attr(a)) => {
                 file.size = a.size;
                 file.map = None;
+                file.commits += 1;
                 let mut cache = self.cache.lock().expect("chunk cache poisoned");
                 for (chunk, (id, _)) in packed.into_iter().zip(stored) {
                     cache.insert(id, Arc::new(chunk.data));
@@ -758,6 +772,15 @@ impl FsBackend for ClusterBackend {
         if !self.session.is_fenced() {
             if let Err(e) = self.change(FsChange::Release { ino }).await {
                 tracing::warn!(ino, error = %e, "could not release the file's hold");
+            }
+        }
+        if state.commits >= COMPACT_CHECK_AFTER_COMMITS {
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move {
+                    if let Err(e) = me.compact(ino).await {
+                        tracing::warn!(ino, error = %e, "compaction failed; the file is unchanged");
+                    }
+                });
             }
         }
         self.forget_if_unused(ino, &file, &mut state);

@@ -356,3 +356,82 @@ fn readdir_while_the_directory_changes(m: &impl Mounted) {
     }
     assert!(seen.values().all(|&c| c == 1), "no entry listed twice");
 }
+
+/// A file written in many small fsynced pieces (one chunk each) is compacted after its
+/// last close into one chunk holding the same bytes, holes kept.
+#[test]
+fn cluster_compacts_a_fragmented_file() {
+    let mounts = common::cluster::ClusterMounts::start(1, common::cluster::test_mount_options());
+    let m = &mounts.mounts[0];
+    let path = m.p("fragmented");
+    // Pieces at 0, 8 KiB, 16 KiB, ...: the file ends with the last piece.
+    let mut expected = vec![0u8; 63 * 8192 + 4096];
+    {
+        let f = File::create(&path).expect("create");
+        for i in 0..64usize {
+            let piece = vec![i as u8 + 1; 4096];
+            f.write_all_at(&piece, (i * 8192) as u64).expect("pwrite");
+            f.sync_data().expect("fdatasync");
+            expected[i * 8192..i * 8192 + 4096].copy_from_slice(&piece);
+        }
+    }
+    let client = &mounts.cluster().client;
+    let chunks = || {
+        mounts
+            .block_on(client.stat("default", "fragmented"))
+            .expect("stat")
+            .chunks
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || chunks() == 1),
+        "compacted to one chunk (now {})",
+        chunks()
+    );
+    let same = |got: &[u8]| {
+        let first = got.iter().zip(&expected).position(|(a, b)| a != b);
+        assert!(
+            got.len() == expected.len() && first.is_none(),
+            "{} bytes, first difference at {first:?}",
+            got.len()
+        );
+    };
+    same(&fs::read(&path).expect("read"));
+    let mut via_api = Vec::new();
+    mounts
+        .block_on(client.get("default", "fragmented", None, &mut via_api))
+        .expect("get");
+    same(&via_api);
+}
+
+/// The mount's root holds the buckets: `mkdir` there creates one (visible to the object
+/// API), files cannot live there, and renames or links across buckets are EXDEV.
+#[test]
+fn cluster_root_holds_buckets_and_nothing_crosses_them() {
+    let mounts = common::cluster::ClusterMounts::start(1, common::cluster::test_mount_options());
+    let m = &mounts.mounts[0];
+    let root = &m.mountpoint;
+    fs::create_dir(root.join("second")).expect("mkdir at the root makes a bucket");
+    let buckets = mounts
+        .block_on(mounts.cluster().client.list_buckets())
+        .expect("list buckets");
+    assert!(buckets.iter().any(|b| b.name == "second"), "{buckets:?}");
+    assert_eq!(must_errno(fs::write(root.join("file"), b"x")), libc::EPERM);
+    assert_eq!(
+        must_errno(fs::create_dir(root.join("Bad_Name"))),
+        libc::EINVAL
+    );
+    fs::write(m.p("f"), b"data").expect("write in default");
+    assert_eq!(
+        must_errno(fs::rename(m.p("f"), root.join("second/f"))),
+        libc::EXDEV
+    );
+    assert_eq!(
+        must_errno(fs::hard_link(m.p("f"), root.join("second/f"))),
+        libc::EXDEV
+    );
+    // What `mv` does on EXDEV: copy, then remove.
+    fs::copy(m.p("f"), root.join("second/f")).expect("copy across buckets");
+    assert_eq!(fs::read(root.join("second/f")).expect("read"), b"data");
+    fs::remove_file(root.join("second/f")).expect("unlink");
+    fs::remove_dir(root.join("second")).expect("rmdir of an empty bucket deletes it");
+}

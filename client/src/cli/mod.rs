@@ -1,5 +1,6 @@
 //! The `cairn` commands: argument definitions and dispatch.
 
+mod bench;
 mod dev;
 mod objects;
 mod progress;
@@ -86,6 +87,9 @@ enum Command {
         #[command(subcommand)]
         command: MetaCommand,
     },
+    /// Load generator: put/get/mixed/small-object workloads with throughput and latency
+    /// percentiles.
+    Bench(bench::BenchArgs),
     /// Local development cluster.
     Dev {
         #[command(subcommand)]
@@ -186,6 +190,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             objects::stat(&client(&cli.cluster)?, &target, json).await
         }
         Command::Rm { target } => objects::rm(&client(&cli.cluster)?, &target).await,
+        Command::Bench(args) => bench::run(&client(&cli.cluster)?, args).await,
         Command::Status { json } => status::show(&client(&cli.cluster)?, json).await,
         Command::Scrub { node } => status::scrub(&client(&cli.cluster)?, node).await,
         Command::Rebalance { dry_run } => status::rebalance(&client(&cli.cluster)?, dry_run).await,

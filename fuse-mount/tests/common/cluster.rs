@@ -58,6 +58,14 @@ impl ClusterMounts {
         cluster_options: ClusterOptions,
         adjust: impl Fn(&mut cairn_client::dev_cluster::DevClusterSpec),
     ) -> ClusterMounts {
+        // The mounts' logs, at CAIRN_LOG's level (default: warnings), in the test output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let runtime = cairn_fuse_mount::request_runtime(&options).expect("request runtime");
         let cluster = runtime.block_on(TestCluster::start_with(
             1,

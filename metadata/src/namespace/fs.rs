@@ -103,6 +103,15 @@ impl Namespace {
                 self.fs_write(ino, extents, chunks, size_at_least, now)?;
                 self.fs_attr(ino).map(FsReply::Attr)
             }
+            FsChange::Compact {
+                ino,
+                generation,
+                extents,
+                chunks,
+            } => {
+                self.fs_compact(ino, generation, extents, chunks)?;
+                Ok(FsReply::Done)
+            }
             FsChange::SetXattr {
                 ino,
                 name,
@@ -716,6 +725,93 @@ impl Namespace {
         for id in unreferenced {
             self.release_chunk(id);
         }
+        Ok(())
+    }
+
+    fn fs_compact(
+        &mut self,
+        ino: Ino,
+        generation: u64,
+        new_extents: Vec<FileExtent>,
+        chunks: Vec<(ChunkId, ChunkMeta)>,
+    ) -> FsRes<()> {
+        for (id, chunk) in &chunks {
+            if let Some(reason) = self.new_chunk_problem(id, chunk) {
+                return fail(
+                    FsErrorKind::InvalidArgument,
+                    format!("chunk {id}: {reason}"),
+                );
+            }
+        }
+        let held = self.holds.get(&ino).is_some_and(|h| !h.is_empty());
+        let inode = self.inode(ino)?;
+        let same_runs = match &inode.kind {
+            InodeKind::File { extents, .. } => {
+                // The new extents must cover exactly the bytes the old ones did (in
+                // order, without overlaps).
+                let covered = |runs: &mut dyn Iterator<Item = (u64, u64)>| {
+                    let mut merged: Vec<(u64, u64)> = Vec::new();
+                    for (start, end) in runs {
+                        match merged.last_mut() {
+                            Some(last) if start < last.1 => return None,
+                            Some(last) if last.1 == start => last.1 = end,
+                            _ => merged.push((start, end)),
+                        }
+                    }
+                    Some(merged)
+                };
+                let sizes: std::collections::BTreeMap<ChunkId, u64> =
+                    chunks.iter().map(|(id, c)| (*id, c.size)).collect();
+                let fits = new_extents.iter().all(|e| {
+                    e.len > 0
+                        && sizes.get(&e.chunk).is_some_and(|&size| {
+                            e.chunk_offset
+                                .checked_add(e.len)
+                                .is_some_and(|end| end <= size)
+                        })
+                });
+                let old = covered(&mut extents.iter().map(|e| (e.offset, e.end())));
+                fits && old.is_some()
+                    && old
+                        == covered(
+                            &mut new_extents
+                                .iter()
+                                .map(|e| (e.offset, e.offset.saturating_add(e.len))),
+                        )
+            }
+            _ => false,
+        };
+        if held || inode.generation != generation || !same_runs {
+            return fail(
+                FsErrorKind::Changed,
+                "file changed, open or not the same runs",
+            );
+        }
+        for (id, chunk) in chunks {
+            if chunk.is_degraded() {
+                self.degraded.insert(id);
+            }
+            self.chunks.insert(id, chunk);
+        }
+        let mut refs = Vec::new();
+        let inode = self.inode_mut(ino)?;
+        let InodeKind::File { extents, .. } = &mut inode.kind else {
+            unreachable!("checked above");
+        };
+        for old in extents.drain(..) {
+            refs.push(RefChange::Drop(old.chunk));
+        }
+        for e in &new_extents {
+            refs.push(RefChange::Take(e.chunk));
+            extents.push(Extent {
+                offset: e.offset,
+                len: e.len,
+                chunk: e.chunk,
+                chunk_offset: e.chunk_offset,
+            });
+        }
+        extents.sort_by_key(|e| e.offset);
+        self.apply_refs(refs);
         Ok(())
     }
 
