@@ -82,14 +82,27 @@ impl NodePool {
     /// Reads a whole shard and returns its bytes (the node verified them against its
     /// block hashes; the caller verifies them against the metadata's shard hash).
     pub async fn get_shard(&self, addr: &str, chunk: ChunkId, index: u32) -> Result<Vec<u8>> {
+        self.get_shard_range(addr, chunk, index, 0, 0).await
+    }
+
+    /// Reads `length` bytes of a shard from `offset` (0: to the end). The node verifies
+    /// every 64 KiB block it reads against the shard's block hash table.
+    pub async fn get_shard_range(
+        &self,
+        addr: &str,
+        chunk: ChunkId,
+        index: u32,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
         let mut client = self.client(addr)?;
         let mut request = tonic::Request::new(GetShardRequest {
             id: Some(ShardId {
                 chunk_id: chunk.as_bytes().to_vec(),
                 index,
             }),
-            offset: 0,
-            length: 0,
+            offset,
+            length,
         });
         request.set_timeout(SHARD_TIMEOUT);
         let mut stream = client.get_shard(request).await?.into_inner();

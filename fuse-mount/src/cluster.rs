@@ -75,6 +75,11 @@ struct OpenFile {
     closed: bool,
     /// Writes committed since the file was opened here (many: maybe fragmented).
     commits: u32,
+    /// Where the last read ended: a read starting there is sequential.
+    last_read_end: u64,
+    /// The file has no `security.capability` xattr (asked once per open; the kernel asks
+    /// before every write).
+    capability_absent: bool,
 }
 
 impl OpenFile {
@@ -84,6 +89,9 @@ impl OpenFile {
 }
 
 type FileRef = Arc<tokio::sync::Mutex<OpenFile>>;
+
+/// The xattr the kernel reads before every write (to drop file capabilities).
+const CAPABILITY_XATTR: &str = "security.capability";
 
 /// Commits during one open after which the last close checks for fragmentation.
 const COMPACT_CHECK_AFTER_COMMITS: u32 = 8;
@@ -245,8 +253,10 @@ impl ClusterBackend {
 
     /// The attributes in `reply`, with the size this mount sees if it has the file open.
     async fn attr_reply(&self, reply: FsReply) -> Result<Attr, FsError> {
-        let FsReply::Attr(a) = reply else {
-            return Err(unexpected("attributes", reply));
+        let a = match reply {
+            FsReply::Attr(a) => a,
+            FsReply::Extents(map) => map.attr,
+            other => return Err(unexpected("attributes", other)),
         };
         let mut attr = to_attr(&a);
         if let Some(file) = self.open_file(a.ino) {
@@ -289,8 +299,10 @@ impl ClusterBackend {
     }
 
     /// Registers one more open of `ino` here; the first one holds the inode in the
-    /// cluster (unless `held` says the create already did).
-    async fn add_open(&self, ino: Ino, held: bool) -> Result<HandleId, FsError> {
+    /// cluster (unless `created` carries the map of a file just created open, which the
+    /// create already holds).
+    async fn add_open(&self, ino: Ino, created: Option<ExtentMap>) -> Result<HandleId, FsError> {
+        let held = created.is_some();
         loop {
             let file = self
                 .files
@@ -312,6 +324,11 @@ impl ClusterBackend {
             state.handles += 1;
             // Close-to-open: see what other mounts committed.
             state.map = None;
+            state.capability_absent = false;
+            if let Some(map) = &created {
+                state.size = map.attr.size;
+                state.map = Some(map.clone());
+            }
             if let Err(e) = self.load_map(ino, &mut state).await {
                 state.handles -= 1;
                 self.forget_if_unused(ino, &file, &mut state);
@@ -437,6 +454,13 @@ impl ClusterBackend {
         Ok(data)
     }
 
+    /// After an xattr change here, `security.capability` must be asked again.
+    async fn forget_capability_absence(&self, ino: Ino) {
+        if let Some(file) = self.open_file(ino) {
+            file.lock().await.capability_absent = false;
+        }
+    }
+
     async fn create_node(
         &self,
         parent: Ino,
@@ -444,7 +468,6 @@ impl ClusterBackend {
         node: NewNode,
         mode: u32,
         caller: Caller,
-        hold: bool,
     ) -> Result<Attr, FsError> {
         let reply = self
             .change(FsChange::Create {
@@ -454,7 +477,7 @@ impl ClusterBackend {
                 mode,
                 uid: caller.uid,
                 gid: caller.gid,
-                hold,
+                hold: false,
             })
             .await?;
         self.attr_reply(reply).await
@@ -522,10 +545,22 @@ impl FsBackend for ClusterBackend {
         caller: Caller,
         _access: AccessMode,
     ) -> Result<(Attr, HandleId), FsError> {
-        let attr = self
-            .create_node(parent, name, NewNode::File, mode, caller, true)
+        let reply = self
+            .change(FsChange::Create {
+                parent,
+                name: name_of(name)?,
+                node: NewNode::File,
+                mode,
+                uid: caller.uid,
+                gid: caller.gid,
+                hold: true,
+            })
             .await?;
-        let handle = self.add_open(attr.ino, true).await?;
+        let FsReply::Extents(map) = reply else {
+            return Err(unexpected("create", reply));
+        };
+        let attr = to_attr(&map.attr);
+        let handle = self.add_open(attr.ino, Some(*map)).await?;
         Ok((attr, handle))
     }
 
@@ -536,7 +571,7 @@ impl FsBackend for ClusterBackend {
         mode: u32,
         caller: Caller,
     ) -> Result<Attr, FsError> {
-        self.create_node(parent, name, NewNode::File, mode, caller, false)
+        self.create_node(parent, name, NewNode::File, mode, caller)
             .await
     }
 
@@ -547,7 +582,7 @@ impl FsBackend for ClusterBackend {
         mode: u32,
         caller: Caller,
     ) -> Result<Attr, FsError> {
-        self.create_node(parent, name, NewNode::Dir, mode, caller, false)
+        self.create_node(parent, name, NewNode::Dir, mode, caller)
             .await
     }
 
@@ -562,15 +597,8 @@ impl FsBackend for ClusterBackend {
         if target.len() > SYMLINK_MAX {
             return Err(FsError::NameTooLong);
         }
-        self.create_node(
-            parent,
-            name,
-            NewNode::Symlink { target },
-            0o777,
-            caller,
-            false,
-        )
-        .await
+        self.create_node(parent, name, NewNode::Symlink { target }, 0o777, caller)
+            .await
     }
 
     async fn readlink(&self, ino: Ino) -> Result<OsString, FsError> {
@@ -662,7 +690,7 @@ impl FsBackend for ClusterBackend {
     }
 
     async fn open(&self, ino: Ino, _access: AccessMode) -> Result<HandleId, FsError> {
-        self.add_open(ino, false).await
+        self.add_open(ino, None).await
     }
 
     async fn read(
@@ -683,6 +711,9 @@ impl FsBackend for ClusterBackend {
         let len = u64::from(len).min(size - offset);
         let end = offset + len;
         let mut buf = vec![0u8; len as usize];
+        // A sequential reader gets whole chunks (decoded once, then cached); a random
+        // one reads just its bytes from the data shards.
+        let sequential = offset == 0 || offset == file.last_read_end;
         let map = file.map.as_ref().expect("loaded above");
         let chunks: HashMap<&ChunkId, &ChunkMeta> =
             map.chunks.iter().map(|(i, m)| (i, m)).collect();
@@ -695,17 +726,48 @@ impl FsBackend for ClusterBackend {
                 op: "read",
                 source: std::io::Error::other("extent names a chunk the map lacks"),
             })?;
-            let data = self.chunk_data(&e.chunk, meta, &map.nodes).await?;
             let from = e.offset.max(offset);
             let to = e_end.min(end);
-            let at = (e.chunk_offset + (from - e.offset)) as usize;
-            let src = data.get(at..at + (to - from) as usize).ok_or(FsError::Io {
-                op: "read",
-                source: std::io::Error::other("extent reaches past its chunk"),
-            })?;
-            buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+            let at = e.chunk_offset + (from - e.offset);
+            let target = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            let cached = self
+                .cache
+                .lock()
+                .expect("chunk cache poisoned")
+                .get(&e.chunk);
+            let whole = match cached {
+                Some(data) => Some(data),
+                None if sequential => Some(self.chunk_data(&e.chunk, meta, &map.nodes).await?),
+                None => None,
+            };
+            match whole {
+                Some(data) => {
+                    let src =
+                        data.get(at as usize..at as usize + target.len())
+                            .ok_or(FsError::Io {
+                                op: "read",
+                                source: std::io::Error::other("extent reaches past its chunk"),
+                            })?;
+                    target.copy_from_slice(src);
+                }
+                None => {
+                    let bytes = self
+                        .client
+                        .load_chunk_range(&e.chunk, meta, &map.nodes, at, target.len() as u64)
+                        .await
+                        .map_err(|e| unavailable("read file data", e))?;
+                    if bytes.len() != target.len() {
+                        return Err(FsError::Io {
+                            op: "read",
+                            source: std::io::Error::other("short read of a chunk range"),
+                        });
+                    }
+                    target.copy_from_slice(&bytes);
+                }
+            }
         }
         file.dirty.overlay(offset, &mut buf);
+        file.last_read_end = end;
         Ok(buf)
     }
 
@@ -806,9 +868,27 @@ impl FsBackend for ClusterBackend {
 
     async fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>, FsError> {
         let name = name.to_str().ok_or(FsError::InvalidArgument)?.to_owned();
-        match self.query(FsQuery::GetXattr { ino, name }).await? {
-            FsReply::Value(v) => Ok(v),
-            other => Err(unexpected("getxattr", other)),
+        let capability = name == CAPABILITY_XATTR;
+        let open = if capability {
+            self.open_file(ino)
+        } else {
+            None
+        };
+        if let Some(file) = &open {
+            if file.lock().await.capability_absent {
+                return Err(FsError::NoData);
+            }
+        }
+        match self.query(FsQuery::GetXattr { ino, name }).await {
+            Ok(FsReply::Value(v)) => Ok(v),
+            Ok(other) => Err(unexpected("getxattr", other)),
+            Err(FsError::NoData) => {
+                if let Some(file) = &open {
+                    file.lock().await.capability_absent = true;
+                }
+                Err(FsError::NoData)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -820,6 +900,7 @@ impl FsBackend for ClusterBackend {
         how: XattrSet,
     ) -> Result<(), FsError> {
         let name = name.to_str().ok_or(FsError::InvalidArgument)?.to_owned();
+        self.forget_capability_absence(ino).await;
         let mode = match how {
             XattrSet::Any => XattrMode::Any,
             XattrSet::Create => XattrMode::Create,
@@ -844,6 +925,7 @@ impl FsBackend for ClusterBackend {
 
     async fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<(), FsError> {
         let name = name.to_str().ok_or(FsError::InvalidArgument)?.to_owned();
+        self.forget_capability_absence(ino).await;
         self.change(FsChange::RemoveXattr { ino, name })
             .await
             .map(drop)

@@ -435,3 +435,35 @@ fn cluster_root_holds_buckets_and_nothing_crosses_them() {
     fs::remove_file(root.join("second/f")).expect("unlink");
     fs::remove_dir(root.join("second")).expect("rmdir of an empty bucket deletes it");
 }
+
+/// Random small reads on a mount that did not write the file (nothing cached) read just
+/// their bytes from the data shards, and match what was written, across chunk and
+/// shard boundaries.
+#[test]
+fn cluster_random_reads_match_across_shard_boundaries() {
+    let mounts = common::cluster::ClusterMounts::start(2, common::cluster::test_mount_options());
+    let (a, b) = (&mounts.mounts[0], &mounts.mounts[1]);
+    let data: Vec<u8> = (0..(6u32 << 20) + 777)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    fs::write(a.p("random"), &data).expect("write on A");
+    let f = File::open(b.p("random")).expect("open on B");
+    // Offsets near chunk (4 MiB) and shard (2 MiB for ec 2+1) boundaries, and elsewhere.
+    let mut offsets = vec![
+        0u64,
+        (2 << 20) - 100,
+        (4 << 20) - 10,
+        (4 << 20) + 1,
+        data.len() as u64 - 50,
+    ];
+    offsets.extend((1..40u64).map(|i| (i * 150_001) % data.len() as u64));
+    for off in offsets {
+        let len = 4096.min(data.len() - off as usize);
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, off).expect("pread");
+        assert!(
+            buf == data[off as usize..off as usize + len],
+            "bytes at {off} differ"
+        );
+    }
+}

@@ -60,10 +60,20 @@ impl Namespace {
                 hold,
             } => {
                 let ino = self.fs_create(parent, &name, node, mode, (uid, gid), now)?;
-                if hold {
-                    self.holds.entry(ino).or_default().insert(session);
+                if !hold {
+                    return self.fs_attr(ino).map(FsReply::Attr);
                 }
-                self.fs_attr(ino).map(FsReply::Attr)
+                // Created open: the mount gets the (empty) extent map at once.
+                self.holds.entry(ino).or_default().insert(session);
+                let (bucket, redundancy) = self.bucket_of(ino)?;
+                Ok(FsReply::Extents(Box::new(ExtentMap {
+                    attr: self.fs_attr(ino)?,
+                    bucket,
+                    redundancy,
+                    extents: Vec::new(),
+                    chunks: Vec::new(),
+                    nodes: Vec::new(),
+                })))
             }
             FsChange::Link { ino, parent, name } => {
                 self.fs_link(ino, parent, &name, now)?;
@@ -217,14 +227,7 @@ impl Namespace {
                 let InodeKind::File { extents, .. } = &inode.kind else {
                     return fail(FsErrorKind::IsDir, "not a regular file");
                 };
-                let (bucket, redundancy) = self
-                    .buckets
-                    .iter()
-                    .find(|(_, b)| b.ino == inode.bucket)
-                    .map(|(name, b)| (name.clone(), b.redundancy))
-                    .ok_or_else(|| {
-                        FsFailure::new(FsErrorKind::NotFound, "the file's bucket is gone")
-                    })?;
+                let (bucket, redundancy) = self.bucket_of(ino)?;
                 let extents = extents::in_range(extents, offset, len);
                 Ok(FsReply::Extents(Box::new(ExtentMap {
                     attr: self.fs_attr(ino)?,
@@ -260,6 +263,16 @@ impl Namespace {
                 "statfs is answered by the service",
             ),
         }
+    }
+
+    /// The name and redundancy of the bucket `ino` lives in.
+    fn bucket_of(&self, ino: Ino) -> FsRes<(String, Redundancy)> {
+        let bucket = self.inode(ino)?.bucket;
+        self.buckets
+            .iter()
+            .find(|(_, b)| b.ino == bucket)
+            .map(|(name, b)| (name.clone(), b.redundancy))
+            .ok_or_else(|| FsFailure::new(FsErrorKind::NotFound, "the file's bucket is gone"))
     }
 
     /// Number of inodes (for `statfs`).
