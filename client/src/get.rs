@@ -116,29 +116,45 @@ impl Client {
         };
         let nodes: HashMap<NodeId, &pm::NodeAddress> =
             resp.nodes.iter().map(|n| (n.node_id, n)).collect();
-        let mut at = range.start;
-        // The last chunk read: consecutive extents often share one.
-        let mut last: Option<(u32, Vec<u8>)> = None;
-        for extent in &resp.extents {
-            let (start, end) = (extent.offset, extent.offset.saturating_add(extent.len));
-            if end <= range.start || start >= range.end {
-                continue;
+        let wanted: Vec<&pm::Extent> = resp
+            .extents
+            .iter()
+            .filter(|e| e.offset.saturating_add(e.len) > range.start && e.offset < range.end)
+            .collect();
+        // The chunks to read, in order (consecutive extents often share one), fetched up
+        // to READS_IN_FLIGHT ahead of the one being written out.
+        let mut order: Vec<u32> = wanted.iter().map(|e| e.chunk).collect();
+        order.dedup();
+        for &index in &order {
+            if index as usize >= resp.chunks.len() {
+                return Err(ClientError::Malformed {
+                    what: format!("extent names chunk #{index} of {}", resp.chunks.len()),
+                });
             }
+        }
+        let nodes = &nodes;
+        let mut fetched = futures::stream::iter(order.into_iter().map(|index| async move {
+            let data = self
+                .read_chunk_retrying(&resp.chunks[index as usize], nodes)
+                .await;
+            (index, data)
+        }))
+        .buffered(READS_IN_FLIGHT);
+        let mut at = range.start;
+        let mut last: Option<(u32, Vec<u8>)> = None;
+        for extent in wanted {
+            let start = extent.offset;
             let from = start.max(range.start);
-            let to = end.min(range.end);
+            let to = extent.offset.saturating_add(extent.len).min(range.end);
             write_zeros(out, from.saturating_sub(at)).await?;
             if last.as_ref().map(|(i, _)| *i) != Some(extent.chunk) {
-                let chunk = resp.chunks.get(extent.chunk as usize).ok_or_else(|| {
-                    ClientError::Malformed {
-                        what: format!(
-                            "extent names chunk #{} of {}",
-                            extent.chunk,
-                            resp.chunks.len()
-                        ),
-                    }
-                })?;
-                let data = self.read_chunk_retrying(chunk, &nodes).await?;
-                last = Some((extent.chunk, data));
+                let Some((index, data)) = fetched.next().await else {
+                    return Err(ClientError::Malformed {
+                        what: "chunk order of the extents changed".into(),
+                    });
+                };
+                debug_assert_eq!(index, extent.chunk);
+                last = Some((index, data?));
             }
             let data = &last.as_ref().expect("just read").1;
             let lo = (extent.chunk_offset + (from - start)) as usize;
@@ -313,6 +329,9 @@ impl Client {
         }
     }
 }
+
+/// Chunks one get reads ahead of the one it writes out.
+const READS_IN_FLIGHT: usize = 4;
 
 /// Writes `n` zero bytes (a hole in a sparse file).
 async fn write_zeros(out: &mut (impl AsyncWrite + Unpin), mut n: u64) -> Result<()> {

@@ -2,7 +2,7 @@
 //! in parallel, and commit the object once every chunk is durable (DESIGN.md invariant
 //! 1). Only one chunk (and its shards) is in memory at a time, whatever the input size.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use cairn_common::erasure::Codec;
@@ -104,38 +104,69 @@ impl Client {
     ) -> Result<PutOutcome> {
         cairn_common::names::validate_bucket(bucket).map_err(invalid)?;
         cairn_common::names::validate_key(key).map_err(invalid)?;
-        let mut buf = vec![0u8; self.chunk_size];
-        let mut chunks = Vec::new();
+        let mut chunks: Vec<pm::Chunk> = Vec::new();
         let mut size = 0u64;
         let mut degraded_chunks = 0;
         let mut hasher = blake3::Hasher::new();
         let mut refreshed = std::time::Instant::now();
-        loop {
-            let n = read_full(&mut reader, &mut buf).await?;
-            if n == 0 {
-                break;
+        // Chunk N+1 is read while chunks N, N-1, ... are still being written (each write
+        // is a task of its own, so it progresses while this one waits for input).
+        let mut in_flight: VecDeque<ChunkWrite> = VecDeque::new();
+        let abort_all = |tasks: &VecDeque<ChunkWrite>| {
+            tasks.iter().for_each(|t| t.abort());
+        };
+        let mut done = false;
+        while !done || !in_flight.is_empty() {
+            if !done && in_flight.len() < WRITES_IN_FLIGHT {
+                let mut buf = vec![0u8; self.chunk_size];
+                let n = match read_full(&mut reader, &mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        abort_all(&in_flight);
+                        return Err(e);
+                    }
+                };
+                done = n < buf.len();
+                if n == 0 {
+                    continue;
+                }
+                buf.truncate(n);
+                hasher.update(&buf);
+                size += n as u64;
+                // Every few minutes, tell the leader this write is still going on, so its
+                // earlier chunks are not taken for orphans (see AllocateChunkRequest).
+                let in_progress = if refreshed.elapsed() > REFRESH_PENDING_EVERY {
+                    refreshed = std::time::Instant::now();
+                    chunks.iter().map(|c| c.chunk_id.clone()).collect()
+                } else {
+                    Vec::new()
+                };
+                let (client, bucket) = (self.clone(), bucket.to_string());
+                in_flight.push_back(tokio::spawn(async move {
+                    client.write_chunk(&bucket, &buf, in_progress).await
+                }));
+                continue;
             }
-            hasher.update(&buf[..n]);
-            // Every few minutes, tell the leader this write is still going on, so its
-            // earlier chunks are not taken for orphans (see AllocateChunkRequest).
-            let in_progress = if refreshed.elapsed() > REFRESH_PENDING_EVERY {
-                refreshed = std::time::Instant::now();
-                chunks
-                    .iter()
-                    .map(|c: &pm::Chunk| c.chunk_id.clone())
-                    .collect()
-            } else {
-                Vec::new()
+            let Some(task) = in_flight.pop_front() else {
+                break;
             };
-            let chunk = self.write_chunk(bucket, &buf[..n], in_progress).await?;
+            let chunk = match task.await {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => {
+                    abort_all(&in_flight);
+                    return Err(e);
+                }
+                Err(e) => {
+                    abort_all(&in_flight);
+                    return Err(ClientError::Malformed {
+                        what: format!("chunk write task failed: {e}"),
+                    });
+                }
+            };
             if chunk.shards.len() < chunk.shard_hashes.len() {
                 degraded_chunks += 1;
             }
             chunks.push(chunk);
-            size += n as u64;
-            if n < buf.len() {
-                break;
-            }
         }
         let blake3: [u8; 32] = *hasher.finalize().as_bytes();
         if let Some(expected) = options.expected_blake3 {
@@ -282,6 +313,12 @@ impl Client {
         })
     }
 }
+
+/// One chunk being written by a task of its own.
+type ChunkWrite = tokio::task::JoinHandle<Result<pm::Chunk>>;
+
+/// Chunks of one put written at once (each holds a chunk-sized buffer).
+const WRITES_IN_FLIGHT: usize = 4;
 
 pub(crate) fn invalid(e: impl std::fmt::Display) -> ClientError {
     ClientError::InvalidArgument {

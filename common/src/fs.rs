@@ -167,7 +167,7 @@ pub enum FsChange {
         name: String,
     },
     /// The session has the inode open: an unlinked inode lives until every holder
-    /// releases it (or its session ends).
+    /// releases it (or its session ends). Answered with the file's extent map.
     Hold {
         ino: Ino,
     },

@@ -44,8 +44,8 @@ use session::Session;
 /// How the cluster backend behaves.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
-    /// A file's write buffer is flushed once it holds this many bytes (default: one
-    /// chunk, 4 MiB).
+    /// A file's write buffer is flushed once it holds this many bytes; its chunks are then
+    /// stored in parallel (default: four chunks, 16 MiB).
     pub flush_bytes: usize,
     /// Memory for decoded chunks recently read or written (default 64 MiB).
     pub chunk_cache_bytes: usize,
@@ -56,7 +56,7 @@ pub struct ClusterOptions {
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
-            flush_bytes: cairn_common::DEFAULT_CHUNK_SIZE,
+            flush_bytes: 4 * cairn_common::DEFAULT_CHUNK_SIZE,
             chunk_cache_bytes: 64 << 20,
             session_name: "cairn-mount".into(),
         }
@@ -90,6 +90,9 @@ impl OpenFile {
 
 type FileRef = Arc<tokio::sync::Mutex<OpenFile>>;
 
+/// A chunk being loaded: whoever comes first loads it, the others wait for that load.
+type LoadingChunk = Arc<tokio::sync::OnceCell<Arc<Vec<u8>>>>;
+
 /// The xattr the kernel reads before every write (to drop file capabilities).
 const CAPABILITY_XATTR: &str = "security.capability";
 
@@ -107,6 +110,8 @@ pub struct ClusterBackend {
     handles: Mutex<HashMap<HandleId, Ino>>,
     next_handle: AtomicU64,
     cache: Mutex<ChunkCache>,
+    /// Chunks being loaded now (so a reader and the read-ahead share one load).
+    loading: Mutex<HashMap<ChunkId, LoadingChunk>>,
 }
 
 pub(crate) fn unavailable(op: &'static str, e: cairn_client::ClientError) -> FsError {
@@ -205,6 +210,7 @@ impl ClusterBackend {
             me: me.clone(),
             chunk_size: client.chunk_size(),
             cache: Mutex::new(ChunkCache::new(opts.chunk_cache_bytes)),
+            loading: Mutex::new(HashMap::new()),
             client,
             session,
             opts,
@@ -315,19 +321,29 @@ impl ClusterBackend {
             if state.closed {
                 continue;
             }
-            if state.handles == 0 && !held {
-                if let Err(e) = self.change(FsChange::Hold { ino }).await {
-                    self.forget_if_unused(ino, &file, &mut state);
-                    return Err(e);
-                }
-            }
-            state.handles += 1;
             // Close-to-open: see what other mounts committed.
             state.map = None;
             state.capability_absent = false;
-            if let Some(map) = &created {
+            let fresh = if state.handles == 0 && !held {
+                // The first open here holds the file, and gets its extents with it.
+                match self.change(FsChange::Hold { ino }).await {
+                    Ok(FsReply::Extents(map)) => Some(*map),
+                    Ok(other) => {
+                        self.forget_if_unused(ino, &file, &mut state);
+                        return Err(unexpected("hold", other));
+                    }
+                    Err(e) => {
+                        self.forget_if_unused(ino, &file, &mut state);
+                        return Err(e);
+                    }
+                }
+            } else {
+                created.clone()
+            };
+            state.handles += 1;
+            if let Some(map) = fresh {
                 state.size = map.attr.size;
-                state.map = Some(map.clone());
+                state.map = Some(map);
             }
             if let Err(e) = self.load_map(ino, &mut state).await {
                 state.handles -= 1;
@@ -441,17 +457,65 @@ impl ClusterBackend {
         if let Some(data) = self.cache.lock().expect("chunk cache poisoned").get(id) {
             return Ok(data);
         }
-        let data = Arc::new(
-            self.client
-                .load_chunk(id, meta, nodes)
-                .await
-                .map_err(|e| unavailable("read file data", e))?,
-        );
+        // One load per chunk at a time: a reader and the read-ahead share it.
+        let cell = self
+            .loading
+            .lock()
+            .expect("loading table poisoned")
+            .entry(*id)
+            .or_default()
+            .clone();
+        let loaded = cell
+            .get_or_try_init(|| async {
+                self.client
+                    .load_chunk(id, meta, nodes)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| unavailable("read file data", e))
+            })
+            .await
+            .cloned();
+        {
+            let mut loading = self.loading.lock().expect("loading table poisoned");
+            if loading.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                loading.remove(id);
+            }
+        }
+        let data = loaded?;
         self.cache
             .lock()
             .expect("chunk cache poisoned")
             .insert(*id, data.clone());
         Ok(data)
+    }
+
+    /// Starts loading the chunk after `end` in the background (sequential read-ahead).
+    fn read_ahead(&self, map: &ExtentMap, end: u64) {
+        let Some(next) = map.extents.iter().find(|e| e.offset + e.len > end) else {
+            return;
+        };
+        let cached = self
+            .cache
+            .lock()
+            .expect("chunk cache poisoned")
+            .contains(&next.chunk);
+        let loading = self
+            .loading
+            .lock()
+            .expect("loading table poisoned")
+            .contains_key(&next.chunk);
+        let (Some(me), false, false) = (self.me.upgrade(), cached, loading) else {
+            return;
+        };
+        let Some((id, meta)) = map.chunks.iter().find(|(id, _)| *id == next.chunk).cloned() else {
+            return;
+        };
+        let nodes = map.nodes.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.chunk_data(&id, &meta, &nodes).await {
+                tracing::debug!(chunk = %id, error = %e, "read-ahead failed");
+            }
+        });
     }
 
     /// After an xattr change here, `security.capability` must be asked again.
@@ -765,6 +829,9 @@ impl FsBackend for ClusterBackend {
                     target.copy_from_slice(&bytes);
                 }
             }
+        }
+        if sequential {
+            self.read_ahead(map, end);
         }
         file.dirty.overlay(offset, &mut buf);
         file.last_read_end = end;

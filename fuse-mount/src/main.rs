@@ -42,7 +42,7 @@ struct Args {
     memory_capacity_mib: u64,
     /// A file's buffered writes are flushed to the cluster once they reach this many KiB
     /// (they are always flushed at close and fsync).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 16384)]
     write_buffer_kib: usize,
     /// Memory for recently used file chunks, in MiB.
     #[arg(long, default_value_t = 64)]

@@ -31,6 +31,10 @@ impl ChunkCache {
         Some(data)
     }
 
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.chunks.contains_key(id)
+    }
+
     pub fn insert(&mut self, id: ChunkId, data: Arc<Vec<u8>>) {
         if data.len() > self.capacity_bytes {
             return;

@@ -140,9 +140,19 @@ impl Namespace {
                 Ok(FsReply::Done)
             }
             FsChange::Hold { ino } => {
-                self.inode(ino)?;
+                if !matches!(self.inode(ino)?.kind, InodeKind::File { .. }) {
+                    return fail(FsErrorKind::IsDir, "only regular files are opened");
+                }
                 self.holds.entry(ino).or_default().insert(session);
-                Ok(FsReply::Done)
+                // An open: the mount needs the file's extents next, so they come along.
+                self.fs_query(
+                    session,
+                    FsQuery::Extents {
+                        ino,
+                        offset: 0,
+                        len: u64::MAX,
+                    },
+                )
             }
             FsChange::Release { ino } => {
                 if let Some(holders) = self.holds.get_mut(&ino) {

@@ -99,7 +99,12 @@ impl MetaServer {
                 if result.is_ok() {
                     self.pending.finish(&written);
                 }
-                result
+                let mut result = result?;
+                if let Ok(reply @ FsReply::Extents(_)) = &mut result {
+                    let state = self.state.read().expect("state lock poisoned");
+                    self.add_node_addresses(&state.namespace, reply, Instant::now());
+                }
+                Ok(result)
             }
             FsRequest::Query { session, query } => self.fs_query(session, query).await,
         }
@@ -141,28 +146,39 @@ impl MetaServer {
                 return Err(fenced(session));
             }
             let mut reply = ns.fs_query(session, query)?;
-            if let FsReply::Extents(map) = &mut reply {
-                let mut ids: Vec<u64> = map
-                    .chunks
-                    .iter()
-                    .flat_map(|(_, c)| c.shards.values().copied())
-                    .collect();
-                ids.sort_unstable();
-                ids.dedup();
-                map.nodes = ids
-                    .into_iter()
-                    .filter_map(|id| {
-                        ns.nodes().get(&id).map(|n| NodeAddr {
-                            id,
-                            addr: n.addr.clone(),
-                            down: self.node_state(id, now) == NodeState::Down,
-                        })
-                    })
-                    .collect();
-            }
+            self.add_node_addresses(ns, &mut reply, now);
             Ok(reply)
         })
         .await
+    }
+
+    /// Fills in where the nodes of an extent map's chunks are (and whether they are down).
+    fn add_node_addresses(
+        &self,
+        ns: &crate::namespace::Namespace,
+        reply: &mut FsReply,
+        now: Instant,
+    ) {
+        let FsReply::Extents(map) = reply else {
+            return;
+        };
+        let mut ids: Vec<u64> = map
+            .chunks
+            .iter()
+            .flat_map(|(_, c)| c.shards.values().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        map.nodes = ids
+            .into_iter()
+            .filter_map(|id| {
+                ns.nodes().get(&id).map(|n| NodeAddr {
+                    id,
+                    addr: n.addr.clone(),
+                    down: self.node_state(id, now) == NodeState::Down,
+                })
+            })
+            .collect();
     }
 
     /// Applies a filesystem command; its refusals are in the result, not the status.
