@@ -160,8 +160,11 @@ pub async fn run_with_listener(
         .add_service(object_service::ObjectServiceImpl::new(client).into_server())
         .add_service(health_service)
         .add_service(reflection)
+        // TCP_NODELAY on every accepted connection: without it, small replies (a shard
+        // write's acknowledgement, a 4 KiB ranged read) wait for the client's delayed
+        // ACK (tens of milliseconds).
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),
         )
         .await;

@@ -475,3 +475,44 @@ mod tests {
         ));
     }
 }
+
+/// Arbitrary and mutated bytes from a disk never panic the parser or the read planner.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_headers_are_rejected_or_consistent(bytes in prop::collection::vec(any::<u8>(), 0..200), file_len in any::<u64>()) {
+            if let Ok(header) = ShardHeader::parse(&bytes, file_len) {
+                prop_assert_eq!(header.file_len(), file_len);
+            }
+        }
+
+        #[test]
+        fn mutated_valid_headers_never_panic(
+            data in prop::collection::vec(any::<u8>(), 0..300_000),
+            flips in prop::collection::vec((0usize..HEADER_LEN, any::<u8>()), 1..4),
+            offset in any::<u64>(),
+            len in any::<u64>(),
+        ) {
+            let built = build(&data);
+            let mut header = built.header.encode();
+            for (at, xor) in flips {
+                header[at] ^= xor;
+            }
+            let file_len = built.header.file_len();
+            if let Ok(parsed) = ShardHeader::parse(&header, file_len) {
+                // A header that still parses plans reads without overflow.
+                let _ = parsed.plan_read(offset % (parsed.data_len + 2), len % (parsed.data_len + 2));
+            }
+            let plan = built.header.plan_read(offset, len);
+            if let Ok(plan) = plan {
+                prop_assert!(plan.data_len <= file_len);
+            }
+        }
+    }
+}

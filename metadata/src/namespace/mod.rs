@@ -10,6 +10,8 @@ mod extents;
 mod fs;
 #[cfg(test)]
 mod fs_tests;
+#[cfg(test)]
+mod fuzz_tests;
 mod list;
 mod objects;
 mod repair;
