@@ -12,7 +12,10 @@ fn redundancy() -> impl Strategy<Value = Option<pc::Redundancy>> {
         Just(None),
         Just(Some(pc::Redundancy { scheme: None })),
         (any::<u32>(), any::<u32>()).prop_map(|(k, m)| Some(pc::Redundancy {
-            scheme: Some(pc::redundancy::Scheme::Ec(pc::ErasureCoding { k: k % 40, m: m % 40 })),
+            scheme: Some(pc::redundancy::Scheme::Ec(pc::ErasureCoding {
+                k: k % 40,
+                m: m % 40
+            })),
         })),
         any::<u32>().prop_map(|n| Some(pc::Redundancy {
             scheme: Some(pc::redundancy::Scheme::Replicas(n % 12)),

@@ -33,9 +33,7 @@ fn change() -> impl Strategy<Value = FsChange> {
     let node = prop_oneof![
         Just(NewNode::File),
         Just(NewNode::Dir),
-        Just(NewNode::Symlink {
-            target: "t".into()
-        }),
+        Just(NewNode::Symlink { target: "t".into() }),
     ];
     prop_oneof![
         (ino(), name(), node, any::<bool>()).prop_map(|(parent, name, node, hold)| {
@@ -101,8 +99,12 @@ fn change() -> impl Strategy<Value = FsChange> {
                     size_at_least: 0,
                 }
             }),
-        (ino(), any::<u64>(), prop::collection::vec((0u64..40_000, 1u64..3_000), 0..3)).prop_map(
-            |(ino, generation, runs)| {
+        (
+            ino(),
+            any::<u64>(),
+            prop::collection::vec((0u64..40_000, 1u64..3_000), 0..3)
+        )
+            .prop_map(|(ino, generation, runs)| {
                 let id = ChunkId::random();
                 FsChange::Compact {
                     ino,
@@ -118,8 +120,7 @@ fn change() -> impl Strategy<Value = FsChange> {
                         .collect(),
                     chunks: vec![(id, chunk_meta(4_000, 3))],
                 }
-            }
-        ),
+            }),
         (ino(), name()).prop_map(|(ino, name)| FsChange::SetXattr {
             ino,
             name,
@@ -161,9 +162,15 @@ fn step() -> impl Strategy<Value = Step> {
 fn check_invariants(ns: &Namespace) {
     let mut entries: BTreeMap<Ino, u32> = BTreeMap::new();
     for (dir, children) in &ns.children {
-        assert!(ns.inodes.contains_key(dir), "entry table of a missing directory {dir}");
+        assert!(
+            ns.inodes.contains_key(dir),
+            "entry table of a missing directory {dir}"
+        );
         for (name, ino) in children {
-            assert!(ns.inodes.contains_key(ino), "{dir}/{name} names missing inode {ino}");
+            assert!(
+                ns.inodes.contains_key(ino),
+                "{dir}/{name} names missing inode {ino}"
+            );
             *entries.entry(*ino).or_default() += 1;
         }
     }
@@ -185,7 +192,10 @@ fn check_invariants(ns: &Namespace) {
                     );
                 }
                 for pair in extents.windows(2) {
-                    assert!(pair[0].end() <= pair[1].offset, "file {ino}: extents overlap");
+                    assert!(
+                        pair[0].end() <= pair[1].offset,
+                        "file {ino}: extents overlap"
+                    );
                 }
                 if let Some(last) = extents.last() {
                     assert!(last.end() <= *size, "file {ino}: extent past the size");
@@ -193,7 +203,10 @@ fn check_invariants(ns: &Namespace) {
                 for e in extents {
                     assert!(e.len > 0);
                     let chunk = ns.chunks.get(&e.chunk).expect("an extent's chunk exists");
-                    assert!(e.chunk_offset + e.len <= chunk.size, "extent inside its chunk");
+                    assert!(
+                        e.chunk_offset + e.len <= chunk.size,
+                        "extent inside its chunk"
+                    );
                     *uses.entry(e.chunk).or_default() += 1;
                 }
             }
@@ -202,9 +215,15 @@ fn check_invariants(ns: &Namespace) {
             }
         }
     }
-    assert_eq!(uses, ns.chunk_refs, "reference counts equal the extents' uses");
+    assert_eq!(
+        uses, ns.chunk_refs,
+        "reference counts equal the extents' uses"
+    );
     for id in ns.chunks.keys() {
-        assert!(uses.contains_key(id), "chunk {id} is referenced by an extent");
+        assert!(
+            uses.contains_key(id),
+            "chunk {id} is referenced by an extent"
+        );
     }
 }
 
