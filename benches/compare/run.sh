@@ -111,14 +111,14 @@ rm -rf "$work/cluster"
 echo "compare: GlusterFS" >&2
 glusterd -p "$work/glusterd.pid"
 glusterd_started=1
-sleep 2
+for _ in $(seq 1 100); do gluster --mode=script volume list >/dev/null 2>&1 && break; sleep 0.2; done
 bricks() { for i in $(seq 1 "$2"); do mkdir -p "$work/bricks/$1-$i"; echo -n "$host:$work/bricks/$1-$i "; done; }
 # shellcheck disable=SC2046
-gluster --mode=script volume create cairn-cmp-disperse disperse 6 redundancy 2 $(bricks d 6) force >/dev/null
+gluster --mode=script volume create cairn-cmp-disperse disperse 6 redundancy 2 $(bricks d 6) force
 # shellcheck disable=SC2046
-gluster --mode=script volume create cairn-cmp-replica replica 3 $(bricks r 3) force >/dev/null
+gluster --mode=script volume create cairn-cmp-replica replica 3 $(bricks r 3) force
 for v in disperse replica; do
-  gluster --mode=script volume start "cairn-cmp-$v" >/dev/null
+  gluster --mode=script volume start "cairn-cmp-$v"
   mkdir -p "$work/gl-$v"
   mount -t glusterfs "$host:/cairn-cmp-$v" "$work/gl-$v"
 done
