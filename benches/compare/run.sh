@@ -62,9 +62,12 @@ fio_json() {
 # Everything but the physical run uses buffered I/O through the file system under test.
 file_workloads() { # PREFIX DIR
   local p=$1 dir=$2
-  fio_json "$p-seqwrite" "$dir" --rw=write --bs=1M --size="${size_mib}M" --ioengine=psync --end_fsync=1
-  fio_json "$p-seqread" "$dir" --rw=read --bs=1M --size="${size_mib}M" --ioengine=psync
-  rm -f "$dir/$p-seqwrite"* "$dir/$p-seqread"*
+  # The read job reads the file the write job wrote (one copy of SIZE_MIB on the disk).
+  fio_json "$p-seqwrite" "$dir" --filename="$p-seq.dat" --rw=write --bs=1M --size="${size_mib}M" \
+    --ioengine=psync --end_fsync=1
+  fio_json "$p-seqread" "$dir" --filename="$p-seq.dat" --rw=read --bs=1M --size="${size_mib}M" \
+    --ioengine=psync
+  rm -f "$dir/$p-seq.dat"
   fio_json "$p-randwrite" "$dir" --rw=randwrite --bs=4k --size=256M --ioengine=psync --numjobs=4 \
     --time_based --runtime="$rand_secs" --end_fsync=1 --group_reporting
   fio_json "$p-randread" "$dir" --rw=randread --bs=4k --size=256M --ioengine=psync --numjobs=4 \
@@ -78,8 +81,10 @@ file_workloads() { # PREFIX DIR
 
 echo "compare: physical limits" >&2
 mkdir -p "$work/disk"
-fio_json disk-seqwrite "$work/disk" --rw=write --bs=1M --size="${size_mib}M" --direct=1 --ioengine=libaio --iodepth=16
-fio_json disk-seqread "$work/disk" --rw=read --bs=1M --size="${size_mib}M" --direct=1 --ioengine=libaio --iodepth=16
+fio_json disk-seqwrite "$work/disk" --filename=seq.dat --rw=write --bs=1M --size="${size_mib}M" --direct=1 \
+  --ioengine=libaio --iodepth=16
+fio_json disk-seqread "$work/disk" --filename=seq.dat --rw=read --bs=1M --size="${size_mib}M" --direct=1 \
+  --ioengine=libaio --iodepth=16
 rm -f "$work/disk"/*
 fio_json disk-randread "$work/disk" --rw=randread --bs=4k --size=1G --direct=1 --ioengine=libaio --iodepth=32 \
   --time_based --runtime="$rand_secs"

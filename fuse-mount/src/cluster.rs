@@ -368,6 +368,14 @@ impl ClusterBackend {
         if file.map.is_some() {
             return Ok(());
         }
+        let map = self.extent_map(ino).await?;
+        file.size = map.attr.size;
+        file.map = Some(map);
+        Ok(())
+    }
+
+    /// The file's whole extent map, as committed now.
+    async fn extent_map(&self, ino: Ino) -> Result<ExtentMap, FsError> {
         let reply = self
             .query(FsQuery::Extents {
                 ino,
@@ -375,12 +383,10 @@ impl ClusterBackend {
                 len: u64::MAX,
             })
             .await?;
-        let FsReply::Extents(map) = reply else {
-            return Err(unexpected("extents", reply));
-        };
-        file.size = map.attr.size;
-        file.map = Some(*map);
-        Ok(())
+        match reply {
+            FsReply::Extents(map) => Ok(*map),
+            other => Err(unexpected("extents", other)),
+        }
     }
 
     /// Writes the file's buffered bytes to new chunks and commits them: visible to every

@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cairn_common::fs::{FileExtent, FsChange, FsQuery, FsReply};
+use cairn_common::fs::{FileExtent, FsChange};
 use cairn_common::ChunkId;
 
 use super::dirty::Dirty;
-use super::{unavailable, unexpected, ClusterBackend};
+use super::{unavailable, ClusterBackend};
 use crate::backend::{FsError, Ino};
 
 /// Files with more stored bytes than this are not compacted (compaction holds a file's
@@ -30,16 +30,7 @@ pub fn is_fragmented(chunks: usize, allocated: u64, chunk_size: usize) -> bool {
 impl ClusterBackend {
     /// Compacts `ino` if it is fragmented; true if it was rewritten.
     pub(super) async fn compact(self: Arc<Self>, ino: Ino) -> Result<bool, FsError> {
-        let reply = self
-            .query(FsQuery::Extents {
-                ino,
-                offset: 0,
-                len: u64::MAX,
-            })
-            .await?;
-        let FsReply::Extents(map) = reply else {
-            return Err(unexpected("extents", reply));
-        };
+        let map = self.extent_map(ino).await?;
         if !is_fragmented(map.chunks.len(), map.attr.allocated, self.chunk_size)
             || map.attr.allocated > COMPACT_MAX_BYTES
         {

@@ -99,15 +99,7 @@ impl TestMount {
     }
 }
 
-pub fn is_mounted(path: &Path) -> bool {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
-        return false;
-    };
-    let needle = path.to_string_lossy();
-    mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(&needle))
-}
+pub use cairn_client::dev_cluster::is_mounted;
 
 impl Drop for TestMount {
     fn drop(&mut self) {
