@@ -531,6 +531,28 @@ impl ClusterBackend {
         }
     }
 
+    /// Sends `Create`; with `hold`, the new file is open for this session at once.
+    async fn create_change(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        node: NewNode,
+        mode: u32,
+        caller: Caller,
+        hold: bool,
+    ) -> Result<FsReply, FsError> {
+        self.change(FsChange::Create {
+            parent,
+            name: name_of(name)?,
+            node,
+            mode,
+            uid: caller.uid,
+            gid: caller.gid,
+            hold,
+        })
+        .await
+    }
+
     async fn create_node(
         &self,
         parent: Ino,
@@ -540,15 +562,7 @@ impl ClusterBackend {
         caller: Caller,
     ) -> Result<Attr, FsError> {
         let reply = self
-            .change(FsChange::Create {
-                parent,
-                name: name_of(name)?,
-                node,
-                mode,
-                uid: caller.uid,
-                gid: caller.gid,
-                hold: false,
-            })
+            .create_change(parent, name, node, mode, caller, false)
             .await?;
         self.attr_reply(reply).await
     }
@@ -616,15 +630,7 @@ impl FsBackend for ClusterBackend {
         _access: AccessMode,
     ) -> Result<(Attr, HandleId), FsError> {
         let reply = self
-            .change(FsChange::Create {
-                parent,
-                name: name_of(name)?,
-                node: NewNode::File,
-                mode,
-                uid: caller.uid,
-                gid: caller.gid,
-                hold: true,
-            })
+            .create_change(parent, name, NewNode::File, mode, caller, true)
             .await?;
         let FsReply::Extents(map) = reply else {
             return Err(unexpected("create", reply));
