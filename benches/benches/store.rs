@@ -49,7 +49,7 @@ fn shard_store(c: &mut Criterion) {
                     chunk: ChunkId::random(),
                     index: 0,
                 };
-                rt.block_on(store.put(key, hash, bytes.clone()))
+                rt.block_on(store.put(key, hash, vec![bytes.clone()]))
                     .expect("put")
             })
         });
@@ -57,7 +57,7 @@ fn shard_store(c: &mut Criterion) {
             chunk: ChunkId::random(),
             index: 0,
         };
-        rt.block_on(store.put(key, hash, bytes.clone()))
+        rt.block_on(store.put(key, hash, vec![bytes.clone()]))
             .expect("put");
         group.bench_function(BenchmarkId::new("get", size), |b| {
             b.iter(|| rt.block_on(store.get(key, 0, size as u64)).expect("get"))

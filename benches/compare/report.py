@@ -7,12 +7,10 @@ usage: report.py RESULTS_DIR SIZE_MIB FILES BENCHMARKS_MD
 import datetime
 import json
 import os
-import platform
-import re
 import sys
 
-BEGIN = "<!-- compare:begin -->"
-END = "<!-- compare:end -->"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from report_common import machine, replace_section  # noqa: E402
 
 
 def load(results, name):
@@ -36,18 +34,6 @@ def iops(results, name, rw):
 def fsync_p99_ms(results, name):
     pct = fio(results, name, "sync")["lat_ns"]["percentile"]
     return pct["99.000000"] / 1e6
-
-
-def machine():
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kib = int(f.readline().split()[1])
-    return f"{os.cpu_count()} vCPU {cpu}, {mem_kib / 1048576:.0f} GiB RAM, Linux {platform.release()}"
 
 
 def fmt(x):
@@ -137,7 +123,6 @@ def main():
 
     today = datetime.date.today().isoformat()
     out = [
-        BEGIN,
         f"Measured {today} by `benches/compare/run.sh {size_mib} {files}` on {machine()}; "
         f"everything on one disk. Cairn: release build, 3 metadata replicas, 6 storage "
         f"nodes, ec 4+2, one mount. GlusterFS {gluster_version()}: a disperse 4+2 volume "
@@ -151,18 +136,9 @@ def main():
         "|---|---|---|---|---|---|---|---|---|",
     ]
     out += ["| " + " | ".join(r) + " |" for r in rows]
-    out.append(END)
     table = "\n".join(out)
     print(table)
-
-    with open(md) as f:
-        text = f.read()
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Cairn beside GlusterFS (benches/compare/run.sh)\n\n" + table + "\n"
-    with open(md, "w") as f:
-        f.write(text)
+    replace_section(md, "compare", table, "Cairn beside GlusterFS (benches/compare/run.sh)")
 
 
 def gluster_version():

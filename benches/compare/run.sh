@@ -13,10 +13,13 @@
 #   benches/compare/run.sh [SIZE_MIB (default 2048)] [FILES (default 10000)]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=benches/scripts/dev_cluster.sh
+. "$here/benches/scripts/dev_cluster.sh"
 size_mib="${1:-2048}"
 files="${2:-10000}"
 rand_secs=15
-target="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"
+target="$CARGO_TARGET_DIR"
 bin="$target/release"
 host="$(hostname)" # GlusterFS refuses localhost/127.0.0.1 as a brick host.
 
@@ -98,12 +101,7 @@ python3 "$here/benches/scripts/small_files.py" "$work/disk/small8" "$files" 8 > 
 dd if=/dev/zero of=/dev/null bs=64M count=200 2> "$results/memcpy.txt"
 
 echo "compare: Cairn" >&2
-"$bin/cairn" dev up --dir "$work/cluster" --meta 3 --nodes 6 --ec 4+2 --port-base 26500 \
-  > "$work/devup.log" 2>&1 &
-dev_pid=$!
-for _ in $(seq 1 600); do grep -q ready "$work/devup.log" && break; sleep 0.2; done
-grep -q ready "$work/devup.log" || { cat "$work/devup.log"; exit 1; }
-export CAIRN_CLUSTER="$work/cluster/cluster.toml"
+start_dev_cluster "$bin" "$work" 26500 --meta 3 --nodes 6 --ec 4+2
 "$bin/cairn" bench --workload put --size 64MiB --concurrency 4 --duration 20 --keys 16 --json \
   > "$results/cairn-obj-put.json"
 "$bin/cairn" bench --workload get --size 64MiB --concurrency 4 --duration 20 --keys 16 --json \

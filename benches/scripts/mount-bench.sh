@@ -8,9 +8,12 @@
 #   benches/scripts/mount-bench.sh [SIZE_MIB (default 2048)] [FILES (default 10000)]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=benches/scripts/dev_cluster.sh
+. "$here/benches/scripts/dev_cluster.sh"
 size_mib="${1:-2048}"
 files="${2:-10000}"
-target="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"
+target="$CARGO_TARGET_DIR"
 bin="$target/debug"
 command -v fio >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
 cargo build --workspace --bins --locked --quiet --manifest-path "$here/Cargo.toml"
@@ -38,11 +41,7 @@ rm -f "$work/local"/seq*
 local_small1=$(python3 "$here/benches/scripts/small_files.py" "$work/local/s1" "$files" 1)
 local_small8=$(python3 "$here/benches/scripts/small_files.py" "$work/local/s8" "$files" 8)
 
-"$bin/cairn" dev up --dir "$work/cluster" --meta 3 --nodes 6 --ec 4+2 --port-base 26300 \
-  > "$work/devup.log" 2>&1 &
-dev_pid=$!
-for _ in $(seq 1 600); do grep -q ready "$work/devup.log" && break; sleep 0.2; done
-grep -q ready "$work/devup.log" || { cat "$work/devup.log"; exit 1; }
+start_dev_cluster "$bin" "$work" 26300 --meta 3 --nodes 6 --ec 4+2
 mnt="$work/cluster/mnt/default"
 
 start=$(date +%s.%N)

@@ -7,9 +7,12 @@
 #   benches/scripts/repair-speed.sh [DATA_MIB (default 1024)] [THROTTLE_MIBPS (default 1000)]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=benches/scripts/dev_cluster.sh
+. "$here/benches/scripts/dev_cluster.sh"
 data_mib="${1:-1024}"
 throttle="${2:-1000}"
-target="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"
+target="$CARGO_TARGET_DIR"
 bin="$target/debug"
 command -v fio >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
 cargo build --workspace --bins --locked --quiet --manifest-path "$here/Cargo.toml"
@@ -29,12 +32,7 @@ disk_mbps="$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d[
 rm -f "$work"/seqwrite*
 
 export CAIRN_META_NODE_DOWN_AFTER_MS=2000 CAIRN_META_NODE_OUT_AFTER_MS=5000 CAIRN_META_REPAIR_INTERVAL_MS=200
-"$bin/cairn" dev up --dir "$work/cluster" --meta 1 --nodes 7 --ec 4+2 --port-base 26100 \
-  > "$work/devup.log" 2>&1 &
-dev_pid=$!
-for _ in $(seq 1 300); do grep -q ready "$work/devup.log" && break; sleep 0.2; done
-grep -q ready "$work/devup.log" || { cat "$work/devup.log"; exit 1; }
-export CAIRN_CLUSTER="$work/cluster/cluster.toml"
+start_dev_cluster "$bin" "$work" 26100 --meta 1 --nodes 7 --ec 4+2
 "$bin/cairn" repair throttle "$throttle" >/dev/null
 
 head -c $((64 << 20)) /dev/urandom > "$work/blob"

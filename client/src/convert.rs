@@ -49,7 +49,7 @@ pub fn chunk_from_proto(c: pm::Chunk) -> Result<(ChunkId, ChunkMeta)> {
         .shard_hashes
         .iter()
         .map(|h| {
-            <[u8; 32]>::try_from(h.as_slice())
+            <[u8; 32]>::try_from(&h[..])
                 .map(Hash32)
                 .map_err(|_| malformed(format!("chunk {id}: shard hash is not 32 bytes")))
         })
@@ -76,9 +76,9 @@ pub fn chunk_from_proto(c: pm::Chunk) -> Result<(ChunkId, ChunkMeta)> {
 
 pub fn chunk_to_proto(id: &ChunkId, c: &ChunkMeta) -> pm::Chunk {
     pm::Chunk {
-        chunk_id: id.as_bytes().to_vec(),
+        chunk_id: id.as_bytes().to_vec().into(),
         size: c.size,
-        shard_hashes: c.shard_hashes.iter().map(|h| h.0.to_vec()).collect(),
+        shard_hashes: c.shard_hashes.iter().map(|h| h.0.to_vec().into()).collect(),
         shards: c
             .shards
             .iter()

@@ -21,9 +21,10 @@ impl Client {
         })?;
         let resp = self
             .meta
-            .call(pm::FsCallMessage { json }, |mut c, r| async move {
-                c.fs_call(r).await
-            })
+            .call(
+                pm::FsCallMessage { json: json.into() },
+                |mut c, r| async move { c.fs_call(r).await },
+            )
             .await?;
         serde_json::from_slice(&resp.json).map_err(|e| ClientError::Malformed {
             what: format!("decode filesystem reply: {e}"),

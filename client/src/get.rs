@@ -315,7 +315,7 @@ impl Client {
     pub async fn report_lost(&self, chunk: ChunkId, lost: &[(u32, NodeId)]) {
         for &(index, node_id) in lost {
             let req = pm::ReportShardLostRequest {
-                chunk_id: chunk.as_bytes().to_vec(),
+                chunk_id: chunk.as_bytes().to_vec().into(),
                 index,
                 node_id,
             };
@@ -356,7 +356,7 @@ fn stat_of(resp: &pm::LookupObjectResponse) -> ObjectStat {
         size: info.size,
         generation: info.generation,
         mtime: info.mtime,
-        blake3: info.blake3.as_slice().try_into().ok(),
+        blake3: info.blake3[..].try_into().ok(),
         content_type: info.content_type,
         metadata: info.metadata,
         chunks: resp.chunks.len(),

@@ -239,7 +239,7 @@ impl Client {
         ids: &[cairn_common::ChunkId],
     ) -> Result<Vec<cairn_common::ChunkId>> {
         let req = pm::FilterUnknownChunksRequest {
-            chunk_ids: ids.iter().map(|id| id.as_bytes().to_vec()).collect(),
+            chunk_ids: ids.iter().map(|id| id.as_bytes().to_vec().into()).collect(),
         };
         let resp = self
             .meta

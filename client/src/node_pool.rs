@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use std::time::Duration;
 
 use cairn_common::ChunkId;
@@ -42,25 +44,25 @@ impl NodePool {
         addr: &str,
         chunk: ChunkId,
         index: u32,
-        data: Arc<Vec<u8>>,
+        data: Bytes,
         hash: [u8; 32],
     ) -> Result<()> {
         let mut client = self.client(addr)?;
         let header = PutShardRequest {
             part: Some(put_shard_request::Part::Header(PutShardHeader {
                 id: Some(ShardId {
-                    chunk_id: chunk.as_bytes().to_vec(),
+                    chunk_id: chunk.as_bytes().to_vec().into(),
                     index,
                 }),
                 length: data.len() as u64,
-                blake3: hash.to_vec(),
+                blake3: hash.to_vec().into(),
             })),
         };
         let frames = (0..data.len().div_ceil(cairn_proto::DATA_FRAME_BYTES)).map(move |i| {
             let start = i * cairn_proto::DATA_FRAME_BYTES;
             let end = (start + cairn_proto::DATA_FRAME_BYTES).min(data.len());
             PutShardRequest {
-                part: Some(put_shard_request::Part::Data(data[start..end].to_vec())),
+                part: Some(put_shard_request::Part::Data(data.slice(start..end))),
             }
         });
         let stream = tokio_stream::iter(std::iter::once(header).chain(frames));
@@ -98,7 +100,7 @@ impl NodePool {
         let mut client = self.client(addr)?;
         let mut request = tonic::Request::new(GetShardRequest {
             id: Some(ShardId {
-                chunk_id: chunk.as_bytes().to_vec(),
+                chunk_id: chunk.as_bytes().to_vec().into(),
                 index,
             }),
             offset,

@@ -3,7 +3,8 @@
 //! 1). Only one chunk (and its shards) is in memory at a time, whatever the input size.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Arc;
+
+use bytes::Bytes;
 
 use cairn_common::erasure::Codec;
 use cairn_common::{ChunkId, NodeId};
@@ -182,7 +183,7 @@ impl Client {
             key: key.into(),
             size,
             chunks,
-            blake3: blake3.to_vec(),
+            blake3: blake3.to_vec().into(),
             content_type: options.content_type,
             metadata: options.metadata,
             precondition: options.precondition.map(Precondition::to_proto),
@@ -205,7 +206,7 @@ impl Client {
         &self,
         bucket: &str,
         data: &[u8],
-        in_progress: Vec<Vec<u8>>,
+        in_progress: Vec<Bytes>,
     ) -> Result<pm::Chunk> {
         let alloc = self
             .meta
@@ -226,7 +227,7 @@ impl Client {
         let codec = Codec::new(redundancy).map_err(|e| ClientError::Malformed {
             what: e.to_string(),
         })?;
-        let shards: Vec<Arc<Vec<u8>>> = codec.encode(data).into_iter().map(Arc::new).collect();
+        let shards: Vec<Bytes> = codec.encode(data).into_iter().map(Bytes::from).collect();
         let hashes: Vec<[u8; 32]> = shards.iter().map(|s| *blake3::hash(s).as_bytes()).collect();
 
         // Shard index -> target; indices beyond the targets are unplaced for now.
@@ -302,9 +303,9 @@ impl Client {
             });
         }
         Ok(pm::Chunk {
-            chunk_id: chunk.as_bytes().to_vec(),
+            chunk_id: chunk.as_bytes().to_vec().into(),
             size: data.len() as u64,
-            shard_hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            shard_hashes: hashes.iter().map(|h| h.to_vec().into()).collect(),
             shards: durable
                 .into_iter()
                 .map(|(index, node_id)| pm::ShardPlacement { index, node_id })

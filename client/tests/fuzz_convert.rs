@@ -35,9 +35,9 @@ proptest! {
         redundancy in redundancy(),
     ) {
         let chunk = pm::Chunk {
-            chunk_id,
+            chunk_id: chunk_id.into(),
             size,
-            shard_hashes: hashes,
+            shard_hashes: hashes.into_iter().map(Into::into).collect(),
             shards: shards
                 .into_iter()
                 .map(|(index, node_id)| pm::ShardPlacement { index: index % 10, node_id })

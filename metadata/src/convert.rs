@@ -136,13 +136,13 @@ mod tests {
         let p = chunk_to_proto(&id, &meta);
         assert_eq!(chunk_from_proto(p.clone()).unwrap(), (id, meta));
         let mut bad = p.clone();
-        bad.shard_hashes[0] = vec![1, 2];
+        bad.shard_hashes[0] = vec![1, 2].into();
         assert_eq!(
             chunk_from_proto(bad).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
         let mut bad = p;
-        bad.chunk_id = vec![0; 3];
+        bad.chunk_id = vec![0; 3].into();
         assert_eq!(
             chunk_from_proto(bad).unwrap_err().code(),
             tonic::Code::InvalidArgument

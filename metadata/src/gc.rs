@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use cairn_proto::common::ShardId;
 use cairn_proto::node::node_service_client::NodeServiceClient;
 use cairn_proto::node::DeleteShardRequest;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::liveness::{Liveness, NodeState};
@@ -19,6 +20,8 @@ use crate::types::{Command, Raft};
 
 const BATCH: usize = 512;
 const PERIOD: Duration = Duration::from_secs(1);
+/// Shard deletions in flight at once (over all nodes).
+const PARALLEL_DELETES: usize = 32;
 
 pub async fn run(
     id: u64,
@@ -30,10 +33,14 @@ pub async fn run(
 ) {
     let mut clients: BTreeMap<String, NodeServiceClient<tonic::transport::Channel>> =
         BTreeMap::new();
+    // A full batch means more is waiting: the next one starts without the pause.
+    let mut backlog = false;
     loop {
+        let pause = if backlog { Duration::ZERO } else { PERIOD };
+        backlog = false;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(PERIOD) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         if raft.metrics().borrow().current_leader != Some(id) {
             continue;
@@ -60,16 +67,19 @@ pub async fn run(
         if entries.is_empty() {
             continue;
         }
+        let full_batch = entries.len() == BATCH;
         let mut done = Vec::new();
+        // Deletions and placements on one node never interleave: a shard placed back on
+        // a node after its deletion was queued is live again and must stay. So the batch
+        // is checked and deleted under the placement lock, its deletes in parallel.
+        let _placing = placement_lock.lock().await;
+        let mut deletes = Vec::new();
         for (seq, entry) in entries {
             let Some(node) = nodes.get(&entry.node) else {
                 // The node was removed from the cluster: nothing left to delete.
                 done.push(seq);
                 continue;
             };
-            // Deletions and placements on one node never interleave: a shard placed back
-            // here after its deletion was queued is live again and must stay.
-            let _placing = placement_lock.lock().await;
             let live = state
                 .read()
                 .expect("state lock poisoned")
@@ -79,29 +89,34 @@ pub async fn run(
                 done.push(seq);
                 continue;
             }
-            let client = clients
+            let mut client = clients
                 .entry(node.addr.clone())
-                .or_insert_with(|| NodeServiceClient::new(lazy_channel(&node.addr)));
+                .or_insert_with(|| NodeServiceClient::new(lazy_channel(&node.addr)))
+                .clone();
             let mut req = tonic::Request::new(DeleteShardRequest {
                 id: Some(ShardId {
-                    chunk_id: entry.chunk.as_bytes().to_vec(),
+                    chunk_id: entry.chunk.as_bytes().to_vec().into(),
                     index: entry.index,
                 }),
             });
             req.set_timeout(Duration::from_secs(5));
-            match client.delete_shard(req).await {
+            deletes.push(async move { (seq, entry.node, client.delete_shard(req).await) });
+        }
+        let mut results = futures::stream::iter(deletes).buffer_unordered(PARALLEL_DELETES);
+        while let Some((seq, node, result)) = results.next().await {
+            match result {
                 Ok(_) => done.push(seq),
-                Err(e) => {
-                    tracing::debug!(node = entry.node, error = %e, "gc delete failed; will retry")
-                }
+                Err(e) => tracing::debug!(node, error = %e, "gc delete failed; will retry"),
             }
         }
+        drop(_placing);
         if !done.is_empty() {
             let n = done.len();
             if let Err(e) = raft.client_write(Command::GcDone { seqs: done }).await {
                 tracing::debug!(error = %e, "committing gc progress failed; will retry");
             } else {
                 tracing::debug!(shards = n, "garbage collected shards");
+                backlog = full_batch;
             }
         }
     }

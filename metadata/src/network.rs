@@ -80,7 +80,7 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftPayload { json });
+        let mut request = tonic::Request::new(RaftPayload { json: json.into() });
         request.set_timeout(option.hard_ttl());
         let response = match which {
             Rpc::Append => self.client.append_entries(request).await,

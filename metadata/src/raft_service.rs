@@ -20,7 +20,7 @@ fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
     let json = serde_json::to_vec(value)
         .map_err(|e| Status::internal(format!("encode Raft reply: {e}")))?;
-    Ok(Response::new(RaftPayload { json }))
+    Ok(Response::new(RaftPayload { json: json.into() }))
 }
 
 #[tonic::async_trait]

@@ -361,7 +361,7 @@ impl Pass<'_> {
         let len = bytes.len() as u64;
         let _placing = self.placement_lock.lock().await;
         self.pool
-            .put_shard(dst, chunk, index, Arc::new(bytes), hash)
+            .put_shard(dst, chunk, index, bytes.into(), hash)
             .await?;
         self.raft
             .client_write(Command::RepairChunk {
@@ -478,7 +478,10 @@ impl Pass<'_> {
         let targets = place(&chunk, &candidates, plan.missing.len());
         let _placing = self.placement_lock.lock().await;
         let writes = plan.missing.iter().zip(targets).map(|(&index, node)| {
-            let data = Arc::new(shards[index as usize].clone().expect("reconstructed"));
+            let data = shards[index as usize]
+                .clone()
+                .expect("reconstructed")
+                .into();
             let hash = meta.shard_hashes[index as usize].0;
             let addr = self.nodes[&node].addr.clone();
             async move {

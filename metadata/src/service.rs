@@ -318,7 +318,7 @@ impl MetaService for MetaServer {
             })
             .collect();
         Ok(Response::new(pm::AllocateChunkResponse {
-            chunk_id: chunk.as_bytes().to_vec(),
+            chunk_id: chunk.as_bytes().to_vec().into(),
             redundancy: Some(redundancy_to_proto(redundancy)),
             targets,
         }))
@@ -391,7 +391,11 @@ impl MetaService for MetaServer {
                         size: view.entry.size,
                         generation: view.entry.generation,
                         mtime: view.entry.mtime,
-                        blake3: view.attrs.blake3.map(|h| h.0.to_vec()).unwrap_or_default(),
+                        blake3: view
+                            .attrs
+                            .blake3
+                            .map(|h| h.0.to_vec().into())
+                            .unwrap_or_default(),
                         content_type: view.attrs.content_type,
                         metadata: view.attrs.metadata.into_iter().collect(),
                     }),
@@ -508,7 +512,7 @@ impl MetaService for MetaServer {
             .read(|ns| {
                 ids.iter()
                     .filter(|id| !ns.chunk_known(id) && !self.pending.contains(id))
-                    .map(|id| id.as_bytes().to_vec())
+                    .map(|id| id.as_bytes().to_vec().into())
                     .collect()
             })
             .await?;
@@ -850,6 +854,6 @@ impl MetaService for MetaServer {
         let result = self.serve_fs(request).await?;
         let json = serde_json::to_vec(&result)
             .map_err(|e| Status::internal(format!("encode filesystem reply: {e}")))?;
-        Ok(Response::new(pm::FsCallMessage { json }))
+        Ok(Response::new(pm::FsCallMessage { json: json.into() }))
     }
 }

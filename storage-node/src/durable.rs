@@ -3,13 +3,21 @@
 //! the directory. A reader sees either the old file or the complete new one, and success
 //! means the new one survives a crash. Every file the node writes goes through here.
 //! Knows nothing of shards or gRPC.
+//!
+//! The content comes as an [`AlignedBuf`], so [`WriteMode::Direct`] can write it with
+//! `O_DIRECT` as it is (zero-padded to whole pages, then truncated to the exact length
+//! before the `fdatasync`): the data skips the page
+//! cache, which on this project's machines costs more CPU than erasure coding and hashing
+//! together (BENCHMARKS.md, profile). [`direct_io_supported`] probes a directory once.
 
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::aligned::AlignedBuf;
 use crate::io_engine::{blocking, IoEngine};
 
 /// Marks the temporary files of this recipe: `.<final name>.tmp.<pid>.<random>`.
@@ -32,12 +40,21 @@ impl DurableWriteError {
     }
 }
 
+/// How the bytes reach the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Through the page cache.
+    Buffered,
+    /// `O_DIRECT` from a page-aligned buffer (the file system must support it).
+    Direct,
+}
+
 /// True for a name this recipe uses for temporary files (left over only by a crash).
 pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(TEMP_INFIX)
 }
 
-/// Durably replaces `path` with the concatenation of `parts`. The directory must exist.
+/// Durably replaces `path` with `data`. The directory must exist.
 /// On failure no temporary file is left behind and `path` is untouched (unless only the
 /// final directory fsync failed: then the new file is in place but maybe not durable).
 ///
@@ -46,7 +63,8 @@ pub fn is_temp_name(name: &str) -> bool {
 pub async fn write_durably(
     engine: &IoEngine,
     path: &Path,
-    parts: Vec<Bytes>,
+    data: AlignedBuf,
+    mode: WriteMode,
 ) -> Result<(), DurableWriteError> {
     let (dir, name) = match (path.parent(), path.file_name()) {
         (Some(dir), Some(name)) => (dir, name.to_string_lossy()),
@@ -67,10 +85,12 @@ pub async fn write_durably(
     let file = {
         let p = temp.clone();
         blocking(move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(p)
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            if mode == WriteMode::Direct {
+                options.custom_flags(libc::O_DIRECT);
+            }
+            options.open(p)
         })
         .await
         .map_err(DurableWriteError::new("create", &temp))?
@@ -79,15 +99,28 @@ pub async fn write_durably(
     let temp = guard.path.clone().expect("set just above");
     let file = Arc::new(file);
 
-    let mut offset = 0u64;
-    let writes = parts.into_iter().map(|part| {
-        let at = offset;
-        offset += part.len() as u64;
-        engine.write_all_at(&file, at, part)
-    });
-    futures::future::try_join_all(writes)
-        .await
-        .map_err(DurableWriteError::new("write", &temp))?;
+    match mode {
+        WriteMode::Buffered => {
+            engine
+                .write_all_at(&file, 0, data.into_exact())
+                .await
+                .map_err(DurableWriteError::new("write", &temp))?;
+        }
+        WriteMode::Direct => {
+            let (buf, len) = data.into_padded();
+            let padded = buf.len() != len;
+            engine
+                .write_all_at(&file, 0, buf)
+                .await
+                .map_err(DurableWriteError::new("write", &temp))?;
+            if padded {
+                let file = file.clone();
+                blocking(move || file.set_len(len as u64))
+                    .await
+                    .map_err(DurableWriteError::new("truncate", &temp))?;
+            }
+        }
+    }
     engine
         .fdatasync(&file)
         .await
@@ -102,6 +135,35 @@ pub async fn write_durably(
     }
     guard.path = None;
     sync_dir(engine, dir).await
+}
+
+/// True when `dir`'s file system accepts the [`WriteMode::Direct`] recipe (some refuse
+/// `O_DIRECT`, e.g. tmpfs before Linux 6.6): writes, reads back and removes a probe file.
+pub async fn direct_io_supported(engine: &IoEngine, dir: &Path) -> bool {
+    let path = dir.join(format!(
+        ".cairn-direct-probe.{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let content = AlignedBuf::from_parts(&[Bytes::from(data.clone())]);
+    let written = write_durably(engine, &path, content, WriteMode::Direct).await;
+    let result = match written {
+        Ok(()) => match std::fs::read(&path) {
+            Ok(back) if back == data => Ok(()),
+            Ok(_) => Err("read back different bytes".to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(format!("{e}: {}", e.source)),
+    };
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Ok(()) => true,
+        Err(reason) => {
+            tracing::info!(dir = ?dir, %reason, "O_DIRECT not usable here; shard writes go through the page cache");
+            false
+        }
+    }
 }
 
 /// Fsyncs a directory, making renames and unlinks in it durable.
@@ -152,12 +214,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = IoEngine::Std(StdFsEngine);
         let path = dir.path().join("f");
-        let parts = vec![Bytes::from_static(b"head"), Bytes::from_static(b"-body")];
-        write_durably(&engine, &path, parts).await.unwrap();
+        let parts = [Bytes::from_static(b"head"), Bytes::from_static(b"-body")];
+        write_durably(
+            &engine,
+            &path,
+            AlignedBuf::from_parts(&parts),
+            WriteMode::Buffered,
+        )
+        .await
+        .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"head-body");
-        write_durably(&engine, &path, vec![Bytes::from_static(b"new")])
-            .await
-            .unwrap();
+        write_durably(
+            &engine,
+            &path,
+            AlignedBuf::from_parts(&[Bytes::from_static(b"new")]),
+            WriteMode::Buffered,
+        )
+        .await
+        .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         assert_eq!(names(dir.path()), ["f"]);
     }
@@ -172,9 +246,14 @@ mod tests {
         let blocked = dir.path().join("d");
         std::fs::create_dir(&blocked).unwrap();
         std::fs::write(blocked.join("x"), b"").unwrap();
-        let err = write_durably(&engine, &blocked, vec![Bytes::from_static(b"data")])
-            .await
-            .unwrap_err();
+        let err = write_durably(
+            &engine,
+            &blocked,
+            AlignedBuf::from_parts(&[Bytes::from_static(b"data")]),
+            WriteMode::Buffered,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.op, "rename");
         assert_eq!(names(dir.path()), ["d", "f"]);
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
@@ -184,11 +263,57 @@ mod tests {
     async fn missing_directory_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let engine = IoEngine::Std(StdFsEngine);
-        let err = write_durably(&engine, &dir.path().join("no/f"), vec![])
-            .await
-            .unwrap_err();
+        let err = write_durably(
+            &engine,
+            &dir.path().join("no/f"),
+            AlignedBuf::from_parts(&[]),
+            WriteMode::Buffered,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.op, "create");
         assert_eq!(err.source.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// Temp dirs under /var/tmp: /tmp may be a tmpfs (no O_DIRECT before Linux 6.6).
+    fn disk_dir() -> tempfile::TempDir {
+        tempfile::tempdir_in("/var/tmp").unwrap()
+    }
+
+    #[tokio::test]
+    async fn direct_writes_store_exact_lengths_of_unaligned_parts() {
+        let dir = disk_dir();
+        for engine in [
+            IoEngine::Std(StdFsEngine),
+            IoEngine::Uring(crate::io_engine::uring::UringEngine::new().unwrap()),
+        ] {
+            assert!(direct_io_supported(&engine, dir.path()).await);
+            for len in [0usize, 1, 4095, 4096, 4097, 70_000] {
+                let path = dir.path().join(format!("f{len}"));
+                let body: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+                let parts = [Bytes::from_static(b"hdr"), Bytes::from(body.clone())];
+                write_durably(
+                    &engine,
+                    &path,
+                    AlignedBuf::from_parts(&parts),
+                    WriteMode::Direct,
+                )
+                .await
+                .unwrap();
+                let back = std::fs::read(&path).unwrap();
+                assert_eq!(back.len(), 3 + len);
+                assert!(back[..3] == *b"hdr" && back[3..] == body[..], "len {len}");
+            }
+        }
+        assert_eq!(names(dir.path()).len(), 6, "no probe or temp file left");
+    }
+
+    #[tokio::test]
+    async fn a_failing_probe_means_buffered_writes() {
+        let dir = disk_dir();
+        let missing = dir.path().join("missing");
+        assert!(!direct_io_supported(&IoEngine::Std(StdFsEngine), &missing).await);
+        assert!(names(dir.path()).is_empty());
     }
 
     #[test]

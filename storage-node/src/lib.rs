@@ -2,6 +2,7 @@
 //! std-fs fallback), serves them verified over gRPC, and heartbeats to the metadata
 //! service. `main.rs` only parses the command line and calls [`run`].
 
+pub mod aligned;
 pub mod config;
 pub mod durable;
 pub mod heartbeat;
@@ -77,6 +78,7 @@ pub async fn run_with_listener(
         listen = %local,
         advertise = %advertise,
         io_engine = engine_name,
+        write_mode = ?store.write_mode(),
         data_dir = ?cfg.data_dir,
         shards = usage.shard_count,
         quarantined = usage.quarantined_count,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use cairn_common::NodeId;
 
+use crate::aligned::AlignedBuf;
 use crate::durable::{self, DurableWriteError};
 use crate::io_engine::{blocking, IoEngine};
 
@@ -86,7 +87,8 @@ pub async fn check_or_create(
         }),
         None => {
             let content = Bytes::from(format!("{node_id}\n"));
-            durable::write_durably(engine, &path, vec![content]).await?;
+            let content = AlignedBuf::from_parts(&[content]);
+            durable::write_durably(engine, &path, content, durable::WriteMode::Buffered).await?;
             tracing::info!(dir = ?data_dir, node = node_id, "new data directory: wrote node id marker");
             Ok(())
         }

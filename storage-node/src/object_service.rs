@@ -87,7 +87,7 @@ fn info_of(bucket: &str, o: &OpenObject) -> po::ObjectInfo {
         key: o.stat.key.clone(),
         size: o.stat.size,
         generation: o.stat.generation,
-        blake3: o.stat.blake3.map(|h| h.to_vec()).unwrap_or_default(),
+        blake3: o.stat.blake3.map(|h| h.to_vec().into()).unwrap_or_default(),
         content_type: o.stat.content_type.clone(),
         metadata: o.stat.metadata.clone(),
         mtime: o.stat.mtime,
@@ -192,7 +192,7 @@ impl ObjectService for ObjectServiceImpl {
         let bytes = stream.map(|msg| match msg {
             Ok(po::PutObjectRequest {
                 part: Some(po::put_object_request::Part::Data(d)),
-            }) => Ok(bytes::Bytes::from(d)),
+            }) => Ok(d),
             Ok(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "a PutObject message after the header must carry data",
@@ -225,7 +225,7 @@ impl ObjectService for ObjectServiceImpl {
         // Another writer may have replaced the key since; report what this put wrote.
         info.size = outcome.size;
         info.generation = outcome.generation;
-        info.blake3 = outcome.blake3.to_vec();
+        info.blake3 = outcome.blake3.to_vec().into();
         Ok(Response::new(po::PutObjectResponse { object: Some(info) }))
     }
 
@@ -288,7 +288,7 @@ impl ObjectService for ObjectServiceImpl {
             }
             buf.truncate(filled);
             let frame = po::GetObjectResponse {
-                part: Some(po::get_object_response::Part::Data(buf)),
+                part: Some(po::get_object_response::Part::Data(buf.into())),
             };
             Some((Ok(frame), Some(pipe)))
         });

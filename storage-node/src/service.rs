@@ -101,24 +101,27 @@ impl NodeService for NodeServiceImpl {
                 header.length
             )));
         }
-        let expected: [u8; 32] = header.blake3.as_slice().try_into().map_err(|_| {
+        let expected: [u8; 32] = header.blake3[..].try_into().map_err(|_| {
             Status::invalid_argument(format!(
                 "shard {id}: blake3 must be 32 bytes, got {}",
                 header.blake3.len()
             ))
         })?;
         let length = header.length as usize;
-        // Grow with the data actually received, so announcing 64 MiB costs nothing.
-        let mut data = Vec::with_capacity(length.min(MAX_MESSAGE_BYTES));
+        // The received frames as they are (no copy); memory grows with the data actually
+        // received, so announcing 64 MiB costs nothing.
+        let mut data = Vec::new();
+        let mut received = 0usize;
         while let Some(message) = stream.message().await? {
             match message.part {
                 Some(put_shard_request::Part::Data(frame)) => {
-                    if data.len() + frame.len() > length {
+                    if received + frame.len() > length {
                         return Err(Status::invalid_argument(format!(
                             "shard {id}: more data than the {length} bytes announced"
                         )));
                     }
-                    data.extend_from_slice(&frame);
+                    received += frame.len();
+                    data.push(frame);
                 }
                 Some(put_shard_request::Part::Header(_)) => {
                     return Err(Status::invalid_argument(format!(
@@ -132,16 +135,15 @@ impl NodeService for NodeServiceImpl {
                 }
             }
         }
-        if data.len() < length {
+        if received < length {
             return Err(Status::invalid_argument(format!(
-                "shard {id}: stream ended after {} of the {length} bytes announced",
-                data.len()
+                "shard {id}: stream ended after {received} of the {length} bytes announced"
             )));
         }
-        let bytes = data.len() as u64;
+        let bytes = received as u64;
         let started = std::time::Instant::now();
         self.store
-            .put(id, expected, Bytes::from(data))
+            .put(id, expected, data)
             .await
             .map_err(status_of)?;
         metrics::counter!("cairn_node_requests_total", "method" => "put_shard").increment(1);
@@ -186,7 +188,7 @@ impl NodeService for NodeServiceImpl {
         let info = self.store.stat(id).await.map_err(status_of)?;
         Ok(Response::new(StatShardResponse {
             length: info.length,
-            blake3: info.blake3.to_vec(),
+            blake3: Bytes::copy_from_slice(&info.blake3),
         }))
     }
 
@@ -235,11 +237,11 @@ impl Iterator for Frames {
             return None;
         }
         let end = (self.pos + DATA_FRAME_BYTES).min(self.data.len());
-        let frame = self.data.slice(self.pos..end).to_vec();
+        let frame = self.data.slice(self.pos..end);
         self.pos = end;
         let (shard_length, blake3) = match first {
-            Some((length, hash)) => (length, hash.to_vec()),
-            None => (0, Vec::new()),
+            Some((length, hash)) => (length, Bytes::copy_from_slice(&hash)),
+            None => (0, Bytes::new()),
         };
         Some(Ok(GetShardResponse {
             shard_length,

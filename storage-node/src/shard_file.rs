@@ -81,7 +81,7 @@ impl ShardHeader {
 
     /// File offset of the first data byte.
     pub fn data_offset(&self) -> u64 {
-        HEADER_LEN as u64 + self.block_count() * HASH_LEN as u64
+        prefix_len(self.data_len)
     }
 
     /// Size of the whole file this header describes.
@@ -245,6 +245,11 @@ impl ReadPlan {
             block: self.first_block,
         })
     }
+}
+
+/// Bytes before the data (header and block table) in the file of a `data_len`-byte shard.
+pub fn prefix_len(data_len: u64) -> u64 {
+    HEADER_LEN as u64 + data_len.div_ceil(u64::from(BLOCK_SIZE)) * HASH_LEN as u64
 }
 
 /// Header plus block table for `data`: everything that precedes the data in the file.

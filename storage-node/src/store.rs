@@ -19,7 +19,8 @@ use bytes::Bytes;
 use cairn_common::ids::hex;
 use cairn_common::{ChunkId, NodeId};
 
-use crate::durable::{self, DurableWriteError};
+use crate::aligned::AlignedBuf;
+use crate::durable::{self, DurableWriteError, WriteMode};
 use crate::io_engine::{blocking, IoEngine, SharedFile};
 use crate::marker::{self, MarkerError};
 use crate::shard_file::{self, BlockMismatch, FormatError, ShardHeader, HEADER_LEN};
@@ -168,6 +169,8 @@ pub struct ShardStore {
     shards_dir: PathBuf,
     quarantine_dir: PathBuf,
     engine: IoEngine,
+    /// Direct when the data directory's file system supports it (probed at open).
+    write_mode: WriteMode,
     usage: Mutex<Usage>,
     locks: Box<[tokio::sync::Mutex<()>]>,
 }
@@ -188,11 +191,12 @@ impl ShardStore {
                 .await
                 .map_err(io_error("create data directory", data_dir))?;
         }
-        let store = ShardStore {
+        let mut store = ShardStore {
             shards_dir: root.join(SHARDS_DIR),
             quarantine_dir: root.join(QUARANTINE_DIR),
             root,
             engine,
+            write_mode: WriteMode::Buffered,
             usage: Mutex::new(Usage::default()),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -201,6 +205,9 @@ impl ShardStore {
         let has_data = store.shards_dir.exists();
         marker::check_or_create(&store.engine, &store.root, node_id, has_data).await?;
         store.create_layout().await?;
+        if durable::direct_io_supported(&store.engine, &store.shards_dir).await {
+            store.write_mode = WriteMode::Direct;
+        }
         let usage = {
             let (shards, quarantine) = (store.shards_dir.clone(), store.quarantine_dir.clone());
             blocking(move || scan(&shards, &quarantine))
@@ -231,6 +238,11 @@ impl ShardStore {
 
     pub fn data_dir(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether shard data is written with O_DIRECT or through the page cache.
+    pub fn write_mode(&self) -> WriteMode {
+        self.write_mode
     }
 
     pub fn engine(&self) -> &IoEngine {
@@ -336,12 +348,22 @@ impl ShardStore {
         &self,
         id: ShardKey,
         expected: [u8; 32],
-        data: Bytes,
+        data: Vec<Bytes>,
     ) -> Result<ShardInfo, StoreError> {
         let path = self.path_of(&id);
-        let (built, data) = hash_work(data.len(), move || (shard_file::build(&data), data))
-            .await
-            .map_err(io_error("hash data for", &path))?;
+        let len: usize = data.iter().map(Bytes::len).sum();
+        // The file laid out in one aligned buffer (the only copy of the data): prefix
+        // space, the data, then the prefix filled in from the data's hashes.
+        let (built, file) = hash_work(len, move || {
+            let gap = usize::try_from(shard_file::prefix_len(len as u64))
+                .expect("a prefix of an in-memory shard fits");
+            let mut file = AlignedBuf::with_gap_then(gap, &data);
+            let built = shard_file::build(&file.as_slice()[gap..]);
+            file.as_mut_slice()[..gap].copy_from_slice(&built.prefix);
+            (built, file)
+        })
+        .await
+        .map_err(io_error("hash data for", &path))?;
         if built.header.blake3 != expected {
             return Err(StoreError::HashMismatch {
                 id,
@@ -352,7 +374,7 @@ impl ShardStore {
         let new_len = built.header.file_len();
         let _guard = self.lock_for(&id).lock().await;
         let old_len = file_len_if_exists(&path).await?;
-        durable::write_durably(&self.engine, &path, vec![Bytes::from(built.prefix), data]).await?;
+        durable::write_durably(&self.engine, &path, file, self.write_mode).await?;
         self.update_usage(|u| match old_len {
             Some(old) => u.used_bytes = u.used_bytes.saturating_sub(old) + new_len,
             None => {

@@ -88,12 +88,12 @@ async fn must_get(
         .await?
         .into_inner();
     let first = stream.message().await?.expect("a first message");
-    let mut data = first.data;
+    let mut data = first.data.to_vec();
     while let Some(frame) = stream.message().await? {
         assert!(frame.data.len() <= DATA_FRAME_BYTES);
         data.extend_from_slice(&frame.data);
     }
-    Ok((first.shard_length, first.blake3, data))
+    Ok((first.shard_length, first.blake3.to_vec(), data))
 }
 
 fn shard_path(data_dir: &Path, chunk: &[u8], index: u32) -> PathBuf {
@@ -125,12 +125,12 @@ async fn put_get_range_then_corruption_is_data_loss_and_quarantined() {
         part: Some(put_shard_request::Part::Header(PutShardHeader {
             id: Some(id.clone()),
             length: data.len() as u64,
-            blake3: hash.clone(),
+            blake3: hash.clone().into(),
         })),
     }];
     for frame in data.chunks(DATA_FRAME_BYTES) {
         messages.push(PutShardRequest {
-            part: Some(put_shard_request::Part::Data(frame.to_vec())),
+            part: Some(put_shard_request::Part::Data(frame.to_vec().into())),
         });
     }
     node.client
@@ -193,7 +193,7 @@ async fn restart_keeps_shards_and_refuses_another_node_id() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = must_start(config(21, dir.path())).await;
     let id = ShardId {
-        chunk_id: vec![0x55; 16],
+        chunk_id: vec![0x55; 16].into(),
         index: 0,
     };
     let messages = vec![
@@ -201,11 +201,11 @@ async fn restart_keeps_shards_and_refuses_another_node_id() {
             part: Some(put_shard_request::Part::Header(PutShardHeader {
                 id: Some(id.clone()),
                 length: 5,
-                blake3: blake3::hash(b"hello").as_bytes().to_vec(),
+                blake3: blake3::hash(b"hello").as_bytes().to_vec().into(),
             })),
         },
         PutShardRequest {
-            part: Some(put_shard_request::Part::Data(b"hello".to_vec())),
+            part: Some(put_shard_request::Part::Data(b"hello".to_vec().into())),
         },
     ];
     node.client

@@ -173,7 +173,7 @@ async fn garbage_and_oversized_messages_do_not_hurt_daemons() {
     let status = node
         .stat_shard(StatShardRequest {
             id: Some(ShardId {
-                chunk_id: huge.into_bytes(),
+                chunk_id: huge.into_bytes().into(),
                 index: 0,
             }),
         })

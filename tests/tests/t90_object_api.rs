@@ -41,14 +41,14 @@ fn put_request(
         part: Some(put_object_request::Part::Header(PutObjectHeader {
             bucket: bucket.into(),
             key: key.into(),
-            expected_blake3: expected.map(|h| h.to_vec()).unwrap_or_default(),
+            expected_blake3: expected.map(|h| h.to_vec().into()).unwrap_or_default(),
             precondition: precondition.map(|c| Precondition { condition: Some(c) }),
             ..Default::default()
         })),
     }];
     for part in data.chunks(1 << 20) {
         msgs.push(PutObjectRequest {
-            part: Some(put_object_request::Part::Data(part.to_vec())),
+            part: Some(put_object_request::Part::Data(part.to_vec().into())),
         });
     }
     msgs

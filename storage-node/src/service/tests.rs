@@ -53,7 +53,7 @@ async fn must_start() -> Harness {
 
 fn shard_id(n: u8, index: u32) -> ShardId {
     ShardId {
-        chunk_id: vec![n; 16],
+        chunk_id: vec![n; 16].into(),
         index,
     }
 }
@@ -70,14 +70,14 @@ fn header(id: ShardId, length: u64, blake3: &[u8]) -> PutShardRequest {
         part: Some(put_shard_request::Part::Header(PutShardHeader {
             id: Some(id),
             length,
-            blake3: blake3.to_vec(),
+            blake3: blake3.to_vec().into(),
         })),
     }
 }
 
 fn data(bytes: &[u8]) -> PutShardRequest {
     PutShardRequest {
-        part: Some(put_shard_request::Part::Data(bytes.to_vec())),
+        part: Some(put_shard_request::Part::Data(bytes.to_vec().into())),
     }
 }
 
@@ -159,7 +159,7 @@ async fn wrong_hash_is_invalid_argument_with_a_clear_message() {
 async fn bad_chunk_ids_and_hash_lengths_are_invalid() {
     let mut h = must_start().await;
     let short = ShardId {
-        chunk_id: vec![1; 15],
+        chunk_id: vec![1; 15].into(),
         index: 0,
     };
     let err = put(
@@ -247,7 +247,7 @@ async fn stat_and_delete_report_the_shard() {
         .unwrap()
         .into_inner();
     assert_eq!(stat.length, 4);
-    assert_eq!(stat.blake3, hash(b"abcd"));
+    assert_eq!(stat.blake3[..], hash(b"abcd"));
     let delete = |id| DeleteShardRequest { id: Some(id) };
     let first = h.client.delete_shard(delete(shard_id(4, 1))).await.unwrap();
     assert!(first.into_inner().existed);
@@ -274,7 +274,7 @@ async fn empty_shard_get_still_sends_its_length_and_hash() {
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.shard_length, 0);
-    assert_eq!(first.blake3, hash(b""));
+    assert_eq!(first.blake3[..], hash(b""));
     assert!(first.data.is_empty());
     assert!(stream.message().await.unwrap().is_none());
 }

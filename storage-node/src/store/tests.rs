@@ -29,7 +29,7 @@ async fn must_open(dir: &Path) -> ShardStore {
 }
 
 async fn must_put(store: &ShardStore, id: ShardKey, data: &Bytes) {
-    store.put(id, hash(data), data.clone()).await.unwrap();
+    store.put(id, hash(data), vec![data.clone()]).await.unwrap();
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -56,7 +56,10 @@ async fn put_then_get_returns_same_bytes() {
     let store = must_open(dir.path()).await;
     let id = key(0xab, 2);
     let data = sample(300_000, 1);
-    let info = store.put(id, hash(&data), data.clone()).await.unwrap();
+    let info = store
+        .put(id, hash(&data), vec![data.clone()])
+        .await
+        .unwrap();
     assert_eq!(info.length, 300_000);
     let read = store.get(id, 0, 0).await.unwrap();
     assert_eq!(read.data, data);
@@ -82,7 +85,10 @@ async fn put_with_wrong_hash_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = must_open(dir.path()).await;
     let id = key(3, 0);
-    let err = store.put(id, [9; 32], sample(1000, 0)).await.unwrap_err();
+    let err = store
+        .put(id, [9; 32], vec![sample(1000, 0)])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::HashMismatch { .. }), "{err}");
     assert!(matches!(
         store.get(id, 0, 0).await,
@@ -311,7 +317,7 @@ async fn full_disk_maps_to_no_space_and_leaves_no_partial_shard() {
         .unwrap();
     let id = key(14, 0);
     let data = sample(100_000, 10);
-    let err = store.put(id, hash(&data), data).await.unwrap_err();
+    let err = store.put(id, hash(&data), vec![data]).await.unwrap_err();
     assert!(matches!(err, StoreError::NoSpace { .. }), "{err}");
     assert!(files_in(&dir.path().join("shards/0e")).is_empty());
     assert_eq!(store.usage(), Usage::default());
