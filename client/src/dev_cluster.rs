@@ -15,6 +15,8 @@ use anyhow::{bail, Context};
 use cairn_common::config::ClusterFile;
 use cairn_common::Redundancy;
 
+use crate::certs;
+use crate::tls::{Role, TlsFiles};
 use crate::{Client, ClientError};
 
 /// What to start.
@@ -31,6 +33,9 @@ pub struct DevClusterSpec {
     pub chunk_size: usize,
     /// Extra environment for every daemon (e.g. CAIRN_LOG).
     pub env: Vec<(String, String)>,
+    /// Plaintext gRPC (`--insecure` everywhere) instead of mutual TLS with certificates
+    /// made in DIR/tls.
+    pub insecure: bool,
 }
 
 impl DevClusterSpec {
@@ -44,7 +49,47 @@ impl DevClusterSpec {
             bin_dir,
             chunk_size: cairn_common::DEFAULT_CHUNK_SIZE,
             env: Vec::new(),
+            insecure: false,
         }
+    }
+
+    /// A node's flags: its own certificate, and a client one for its object API gateway.
+    fn node_transport_args(&self, j: usize) -> anyhow::Result<Vec<String>> {
+        if !self.insecure {
+            self.ensure_cert(Role::Client, &format!("gateway-{j}"))?;
+        }
+        self.transport_args(Role::Node, &format!("node-{j}"))
+    }
+
+    /// The cluster's CA and every component's certificate and key.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
+
+    /// The transport flags for a daemon whose certificate is `name` (with `role`), making
+    /// the CA and the certificate first when missing.
+    fn transport_args(&self, role: Role, name: &str) -> anyhow::Result<Vec<String>> {
+        if self.insecure {
+            return Ok(vec!["--insecure".into()]);
+        }
+        self.ensure_cert(role, name)?;
+        Ok(vec![
+            "--tls-dir".into(),
+            self.tls_dir().display().to_string(),
+        ])
+    }
+
+    /// Makes the CA (once) and certificate `name` unless they exist.
+    pub fn ensure_cert(&self, role: Role, name: &str) -> anyhow::Result<()> {
+        let dir = self.tls_dir();
+        if !dir.join("ca.pem").exists() {
+            certs::init_ca(&dir).context("create the cluster CA")?;
+        }
+        if !TlsFiles::new(&dir, name).cert().exists() {
+            certs::issue(&dir, role, name, certs::Validity::days(certs::DEFAULT_DAYS))
+                .with_context(|| format!("issue the certificate of {name}"))?;
+        }
+        Ok(())
     }
 
     pub fn meta_addr(&self, i: usize) -> String {
@@ -159,6 +204,7 @@ impl DevCluster {
                 "--metrics-listen".into(),
                 spec.meta_metrics_addr(i),
             ];
+            args.extend(spec.transport_args(Role::Meta, &format!("meta-{i}"))?);
             if i == 1 {
                 args.push("--bootstrap".into());
                 args.push("--peer".into());
@@ -174,7 +220,7 @@ impl DevCluster {
             );
         }
         for j in 1..=spec.nodes {
-            let args = vec![
+            let mut args = vec![
                 "--id".to_string(),
                 j.to_string(),
                 "--listen".into(),
@@ -188,6 +234,7 @@ impl DevCluster {
                 "--metrics-listen".into(),
                 spec.node_metrics_addr(j),
             ];
+            args.extend(spec.node_transport_args(j)?);
             daemons.insert(
                 format!("node-{j}"),
                 Daemon {
@@ -242,6 +289,10 @@ impl DevCluster {
             "--metrics-listen".into(),
             self.spec.meta_metrics_addr(id),
         ];
+        args.extend(
+            self.spec
+                .transport_args(Role::Meta, &format!("meta-{id}"))?,
+        );
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let name = format!("meta-{id}");
         self.daemons.insert(
@@ -268,7 +319,7 @@ impl DevCluster {
         }
         check_free(&self.spec.node_addr(j))?;
         check_free(&self.spec.node_metrics_addr(j))?;
-        let args = vec![
+        let mut args = vec![
             "--id".to_string(),
             j.to_string(),
             "--listen".into(),
@@ -286,6 +337,7 @@ impl DevCluster {
             "--metrics-listen".into(),
             self.spec.node_metrics_addr(j),
         ];
+        args.extend(self.spec.node_transport_args(j)?);
         let name = format!("node-{j}");
         self.daemons.insert(
             name.clone(),
@@ -299,6 +351,18 @@ impl DevCluster {
         Ok(name)
     }
 
+    /// A cluster file naming `meta` (some or all replicas) with this cluster's transport
+    /// and the `client` certificate.
+    pub fn cluster_file_for(&self, meta: Vec<String>) -> ClusterFile {
+        ClusterFile {
+            meta,
+            chunk_size: self.spec.chunk_size,
+            tls_dir: (!self.spec.insecure).then(|| self.spec.tls_dir()),
+            tls_name: "client".into(),
+            insecure: self.spec.insecure,
+        }
+    }
+
     /// Addresses of every metadata replica this cluster started.
     pub fn meta_addrs(&self) -> Vec<String> {
         (1..=9)
@@ -309,10 +373,10 @@ impl DevCluster {
 
     /// Rewrites cluster.toml to list every metadata replica.
     fn write_cluster_file(&self) -> anyhow::Result<()> {
-        let cluster = ClusterFile {
-            meta: self.meta_addrs(),
-            chunk_size: self.spec.chunk_size,
-        };
+        if !self.spec.insecure {
+            self.spec.ensure_cert(Role::Client, "client")?;
+        }
+        let cluster = self.cluster_file_for(self.meta_addrs());
         std::fs::write(
             self.spec.cluster_file(),
             toml::to_string(&cluster).context("encode cluster.toml")?,
@@ -524,6 +588,18 @@ impl DevCluster {
 
     /// Waits until a metadata leader serves and every storage node is registered and up,
     /// then makes sure the `default` bucket exists.
+    /// A started daemon that has exited (a zombie not yet reaped, or gone), if any: e.g.
+    /// one that could not bind its port.
+    fn exited_daemon(&self) -> Option<String> {
+        self.daemons.iter().find_map(|(name, d)| {
+            let pid = d.child.as_ref()?.id();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            matches!(state, None | Some(Some('Z') | Some('X'))).then(|| name.clone())
+        })
+    }
+
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let client = self.client()?;
         let quick = client.clone().with_meta_retry(Duration::from_secs(1));
@@ -539,6 +615,12 @@ impl DevCluster {
                 }
                 Err(e) => e.to_string(),
             };
+            if let Some(name) = self.exited_daemon() {
+                bail!(
+                    "{name} exited before the cluster became ready (see {:?})",
+                    self.spec.dir.join("logs").join(format!("{name}.log"))
+                );
+            }
             if Instant::now() >= deadline {
                 bail!(
                     "cluster not ready after {timeout:?}: {last} (logs in {:?})",

@@ -2,6 +2,7 @@
 //! parallel; read any k, verify, decode) and thin wrappers over the metadata API.
 //! The `cairn` CLI (src/main.rs, src/cli) is built on it.
 
+pub mod certs;
 pub mod convert;
 pub mod dev_cluster;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod get;
 pub mod meta_client;
 pub mod node_pool;
 pub mod put;
+pub mod tls;
 
 use std::path::Path;
 
@@ -63,10 +65,25 @@ pub struct ListOptions {
 }
 
 impl Client {
+    /// A client of the cluster `cluster` describes, with the identity it names.
     pub fn new(cluster: &ClusterFile) -> Result<Self> {
+        let files = cluster
+            .tls_dir
+            .as_ref()
+            .map(|dir| tls::TlsFiles::new(dir, &cluster.tls_name));
+        let transport = tls::Transport::choose(files, cluster.insecure).map_err(|e| {
+            ClientError::InvalidArgument {
+                message: format!("{e:#}"),
+            }
+        })?;
+        Client::with_transport(cluster, transport)
+    }
+
+    /// A client with an explicit transport (identity), ignoring the file's TLS keys.
+    pub fn with_transport(cluster: &ClusterFile, transport: tls::Transport) -> Result<Self> {
         Ok(Client {
-            meta: MetaClient::new(&cluster.meta)?,
-            nodes: NodePool::default(),
+            meta: MetaClient::new(&cluster.meta, &transport)?,
+            nodes: NodePool::new(transport),
             chunk_size: cluster.chunk_size,
         })
     }

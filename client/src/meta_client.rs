@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_proto::meta::meta_service_client::MetaServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::{ClientError, Result};
+use crate::tls::Transport;
 
 /// How long a call keeps retrying while no replica can serve it.
 pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(30);
@@ -23,12 +24,13 @@ pub struct MetaClient {
     retry_for: Duration,
 }
 
-pub fn lazy_channel(addr: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
-        ClientError::InvalidArgument {
-            message: format!("bad address {addr:?}: {e}"),
-        }
-    })?;
+/// A channel to `addr` that connects on first use, over `transport`.
+pub fn lazy_channel(transport: &Transport, addr: &str) -> Result<Channel> {
+    let endpoint = transport
+        .endpoint(addr)
+        .map_err(|e| ClientError::InvalidArgument {
+            message: e.to_string(),
+        })?;
     Ok(endpoint
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
@@ -36,7 +38,7 @@ pub fn lazy_channel(addr: &str) -> Result<Channel> {
 }
 
 impl MetaClient {
-    pub fn new(addrs: &[String]) -> Result<Self> {
+    pub fn new(addrs: &[String], transport: &Transport) -> Result<Self> {
         if addrs.is_empty() {
             return Err(ClientError::InvalidArgument {
                 message: "no metadata addresses given".into(),
@@ -45,7 +47,7 @@ impl MetaClient {
         let clients = addrs
             .iter()
             .map(|a| {
-                Ok(MetaServiceClient::new(lazy_channel(a)?)
+                Ok(MetaServiceClient::new(lazy_channel(transport, a)?)
                     .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES))
             })

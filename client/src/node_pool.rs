@@ -16,22 +16,31 @@ use tonic::transport::Channel;
 
 use crate::error::Result;
 use crate::meta_client::lazy_channel;
+use crate::tls::Transport;
 
 /// Deadline for one whole shard transfer.
 pub const SHARD_TIMEOUT: Duration = Duration::from_secs(20);
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct NodePool {
     clients: Arc<Mutex<HashMap<String, NodeServiceClient<Channel>>>>,
+    transport: Transport,
 }
 
 impl NodePool {
+    pub fn new(transport: Transport) -> NodePool {
+        NodePool {
+            clients: Arc::default(),
+            transport,
+        }
+    }
+
     fn client(&self, addr: &str) -> Result<NodeServiceClient<Channel>> {
         let mut clients = self.clients.lock().expect("node pool lock poisoned");
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let c = NodeServiceClient::new(lazy_channel(addr)?)
+        let c = NodeServiceClient::new(lazy_channel(&self.transport, addr)?)
             .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
         clients.insert(addr.to_string(), c.clone());

@@ -41,6 +41,20 @@ pub struct ClusterFile {
     /// Chunk size in bytes for new objects (default 4 MiB).
     #[serde(default = "default_chunk_size")]
     pub chunk_size: usize,
+    /// Directory with `ca.pem` and this client's `TLS_NAME.pem` / `.key` (from
+    /// `cairn cert`); relative to the cluster file's directory.
+    #[serde(default)]
+    pub tls_dir: Option<PathBuf>,
+    /// Certificate name in `tls_dir` (default "client").
+    #[serde(default = "default_tls_name")]
+    pub tls_name: String,
+    /// Plaintext gRPC (development only; the daemons must run with `--insecure` too).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+fn default_tls_name() -> String {
+    "client".into()
 }
 
 fn default_chunk_size() -> usize {
@@ -49,13 +63,21 @@ fn default_chunk_size() -> usize {
 
 impl ClusterFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file: ClusterFile = load_toml(path)?;
+        let mut file: ClusterFile = load_toml(path)?;
+        if let (Some(dir), Some(base)) = (&file.tls_dir, path.parent()) {
+            file.tls_dir = Some(base.join(dir));
+        }
         let invalid = |message: &str| ConfigError::Invalid {
             path: path.into(),
             message: message.into(),
         };
         if file.meta.is_empty() {
             return Err(invalid("`meta` lists no metadata addresses"));
+        }
+        if file.tls_dir.is_some() == file.insecure {
+            return Err(invalid(
+                "set exactly one of `tls_dir` (certificates from `cairn cert`) and `insecure = true`",
+            ));
         }
         if !(4096..=64 * 1024 * 1024).contains(&file.chunk_size) {
             return Err(invalid(
@@ -75,9 +97,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cairn-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.toml");
-        std::fs::write(&good, "meta = [\"127.0.0.1:1\"]\n").unwrap();
+        std::fs::write(&good, "meta = [\"127.0.0.1:1\"]\ntls_dir = \"tls\"\n").unwrap();
         let file = ClusterFile::load(&good).unwrap();
         assert_eq!(file.chunk_size, crate::DEFAULT_CHUNK_SIZE);
+        assert_eq!(file.tls_dir, Some(dir.join("tls")), "relative to the file");
+        assert_eq!(file.tls_name, "client");
+        for (name, text) in [
+            ("neither.toml", "meta = [\"127.0.0.1:1\"]\n"),
+            (
+                "both.toml",
+                "meta = [\"127.0.0.1:1\"]\ntls_dir = \"t\"\ninsecure = true\n",
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            assert!(
+                matches!(ClusterFile::load(&path), Err(ConfigError::Invalid { .. })),
+                "{name}"
+            );
+        }
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "meta = [\"127.0.0.1:1\"]\nmetta = 1\n").unwrap();
         assert!(matches!(

@@ -64,6 +64,16 @@ pub struct MetaConfig {
     /// Build a snapshot after this many log entries (default 5000).
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// Directory with `ca.pem` and this replica's certificate and key (`cairn cert`).
+    /// Exactly one of `tls_dir` and `insecure` must be set.
+    #[serde(default)]
+    pub tls_dir: Option<PathBuf>,
+    /// Certificate name in `tls_dir` (default `meta-ID`).
+    #[serde(default)]
+    pub tls_name: Option<String>,
+    /// Plaintext gRPC, for development only (logged as a warning).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 fn default_node_down_after_ms() -> u64 {
@@ -119,6 +129,18 @@ pub enum MetaConfigError {
 }
 
 impl MetaConfig {
+    /// This replica's gRPC transport: mutual TLS from `tls_dir`, or `insecure`.
+    pub fn transport(&self) -> Result<cairn_client::tls::Transport, cairn_client::tls::TlsError> {
+        let files = self.tls_dir.as_ref().map(|dir| {
+            let name = self.tls_name.clone();
+            cairn_client::tls::TlsFiles::new(
+                dir,
+                name.unwrap_or_else(|| format!("meta-{}", self.id)),
+            )
+        });
+        cairn_client::tls::Transport::choose(files, self.insecure)
+    }
+
     pub fn advertise_addr(&self) -> String {
         self.advertise
             .clone()

@@ -65,6 +65,14 @@ fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
 /// leadership tasks, then shut down Raft (which flushes nothing: every log write was
 /// already synced).
 pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let transport = cfg.transport().context("set up gRPC transport security")?;
+    let acceptor = transport
+        .acceptor()
+        .context("load this replica's certificate")?;
+    network::set_transport(transport);
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("create data directory {:?}", cfg.data_dir))?;
     let (log_store, state_machine) =
@@ -185,7 +193,10 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
-        .serve_with_shutdown(cfg.listen, shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            cairn_client::tls::incoming(listener, acceptor, "cairn-meta"),
+            shutdown.clone().cancelled_owned(),
+        );
     let served = server.await.context("serve gRPC");
     shutdown.cancel();
     tasks.close();

@@ -62,6 +62,15 @@ struct Args {
     /// Milliseconds a mount session lives without renewal.
     #[arg(long, env = "CAIRN_META_SESSION_LEASE_MS")]
     session_lease_ms: Option<u64>,
+    /// Directory with ca.pem and this replica's NAME.pem / NAME.key (from `cairn cert`).
+    #[arg(long, env = "CAIRN_META_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Certificate name in the TLS directory (default meta-ID).
+    #[arg(long, env = "CAIRN_META_TLS_NAME")]
+    tls_name: Option<String>,
+    /// Plaintext gRPC without certificates: development only.
+    #[arg(long, env = "CAIRN_META_INSECURE")]
+    insecure: bool,
 }
 
 fn parse_peer(text: &str) -> anyhow::Result<(u64, String)> {
@@ -98,6 +107,9 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
                 election_timeout_ms: 1000,
                 snapshot_every: 5000,
                 session_lease_ms: cairn_metadata::config::default_session_lease_ms(),
+                tls_dir: None,
+                tls_name: None,
+                insecure: false,
             }
         }
     };
@@ -146,6 +158,15 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
     }
     if let Some(b) = args.repair_bytes_per_sec {
         cfg.repair_bytes_per_sec = b;
+    }
+    if args.tls_dir.is_some() {
+        cfg.tls_dir = args.tls_dir;
+    }
+    if args.tls_name.is_some() {
+        cfg.tls_name = args.tls_name;
+    }
+    if args.insecure {
+        cfg.insecure = true;
     }
     Ok(cfg.validate()?)
 }

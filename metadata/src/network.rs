@@ -2,7 +2,10 @@
 //! `RaftService`, whose payloads are openraft's own types as JSON.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use cairn_client::tls::Transport;
 
 use cairn_proto::meta::raft_service_client::RaftServiceClient;
 use cairn_proto::meta::RaftPayload;
@@ -47,10 +50,23 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// This process's identity for the calls it makes (peers, storage nodes). Set once at
+/// start by [`crate::run`]; unset (in-process tests) means plaintext.
+static TRANSPORT: OnceLock<Transport> = OnceLock::new();
+
+/// Records the transport every later [`lazy_channel`] uses. The first call wins.
+pub fn set_transport(transport: Transport) {
+    let _ = TRANSPORT.set(transport);
+}
+
+/// The transport set by [`set_transport`], plaintext if none was.
+pub fn transport() -> Transport {
+    TRANSPORT.get().cloned().unwrap_or(Transport::Insecure)
+}
+
 /// A channel that connects on first use (and reconnects after failures).
 pub fn lazy_channel(addr: &str) -> Channel {
-    let uri = format!("http://{addr}");
-    match Endpoint::from_shared(uri) {
+    match transport().endpoint(addr) {
         Ok(ep) => ep
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)

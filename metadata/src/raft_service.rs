@@ -6,13 +6,17 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use cairn_client::tls::{authorize, Role};
+
 use crate::types::Raft;
 
 pub struct RaftServer {
     pub raft: Raft,
 }
 
-fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
+/// Checks that the caller is a metadata replica, then decodes the message.
+fn decode<T: DeserializeOwned>(req: Request<RaftPayload>, method: &str) -> Result<T, Status> {
+    authorize(&req, method, &[Role::Meta])?;
     serde_json::from_slice(&req.into_inner().json)
         .map_err(|e| Status::invalid_argument(format!("malformed Raft message: {e}")))
 }
@@ -29,12 +33,12 @@ impl RaftService for RaftServer {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req)?;
+        let rpc = decode(req, "AppendEntries")?;
         encode(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req)?;
+        let rpc = decode(req, "Vote")?;
         encode(&self.raft.vote(rpc).await)
     }
 
@@ -42,7 +46,7 @@ impl RaftService for RaftServer {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req)?;
+        let rpc = decode(req, "InstallSnapshot")?;
         encode(&self.raft.install_snapshot(rpc).await)
     }
 }

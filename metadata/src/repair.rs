@@ -174,7 +174,7 @@ pub async fn run(
     config: RepairConfig,
     shutdown: CancellationToken,
 ) {
-    let pool = NodePool::default();
+    let pool = NodePool::new(crate::network::transport());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -31,6 +31,7 @@ use crate::pending::PendingChunks;
 use crate::repair::RepairStats;
 use crate::state_machine::SharedState;
 use crate::types::{Command, CommandResult, Raft};
+use cairn_client::tls::{authorize, Role};
 
 mod fs;
 
@@ -204,12 +205,20 @@ impl MetaServer {
     }
 }
 
+/// Who may call what. Metadata replicas may call everything: a follower forwards calls
+/// to the leader under its own certificate, after checking the caller's role itself.
+const CLIENTS: &[Role] = &[Role::Client, Role::Meta];
+const NODES: &[Role] = &[Role::Node, Role::Meta];
+const CLIENTS_AND_NODES: &[Role] = &[Role::Client, Role::Node, Role::Meta];
+const ANYONE: &[Role] = &[Role::Client, Role::Node, Role::Meta];
+
 #[tonic::async_trait]
 impl MetaService for MetaServer {
     async fn create_bucket(
         &self,
         req: Request<pm::CreateBucketRequest>,
     ) -> Result<Response<pm::CreateBucketResponse>, Status> {
+        authorize(&req, "CreateBucket", CLIENTS)?;
         forward_unless_leader!(self, req, create_bucket);
         let req = req.into_inner();
         validate_bucket(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -242,6 +251,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::ListBucketsRequest>,
     ) -> Result<Response<pm::ListBucketsResponse>, Status> {
+        authorize(&req, "ListBuckets", CLIENTS)?;
         forward_unless_leader!(self, req, list_buckets);
         let buckets = self
             .read(|ns| {
@@ -260,6 +270,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::AllocateChunkRequest>,
     ) -> Result<Response<pm::AllocateChunkResponse>, Status> {
+        authorize(&req, "AllocateChunk", CLIENTS)?;
         forward_unless_leader!(self, req, allocate_chunk);
         let req = req.into_inner();
         if req.in_progress.len() > MAX_FILTER_BATCH * 10 {
@@ -328,6 +339,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::CommitObjectRequest>,
     ) -> Result<Response<pm::CommitObjectResponse>, Status> {
+        authorize(&req, "CommitObject", CLIENTS)?;
         forward_unless_leader!(self, req, commit_object);
         let req = req.into_inner();
         validate_bucket(&req.bucket).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -373,6 +385,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::LookupObjectRequest>,
     ) -> Result<Response<pm::LookupObjectResponse>, Status> {
+        authorize(&req, "LookupObject", CLIENTS)?;
         forward_unless_leader!(self, req, lookup_object);
         let req = req.into_inner();
         let resp = self
@@ -416,6 +429,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::ListObjectsRequest>,
     ) -> Result<Response<pm::ListObjectsResponse>, Status> {
+        authorize(&req, "ListObjects", CLIENTS)?;
         forward_unless_leader!(self, req, list_objects);
         let req = req.into_inner();
         if [
@@ -467,6 +481,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::DeleteObjectRequest>,
     ) -> Result<Response<pm::DeleteObjectResponse>, Status> {
+        authorize(&req, "DeleteObject", CLIENTS)?;
         forward_unless_leader!(self, req, delete_object);
         let req = req.into_inner();
         validate_bucket(&req.bucket).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -485,6 +500,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::DeleteBucketRequest>,
     ) -> Result<Response<pm::DeleteBucketResponse>, Status> {
+        authorize(&req, "DeleteBucket", CLIENTS)?;
         forward_unless_leader!(self, req, delete_bucket);
         let req = req.into_inner();
         validate_bucket(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -496,6 +512,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::FilterUnknownChunksRequest>,
     ) -> Result<Response<pm::FilterUnknownChunksResponse>, Status> {
+        authorize(&req, "FilterUnknownChunks", NODES)?;
         forward_unless_leader!(self, req, filter_unknown_chunks);
         let req = req.into_inner();
         if req.chunk_ids.len() > MAX_FILTER_BATCH {
@@ -523,6 +540,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::ReportShardLostRequest>,
     ) -> Result<Response<pm::ReportShardLostResponse>, Status> {
+        authorize(&req, "ReportShardLost", CLIENTS_AND_NODES)?;
         forward_unless_leader!(self, req, report_shard_lost);
         let req = req.into_inner();
         let chunk = chunk_id_from_proto(&req.chunk_id)?;
@@ -540,6 +558,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::RegisterNodeRequest>,
     ) -> Result<Response<pm::RegisterNodeResponse>, Status> {
+        authorize(&req, "RegisterNode", NODES)?;
         forward_unless_leader!(self, req, register_node);
         let req = req.into_inner();
         if req.node_id == 0 {
@@ -574,6 +593,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::HeartbeatRequest>,
     ) -> Result<Response<pm::HeartbeatResponse>, Status> {
+        authorize(&req, "Heartbeat", NODES)?;
         forward_unless_leader!(self, req, heartbeat);
         let req = req.into_inner();
         let known = {
@@ -606,6 +626,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::ClusterStatusRequest>,
     ) -> Result<Response<pm::ClusterStatusResponse>, Status> {
+        authorize(&req, "ClusterStatus", ANYONE)?;
         forward_unless_leader!(self, req, cluster_status);
         let (counts, nodes, placed) = self
             .read(|ns| (ns.counts(), ns.nodes().clone(), ns.shards_per_node()))
@@ -676,6 +697,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::AddReplicaRequest>,
     ) -> Result<Response<pm::AddReplicaResponse>, Status> {
+        authorize(&req, "AddReplica", CLIENTS)?;
         forward_unless_leader!(self, req, add_replica);
         let req = req.into_inner();
         if req.id == 0 || req.addr.is_empty() {
@@ -712,6 +734,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::RemoveReplicaRequest>,
     ) -> Result<Response<pm::RemoveReplicaResponse>, Status> {
+        authorize(&req, "RemoveReplica", CLIENTS)?;
         forward_unless_leader!(self, req, remove_replica);
         let req = req.into_inner();
         let voters: Vec<u64> = {
@@ -742,6 +765,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::SetNodeDrainingRequest>,
     ) -> Result<Response<pm::SetNodeDrainingResponse>, Status> {
+        authorize(&req, "SetNodeDraining", CLIENTS)?;
         forward_unless_leader!(self, req, set_node_draining);
         let req = req.into_inner();
         tracing::info!(
@@ -761,6 +785,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::RemoveNodeRequest>,
     ) -> Result<Response<pm::RemoveNodeResponse>, Status> {
+        authorize(&req, "RemoveNode", CLIENTS)?;
         forward_unless_leader!(self, req, remove_node);
         let req = req.into_inner();
         self.write(Command::RemoveNode { node: req.node_id })
@@ -773,6 +798,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::SetRepairThrottleRequest>,
     ) -> Result<Response<pm::SetRepairThrottleResponse>, Status> {
+        authorize(&req, "SetRepairThrottle", CLIENTS)?;
         forward_unless_leader!(self, req, set_repair_throttle);
         let bytes_per_sec = req.into_inner().bytes_per_sec;
         if bytes_per_sec < (1 << 20) {
@@ -790,6 +816,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::SetNodeWeightRequest>,
     ) -> Result<Response<pm::SetNodeWeightResponse>, Status> {
+        authorize(&req, "SetNodeWeight", CLIENTS)?;
         forward_unless_leader!(self, req, set_node_weight);
         let req = req.into_inner();
         if !(1..=10_000).contains(&req.weight_pct) {
@@ -809,6 +836,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::RebalancePlanRequest>,
     ) -> Result<Response<pm::RebalancePlanResponse>, Status> {
+        authorize(&req, "RebalancePlan", CLIENTS)?;
         forward_unless_leader!(self, req, rebalance_plan);
         let (nodes, placed) = self
             .read(|ns| (ns.nodes().clone(), ns.shards_per_node()))
@@ -846,6 +874,7 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pm::FsCallMessage>,
     ) -> Result<Response<pm::FsCallMessage>, Status> {
+        authorize(&req, "FsCall", CLIENTS)?;
         forward_unless_leader!(self, req, fs_call);
         let request: cairn_common::fs::FsRequest = serde_json::from_slice(&req.into_inner().json)
             .map_err(|e| {

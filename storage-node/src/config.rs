@@ -74,6 +74,14 @@ pub struct NodeConfig {
     /// Address of the Prometheus `/metrics` HTTP endpoint. Default: none (not served).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Directory with `ca.pem`, this node's certificate and key (`node-ID`), and the
+    /// client certificate its object API gateway uses (`gateway-ID`), from `cairn cert`.
+    /// Exactly one of `tls_dir` and `insecure` must be set.
+    #[serde(default)]
+    pub tls_dir: Option<PathBuf>,
+    /// Plaintext gRPC, for development only (logged as a warning).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 fn default_quarantine_retention_ms() -> u64 {
@@ -188,9 +196,30 @@ pub struct ConfigOverrides {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "CAIRN_NODE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Directory with ca.pem, node-ID.pem/.key and gateway-ID.pem/.key (`cairn cert`).
+    #[arg(long, env = "CAIRN_NODE_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Plaintext gRPC without certificates: development only.
+    #[arg(long, env = "CAIRN_NODE_INSECURE")]
+    pub insecure: bool,
 }
 
 impl NodeConfig {
+    /// The node's own transport (`node-ID`) and its object gateway's (`gateway-ID`).
+    pub fn transports(
+        &self,
+    ) -> Result<
+        (cairn_client::tls::Transport, cairn_client::tls::Transport),
+        cairn_client::tls::TlsError,
+    > {
+        use cairn_client::tls::{TlsFiles, Transport};
+        let files = |name: String| self.tls_dir.as_ref().map(|dir| TlsFiles::new(dir, name));
+        Ok((
+            Transport::choose(files(format!("node-{}", self.id)), self.insecure)?,
+            Transport::choose(files(format!("gateway-{}", self.id)), self.insecure)?,
+        ))
+    }
+
     /// Reads `file` (if any), applies `overrides` and validates the result.
     pub fn load(
         file: Option<&Path>,
@@ -225,10 +254,18 @@ impl NodeConfig {
                 scrub_bytes_per_sec: default_scrub_bytes_per_sec(),
                 metrics_listen: None,
                 quarantine_retention_ms: default_quarantine_retention_ms(),
+                tls_dir: None,
+                insecure: false,
             },
         };
         if let Some(id) = o.id {
             cfg.id = id;
+        }
+        if o.tls_dir.is_some() {
+            cfg.tls_dir = o.tls_dir.clone();
+        }
+        if o.insecure {
+            cfg.insecure = true;
         }
         if let Some(listen) = o.listen {
             cfg.listen = listen;

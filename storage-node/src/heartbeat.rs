@@ -35,6 +35,8 @@ pub struct HeartbeatConfig {
     pub interval: Duration,
     /// Capacity to report instead of the file system's size.
     pub capacity_override: Option<u64>,
+    /// The node's own identity towards the metadata service.
+    pub transport: cairn_client::tls::Transport,
 }
 
 /// One metadata replica's client.
@@ -48,7 +50,7 @@ struct MetaClient {
 pub async fn run(cfg: HeartbeatConfig, store: Arc<ShardStore>, shutdown: CancellationToken) {
     let mut clients: Vec<MetaClient> = Vec::new();
     for addr in &cfg.meta {
-        match endpoint(addr) {
+        match endpoint(&cfg.transport, addr) {
             Ok(endpoint) => clients.push(MetaClient {
                 addr: addr.clone(),
                 client: MetaServiceClient::new(endpoint.connect_lazy())
@@ -76,13 +78,12 @@ pub async fn run(cfg: HeartbeatConfig, store: Arc<ShardStore>, shutdown: Cancell
     tracing::debug!("heartbeat task stopped");
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(uri)?
+fn endpoint(
+    transport: &cairn_client::tls::Transport,
+    addr: &str,
+) -> Result<Endpoint, cairn_client::tls::TlsError> {
+    Ok(transport
+        .endpoint(addr)?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .tcp_nodelay(true))
@@ -285,13 +286,20 @@ mod tests {
     }
 
     #[test]
-    fn meta_addresses_become_http_endpoints() {
+    fn meta_addresses_become_endpoints_of_the_transport() {
+        use cairn_client::tls::Transport;
         assert_eq!(
-            endpoint("127.0.0.1:7000").unwrap().uri().to_string(),
+            endpoint(&Transport::Insecure, "127.0.0.1:7000")
+                .unwrap()
+                .uri()
+                .to_string(),
             "http://127.0.0.1:7000/"
         );
         assert_eq!(
-            endpoint("http://m1:7000").unwrap().uri().to_string(),
+            endpoint(&Transport::Insecure, "http://m1:7000")
+                .unwrap()
+                .uri()
+                .to_string(),
             "http://m1:7000/"
         );
     }

@@ -57,6 +57,11 @@ pub async fn run_with_listener(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate().context("invalid configuration")?;
+    let (transport, gateway_transport) =
+        cfg.transports().context("set up gRPC transport security")?;
+    let acceptor = transport
+        .acceptor()
+        .context("load this node's certificate")?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("create data directory {:?}", cfg.data_dir))?;
     let engine = IoEngine::detect(&cfg.data_dir, cfg.io_engine)
@@ -95,6 +100,7 @@ pub async fn run_with_listener(
             meta: cfg.meta.clone(),
             interval: cfg.heartbeat_interval(),
             capacity_override: cfg.capacity_bytes,
+            transport: transport.clone(),
         },
         store.clone(),
         heartbeat_stop.clone(),
@@ -108,11 +114,18 @@ pub async fn run_with_listener(
             .map(|a| a.trim_start_matches("http://").to_string())
             .collect(),
         chunk_size: cairn_common::DEFAULT_CHUNK_SIZE,
+        tls_dir: None,
+        tls_name: String::new(),
+        insecure: transport.is_insecure(),
     };
-    let client = cairn_client::Client::new(&cluster).context("set up the cluster client")?;
+    // The sweep asks as this node; the object API acts for its callers as a client.
+    let node_client = cairn_client::Client::with_transport(&cluster, transport)
+        .context("set up the cluster client")?;
+    let client = cairn_client::Client::with_transport(&cluster, gateway_transport)
+        .context("set up the object API's cluster client")?;
     tasks.spawn(orphan_sweep::run(
         store.clone(),
-        client.clone(),
+        node_client,
         orphan_sweep::SweepConfig {
             grace: std::time::Duration::from_millis(cfg.orphan_grace_ms),
             interval: std::time::Duration::from_millis(cfg.orphan_sweep_interval_ms),
@@ -166,7 +179,7 @@ pub async fn run_with_listener(
         // write's acknowledgement, a 4 KiB ranged read) wait for the client's delayed
         // ACK (tens of milliseconds).
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            cairn_client::tls::incoming(listener, acceptor, "cairn-node"),
             shutdown.clone().cancelled_owned(),
         )
         .await;

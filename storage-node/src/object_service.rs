@@ -3,6 +3,7 @@
 //! caller's behalf (encode, place, write k+m shards in parallel, verify, commit), so any
 //! gRPC client in any language can use the cluster. Knows nothing of shard files.
 
+use cairn_client::tls::{authorize, Role};
 use std::pin::Pin;
 
 use cairn_client::convert::{redundancy_of, redundancy_to_proto};
@@ -110,12 +111,16 @@ fn decode_page_token(token: &str) -> Result<(String, String), Status> {
 
 type GetStream = Pin<Box<dyn Stream<Item = Result<po::GetObjectResponse, Status>> + Send>>;
 
+/// The object API serves clients only.
+const USERS: &[Role] = &[Role::Client];
+
 #[tonic::async_trait]
 impl ObjectService for ObjectServiceImpl {
     async fn create_bucket(
         &self,
         req: Request<po::CreateBucketRequest>,
     ) -> Result<Response<po::CreateBucketResponse>, Status> {
+        authorize(&req, "CreateBucket", USERS)?;
         let req = req.into_inner();
         let redundancy = redundancy_from(req.redundancy)?;
         self.client
@@ -127,8 +132,9 @@ impl ObjectService for ObjectServiceImpl {
 
     async fn list_buckets(
         &self,
-        _req: Request<po::ListBucketsRequest>,
+        req: Request<po::ListBucketsRequest>,
     ) -> Result<Response<po::ListBucketsResponse>, Status> {
+        authorize(&req, "ListBuckets", USERS)?;
         let buckets = self.client.list_buckets().await.map_err(status_of)?;
         Ok(Response::new(po::ListBucketsResponse {
             buckets: buckets
@@ -145,6 +151,7 @@ impl ObjectService for ObjectServiceImpl {
         &self,
         req: Request<po::DeleteBucketRequest>,
     ) -> Result<Response<po::DeleteBucketResponse>, Status> {
+        authorize(&req, "DeleteBucket", USERS)?;
         self.client
             .delete_bucket(&req.into_inner().name)
             .await
@@ -156,6 +163,7 @@ impl ObjectService for ObjectServiceImpl {
         &self,
         req: Request<Streaming<po::PutObjectRequest>>,
     ) -> Result<Response<po::PutObjectResponse>, Status> {
+        authorize(&req, "PutObject", USERS)?;
         let mut stream = req.into_inner();
         let header = match stream.next().await {
             Some(Ok(po::PutObjectRequest {
@@ -235,6 +243,7 @@ impl ObjectService for ObjectServiceImpl {
         &self,
         req: Request<po::GetObjectRequest>,
     ) -> Result<Response<GetStream>, Status> {
+        authorize(&req, "GetObject", USERS)?;
         let req = req.into_inner();
         let object = self
             .client
@@ -311,6 +320,7 @@ impl ObjectService for ObjectServiceImpl {
         &self,
         req: Request<po::HeadObjectRequest>,
     ) -> Result<Response<po::HeadObjectResponse>, Status> {
+        authorize(&req, "HeadObject", USERS)?;
         let req = req.into_inner();
         let object = self
             .client
@@ -326,6 +336,7 @@ impl ObjectService for ObjectServiceImpl {
         &self,
         req: Request<po::ListObjectsRequest>,
     ) -> Result<Response<po::ListObjectsResponse>, Status> {
+        authorize(&req, "ListObjects", USERS)?;
         let req = req.into_inner();
         let (start_after, skip_prefix) = decode_page_token(&req.page_token)?;
         let page = self
@@ -376,6 +387,7 @@ impl ObjectService for ObjectServiceImpl {
         &self,
         req: Request<po::DeleteObjectRequest>,
     ) -> Result<Response<po::DeleteObjectResponse>, Status> {
+        authorize(&req, "DeleteObject", USERS)?;
         let req = req.into_inner();
         let generation = (req.if_generation_match != 0).then_some(req.if_generation_match);
         self.client
@@ -389,6 +401,7 @@ impl ObjectService for ObjectServiceImpl {
         &self,
         req: Request<po::CopyObjectRequest>,
     ) -> Result<Response<po::CopyObjectResponse>, Status> {
+        authorize(&req, "CopyObject", USERS)?;
         let req = req.into_inner();
         let precondition = precondition_from(req.precondition)?;
         let source = self

@@ -2,6 +2,7 @@
 //! `tonic::Status` (in one place, [`status_of`]). Generated protobuf types stop here;
 //! the store never sees them.
 
+use cairn_client::tls::{authorize, Role};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -76,12 +77,20 @@ fn shard_key(id: Option<cairn_proto::common::ShardId>) -> Result<ShardKey, Statu
     })
 }
 
+/// Who may call what: clients read and write shards (as do metadata replicas when they
+/// repair and move them); deleting and inspecting single shards is internal to the
+/// metadata service; a scrub pass may be started by an operator or the metadata service.
+const DATA_PATH: &[Role] = &[Role::Client, Role::Meta];
+const METADATA: &[Role] = &[Role::Meta];
+const OPERATORS: &[Role] = &[Role::Client, Role::Meta];
+
 #[tonic::async_trait]
 impl NodeService for NodeServiceImpl {
     async fn put_shard(
         &self,
         request: Request<Streaming<PutShardRequest>>,
     ) -> Result<Response<PutShardResponse>, Status> {
+        authorize(&request, "PutShard", DATA_PATH)?;
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
             Some(PutShardRequest {
@@ -158,6 +167,7 @@ impl NodeService for NodeServiceImpl {
         &self,
         request: Request<GetShardRequest>,
     ) -> Result<Response<Self::GetShardStream>, Status> {
+        authorize(&request, "GetShard", DATA_PATH)?;
         let request = request.into_inner();
         let id = shard_key(request.id)?;
         let read = self
@@ -175,6 +185,7 @@ impl NodeService for NodeServiceImpl {
         &self,
         request: Request<DeleteShardRequest>,
     ) -> Result<Response<DeleteShardResponse>, Status> {
+        authorize(&request, "DeleteShard", METADATA)?;
         let id = shard_key(request.into_inner().id)?;
         let existed = self.store.delete(id).await.map_err(status_of)?;
         Ok(Response::new(DeleteShardResponse { existed }))
@@ -184,6 +195,7 @@ impl NodeService for NodeServiceImpl {
         &self,
         request: Request<StatShardRequest>,
     ) -> Result<Response<StatShardResponse>, Status> {
+        authorize(&request, "StatShard", METADATA)?;
         let id = shard_key(request.into_inner().id)?;
         let info = self.store.stat(id).await.map_err(status_of)?;
         Ok(Response::new(StatShardResponse {
@@ -194,8 +206,9 @@ impl NodeService for NodeServiceImpl {
 
     async fn scrub(
         &self,
-        _request: Request<ScrubRequest>,
+        request: Request<ScrubRequest>,
     ) -> Result<Response<ScrubResponse>, Status> {
+        authorize(&request, "Scrub", OPERATORS)?;
         let scrubber = self
             .scrubber
             .as_ref()

@@ -38,6 +38,8 @@ fn config(id: u64, data_dir: &Path) -> NodeConfig {
         scrub_bytes_per_sec: 50 << 20,
         metrics_listen: None,
         quarantine_retention_ms: 7 * 24 * 3600 * 1000,
+        tls_dir: None,
+        insecure: true,
     }
 }
 

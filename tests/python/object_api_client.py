@@ -45,6 +45,27 @@ FRAME = 1 << 20
 OPTIONS = [("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)]
 
 
+def open_channel(addr):
+    """Mutual TLS with the certificate CAIRN_TLS_NAME (default "client") from CAIRN_TLS_DIR
+    when that is set (the cluster's default), else plaintext (an --insecure cluster)."""
+    tls_dir = os.environ.get("CAIRN_TLS_DIR")
+    if not tls_dir:
+        return grpc.insecure_channel(addr, options=OPTIONS)
+    name = os.environ.get("CAIRN_TLS_NAME", "client")
+
+    def read(file):
+        with open(os.path.join(tls_dir, file), "rb") as f:
+            return f.read()
+
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=read("ca.pem"),
+        private_key=read(f"{name}.key"),
+        certificate_chain=read(f"{name}.pem"),
+    )
+    options = OPTIONS + [("grpc.ssl_target_name_override", "cairn-cluster")]
+    return grpc.secure_channel(addr, creds, options=options)
+
+
 def data_of(size, seed):
     # Deterministic, incompressible-looking bytes without holding a PRNG state.
     out = bytearray()
@@ -84,7 +105,7 @@ def check(cond, what):
 
 
 def scenario(addr):
-    channel = grpc.insecure_channel(addr, options=OPTIONS)
+    channel = open_channel(addr)
     stub = pb_grpc.ObjectServiceStub(channel)
     stub.CreateBucket(pb.CreateBucketRequest(
         name="py-bucket",
@@ -191,7 +212,7 @@ def scenario(addr):
 
 
 def hang(addr, bucket, key):
-    channel = grpc.insecure_channel(addr, options=OPTIONS)
+    channel = open_channel(addr)
     stub = pb_grpc.ObjectServiceStub(channel)
 
     def messages():

@@ -12,6 +12,18 @@ use cairn_client::Client;
 use cairn_common::Redundancy;
 
 /// Directory of the workspace's binaries (this test executable lives in its `deps/`).
+/// A lazily connecting gRPC channel to `addr` as certificate `name` of the cluster in
+/// `spec` (plaintext when the cluster runs `--insecure`).
+pub fn grpc_channel(spec: &DevClusterSpec, addr: &str, name: &str) -> tonic::transport::Channel {
+    let transport = if spec.insecure {
+        cairn_client::tls::Transport::Insecure
+    } else {
+        cairn_client::tls::Transport::load(&cairn_client::tls::TlsFiles::new(spec.tls_dir(), name))
+            .expect("load a test certificate")
+    };
+    transport.endpoint(addr).expect("endpoint").connect_lazy()
+}
+
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().expect("executable has a directory");
@@ -49,12 +61,13 @@ impl TestCluster {
         redundancy: Redundancy,
         adjust: impl Fn(&mut DevClusterSpec),
     ) -> TestCluster {
-        let dir = tempfile::Builder::new()
-            .prefix("cairn-test-")
-            .tempdir()
-            .expect("create temp dir");
         let mut last_err = None;
         for attempt in 0..20u64 {
+            // A fresh directory per attempt: a failed attempt may leave state behind.
+            let dir = tempfile::Builder::new()
+                .prefix("cairn-test-")
+                .tempdir()
+                .expect("create temp dir");
             let mut spec = DevClusterSpec::new(dir.path().to_path_buf(), bin_dir());
             spec.meta = meta;
             spec.nodes = nodes;
@@ -62,21 +75,37 @@ impl TestCluster {
             spec.port_base = pick_port_base(attempt);
             spec.env.push(("CAIRN_LOG".into(), "info".into()));
             adjust(&mut spec);
-            match DevCluster::start(spec) {
-                Ok(cluster) => {
+            let cluster = match DevCluster::start(spec) {
+                Ok(cluster) => cluster,
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            // Another test may have taken a port between the check and the bind: a
+            // daemon then exits at once, and the next attempt uses other ports.
+            match cluster.wait_ready(Duration::from_secs(60)).await {
+                Ok(()) => {
                     let client = cluster.client().expect("client for the test cluster");
-                    let tc = TestCluster {
+                    return TestCluster {
                         cluster,
                         client,
                         dir: Some(dir),
                     };
-                    tc.cluster
-                        .wait_ready(Duration::from_secs(60))
-                        .await
-                        .expect("cluster becomes ready");
-                    return tc;
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) if e.to_string().contains("exited before") => {
+                    drop(cluster);
+                    last_err = Some(e);
+                }
+                Err(e) => {
+                    // Dropped while panicking: the directory and logs are kept.
+                    let _failed = TestCluster {
+                        client: cluster.client().expect("client for the test cluster"),
+                        cluster,
+                        dir: Some(dir),
+                    };
+                    panic!("cluster becomes ready: {e:#}");
+                }
             }
         }
         panic!("could not start a test cluster: {last_err:?}");

@@ -3,7 +3,6 @@
 //! version is never followed by an older one.
 
 use cairn_client::Client;
-use cairn_common::config::ClusterFile;
 use cairn_common::Redundancy;
 use cairn_tests::TestCluster;
 
@@ -15,13 +14,7 @@ async fn reads_through_any_replica_see_the_latest_write() {
     let tc = TestCluster::start(3, 3, Redundancy::Ec { k: 2, m: 1 }).await;
     let spec = tc.cluster.spec().clone();
     let pinned: Vec<Client> = (1..=3)
-        .map(|i| {
-            Client::new(&ClusterFile {
-                meta: vec![spec.meta_addr(i)],
-                chunk_size: spec.chunk_size,
-            })
-            .unwrap()
-        })
+        .map(|i| Client::new(&tc.cluster.cluster_file_for(vec![spec.meta_addr(i)])).unwrap())
         .collect();
     let mut last_generation = [0u64; 3];
     for round in 0..30usize {

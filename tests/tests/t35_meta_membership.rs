@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use cairn_client::Client;
-use cairn_common::config::ClusterFile;
 use cairn_common::Redundancy;
 use cairn_tests::{random_bytes, TestCluster};
 
@@ -67,11 +66,7 @@ async fn replicas_join_by_snapshot_and_take_over() {
     }
 
     tc.cluster.kill("meta-1");
-    let survivors = Client::new(&ClusterFile {
-        meta: addrs[1..].to_vec(),
-        chunk_size: cairn_common::DEFAULT_CHUNK_SIZE,
-    })
-    .unwrap();
+    let survivors = Client::new(&tc.cluster.cluster_file_for(addrs[1..].to_vec())).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(s) = survivors.status().await {

@@ -12,7 +12,7 @@ use cairn_proto::meta::meta_service_client::MetaServiceClient;
 use cairn_proto::meta::ListObjectsRequest;
 use cairn_proto::node::node_service_client::NodeServiceClient;
 use cairn_proto::node::StatShardRequest;
-use cairn_tests::TestCluster;
+use cairn_tests::{grpc_channel, TestCluster};
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
@@ -151,9 +151,7 @@ async fn garbage_and_oversized_messages_do_not_hurt_daemons() {
     // A 9 MiB gRPC message (over the 8 MiB limit), sent by a client without our
     // client-side limits, is refused by the metadata service and by a storage node.
     let huge = "x".repeat(9 << 20);
-    let mut meta = MetaServiceClient::connect(format!("http://{}", spec.meta_addr(1)))
-        .await
-        .unwrap()
+    let mut meta = MetaServiceClient::new(grpc_channel(&spec, &spec.meta_addr(1), "client"))
         .max_encoding_message_size(usize::MAX);
     let status = meta
         .list_objects(ListObjectsRequest {
@@ -166,9 +164,7 @@ async fn garbage_and_oversized_messages_do_not_hurt_daemons() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
     assert!(status.message().contains("too large"), "{status:?}");
-    let mut node = NodeServiceClient::connect(format!("http://{}", spec.node_addr(1)))
-        .await
-        .unwrap()
+    let mut node = NodeServiceClient::new(grpc_channel(&spec, &spec.node_addr(1), "meta-1"))
         .max_encoding_message_size(usize::MAX);
     let status = node
         .stat_shard(StatShardRequest {

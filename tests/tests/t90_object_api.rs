@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cairn_client::dev_cluster::DevClusterSpec;
 use cairn_common::Redundancy;
 use cairn_proto::common::{precondition::Condition, Precondition};
 use cairn_proto::object::object_service_client::ObjectServiceClient;
@@ -16,18 +17,25 @@ use cairn_proto::object::{
     get_object_response, put_object_request, GetObjectRequest, HeadObjectRequest, PutObjectHeader,
     PutObjectRequest,
 };
-use cairn_tests::{random_bytes, TestCluster};
+use cairn_tests::{grpc_channel, random_bytes, TestCluster};
 use tonic::transport::Channel;
 
 fn python_client() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/object_api_client.py")
 }
 
-async fn object_client(addr: &str) -> ObjectServiceClient<Channel> {
-    ObjectServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to the object API")
+async fn object_client(spec: &DevClusterSpec, addr: &str) -> ObjectServiceClient<Channel> {
+    ObjectServiceClient::new(grpc_channel(spec, addr, "client"))
         .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+}
+
+/// `python3 object_api_client.py ARGS` with the cluster's client certificate.
+fn python(spec: &DevClusterSpec) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(python_client())
+        .env("CAIRN_TLS_DIR", spec.tls_dir())
+        .env("CAIRN_TLS_NAME", "client");
+    cmd
 }
 
 fn put_request(
@@ -101,9 +109,9 @@ async fn get(
 async fn python_client_uses_the_object_api_end_to_end() {
     let tc = TestCluster::start(1, 6, Redundancy::Ec { k: 4, m: 2 }).await;
     let addr = tc.cluster.spec().node_addr(2);
+    let mut python = python(tc.cluster.spec());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(python_client())
+        python
             .args(["scenario", &addr])
             .output()
             .expect("run python3")
@@ -129,9 +137,9 @@ async fn python_client_uses_the_object_api_end_to_end() {
 async fn preconditions_let_exactly_one_of_two_writers_win() {
     let tc = TestCluster::start(1, 3, Redundancy::Ec { k: 2, m: 1 }).await;
     let spec = tc.cluster.spec().clone();
-    let mut a = object_client(&spec.node_addr(1)).await;
-    let mut b = object_client(&spec.node_addr(2)).await;
-    let mut reader = object_client(&spec.node_addr(3)).await;
+    let mut a = object_client(&spec, &spec.node_addr(1)).await;
+    let mut b = object_client(&spec, &spec.node_addr(2)).await;
+    let mut reader = object_client(&spec, &spec.node_addr(3)).await;
     let values: Vec<Vec<u8>> = (0..2).map(|i| random_bytes(300_000, 100 + i)).collect();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -220,7 +228,7 @@ async fn preconditions_let_exactly_one_of_two_writers_win() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_expected_hash_commits_nothing() {
     let tc = TestCluster::start(1, 3, Redundancy::Ec { k: 2, m: 1 }).await;
-    let mut client = object_client(&tc.cluster.spec().node_addr(1)).await;
+    let mut client = object_client(tc.cluster.spec(), &tc.cluster.spec().node_addr(1)).await;
     let data = random_bytes(2_000_000, 1);
     let mut wrong = *blake3::hash(&data).as_bytes();
     wrong[0] ^= 1;
@@ -281,8 +289,7 @@ async fn cut_off_put_leaves_no_object_and_no_shards() {
     let baseline = tc.shard_files().len();
 
     let addr = tc.cluster.spec().node_addr(1);
-    let mut child = Command::new("python3")
-        .arg(python_client())
+    let mut child = python(tc.cluster.spec())
         .args(["hang", &addr, "default", "cut-off"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -313,7 +320,7 @@ async fn cut_off_put_leaves_no_object_and_no_shards() {
         "no shard of the partial upload was written"
     );
 
-    let mut client = object_client(&addr).await;
+    let mut client = object_client(tc.cluster.spec(), &addr).await;
     let err = client
         .head_object(HeadObjectRequest {
             bucket: "default".into(),
@@ -343,10 +350,10 @@ async fn any_node_serves_the_api_with_two_nodes_down() {
     let mut tc = TestCluster::start(1, 7, Redundancy::Ec { k: 4, m: 2 }).await;
     let spec = tc.cluster.spec().clone();
     let data = random_bytes(9 << 20, 77);
-    let mut first = object_client(&spec.node_addr(1)).await;
+    let mut first = object_client(&spec, &spec.node_addr(1)).await;
     put(&mut first, "everywhere", &data, None).await.unwrap();
     for j in 1..=7 {
-        let mut c = object_client(&spec.node_addr(j)).await;
+        let mut c = object_client(&spec, &spec.node_addr(j)).await;
         assert_eq!(
             get(&mut c, "everywhere").await.unwrap().1,
             data,
@@ -360,21 +367,17 @@ async fn any_node_serves_the_api_with_two_nodes_down() {
         s.nodes.iter().filter(|n| n.state == "down").count() == 2
     })
     .await;
-    let mut third = object_client(&spec.node_addr(3)).await;
+    let mut third = object_client(&spec, &spec.node_addr(3)).await;
     assert_eq!(get(&mut third, "everywhere").await.unwrap().1, data);
     let more = random_bytes(5 << 20, 78);
     put(&mut third, "while-degraded", &more, None)
         .await
         .unwrap();
-    let mut seventh = object_client(&spec.node_addr(7)).await;
+    let mut seventh = object_client(&spec, &spec.node_addr(7)).await;
     assert_eq!(get(&mut seventh, "while-degraded").await.unwrap().1, more);
 
     // Generic tools: the standard health service and server reflection.
-    let channel = Channel::from_shared(format!("http://{}", spec.node_addr(3)))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = grpc_channel(&spec, &spec.node_addr(3), "client");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {

@@ -30,6 +30,10 @@ pub struct UpArgs {
     /// Seconds to wait for the cluster to become ready.
     #[arg(long, default_value_t = 90)]
     ready_timeout: u64,
+    /// Plaintext gRPC without certificates (default: mutual TLS, certificates made in
+    /// DIR/tls).
+    #[arg(long)]
+    insecure: bool,
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -44,6 +48,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     spec.nodes = args.nodes;
     spec.redundancy = redundancy;
     spec.port_base = args.port_base;
+    spec.insecure = args.insecure;
 
     let mut cluster = DevCluster::start(spec)?;
     let ready = tokio::select! {

@@ -1,6 +1,7 @@
 //! The `cairn` commands: argument definitions and dispatch.
 
 mod bench;
+mod cert;
 mod dev;
 mod objects;
 mod progress;
@@ -90,6 +91,11 @@ enum Command {
     /// Load generator: put/get/mixed/small-object workloads with throughput and latency
     /// percentiles.
     Bench(bench::BenchArgs),
+    /// The cluster's certificate authority and certificates (mutual TLS).
+    Cert {
+        #[command(subcommand)]
+        command: cert::CertCommand,
+    },
     /// Local development cluster.
     Dev {
         #[command(subcommand)]
@@ -170,6 +176,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev {
             command: DevCommand::Up(args),
         } => dev::up(args).await,
+        Command::Cert { command } => cert::run(command),
         Command::Bucket { command } => {
             let client = client(&cli.cluster)?;
             match command {
