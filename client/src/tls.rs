@@ -32,6 +32,8 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// The DNS name in every server certificate; clients verify servers against it.
 pub const SERVER_NAME: &str = "cairn-cluster";
+/// Concurrent calls one connection may have open on a server (HTTP/2 setting).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// A handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The same refusal (peer address and reason) is logged at most once per this period.
@@ -444,6 +446,21 @@ fn refused(log: &RefusalLog, component: &str, peer: SocketAddr, reason: &str) {
             "refused a connection: TLS handshake failed (a certificate from this cluster's CA \
              is required; repeats from this address for this reason are not logged for 10 min)"
         );
+    }
+}
+
+/// Who is calling, for per-client limits: the certificate's name, else (plaintext) the
+/// peer's IP address.
+pub fn caller_key<T>(request: &tonic::Request<T>) -> String {
+    match request.extensions().get::<PeerInfo>() {
+        Some(PeerInfo {
+            identity: Some((_, name)),
+            ..
+        }) => name.clone(),
+        Some(PeerInfo {
+            remote: Some(addr), ..
+        }) => addr.ip().to_string(),
+        _ => "unknown".into(),
     }
 }
 

@@ -183,6 +183,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
     );
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = ?cfg.data_dir, "cairn-meta serving");
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(cairn_client::tls::MAX_STREAMS_PER_CONNECTION))
         .add_service(
             MetaServiceServer::new(meta)
                 .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)

@@ -6,6 +6,7 @@ pub mod aligned;
 pub mod config;
 pub mod durable;
 pub mod heartbeat;
+pub mod inflight;
 pub mod io_engine;
 pub mod marker;
 pub mod object_service;
@@ -167,6 +168,8 @@ pub async fn run_with_listener(
         .context("build the gRPC reflection service")?;
 
     let served = tonic::transport::Server::builder()
+        // One connection cannot open an unbounded number of concurrent calls.
+        .max_concurrent_streams(Some(cairn_client::tls::MAX_STREAMS_PER_CONNECTION))
         .add_service(
             NodeServiceImpl::new(store.clone())
                 .with_scrubber(scrubber)

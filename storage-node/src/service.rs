@@ -2,7 +2,9 @@
 //! `tonic::Status` (in one place, [`status_of`]). Generated protobuf types stop here;
 //! the store never sees them.
 
-use cairn_client::tls::{authorize, Role};
+use cairn_client::tls::{authorize, caller_key, Role};
+
+use crate::inflight::{self, InflightBudget, Reservation};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -27,6 +29,7 @@ pub const MAX_SHARD_BYTES: u64 = 64 * 1024 * 1024;
 pub struct NodeServiceImpl {
     store: Arc<ShardStore>,
     scrubber: Option<Arc<Scrubber>>,
+    inflight: Arc<InflightBudget>,
 }
 
 impl NodeServiceImpl {
@@ -34,6 +37,10 @@ impl NodeServiceImpl {
         NodeServiceImpl {
             store,
             scrubber: None,
+            inflight: Arc::new(InflightBudget::new(
+                inflight::DEFAULT_PER_CLIENT_BYTES,
+                inflight::DEFAULT_NODE_BYTES,
+            )),
         }
     }
 
@@ -91,6 +98,7 @@ impl NodeService for NodeServiceImpl {
         request: Request<Streaming<PutShardRequest>>,
     ) -> Result<Response<PutShardResponse>, Status> {
         authorize(&request, "PutShard", DATA_PATH)?;
+        let caller = caller_key(&request);
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
             Some(PutShardRequest {
@@ -121,6 +129,7 @@ impl NodeService for NodeServiceImpl {
         // received, so announcing 64 MiB costs nothing.
         let mut data = Vec::new();
         let mut received = 0usize;
+        let mut reserved = Reservation::default();
         while let Some(message) = stream.message().await? {
             match message.part {
                 Some(put_shard_request::Part::Data(frame)) => {
@@ -129,6 +138,9 @@ impl NodeService for NodeServiceImpl {
                             "shard {id}: more data than the {length} bytes announced"
                         )));
                     }
+                    self.inflight
+                        .reserve(&caller, frame.len(), &mut reserved)
+                        .map_err(|e| Status::resource_exhausted(format!("shard {id}: {e}")))?;
                     received += frame.len();
                     data.push(frame);
                 }
