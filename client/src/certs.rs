@@ -137,7 +137,7 @@ pub fn issue(
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    if role != Role::Client {
+    if matches!(role, Role::Meta | Role::Node) {
         params
             .extended_key_usages
             .push(ExtendedKeyUsagePurpose::ServerAuth);

@@ -56,7 +56,7 @@ impl DevClusterSpec {
     /// A node's flags: its own certificate, and a client one for its object API gateway.
     fn node_transport_args(&self, j: usize) -> anyhow::Result<Vec<String>> {
         if !self.insecure {
-            self.ensure_cert(Role::Client, &format!("gateway-{j}"))?;
+            self.ensure_cert(Role::Gateway, &format!("gateway-{j}"))?;
         }
         self.transport_args(Role::Node, &format!("node-{j}"))
     }
@@ -73,10 +73,12 @@ impl DevClusterSpec {
             return Ok(vec!["--insecure".into()]);
         }
         self.ensure_cert(role, name)?;
-        Ok(vec![
-            "--tls-dir".into(),
-            self.tls_dir().display().to_string(),
-        ])
+        let mut args = vec!["--tls-dir".into(), self.tls_dir().display().to_string()];
+        if role == Role::Meta {
+            // The cluster file's `client` certificate administers the cluster.
+            args.extend(["--admin".into(), "client".into()]);
+        }
+        Ok(args)
     }
 
     /// Makes the CA (once) and certificate `name` unless they exist.

@@ -12,6 +12,8 @@ pub enum ClientError {
     InvalidArgument { message: String },
     #[error("{message}")]
     FailedPrecondition { message: String },
+    #[error("permission denied: {message}")]
+    PermissionDenied { message: String },
     #[error("cluster unavailable: {message}")]
     Unavailable { message: String },
     #[error("data unavailable: chunk {chunk} has only {available} readable shards of the {needed} needed")]
@@ -56,6 +58,13 @@ impl ClientError {
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
         let message = status.message().to_string();
+        // A status with a source came from the connection (reset, GOAWAY, a TLS close
+        // while a server restarts), never from a handler: the server may be back soon.
+        if std::error::Error::source(&status).is_some() {
+            return ClientError::Unavailable {
+                message: format!("connection failed: {message}"),
+            };
+        }
         match status.code() {
             tonic::Code::NotFound => ClientError::NotFound { message },
             tonic::Code::AlreadyExists => ClientError::AlreadyExists { message },
@@ -63,6 +72,7 @@ impl From<tonic::Status> for ClientError {
                 ClientError::InvalidArgument { message }
             }
             tonic::Code::FailedPrecondition => ClientError::FailedPrecondition { message },
+            tonic::Code::PermissionDenied => ClientError::PermissionDenied { message },
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 ClientError::Unavailable {
                     message: if message.is_empty() {
@@ -78,3 +88,22 @@ impl From<tonic::Status> for ClientError {
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_retriable_and_handler_statuses_keep_their_code() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let status = tonic::Status::from_error(Box::new(reset));
+        assert!(ClientError::from(status).is_retriable());
+        let from_handler = ClientError::from(tonic::Status::internal("a bug"));
+        assert!(matches!(from_handler, ClientError::Server { .. }));
+        assert!(!from_handler.is_retriable());
+        assert!(matches!(
+            ClientError::from(tonic::Status::permission_denied("no")),
+            ClientError::PermissionDenied { .. }
+        ));
+    }
+}

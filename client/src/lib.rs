@@ -98,6 +98,15 @@ impl Client {
         self.chunk_size
     }
 
+    /// A copy whose metadata calls act for `user`: a storage node's object API serving
+    /// that user's request (the metadata service honours it for gateway certificates).
+    pub fn acting_for(&self, user: &str) -> Result<Self> {
+        Ok(Client {
+            meta: self.meta.acting_for(user)?,
+            ..self.clone()
+        })
+    }
+
     pub fn with_meta_retry(mut self, retry_for: std::time::Duration) -> Self {
         self.meta = self.meta.with_retry_for(retry_for);
         self
@@ -111,6 +120,20 @@ impl Client {
         };
         self.meta
             .call(req, |mut c, r| async move { c.create_bucket(r).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Gives `user` (a client certificate's name) `access` ("read", "write", "admin", or
+    /// "none" to revoke) to `bucket`.
+    pub async fn set_grant(&self, bucket: &str, user: &str, access: &str) -> Result<()> {
+        let req = pm::SetGrantRequest {
+            bucket: bucket.into(),
+            user: user.into(),
+            access: access.into(),
+        };
+        self.meta
+            .call(req, |mut c, r| async move { c.set_grant(r).await })
             .await?;
         Ok(())
     }

@@ -22,6 +22,8 @@ pub struct MetaClient {
     clients: Arc<Vec<MetaServiceClient<Channel>>>,
     next: Arc<AtomicUsize>,
     retry_for: Duration,
+    /// The user a gateway acts for (sent as `x-cairn-user`).
+    acting_for: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 /// A channel to `addr` that connects on first use, over `transport`.
@@ -56,6 +58,18 @@ impl MetaClient {
             clients: Arc::new(clients),
             next: Arc::new(AtomicUsize::new(0)),
             retry_for: DEFAULT_RETRY_FOR,
+            acting_for: None,
+        })
+    }
+
+    /// A copy whose calls act for `user` (honoured only for a gateway certificate).
+    pub fn acting_for(&self, user: &str) -> Result<Self> {
+        let value = user.parse().map_err(|_| ClientError::InvalidArgument {
+            message: format!("user name {user:?} is not a valid header value"),
+        })?;
+        Ok(MetaClient {
+            acting_for: Some(value),
+            ..self.clone()
         })
     }
 
@@ -81,6 +95,11 @@ impl MetaClient {
             let index = turn % self.clients.len();
             let mut request = tonic::Request::new(req.clone());
             request.set_timeout(ATTEMPT_TIMEOUT);
+            if let Some(user) = &self.acting_for {
+                request
+                    .metadata_mut()
+                    .insert(crate::tls::USER_HEADER, user.clone());
+            }
             let err = match call(self.clients[index].clone(), request).await {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) => ClientError::from(status),

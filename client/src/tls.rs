@@ -48,6 +48,9 @@ pub enum Role {
     Node,
     /// A user or application: buckets, objects, files, administration.
     Client,
+    /// A storage node's object API acting for its callers: like a client, and may name
+    /// the user it acts for (`x-cairn-user`), which grants are then checked against.
+    Gateway,
 }
 
 impl Role {
@@ -57,11 +60,12 @@ impl Role {
             Role::Meta => "cairn-meta",
             Role::Node => "cairn-node",
             Role::Client => "cairn-client",
+            Role::Gateway => "cairn-gateway",
         }
     }
 
     fn from_unit(unit: &str) -> Option<Role> {
-        [Role::Meta, Role::Node, Role::Client]
+        [Role::Meta, Role::Node, Role::Client, Role::Gateway]
             .into_iter()
             .find(|r| r.unit() == unit)
     }
@@ -73,6 +77,7 @@ impl std::fmt::Display for Role {
             Role::Meta => "meta",
             Role::Node => "node",
             Role::Client => "client",
+            Role::Gateway => "gateway",
         })
     }
 }
@@ -446,6 +451,41 @@ fn refused(log: &RefusalLog, component: &str, peer: SocketAddr, reason: &str) {
             "refused a connection: TLS handshake failed (a certificate from this cluster's CA \
              is required; repeats from this address for this reason are not logged for 10 min)"
         );
+    }
+}
+
+/// The metadata header naming the user a gateway (or a forwarding replica) acts for.
+pub const USER_HEADER: &str = "x-cairn-user";
+
+/// Whose grants a call is checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// Plaintext (`--insecure`), or a metadata replica acting for itself.
+    Unrestricted,
+    User(String),
+}
+
+/// The user behind a call: a client's certificate name; for a gateway or a replica
+/// forwarding a call, the user named in [`USER_HEADER`].
+pub fn caller_of<T>(request: &tonic::Request<T>) -> Caller {
+    let Some(PeerInfo {
+        identity: Some((role, name)),
+        ..
+    }) = request.extensions().get::<PeerInfo>()
+    else {
+        return Caller::Unrestricted;
+    };
+    let named = || {
+        request
+            .metadata()
+            .get(USER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    match role {
+        Role::Meta => named().map_or(Caller::Unrestricted, Caller::User),
+        Role::Gateway => Caller::User(named().unwrap_or_else(|| name.clone())),
+        Role::Client | Role::Node => Caller::User(name.clone()),
     }
 }
 

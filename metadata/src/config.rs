@@ -74,6 +74,10 @@ pub struct MetaConfig {
     /// Plaintext gRPC, for development only (logged as a warning).
     #[serde(default)]
     pub insecure: bool,
+    /// Client certificate names that are cluster admins: they create buckets, grant
+    /// access, administer the cluster and use the filesystem protocol (mounts).
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 fn default_node_down_after_ms() -> u64 {

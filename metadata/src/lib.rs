@@ -7,6 +7,7 @@
 // storage call; boxing it in our helpers would only add conversions at each trait edge.
 #![allow(clippy::result_large_err)]
 
+pub mod access;
 pub mod config;
 pub mod convert;
 pub mod gc;
@@ -180,7 +181,8 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         repair_stats,
         Duration::from_millis(cfg.pending_chunk_ttl_ms),
         leases,
-    );
+    )
+    .with_admins(access::Admins::new(cfg.admins.iter().cloned()));
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = ?cfg.data_dir, "cairn-meta serving");
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(cairn_client::tls::MAX_STREAMS_PER_CONNECTION))

@@ -71,6 +71,9 @@ struct Args {
     /// Plaintext gRPC without certificates: development only.
     #[arg(long, env = "CAIRN_META_INSECURE")]
     insecure: bool,
+    /// Cluster admins (client certificate names), comma-separated or repeated.
+    #[arg(long = "admin", env = "CAIRN_META_ADMINS", value_delimiter = ',')]
+    admins: Vec<String>,
 }
 
 fn parse_peer(text: &str) -> anyhow::Result<(u64, String)> {
@@ -110,6 +113,7 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
                 tls_dir: None,
                 tls_name: None,
                 insecure: false,
+                admins: Vec::new(),
             }
         }
     };
@@ -167,6 +171,9 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
     }
     if args.insecure {
         cfg.insecure = true;
+    }
+    if !args.admins.is_empty() {
+        cfg.admins = args.admins;
     }
     Ok(cfg.validate()?)
 }

@@ -33,6 +33,9 @@ use crate::state_machine::SharedState;
 use crate::types::{Command, CommandResult, Raft};
 use cairn_client::tls::{authorize, Role};
 
+use crate::access::Admins;
+use crate::namespace::grants::Access;
+
 mod fs;
 
 const FORWARDED: &str = "x-cairn-forwarded";
@@ -52,6 +55,7 @@ pub struct MetaServer {
     pending: PendingChunks,
     leases: Arc<Mutex<Leases>>,
     peers: Mutex<HashMap<String, MetaServiceClient<Channel>>>,
+    admins: Admins,
 }
 
 enum Route {
@@ -67,9 +71,16 @@ macro_rules! forward_unless_leader {
         let $req = match $self.route(&$req)? {
             Route::Local => $req,
             Route::Forward(mut client) => {
+                // The leader checks grants: it must know whose call this is.
+                let caller = cairn_client::tls::caller_of(&$req);
                 let mut fwd = Request::new($req.into_inner());
                 fwd.metadata_mut()
                     .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                if let cairn_client::tls::Caller::User(user) = caller {
+                    if let Ok(value) = user.parse() {
+                        fwd.metadata_mut().insert(cairn_client::tls::USER_HEADER, value);
+                    }
+                }
                 return client.$method(fwd).await;
             }
         };
@@ -115,7 +126,21 @@ impl MetaServer {
             pending: PendingChunks::new(pending_ttl),
             leases,
             peers: Mutex::new(HashMap::new()),
+            admins: Admins::default(),
         }
+    }
+
+    /// Names the cluster admins (see `access.rs`); without this call there are none.
+    pub fn with_admins(mut self, admins: Admins) -> Self {
+        self.admins = admins;
+        self
+    }
+
+    /// Refuses unless the caller has `need` on `bucket` (see `access.rs`).
+    #[allow(clippy::result_large_err)]
+    fn require<T>(&self, req: &Request<T>, bucket: &str, need: Access) -> Result<(), Status> {
+        let state = self.state.read().expect("state lock poisoned");
+        self.admins.require(&state.namespace, req, bucket, need)
     }
 
     fn route<T>(&self, req: &Request<T>) -> Result<Route, Status> {
@@ -207,10 +232,10 @@ impl MetaServer {
 
 /// Who may call what. Metadata replicas may call everything: a follower forwards calls
 /// to the leader under its own certificate, after checking the caller's role itself.
-const CLIENTS: &[Role] = &[Role::Client, Role::Meta];
+const CLIENTS: &[Role] = &[Role::Client, Role::Gateway, Role::Meta];
 const NODES: &[Role] = &[Role::Node, Role::Meta];
-const CLIENTS_AND_NODES: &[Role] = &[Role::Client, Role::Node, Role::Meta];
-const ANYONE: &[Role] = &[Role::Client, Role::Node, Role::Meta];
+const CLIENTS_AND_NODES: &[Role] = &[Role::Client, Role::Gateway, Role::Node, Role::Meta];
+const ANYONE: &[Role] = &[Role::Client, Role::Gateway, Role::Node, Role::Meta];
 
 #[tonic::async_trait]
 impl MetaService for MetaServer {
@@ -220,6 +245,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::CreateBucketResponse>, Status> {
         authorize(&req, "CreateBucket", CLIENTS)?;
         forward_unless_leader!(self, req, create_bucket);
+        self.admins.require_admin(&req, "create buckets")?;
         let req = req.into_inner();
         validate_bucket(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let redundancy = redundancy_from_proto(req.redundancy)?;
@@ -253,9 +279,11 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::ListBucketsResponse>, Status> {
         authorize(&req, "ListBuckets", CLIENTS)?;
         forward_unless_leader!(self, req, list_buckets);
+        let admins = self.admins.clone();
         let buckets = self
             .read(|ns| {
                 ns.buckets()
+                    .filter(|(name, _)| admins.may_see(ns, &req, name))
                     .map(|(name, b)| pm::Bucket {
                         name: name.clone(),
                         redundancy: Some(redundancy_to_proto(b.redundancy)),
@@ -272,6 +300,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::AllocateChunkResponse>, Status> {
         authorize(&req, "AllocateChunk", CLIENTS)?;
         forward_unless_leader!(self, req, allocate_chunk);
+        self.require(&req, &req.get_ref().bucket, Access::Write)?;
         let req = req.into_inner();
         if req.in_progress.len() > MAX_FILTER_BATCH * 10 {
             return Err(Status::invalid_argument("too many in-progress chunk ids"));
@@ -341,6 +370,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::CommitObjectResponse>, Status> {
         authorize(&req, "CommitObject", CLIENTS)?;
         forward_unless_leader!(self, req, commit_object);
+        self.require(&req, &req.get_ref().bucket, Access::Write)?;
         let req = req.into_inner();
         validate_bucket(&req.bucket).map_err(|e| Status::invalid_argument(e.to_string()))?;
         validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -387,6 +417,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::LookupObjectResponse>, Status> {
         authorize(&req, "LookupObject", CLIENTS)?;
         forward_unless_leader!(self, req, lookup_object);
+        self.require(&req, &req.get_ref().bucket, Access::Read)?;
         let req = req.into_inner();
         let resp = self
             .read(|ns| {
@@ -431,6 +462,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::ListObjectsResponse>, Status> {
         authorize(&req, "ListObjects", CLIENTS)?;
         forward_unless_leader!(self, req, list_objects);
+        self.require(&req, &req.get_ref().bucket, Access::Read)?;
         let req = req.into_inner();
         if [
             &req.prefix,
@@ -483,6 +515,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::DeleteObjectResponse>, Status> {
         authorize(&req, "DeleteObject", CLIENTS)?;
         forward_unless_leader!(self, req, delete_object);
+        self.require(&req, &req.get_ref().bucket, Access::Write)?;
         let req = req.into_inner();
         validate_bucket(&req.bucket).map_err(|e| Status::invalid_argument(e.to_string()))?;
         validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -502,6 +535,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::DeleteBucketResponse>, Status> {
         authorize(&req, "DeleteBucket", CLIENTS)?;
         forward_unless_leader!(self, req, delete_bucket);
+        self.require(&req, &req.get_ref().name, Access::Admin)?;
         let req = req.into_inner();
         validate_bucket(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.write(Command::DeleteBucket { name: req.name }).await?;
@@ -699,6 +733,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::AddReplicaResponse>, Status> {
         authorize(&req, "AddReplica", CLIENTS)?;
         forward_unless_leader!(self, req, add_replica);
+        self.admins
+            .require_admin(&req, "change metadata membership")?;
         let req = req.into_inner();
         if req.id == 0 || req.addr.is_empty() {
             return Err(Status::invalid_argument(
@@ -736,6 +772,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::RemoveReplicaResponse>, Status> {
         authorize(&req, "RemoveReplica", CLIENTS)?;
         forward_unless_leader!(self, req, remove_replica);
+        self.admins
+            .require_admin(&req, "change metadata membership")?;
         let req = req.into_inner();
         let voters: Vec<u64> = {
             let metrics = self.raft.metrics();
@@ -767,6 +805,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::SetNodeDrainingResponse>, Status> {
         authorize(&req, "SetNodeDraining", CLIENTS)?;
         forward_unless_leader!(self, req, set_node_draining);
+        self.admins.require_admin(&req, "drain nodes")?;
         let req = req.into_inner();
         tracing::info!(
             node = req.node_id,
@@ -787,11 +826,33 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::RemoveNodeResponse>, Status> {
         authorize(&req, "RemoveNode", CLIENTS)?;
         forward_unless_leader!(self, req, remove_node);
+        self.admins.require_admin(&req, "remove nodes")?;
         let req = req.into_inner();
         self.write(Command::RemoveNode { node: req.node_id })
             .await?;
         tracing::info!(node = req.node_id, "storage node removed");
         Ok(Response::new(pm::RemoveNodeResponse {}))
+    }
+
+    async fn set_grant(
+        &self,
+        req: Request<pm::SetGrantRequest>,
+    ) -> Result<Response<pm::SetGrantResponse>, Status> {
+        authorize(&req, "SetGrant", CLIENTS)?;
+        forward_unless_leader!(self, req, set_grant);
+        self.require(&req, &req.get_ref().bucket, Access::Admin)?;
+        let r = req.into_inner();
+        let access = Access::parse(&r.access).map_err(Status::invalid_argument)?;
+        if r.user.is_empty() || r.user.len() > 256 {
+            return Err(Status::invalid_argument("user must be 1-256 bytes"));
+        }
+        self.write(Command::SetGrant {
+            bucket: r.bucket,
+            user: r.user,
+            access,
+        })
+        .await?;
+        Ok(Response::new(pm::SetGrantResponse {}))
     }
 
     async fn set_repair_throttle(
@@ -800,6 +861,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::SetRepairThrottleResponse>, Status> {
         authorize(&req, "SetRepairThrottle", CLIENTS)?;
         forward_unless_leader!(self, req, set_repair_throttle);
+        self.admins.require_admin(&req, "set the repair throttle")?;
         let bytes_per_sec = req.into_inner().bytes_per_sec;
         if bytes_per_sec < (1 << 20) {
             return Err(Status::invalid_argument(
@@ -818,6 +880,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::SetNodeWeightResponse>, Status> {
         authorize(&req, "SetNodeWeight", CLIENTS)?;
         forward_unless_leader!(self, req, set_node_weight);
+        self.admins.require_admin(&req, "weight nodes")?;
         let req = req.into_inner();
         if !(1..=10_000).contains(&req.weight_pct) {
             return Err(Status::invalid_argument(
@@ -838,6 +901,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::RebalancePlanResponse>, Status> {
         authorize(&req, "RebalancePlan", CLIENTS)?;
         forward_unless_leader!(self, req, rebalance_plan);
+        self.admins.require_admin(&req, "plan rebalancing")?;
         let (nodes, placed) = self
             .read(|ns| (ns.nodes().clone(), ns.shards_per_node()))
             .await?;
@@ -876,6 +940,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::FsCallMessage>, Status> {
         authorize(&req, "FsCall", CLIENTS)?;
         forward_unless_leader!(self, req, fs_call);
+        self.admins
+            .require_admin(&req, "use the filesystem protocol (mounts)")?;
         let request: cairn_common::fs::FsRequest = serde_json::from_slice(&req.into_inner().json)
             .map_err(|e| {
             Status::invalid_argument(format!("malformed filesystem request: {e}"))

@@ -77,6 +77,12 @@ pub enum Command {
     SetNodeWeight { node: NodeId, weight_pct: u32 },
     /// Limit repair and rebalance writes to this many bytes per second.
     SetRepairThrottle { bytes_per_sec: u64 },
+    /// Give `user` `access` to `bucket` (`None`: revoke).
+    SetGrant {
+        bucket: String,
+        user: String,
+        access: Option<crate::namespace::grants::Access>,
+    },
     /// A filesystem change from a mount's session; `now_ns` is the leader's clock.
     Fs {
         session: SessionId,

@@ -3,7 +3,7 @@
 //! caller's behalf (encode, place, write k+m shards in parallel, verify, commit), so any
 //! gRPC client in any language can use the cluster. Knows nothing of shard files.
 
-use cairn_client::tls::{authorize, Role};
+use cairn_client::tls::{authorize, caller_of, Caller, Role};
 use std::pin::Pin;
 
 use cairn_client::convert::{redundancy_of, redundancy_to_proto};
@@ -30,6 +30,15 @@ impl ObjectServiceImpl {
         ObjectServiceImpl { client }
     }
 
+    /// The cluster client acting for this request's caller, whose grants then apply.
+    #[allow(clippy::result_large_err)]
+    fn client_for<T>(&self, req: &Request<T>) -> Result<Client, Status> {
+        match caller_of(req) {
+            Caller::User(user) => self.client.acting_for(&user).map_err(status_of),
+            Caller::Unrestricted => Ok(self.client.clone()),
+        }
+    }
+
     pub fn into_server(self) -> ObjectServiceServer<Self> {
         ObjectServiceServer::new(self)
             .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
@@ -47,6 +56,7 @@ fn status_of(e: ClientError) -> Status {
             Status::invalid_argument(msg)
         }
         ClientError::FailedPrecondition { .. } => Status::failed_precondition(msg),
+        ClientError::PermissionDenied { message } => Status::permission_denied(message),
         // Too few shards readable right now: nodes may come back, so "retry later".
         ClientError::Unavailable { .. }
         | ClientError::NotDurable { .. }
@@ -121,9 +131,10 @@ impl ObjectService for ObjectServiceImpl {
         req: Request<po::CreateBucketRequest>,
     ) -> Result<Response<po::CreateBucketResponse>, Status> {
         authorize(&req, "CreateBucket", USERS)?;
+        let client = self.client_for(&req)?;
         let req = req.into_inner();
         let redundancy = redundancy_from(req.redundancy)?;
-        self.client
+        client
             .create_bucket(&req.name, redundancy)
             .await
             .map_err(status_of)?;
@@ -135,7 +146,8 @@ impl ObjectService for ObjectServiceImpl {
         req: Request<po::ListBucketsRequest>,
     ) -> Result<Response<po::ListBucketsResponse>, Status> {
         authorize(&req, "ListBuckets", USERS)?;
-        let buckets = self.client.list_buckets().await.map_err(status_of)?;
+        let client = self.client_for(&req)?;
+        let buckets = client.list_buckets().await.map_err(status_of)?;
         Ok(Response::new(po::ListBucketsResponse {
             buckets: buckets
                 .into_iter()
@@ -152,7 +164,8 @@ impl ObjectService for ObjectServiceImpl {
         req: Request<po::DeleteBucketRequest>,
     ) -> Result<Response<po::DeleteBucketResponse>, Status> {
         authorize(&req, "DeleteBucket", USERS)?;
-        self.client
+        let client = self.client_for(&req)?;
+        client
             .delete_bucket(&req.into_inner().name)
             .await
             .map_err(status_of)?;
@@ -164,6 +177,7 @@ impl ObjectService for ObjectServiceImpl {
         req: Request<Streaming<po::PutObjectRequest>>,
     ) -> Result<Response<po::PutObjectResponse>, Status> {
         authorize(&req, "PutObject", USERS)?;
+        let client = self.client_for(&req)?;
         let mut stream = req.into_inner();
         let header = match stream.next().await {
             Some(Ok(po::PutObjectRequest {
@@ -211,8 +225,7 @@ impl ObjectService for ObjectServiceImpl {
             ))),
         });
         let reader = tokio_util::io::StreamReader::new(bytes);
-        let outcome = self
-            .client
+        let outcome = client
             .put_with(&header.bucket, &header.key, reader, options)
             .await;
         let outcome = match outcome {
@@ -224,8 +237,7 @@ impl ObjectService for ObjectServiceImpl {
             }
             Err(e) => return Err(status_of(e)),
         };
-        let object = self
-            .client
+        let object = client
             .open(&header.bucket, &header.key)
             .await
             .map_err(status_of)?;
@@ -244,9 +256,9 @@ impl ObjectService for ObjectServiceImpl {
         req: Request<po::GetObjectRequest>,
     ) -> Result<Response<GetStream>, Status> {
         authorize(&req, "GetObject", USERS)?;
+        let client = self.client_for(&req)?;
         let req = req.into_inner();
-        let object = self
-            .client
+        let object = client
             .open(&req.bucket, &req.key)
             .await
             .map_err(status_of)?;
@@ -270,7 +282,6 @@ impl ObjectService for ObjectServiceImpl {
         };
         let info = info_of(&req.bucket, &object);
         let (mut pipe_in, pipe_out) = tokio::io::duplex(GET_PIPE_BYTES);
-        let client = self.client.clone();
         let reading = tokio::spawn(async move {
             let r = client.read(&object, Some(range), &mut pipe_in).await;
             drop(pipe_in);
@@ -321,9 +332,9 @@ impl ObjectService for ObjectServiceImpl {
         req: Request<po::HeadObjectRequest>,
     ) -> Result<Response<po::HeadObjectResponse>, Status> {
         authorize(&req, "HeadObject", USERS)?;
+        let client = self.client_for(&req)?;
         let req = req.into_inner();
-        let object = self
-            .client
+        let object = client
             .open(&req.bucket, &req.key)
             .await
             .map_err(status_of)?;
@@ -337,10 +348,10 @@ impl ObjectService for ObjectServiceImpl {
         req: Request<po::ListObjectsRequest>,
     ) -> Result<Response<po::ListObjectsResponse>, Status> {
         authorize(&req, "ListObjects", USERS)?;
+        let client = self.client_for(&req)?;
         let req = req.into_inner();
         let (start_after, skip_prefix) = decode_page_token(&req.page_token)?;
-        let page = self
-            .client
+        let page = client
             .list_with(
                 &req.bucket,
                 &ListOptions {
@@ -388,9 +399,10 @@ impl ObjectService for ObjectServiceImpl {
         req: Request<po::DeleteObjectRequest>,
     ) -> Result<Response<po::DeleteObjectResponse>, Status> {
         authorize(&req, "DeleteObject", USERS)?;
+        let client = self.client_for(&req)?;
         let req = req.into_inner();
         let generation = (req.if_generation_match != 0).then_some(req.if_generation_match);
-        self.client
+        client
             .delete_if(&req.bucket, &req.key, generation)
             .await
             .map_err(status_of)?;
@@ -402,10 +414,10 @@ impl ObjectService for ObjectServiceImpl {
         req: Request<po::CopyObjectRequest>,
     ) -> Result<Response<po::CopyObjectResponse>, Status> {
         authorize(&req, "CopyObject", USERS)?;
+        let client = self.client_for(&req)?;
         let req = req.into_inner();
         let precondition = precondition_from(req.precondition)?;
-        let source = self
-            .client
+        let source = client
             .open(&req.source_bucket, &req.source_key)
             .await
             .map_err(status_of)?;
@@ -416,15 +428,14 @@ impl ObjectService for ObjectServiceImpl {
             precondition,
         };
         let (mut pipe_in, pipe_out) = tokio::io::duplex(GET_PIPE_BYTES);
-        let client = self.client.clone();
+        let reader = client.clone();
         let src = source.clone();
         let reading = tokio::spawn(async move {
-            let r = client.read(&src, None, &mut pipe_in).await;
+            let r = reader.read(&src, None, &mut pipe_in).await;
             drop(pipe_in);
             r
         });
-        let put = self
-            .client
+        let put = client
             .put_with(&req.bucket, &req.key, pipe_out, options)
             .await;
         match reading.await {
@@ -433,8 +444,7 @@ impl ObjectService for ObjectServiceImpl {
             Err(e) => return Err(Status::internal(format!("copy read task failed: {e}"))),
         }
         let outcome = put.map_err(status_of)?;
-        let copy = self
-            .client
+        let copy = client
             .open(&req.bucket, &req.key)
             .await
             .map_err(status_of)?;

@@ -87,7 +87,7 @@ fn shard_key(id: Option<cairn_proto::common::ShardId>) -> Result<ShardKey, Statu
 /// Who may call what: clients read and write shards (as do metadata replicas when they
 /// repair and move them); deleting and inspecting single shards is internal to the
 /// metadata service; a scrub pass may be started by an operator or the metadata service.
-const DATA_PATH: &[Role] = &[Role::Client, Role::Meta];
+const DATA_PATH: &[Role] = &[Role::Client, Role::Gateway, Role::Meta];
 const METADATA: &[Role] = &[Role::Meta];
 const OPERATORS: &[Role] = &[Role::Client, Role::Meta];
 

@@ -14,7 +14,7 @@ pub enum CertCommand {
         dir: PathBuf,
     },
     /// Issue DIR/NAME.pem and DIR/NAME.key for a metadata replica (meta-ID), a storage node
-    /// (node-ID, and gateway-ID with role client for its object API) or a client.
+    /// (node-ID, and gateway-ID with role gateway for its object API) or a client.
     Issue {
         #[arg(long)]
         dir: PathBuf,

@@ -120,6 +120,13 @@ enum BucketCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give USER (a client certificate's name) ACCESS to BUCKET: read, write, admin, or
+    /// none to revoke.
+    Grant {
+        bucket: String,
+        user: String,
+        access: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,6 +191,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     objects::bucket_create(&client, &name, ec, replicas).await
                 }
                 BucketCommand::Ls { json } => objects::bucket_ls(&client, json).await,
+                BucketCommand::Grant {
+                    bucket,
+                    user,
+                    access,
+                } => {
+                    client.set_grant(&bucket, &user, &access).await?;
+                    println!("{user}: {access} on bucket {bucket}");
+                    Ok(())
+                }
             }
         }
         Command::Put { target, file } => objects::put(&client(&cli.cluster)?, &target, &file).await,

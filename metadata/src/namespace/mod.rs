@@ -12,6 +12,7 @@ mod fs;
 mod fs_tests;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod grants;
 mod list;
 mod objects;
 mod repair;
@@ -74,6 +75,9 @@ pub struct Namespace {
     /// Byte-range and `flock` locks, by inode.
     #[serde(default)]
     locks: BTreeMap<Ino, LockTable<LockHolder>>,
+    /// Bucket -> user -> access.
+    #[serde(default)]
+    grants: BTreeMap<String, BTreeMap<String, grants::Access>>,
 }
 
 /// How many released chunk ids are remembered (oldest forgotten first).
@@ -160,6 +164,11 @@ impl Namespace {
                 }
                 None => Err(NamespaceError::NoSuchNode { node }),
             },
+            Command::SetGrant {
+                bucket,
+                user,
+                access,
+            } => self.set_grant(bucket, user, access),
             Command::SetRepairThrottle { bytes_per_sec } => {
                 self.settings.repair_bytes_per_sec = Some(bytes_per_sec);
                 Ok(CommandResult::Done)
@@ -179,7 +188,13 @@ impl Namespace {
                 if_generation,
                 mtime,
             } => self.delete_object(&bucket, &key, if_generation, mtime),
-            Command::DeleteBucket { name } => self.delete_bucket(&name),
+            Command::DeleteBucket { name } => {
+                let deleted = self.delete_bucket(&name);
+                if deleted.is_ok() {
+                    self.drop_grants(&name);
+                }
+                deleted
+            }
             Command::ShardLost { chunk, index, node } => {
                 if let Some(meta) = self.chunks.get_mut(&chunk) {
                     if meta.shards.get(&index) == Some(&node) {
