@@ -394,13 +394,65 @@ impl RefusalLog {
     }
 }
 
+/// A server's TLS acceptor (`None`: plaintext), replaced in place when the certificates
+/// are reloaded: connections accepted afterwards use the new ones, open ones keep theirs.
+#[derive(Clone)]
+pub struct ServerTls(Arc<std::sync::RwLock<Option<TlsAcceptor>>>);
+
+impl ServerTls {
+    pub fn new(acceptor: Option<TlsAcceptor>) -> ServerTls {
+        ServerTls(Arc::new(std::sync::RwLock::new(acceptor)))
+    }
+
+    fn current(&self) -> Option<TlsAcceptor> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// On every SIGHUP, reloads the certificate, key and CA bundle with `load` (a failed
+    /// reload is logged and the old ones stay in use). Ends with the runtime.
+    pub fn reload_on_sighup(
+        &self,
+        component: &'static str,
+        load: impl Fn() -> Result<Option<TlsAcceptor>, TlsError> + Send + 'static,
+    ) {
+        let tls = self.clone();
+        let mut hangups = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(component, error = %e, "no SIGHUP handler: certificates reload only on restart");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match load() {
+                    Ok(acceptor) => {
+                        *tls.0.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+                        tracing::info!(
+                            component,
+                            "SIGHUP: reloaded the TLS certificate, key and CA bundle"
+                        );
+                    }
+                    Err(e) => tracing::warn!(
+                        component,
+                        error = %e,
+                        "SIGHUP: cannot reload the TLS files; still using the previous ones"
+                    ),
+                }
+            }
+        });
+    }
+}
+
 /// Accepted connections of `listener` as a stream for tonic's `serve_with_incoming`:
 /// TCP_NODELAY set, and with `tls` the handshake done (in its own task, bounded by a
 /// timeout). A failed handshake closes the connection and is logged once per peer and
 /// reason. The accept loop ends when the stream is dropped.
 pub fn incoming(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: ServerTls,
     component: &'static str,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -421,7 +473,7 @@ pub fn incoming(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let Some(acceptor) = tls.clone() else {
+            let Some(acceptor) = tls.current() else {
                 if tx.send(Ok(Conn::Plain(stream))).await.is_err() {
                     return;
                 }

@@ -67,9 +67,15 @@ fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
 /// already synced).
 pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let transport = cfg.transport().context("set up gRPC transport security")?;
-    let acceptor = transport
-        .acceptor()
-        .context("load this replica's certificate")?;
+    let acceptor = cairn_client::tls::ServerTls::new(
+        transport
+            .acceptor()
+            .context("load this replica's certificate")?,
+    );
+    {
+        let cfg = cfg.clone();
+        acceptor.reload_on_sighup("cairn-meta", move || cfg.transport()?.acceptor());
+    }
     network::set_transport(transport);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -60,9 +60,15 @@ pub async fn run_with_listener(
     cfg.validate().context("invalid configuration")?;
     let (transport, gateway_transport) =
         cfg.transports().context("set up gRPC transport security")?;
-    let acceptor = transport
-        .acceptor()
-        .context("load this node's certificate")?;
+    let acceptor = cairn_client::tls::ServerTls::new(
+        transport
+            .acceptor()
+            .context("load this node's certificate")?,
+    );
+    {
+        let cfg = cfg.clone();
+        acceptor.reload_on_sighup("cairn-node", move || cfg.transports()?.0.acceptor());
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("create data directory {:?}", cfg.data_dir))?;
     let engine = IoEngine::detect(&cfg.data_dir, cfg.io_engine)

@@ -4,7 +4,8 @@
 //!   speaking plaintext is refused by every metadata replica and storage node, and each
 //!   daemon logs such a refusal once per peer and reason;
 //! - a client certificate cannot call Raft or the storage nodes' internal RPCs; a node
-//!   certificate cannot create buckets (on the metadata service or the object API).
+//!   certificate cannot create buckets (on the metadata service or the object API);
+//! - SIGHUP reloads a daemon's certificate, key and CA bundle without a restart.
 
 use std::path::Path;
 use std::time::Duration;
@@ -259,6 +260,54 @@ async fn roles_limit_what_each_certificate_may_call() {
         })
         .await
         .unwrap();
+    let status = tc.client.status().await.unwrap();
+    assert!(status.nodes.iter().all(|n| n.state == "up"), "{status:?}");
+}
+
+/// Certificate rotation without downtime: a second CA is appended to the bundle every
+/// daemon trusts; until a daemon gets SIGHUP it refuses a certificate from the new CA,
+/// afterwards it serves it, and the cluster stays up throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_ca_bundle_without_a_restart() {
+    let tc = TestCluster::start(3, 3, Redundancy::Ec { k: 2, m: 1 }).await;
+    let spec = tc.cluster.spec().clone();
+    let tls_dir = spec.tls_dir();
+    let next = tempfile::tempdir().unwrap();
+    certs::init_ca(next.path()).unwrap();
+    certs::issue(next.path(), Role::Client, "rotated", Validity::days(30)).unwrap();
+    let old_ca = std::fs::read_to_string(tls_dir.join("ca.pem")).unwrap();
+    let new_ca = std::fs::read_to_string(next.path().join("ca.pem")).unwrap();
+    std::fs::write(tls_dir.join("ca.pem"), format!("{old_ca}{new_ca}")).unwrap();
+    // The rotated client trusts the servers' (old) CA and presents a new-CA certificate.
+    let holder = tempfile::tempdir().unwrap();
+    std::fs::write(holder.path().join("ca.pem"), &old_ca).unwrap();
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            next.path().join(format!("rotated.{ext}")),
+            holder.path().join(format!("rotated.{ext}")),
+        )
+        .unwrap();
+    }
+    let rotated = identity(holder.path(), "rotated");
+    let addr = spec.meta_addr(1);
+
+    let before = probe(channel(&rotated, &addr).await, true).await;
+    assert_refused_at_handshake(before, "new CA before SIGHUP", &addr);
+    let pid = tc.cluster.pid("meta-1").expect("meta-1 runs");
+    // SAFETY: kill(2) with a pid this test's cluster started and a valid signal.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match probe(channel(&rotated, &addr).await, true).await {
+            Ok(()) => break,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("meta-1 still refuses the new CA after SIGHUP: {e:?}"),
+        }
+    }
+    assert_eq!(tc.cluster.pid("meta-1"), Some(pid), "no restart");
+    // The old certificates keep working, on the reloaded replica and the others.
     let status = tc.client.status().await.unwrap();
     assert!(status.nodes.iter().all(|n| n.state == "up"), "{status:?}");
 }
