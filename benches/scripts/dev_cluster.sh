@@ -8,7 +8,11 @@ start_dev_cluster() {
   shift 3
   "$bin/cairn" dev up --dir "$work/cluster" --port-base "$port_base" "$@" > "$work/devup.log" 2>&1 &
   dev_pid=$!
-  for _ in $(seq 1 600); do grep -q ready "$work/devup.log" && break; sleep 0.2; done
-  grep -q ready "$work/devup.log" || { cat "$work/devup.log"; exit 1; }
+  for _ in $(seq 1 600); do
+    grep -q "^ready:" "$work/devup.log" && break
+    kill -0 "$dev_pid" 2>/dev/null || break # dev up gave up (e.g. a port in use)
+    sleep 0.2
+  done
+  grep -q "^ready:" "$work/devup.log" || { cat "$work/devup.log"; exit 1; }
   export CAIRN_CLUSTER="$work/cluster/cluster.toml"
 }

@@ -1,8 +1,8 @@
 //! Mutual TLS for every gRPC connection, and who may call what.
 //!
 //! A cluster has one CA (`cairn cert init`); every component holds a certificate from it
-//! whose subject carries a [`Role`] (organisational unit `cairn-meta`, `cairn-node` or
-//! `cairn-client`) and a name (common name). Servers (metadata replicas, storage nodes)
+//! whose subject carries a [`Role`] (organisational unit `cairn-meta`, `cairn-node`,
+//! `cairn-gateway` or `cairn-client`) and a name (common name). Servers (metadata replicas, storage nodes)
 //! also carry the DNS name [`SERVER_NAME`], which is what every client verifies, so a
 //! client certificate can never pose as a server. A TLS directory holds `ca.pem` and, per
 //! component, `NAME.pem` and `NAME.key` ([`TlsFiles`]).

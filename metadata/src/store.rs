@@ -21,10 +21,16 @@ pub enum OpenStoreError {
     Snapshot(#[from] openraft::StorageError<u64>),
 }
 
+/// Memtable memory of a replica's RocksDB, all column families together.
+const METADATA_MEMTABLE_BYTES: usize = 32 << 20;
+
 pub fn open(path: &Path) -> Result<(LogStore, StateMachine), OpenStoreError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
+    // A fixed memtable budget for the whole database (RocksDB's default is 64 MiB per
+    // column family, which a replica filled over minutes of load: BENCHMARKS.md, memory).
+    opts.set_db_write_buffer_size(METADATA_MEMTABLE_BYTES);
     let cfs = [CF_LOGS, CF_STORE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db =
         DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| OpenStoreError::RocksDb {
