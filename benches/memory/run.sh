@@ -22,8 +22,11 @@ dev_pid=""
 load_pids=()
 cleanup() {
   set +e
-  for p in "${load_pids[@]}"; do kill "$p" 2>/dev/null; done
-  wait "${load_pids[@]}" 2>/dev/null
+  # `wait` with no pid would wait for every child, `cairn dev up` included (forever).
+  if [ ${#load_pids[@]} -gt 0 ]; then
+    kill "${load_pids[@]}" 2>/dev/null
+    wait "${load_pids[@]}" 2>/dev/null
+  fi
   [ -n "$dev_pid" ] && kill -TERM "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null
   mountpoint -q "$work/cluster/mnt" && umount -l "$work/cluster/mnt"
   rm -rf "$work"
