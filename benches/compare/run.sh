@@ -13,8 +13,8 @@
 #   benches/compare/run.sh [SIZE_MIB (default 2048)] [FILES (default 10000)]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
-# shellcheck source=benches/scripts/dev_cluster.sh
-. "$here/benches/scripts/dev_cluster.sh"
+# shellcheck source=benches/scripts/bench_setup.sh
+. "$here/benches/scripts/bench_setup.sh"
 size_mib="${1:-2048}"
 files="${2:-10000}"
 rand_secs=15
@@ -23,14 +23,7 @@ target="$CARGO_TARGET_DIR"
 bin="$target/release"
 host="$(hostname)" # GlusterFS refuses localhost/127.0.0.1 as a brick host.
 
-need=()
-command -v fio >/dev/null || need+=(fio)
-command -v glusterd >/dev/null || need+=(glusterfs-server glusterfs-client)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-"$here/scripts/install-deps.sh"
-cargo build --workspace --bins --release --locked --quiet --manifest-path "$here/Cargo.toml"
+prepare_release "$here" fio=fio glusterd=glusterfs-server,glusterfs-client
 
 work="$(mktemp -d /var/tmp/cairn-compare.XXXXXX)"
 results="$work/results"

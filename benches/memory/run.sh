@@ -9,13 +9,12 @@
 #   benches/memory/run.sh [SECONDS (default 600)]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
-# shellcheck source=benches/scripts/dev_cluster.sh
-. "$here/benches/scripts/dev_cluster.sh"
+# shellcheck source=benches/scripts/bench_setup.sh
+. "$here/benches/scripts/bench_setup.sh"
 secs="${1:-600}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"
 bin="$CARGO_TARGET_DIR/release"
-"$here/scripts/install-deps.sh"
-cargo build --workspace --bins --release --locked --quiet --manifest-path "$here/Cargo.toml"
+prepare_release "$here"
 
 work="$(mktemp -d /var/tmp/cairn-memory.XXXXXX)"
 dev_pid=""

@@ -9,22 +9,15 @@
 # CAIRN_PROFILE_KEEP=DIR keeps the raw samples (perf script output) there.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
-# shellcheck source=benches/scripts/dev_cluster.sh
-. "$here/benches/scripts/dev_cluster.sh"
+# shellcheck source=benches/scripts/bench_setup.sh
+. "$here/benches/scripts/bench_setup.sh"
 secs="${1:-20}"
 freq=997
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"
 target="$CARGO_TARGET_DIR"
 bin="$target/release"
 
-need=()
-command -v perf >/dev/null || need+=(linux-perf)
-command -v fio >/dev/null || need+=(fio)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-"$here/scripts/install-deps.sh"
-cargo build --workspace --bins --release --locked --quiet --manifest-path "$here/Cargo.toml"
+prepare_release "$here" perf=linux-perf fio=fio
 
 work="$(mktemp -d /var/tmp/cairn-profile.XXXXXX)"
 dev_pid=""

@@ -8,8 +8,8 @@
 #   benches/scripts/mount-bench.sh [SIZE_MIB (default 2048)] [FILES (default 10000)]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
-# shellcheck source=benches/scripts/dev_cluster.sh
-. "$here/benches/scripts/dev_cluster.sh"
+# shellcheck source=benches/scripts/bench_setup.sh
+. "$here/benches/scripts/bench_setup.sh"
 size_mib="${1:-2048}"
 files="${2:-10000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"

@@ -7,8 +7,8 @@
 #   benches/scripts/repair-speed.sh [DATA_MIB (default 1024)] [THROTTLE_MIBPS (default 1000)]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
-# shellcheck source=benches/scripts/dev_cluster.sh
-. "$here/benches/scripts/dev_cluster.sh"
+# shellcheck source=benches/scripts/bench_setup.sh
+. "$here/benches/scripts/bench_setup.sh"
 data_mib="${1:-1024}"
 throttle="${2:-1000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"

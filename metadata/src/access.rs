@@ -45,10 +45,21 @@ impl Admins {
         bucket: &str,
         need: Access,
     ) -> Result<(), Status> {
-        match caller_of(req) {
+        self.check(ns, &caller_of(req), bucket, need)
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn check(
+        &self,
+        ns: &Namespace,
+        caller: &Caller,
+        bucket: &str,
+        need: Access,
+    ) -> Result<(), Status> {
+        match caller {
             Caller::Unrestricted => Ok(()),
-            Caller::User(user) if self.contains(&user) => Ok(()),
-            Caller::User(user) => match ns.access(bucket, &user) {
+            Caller::User(user) if self.contains(user) => Ok(()),
+            Caller::User(user) => match ns.access(bucket, user) {
                 Some(have) if have >= need => Ok(()),
                 have => Err(Status::permission_denied(format!(
                     "user {user:?} has {} on bucket {bucket:?}; this needs {need}",
@@ -58,8 +69,8 @@ impl Admins {
         }
     }
 
-    /// Whether the caller may see `bucket` in a listing (any grant).
-    pub fn may_see<T>(&self, ns: &Namespace, req: &Request<T>, bucket: &str) -> bool {
-        self.require(ns, req, bucket, Access::Read).is_ok()
+    /// Whether `caller` may see `bucket` in a listing (any grant).
+    pub fn may_see(&self, ns: &Namespace, caller: &Caller, bucket: &str) -> bool {
+        self.check(ns, caller, bucket, Access::Read).is_ok()
     }
 }

@@ -279,11 +279,11 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::ListBucketsResponse>, Status> {
         authorize(&req, "ListBuckets", CLIENTS)?;
         forward_unless_leader!(self, req, list_buckets);
-        let admins = self.admins.clone();
+        let caller = cairn_client::tls::caller_of(&req);
         let buckets = self
             .read(|ns| {
                 ns.buckets()
-                    .filter(|(name, _)| admins.may_see(ns, &req, name))
+                    .filter(|(name, _)| self.admins.may_see(ns, &caller, name))
                     .map(|(name, b)| pm::Bucket {
                         name: name.clone(),
                         redundancy: Some(redundancy_to_proto(b.redundancy)),

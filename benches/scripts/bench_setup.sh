@@ -1,0 +1,39 @@
+# Sourced by the benchmark scripts: their shared set-up.
+
+# Installs the Debian package of each missing tool, then the project's dependencies, then
+# builds the release binaries (into $CARGO_TARGET_DIR).
+#   prepare_release REPO_DIR [TOOL=PACKAGE[,PACKAGE...]...]
+prepare_release() {
+  local here=$1 spec
+  shift
+  local need=() pkgs
+  for spec in "$@"; do
+    if ! command -v "${spec%%=*}" >/dev/null; then
+      IFS=, read -r -a pkgs <<< "${spec#*=}"
+      need+=("${pkgs[@]}")
+    fi
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  "$here/scripts/install-deps.sh"
+  cargo build --workspace --bins --release --locked --quiet --manifest-path "$here/Cargo.toml"
+}
+
+# Starts `cairn dev up` in the background and waits until it is ready.
+#   start_dev_cluster BIN_DIR WORK_DIR PORT_BASE [dev up options...]
+# Sets dev_pid (for the caller's cleanup) and exports CAIRN_CLUSTER; on failure prints the
+# log and exits.
+start_dev_cluster() {
+  local bin=$1 work=$2 port_base=$3
+  shift 3
+  "$bin/cairn" dev up --dir "$work/cluster" --port-base "$port_base" "$@" > "$work/devup.log" 2>&1 &
+  dev_pid=$!
+  for _ in $(seq 1 600); do
+    grep -q "^ready:" "$work/devup.log" && break
+    kill -0 "$dev_pid" 2>/dev/null || break # dev up gave up (e.g. a port in use)
+    sleep 0.2
+  done
+  grep -q "^ready:" "$work/devup.log" || { cat "$work/devup.log"; exit 1; }
+  export CAIRN_CLUSTER="$work/cluster/cluster.toml"
+}
