@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Cairn needs on Debian 12 beyond the Rust toolchain:
 # libclang (RocksDB's bindgen), fuse3 (fusermount3), PostgreSQL (the database failover
-# test runs it on a mount), rustfmt/clippy, cargo-nextest.
+# test runs it on a mount), rustfmt/clippy, cargo-nextest, cargo-deny.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
@@ -35,4 +35,9 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "install-deps: cargo install cargo-nextest"
   cargo install cargo-nextest --locked
+fi
+
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-deny"
+  cargo install cargo-deny@0.20.2 --locked
 fi

@@ -22,8 +22,8 @@ use tokio::runtime::Handle;
 
 pub use self::convert::NotifierCache;
 use self::convert::*;
-use crate::backend::{FileLock, SetAttr};
-use crate::fs::FsCore;
+use crate::backend::{Caller, FileLock, SetAttr};
+use crate::fs::{Access, FsCore};
 
 /// The `fuser::Filesystem` handed to the session.
 pub struct CairnFs {
@@ -34,6 +34,39 @@ pub struct CairnFs {
 impl CairnFs {
     pub fn new(core: Arc<FsCore>, rt: Handle) -> Self {
         CairnFs { core, rt }
+    }
+
+    /// Who the request acts as (root squash applied).
+    fn caller(&self, req: &Request) -> Caller {
+        self.core.caller(req.uid(), req.gid(), req.pid())
+    }
+
+    /// `unlink` or (`dir`) `rmdir`.
+    fn remove_name(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: ReplyEmpty,
+        dir: bool,
+    ) {
+        let (name, uid) = (name.to_owned(), req.uid());
+        self.spawn(|core| async move {
+            let r = async {
+                let access = Access::RemoveName {
+                    dir: parent.0,
+                    name: &name,
+                };
+                core.guard(uid, access).await?;
+                if dir {
+                    core.rmdir(parent.0, &name).await
+                } else {
+                    core.unlink(parent.0, &name).await
+                }
+            }
+            .await;
+            reply_empty(reply, if dir { "rmdir" } else { "unlink" }, r)
+        });
     }
 
     fn spawn<F, Fut>(&self, f: F)
@@ -55,10 +88,14 @@ impl Filesystem for CairnFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = name.to_owned();
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (name, uid) = (name.to_owned(), req.uid());
         self.spawn(|core| async move {
-            let r = core.lookup(parent.0, &name).await;
+            let r = async {
+                core.guard(uid, Access::Lookup { dir: parent.0 }).await?;
+                core.lookup(parent.0, &name).await
+            }
+            .await;
             reply_entry(&core, reply, "lookup", r);
         });
     }
@@ -72,7 +109,7 @@ impl Filesystem for CairnFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -81,7 +118,7 @@ impl Filesystem for CairnFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -96,8 +133,18 @@ impl Filesystem for CairnFs {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
+        let (uid, via_handle) = (req.uid(), fh.is_some());
         self.spawn(|core| async move {
-            let r = core.setattr(ino.0, changes).await;
+            let r = async {
+                let access = Access::SetAttr {
+                    ino: ino.0,
+                    changes: &changes,
+                    via_handle,
+                };
+                core.guard(uid, access).await?;
+                core.setattr(ino.0, changes).await
+            }
+            .await;
             reply_attr(&core, reply, "setattr", r);
         });
     }
@@ -121,9 +168,13 @@ impl Filesystem for CairnFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let (name, who) = (name.to_owned(), caller(req));
+        let (name, who, uid) = (name.to_owned(), self.caller(req), req.uid());
         self.spawn(|core| async move {
-            let r = core.mknod(parent.0, &name, mode, umask, who).await;
+            let r = async {
+                core.guard(uid, Access::AddName { dir: parent.0 }).await?;
+                core.mknod(parent.0, &name, mode, umask, who).await
+            }
+            .await;
             reply_entry(&core, reply, "mknod", r);
         });
     }
@@ -137,25 +188,23 @@ impl Filesystem for CairnFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let (name, who) = (name.to_owned(), caller(req));
+        let (name, who, uid) = (name.to_owned(), self.caller(req), req.uid());
         self.spawn(|core| async move {
-            let r = core.mkdir(parent.0, &name, mode, umask, who).await;
+            let r = async {
+                core.guard(uid, Access::AddName { dir: parent.0 }).await?;
+                core.mkdir(parent.0, &name, mode, umask, who).await
+            }
+            .await;
             reply_entry(&core, reply, "mkdir", r);
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name.to_owned();
-        self.spawn(|core| async move {
-            reply_empty(reply, "unlink", core.unlink(parent.0, &name).await)
-        });
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove_name(req, parent, name, reply, false);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name.to_owned();
-        self.spawn(
-            |core| async move { reply_empty(reply, "rmdir", core.rmdir(parent.0, &name).await) },
-        );
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove_name(req, parent, name, reply, true);
     }
 
     fn symlink(
@@ -166,20 +215,25 @@ impl Filesystem for CairnFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let (name, target, who) = (
+        let (name, target, who, uid) = (
             link_name.to_owned(),
             target.as_os_str().to_owned(),
-            caller(req),
+            self.caller(req),
+            req.uid(),
         );
         self.spawn(|core| async move {
-            let r = core.symlink(parent.0, &name, &target, who).await;
+            let r = async {
+                core.guard(uid, Access::AddName { dir: parent.0 }).await?;
+                core.symlink(parent.0, &name, &target, who).await
+            }
+            .await;
             reply_entry(&core, reply, "symlink", r);
         });
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -187,35 +241,59 @@ impl Filesystem for CairnFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let (name, newname) = (name.to_owned(), newname.to_owned());
+        let (name, newname, uid) = (name.to_owned(), newname.to_owned(), req.uid());
         self.spawn(|core| async move {
-            let r = core
-                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
-                .await;
+            let r = async {
+                let access = Access::Rename {
+                    dir: parent.0,
+                    name: &name,
+                    new_dir: newparent.0,
+                    new_name: &newname,
+                };
+                core.guard(uid, access).await?;
+                core.rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                    .await
+            }
+            .await;
             reply_empty(reply, "rename", r);
         });
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let newname = newname.to_owned();
+        let (newname, uid) = (newname.to_owned(), req.uid());
         self.spawn(|core| async move {
-            let r = core.link(ino.0, newparent.0, &newname).await;
+            let r = async {
+                core.guard(uid, Access::AddName { dir: newparent.0 })
+                    .await?;
+                core.link(ino.0, newparent.0, &newname).await
+            }
+            .await;
             reply_entry(&core, reply, "link", r);
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // No FOPEN_KEEP_CACHE: the kernel drops cached pages at every open, which gives
         // close-to-open consistency with other mounts.
+        let uid = req.uid();
         self.spawn(|core| async move {
-            match core.open(ino.0, flags.0).await {
+            let r = async {
+                let access = Access::Open {
+                    ino: ino.0,
+                    flags: flags.0,
+                };
+                core.guard(uid, access).await?;
+                core.open(ino.0, flags.0).await
+            }
+            .await;
+            match r {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(fail("open", &e)),
             }
@@ -304,9 +382,15 @@ impl Filesystem for CairnFs {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let uid = req.uid();
         self.spawn(|core| async move {
-            match core.opendir(ino.0).await {
+            let r = async {
+                core.guard(uid, Access::List { dir: ino.0 }).await?;
+                core.opendir(ino.0).await
+            }
+            .await;
+            match r {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(fail("opendir", &e)),
             }
@@ -386,7 +470,7 @@ impl Filesystem for CairnFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -394,30 +478,50 @@ impl Filesystem for CairnFs {
         position: u32,
         reply: ReplyEmpty,
     ) {
-        let (name, value) = (name.to_owned(), value.to_vec());
+        let (name, value, uid) = (name.to_owned(), value.to_vec(), req.uid());
         self.spawn(|core| async move {
-            let r = core.setxattr(ino.0, &name, &value, flags, position).await;
+            let r = async {
+                core.guard(uid, Access::WriteXattr { ino: ino.0 }).await?;
+                core.setxattr(ino.0, &name, &value, flags, position).await
+            }
+            .await;
             reply_empty(reply, "setxattr", r);
         });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let name = name.to_owned();
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let (name, uid) = (name.to_owned(), req.uid());
         self.spawn(|core| async move {
-            reply_xattr(reply, "getxattr", core.getxattr(ino.0, &name, size).await)
+            let r = async {
+                core.guard(uid, Access::ReadXattr { ino: ino.0 }).await?;
+                core.getxattr(ino.0, &name, size).await
+            }
+            .await;
+            reply_xattr(reply, "getxattr", r)
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let uid = req.uid();
         self.spawn(|core| async move {
-            reply_xattr(reply, "listxattr", core.listxattr(ino.0, size).await)
+            let r = async {
+                core.guard(uid, Access::ReadXattr { ino: ino.0 }).await?;
+                core.listxattr(ino.0, size).await
+            }
+            .await;
+            reply_xattr(reply, "listxattr", r)
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name.to_owned();
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (name, uid) = (name.to_owned(), req.uid());
         self.spawn(|core| async move {
-            reply_empty(reply, "removexattr", core.removexattr(ino.0, &name).await)
+            let r = async {
+                core.guard(uid, Access::WriteXattr { ino: ino.0 }).await?;
+                core.removexattr(ino.0, &name).await
+            }
+            .await;
+            reply_empty(reply, "removexattr", r)
         });
     }
 
@@ -438,9 +542,14 @@ impl Filesystem for CairnFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (name, who) = (name.to_owned(), caller(req));
+        let (name, who, uid) = (name.to_owned(), self.caller(req), req.uid());
         self.spawn(|core| async move {
-            match core.create(parent.0, &name, mode, umask, flags, who).await {
+            let r = async {
+                core.guard(uid, Access::AddName { dir: parent.0 }).await?;
+                core.create(parent.0, &name, mode, umask, flags, who).await
+            }
+            .await;
+            match r {
                 Ok((a, fh)) => reply.created(
                     &core.options().entry_ttl,
                     &file_attr(&a, core.options().io_block_size),

@@ -2,7 +2,7 @@
 //! and directory handles, open flags (`O_APPEND` becomes append-at-EOF in the backend,
 //! `O_TRUNC`, `O_CREAT` with and without `O_EXCL`), directory cursors, lock release on
 //! close, blocking lock waits, xattr buffer sizing and cache TTLs. Permission checks are the
-//! kernel's (`default_permissions`). Knows nothing of fuser: the adapter calls it, and unit
+//! kernel's (`default_permissions`), except for a squashed root's (`squash.rs`). Knows nothing of fuser: the adapter calls it, and unit
 //! tests call it directly over the memory backend.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,6 +11,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+mod squash;
+
+pub use self::squash::{Access, RootSquash};
 
 use crate::backend::{
     check_name, AccessMode, Attr, Caller, FileKind, FileLock, FsBackend, FsError, HandleId, Ino,
@@ -36,6 +40,8 @@ pub struct FsOptions {
     pub lock_wait_limit: Option<Duration>,
     /// Entries asked from the backend per `readdir` call (default 256).
     pub readdir_batch: usize,
+    /// Serve root's requests as this unprivileged user (default: root is root).
+    pub root_squash: Option<RootSquash>,
 }
 
 impl Default for FsOptions {
@@ -47,6 +53,7 @@ impl Default for FsOptions {
             lock_retry: Duration::from_millis(100),
             lock_wait_limit: None,
             readdir_batch: 256,
+            root_squash: None,
         }
     }
 }
@@ -144,6 +151,28 @@ impl FsCore {
         match self.handles().get(&fh) {
             Some(Handle::File { ino: i, backend }) if *i == ino => Ok(*backend),
             _ => Err(FsError::BadHandle),
+        }
+    }
+
+    /// Who a request from `uid`/`gid` acts as: itself, or the anonymous user if it is root
+    /// and root is squashed.
+    pub fn caller(&self, uid: u32, gid: u32, pid: u32) -> Caller {
+        match self.opts.root_squash {
+            Some(anon) if uid == 0 => Caller {
+                uid: anon.uid,
+                gid: anon.gid,
+                pid,
+            },
+            _ => Caller { uid, gid, pid },
+        }
+    }
+
+    /// Checks a request from `uid` that is about to do `access`: nothing for anyone the
+    /// kernel checked; the unprivileged rules for a squashed root.
+    pub async fn guard(&self, uid: u32, access: Access<'_>) -> Result<(), FsError> {
+        match self.opts.root_squash {
+            Some(anon) if uid == 0 => anon.check(self.backend.as_ref(), access).await,
+            _ => Ok(()),
         }
     }
 

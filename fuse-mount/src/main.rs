@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use cairn_fuse_mount::backend::FsBackend;
 use cairn_fuse_mount::cluster::{ClusterBackend, ClusterOptions};
+use cairn_fuse_mount::fs::RootSquash;
 use cairn_fuse_mount::memory::{MemoryBackend, MemoryOptions};
 use cairn_fuse_mount::{mount_on, request_runtime, MountHandle, MountOptions};
 use clap::Parser;
@@ -47,6 +48,16 @@ struct Args {
     /// Memory for recently used file chunks, in MiB.
     #[arg(long, default_value_t = 64)]
     chunk_cache_mib: usize,
+    /// Serve root (uid 0) as the unprivileged user --anon-uid:--anon-gid: root gets only
+    /// the permissions that user has, and files it creates belong to that user.
+    #[arg(long)]
+    root_squash: bool,
+    /// The user a squashed root becomes.
+    #[arg(long, default_value_t = 65534, requires = "root_squash")]
+    anon_uid: u32,
+    /// The group a squashed root becomes.
+    #[arg(long, default_value_t = 65534, requires = "root_squash")]
+    anon_gid: u32,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +86,10 @@ fn main() -> ExitCode {
     let mut options = MountOptions::default();
     options.fs.attr_ttl = Duration::from_millis(args.attr_ttl_ms);
     options.fs.entry_ttl = Duration::from_millis(args.entry_ttl_ms.unwrap_or(args.attr_ttl_ms));
+    options.fs.root_squash = args.root_squash.then_some(RootSquash {
+        uid: args.anon_uid,
+        gid: args.anon_gid,
+    });
     let fail = |message: String, ready: Option<std::fs::File>| {
         eprintln!("cairn-mount: {message}");
         tracing::error!("{message}");

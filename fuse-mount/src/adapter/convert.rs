@@ -6,10 +6,10 @@ use std::ffi::OsStr;
 
 use fuser::{
     Errno, FileAttr, FileType, Generation, INodeNo, ReplyAttr, ReplyEmpty, ReplyEntry, ReplyXattr,
-    Request, TimeOrNow,
+    TimeOrNow,
 };
 
-use crate::backend::{Attr, Caller, FileKind, FsError, KernelCache, LockKind, SetTime};
+use crate::backend::{Attr, FileKind, FsError, KernelCache, LockKind, SetTime};
 use crate::errno::errno;
 use crate::fs::{FsCore, XattrReply};
 
@@ -49,14 +49,6 @@ pub(super) fn file_attr(a: &Attr, blksize: u32) -> FileAttr {
         rdev: 0,
         blksize,
         flags: 0,
-    }
-}
-
-pub(super) fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
     }
 }
 

@@ -80,6 +80,11 @@ impl TestMount {
     }
 
     pub fn must_mount_with(options: MountOptions) -> TestMount {
+        Self::must_mount_backend(Arc::new(MemoryBackend::default()), options)
+    }
+
+    /// Mounts `backend` (which another [`TestMount`] may also serve).
+    pub fn must_mount_backend(backend: Arc<MemoryBackend>, options: MountOptions) -> TestMount {
         let dir = tempfile::Builder::new()
             .prefix("cairn-fuse-test")
             .tempdir()
@@ -88,7 +93,6 @@ impl TestMount {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod mount point");
         let root = dir.path().to_owned();
-        let backend = Arc::new(MemoryBackend::default());
         let handle = mount(backend.clone(), &root, options).expect("mount memory backend");
         TestMount {
             handle: Some(handle),
