@@ -138,6 +138,8 @@ struct Daemon {
     args: Vec<String>,
     binary: PathBuf,
     child: Option<Child>,
+    /// Variables for this daemon only, on top of the spec's (`set_env`).
+    env: Vec<(String, String)>,
 }
 
 pub struct DevCluster {
@@ -218,6 +220,7 @@ impl DevCluster {
                     args,
                     binary: spec.bin_dir.join("cairn-meta"),
                     child: None,
+                    env: Vec::new(),
                 },
             );
         }
@@ -243,6 +246,7 @@ impl DevCluster {
                     args,
                     binary: spec.bin_dir.join("cairn-node"),
                     child: None,
+                    env: Vec::new(),
                 },
             );
         }
@@ -303,6 +307,7 @@ impl DevCluster {
                 args,
                 binary: self.spec.bin_dir.join("cairn-meta"),
                 child: None,
+                env: Vec::new(),
             },
         );
         self.start_process(&name)?;
@@ -347,6 +352,7 @@ impl DevCluster {
                 args,
                 binary: self.spec.bin_dir.join("cairn-node"),
                 child: None,
+                env: Vec::new(),
             },
         );
         self.start_process(&name)?;
@@ -434,6 +440,7 @@ impl DevCluster {
                 args,
                 binary,
                 child: None,
+                env: Vec::new(),
             },
         );
         self.start_process(&name)?;
@@ -474,7 +481,7 @@ impl DevCluster {
     /// (Re)starts a daemon that is not running, with the arguments it first had.
     pub fn start_process(&mut self, name: &str) -> anyhow::Result<()> {
         let dir = self.spec.dir.clone();
-        let env = self.spec.env.clone();
+        let mut env = self.spec.env.clone();
         let d = self
             .daemons
             .get_mut(name)
@@ -490,6 +497,7 @@ impl DevCluster {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("open {log_path:?}"))?;
+        env.extend(d.env.iter().cloned());
         let child = Command::new(&d.binary)
             .args(&d.args)
             .envs(env)
@@ -503,6 +511,20 @@ impl DevCluster {
             child.id().to_string(),
         )?;
         d.child = Some(child);
+        Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) an environment variable of one daemon, from its
+    /// next start on (e.g. `CAIRN_FAILPOINTS` for one node).
+    pub fn set_env(&mut self, name: &str, key: &str, value: Option<&str>) -> anyhow::Result<()> {
+        let d = self
+            .daemons
+            .get_mut(name)
+            .with_context(|| format!("no process named {name}"))?;
+        d.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            d.env.push((key.to_owned(), value.to_owned()));
+        }
         Ok(())
     }
 
@@ -546,6 +568,14 @@ impl DevCluster {
             }
         }
         let _ = std::fs::remove_file(self.spec.dir.join("pids").join(format!("{name}.pid")));
+    }
+
+    /// Whether `name` was started and has exited (it stays listed for `reap_exited`).
+    pub fn has_exited(&mut self, name: &str) -> bool {
+        self.daemons
+            .get_mut(name)
+            .and_then(|d| d.child.as_mut())
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     /// Names of daemons that exited on their own since the last call, with their status.

@@ -32,6 +32,18 @@ pub enum ClientError {
         durable: usize,
         needed: usize,
     },
+    /// A write could not become durable because storage nodes are out of space.
+    #[error(
+        "no space: chunk {chunk} reached only {durable} durable shards of the {needed} \
+         required ({reason}); free space on the storage nodes or add nodes"
+    )]
+    NoSpace {
+        chunk: ChunkId,
+        durable: usize,
+        needed: usize,
+        /// A node's refusal, as it gave it.
+        reason: String,
+    },
     #[error("content hash mismatch: expected blake3 {expected}, the data hashes to {actual}; nothing was stored")]
     HashMismatch { expected: String, actual: String },
     #[error("metadata reply is malformed: {what}")]

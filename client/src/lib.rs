@@ -11,6 +11,7 @@ pub mod get;
 pub mod meta_client;
 pub mod node_pool;
 pub mod put;
+pub mod source_addr;
 pub mod tls;
 
 use std::path::Path;

@@ -240,6 +240,8 @@ impl Client {
         let mut used: HashSet<NodeId> = targets.values().map(|t| t.node_id).collect();
         let mut durable: BTreeMap<u32, NodeId> = BTreeMap::new();
         let mut failed: Vec<u32> = (targets.len() as u32..shards.len() as u32).collect();
+        // A node's "out of space" refusal, if any shard got one.
+        let mut no_space: Option<String> = None;
 
         for attempt in 0..2 {
             let mut writes = FuturesUnordered::new();
@@ -260,6 +262,15 @@ impl Client {
                     }
                     Err(e) => {
                         tracing::warn!(%chunk, index, node, error = %e, "shard write failed");
+                        if let ClientError::Server {
+                            code: tonic::Code::ResourceExhausted,
+                            message,
+                        } = &e
+                        {
+                            if message.starts_with(cairn_proto::NO_SPACE_MESSAGE) {
+                                no_space = Some(format!("node {node}: {message}"));
+                            }
+                        }
                         failed.push(index);
                     }
                 }
@@ -296,6 +307,14 @@ impl Client {
         }
         let needed = redundancy.min_durable_shards();
         if durable.len() < needed {
+            if let Some(reason) = no_space {
+                return Err(ClientError::NoSpace {
+                    chunk,
+                    durable: durable.len(),
+                    needed,
+                    reason,
+                });
+            }
             return Err(ClientError::NotDurable {
                 chunk,
                 durable: durable.len(),

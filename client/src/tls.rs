@@ -191,7 +191,7 @@ impl Transport {
             .trim_start_matches("http://")
             .trim_start_matches("https://");
         let bad = |e: &dyn std::fmt::Display| TlsError::Config(format!("address {addr:?}: {e}"));
-        match self {
+        let endpoint = match self {
             Transport::Insecure => {
                 Endpoint::from_shared(format!("http://{host}")).map_err(|e| bad(&e))
             }
@@ -205,7 +205,8 @@ impl Transport {
                     .tls_config(tls)
                     .map_err(|e| bad(&e))
             }
-        }
+        }?;
+        Ok(endpoint.local_address(crate::source_addr::get()))
     }
 
     /// The server side: `None` for plaintext (logged as a warning, once, at start-up).

@@ -5,6 +5,7 @@
 pub mod chunk;
 pub mod config;
 pub mod erasure;
+pub mod failpoint;
 pub mod fs;
 pub mod ids;
 pub mod locks;

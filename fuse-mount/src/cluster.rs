@@ -114,7 +114,13 @@ pub struct ClusterBackend {
     loading: Mutex<HashMap<ChunkId, LoadingChunk>>,
 }
 
+/// A failed cluster call as the application sees it: `ENOSPC` when the storage nodes are
+/// full, else `EIO` (the cause goes to the log).
 pub(crate) fn unavailable(op: &'static str, e: cairn_client::ClientError) -> FsError {
+    if matches!(e, cairn_client::ClientError::NoSpace { .. }) {
+        tracing::warn!(op, error = %e, "cluster out of space");
+        return FsError::NoSpace;
+    }
     FsError::Unavailable {
         op,
         source: Box::new(e),

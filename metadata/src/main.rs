@@ -189,6 +189,11 @@ fn main() {
     };
     cairn_common::telemetry::init_tracing();
     cairn_common::telemetry::abort_on_panic();
+    if let Err(e) = cairn_common::failpoint::configure_from_env() {
+        eprintln!("cairn-meta: {e}");
+        std::process::exit(2);
+    }
+    cairn_client::source_addr::set(cfg.listen.ip());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

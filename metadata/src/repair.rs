@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use cairn_client::node_pool::NodePool;
 use cairn_client::ClientError;
 use cairn_common::erasure::Codec;
+use cairn_common::failpoint;
 use cairn_common::placement::{place, Candidate};
 use cairn_common::{ChunkId, NodeId};
 use futures::future::join_all;
@@ -363,6 +364,7 @@ impl Pass<'_> {
         self.pool
             .put_shard(dst, chunk, index, bytes.into(), hash)
             .await?;
+        failpoint::hit(failpoint::REBALANCE_BEFORE_COMMIT)?;
         self.raft
             .client_write(Command::RepairChunk {
                 chunk,
@@ -504,6 +506,7 @@ impl Pass<'_> {
             .filter(|(i, _)| rebuilt.contains(i))
             .collect();
         let bytes = (placed.len() * shard_len) as u64;
+        failpoint::hit(failpoint::REPAIR_BEFORE_COMMIT)?;
         self.raft
             .client_write(Command::RepairChunk {
                 chunk,

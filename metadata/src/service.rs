@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use cairn_common::failpoint;
 use cairn_common::names::{validate_bucket, validate_key, MAX_KEY_BYTES};
 use cairn_common::placement::{place, Candidate};
 use cairn_common::{ChunkId, NodeId};
@@ -180,7 +181,12 @@ impl MetaServer {
     }
 
     async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
-        match self.raft.client_write(cmd).await {
+        let written = self.raft.client_write(cmd).await;
+        if written.is_ok() {
+            failpoint::hit(failpoint::META_COMMIT_BEFORE_REPLY)
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        match written {
             Ok(resp) => match resp.data {
                 CommandResult::Rejected(e) => Err(status_from(e)),
                 other => Ok(other),

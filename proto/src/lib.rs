@@ -38,5 +38,9 @@ pub use cairn::object::v1 as object;
 /// Largest gRPC message any Cairn service accepts or sends (data streams are framed
 /// well below this).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The message of a storage node's RESOURCE_EXHAUSTED status starts with this when its
+/// disk is full (rather than a client over its in-flight budget, which is worth a retry).
+pub const NO_SPACE_MESSAGE: &str = "no space left on the storage node";
 /// Data frame size used when streaming shard bytes.
 pub const DATA_FRAME_BYTES: usize = 256 * 1024;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cairn_common::failpoint;
 
 use crate::aligned::AlignedBuf;
 use crate::io_engine::{blocking, IoEngine};
@@ -65,6 +66,29 @@ pub async fn write_durably(
     path: &Path,
     data: AlignedBuf,
     mode: WriteMode,
+) -> Result<(), DurableWriteError> {
+    write_with_failpoints(engine, path, data, mode, false).await
+}
+
+/// [`write_durably`] for a shard, passing the shard-write failpoints (`failpoint.rs`):
+/// before the `fdatasync` and once durable, before the caller acknowledges it.
+pub async fn write_shard_durably(
+    engine: &IoEngine,
+    path: &Path,
+    data: AlignedBuf,
+    mode: WriteMode,
+) -> Result<(), DurableWriteError> {
+    write_with_failpoints(engine, path, data, mode, true).await?;
+    failpoint::hit(failpoint::SHARD_WRITE_BEFORE_ACK)
+        .map_err(DurableWriteError::new("acknowledge", path))
+}
+
+async fn write_with_failpoints(
+    engine: &IoEngine,
+    path: &Path,
+    data: AlignedBuf,
+    mode: WriteMode,
+    shard: bool,
 ) -> Result<(), DurableWriteError> {
     let (dir, name) = match (path.parent(), path.file_name()) {
         (Some(dir), Some(name)) => (dir, name.to_string_lossy()),
@@ -120,6 +144,10 @@ pub async fn write_durably(
                     .map_err(DurableWriteError::new("truncate", &temp))?;
             }
         }
+    }
+    if shard {
+        failpoint::hit(failpoint::SHARD_WRITE_BEFORE_FSYNC)
+            .map_err(DurableWriteError::new("fdatasync", &temp))?;
     }
     engine
         .fdatasync(&file)

@@ -28,6 +28,10 @@ fn main() -> ExitCode {
     };
     cairn_common::telemetry::init_tracing();
     cairn_common::telemetry::abort_on_panic();
+    if let Err(e) = cairn_common::failpoint::configure_from_env() {
+        return fatal(&anyhow::anyhow!(e));
+    }
+    cairn_client::source_addr::set(cfg.listen.ip());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

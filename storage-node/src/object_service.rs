@@ -62,6 +62,7 @@ fn status_of(e: ClientError) -> Status {
         | ClientError::NotDurable { .. }
         | ClientError::DataUnavailable { .. } => Status::unavailable(msg),
         ClientError::Corrupt { .. } => Status::data_loss(msg),
+        ClientError::NoSpace { .. } => Status::resource_exhausted(msg),
         ClientError::Io { .. } => Status::cancelled(msg),
         // A code the client library does not interpret itself (RESOURCE_EXHAUSTED from
         // a full disk, DATA_LOSS from a node...) passes through unchanged.

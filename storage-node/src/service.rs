@@ -65,7 +65,9 @@ pub fn status_of(err: StoreError) -> Status {
         StoreError::Corrupt { .. } => Status::data_loss(err.to_string()),
         StoreError::HashMismatch { .. } => Status::invalid_argument(err.to_string()),
         StoreError::RangeOutOfBounds { .. } => Status::out_of_range(err.to_string()),
-        StoreError::NoSpace { .. } => Status::resource_exhausted(err.to_string()),
+        StoreError::NoSpace { .. } => {
+            Status::resource_exhausted(format!("{}: {err}", cairn_proto::NO_SPACE_MESSAGE))
+        }
         StoreError::Io { source, .. } => Status::internal(format!("{err}: {source}")),
         // Only at start-up; a running store never returns it.
         StoreError::Marker(_) => Status::internal(err.to_string()),

@@ -374,7 +374,7 @@ impl ShardStore {
         let new_len = built.header.file_len();
         let _guard = self.lock_for(&id).lock().await;
         let old_len = file_len_if_exists(&path).await?;
-        durable::write_durably(&self.engine, &path, file, self.write_mode).await?;
+        durable::write_shard_durably(&self.engine, &path, file, self.write_mode).await?;
         self.update_usage(|u| match old_len {
             Some(old) => u.used_bytes = u.used_bytes.saturating_sub(old) + new_len,
             None => {

@@ -3,6 +3,11 @@
 //! the `TestCluster` is dropped, also when the test fails; the directory (with every
 //! daemon's log) is kept only when the test failed, and its path is printed.
 
+pub mod faults;
+pub mod history;
+pub mod linearizability;
+pub mod nemesis;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -41,6 +46,19 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut out = vec![0u8; len];
     rng.fill_bytes(&mut out);
     out
+}
+
+/// Failure detection and repair in seconds rather than minutes: a node is down after
+/// 1.5 s without heartbeats, out (rebuilt elsewhere) after 4 s, and the repair worker
+/// looks for work every 300 ms.
+pub fn fast_repair(spec: &mut DevClusterSpec) {
+    for (k, v) in [
+        ("CAIRN_META_NODE_DOWN_AFTER_MS", "1500"),
+        ("CAIRN_META_NODE_OUT_AFTER_MS", "4000"),
+        ("CAIRN_META_REPAIR_INTERVAL_MS", "300"),
+    ] {
+        spec.env.push((k.into(), v.into()));
+    }
 }
 
 pub struct TestCluster {

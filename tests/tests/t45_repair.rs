@@ -10,13 +10,7 @@ use cairn_tests::{random_bytes, TestCluster};
 
 fn fast_repair(spec: &mut cairn_client::dev_cluster::DevClusterSpec) {
     spec.chunk_size = 256 * 1024;
-    for (k, v) in [
-        ("CAIRN_META_NODE_DOWN_AFTER_MS", "1500"),
-        ("CAIRN_META_NODE_OUT_AFTER_MS", "4000"),
-        ("CAIRN_META_REPAIR_INTERVAL_MS", "300"),
-    ] {
-        spec.env.push((k.into(), v.into()));
-    }
+    cairn_tests::fast_repair(spec);
 }
 
 /// ec 4+2 on 7 nodes: node 1 dies and goes out; repair rebuilds its shards elsewhere

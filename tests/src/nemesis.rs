@@ -1,0 +1,389 @@
+//! The fault-injection harness: a workload of object operations recorded in a
+//! [`History`], and a nemesis that, from a seed, applies one fault at a time to a running
+//! [`TestCluster`] and heals it: kill -9 and restart of a storage node, a metadata
+//! follower or the leader; SIGSTOP / SIGCONT of any of them; a network partition between
+//! one process and the processes it talks to (iptables on 127.0.0.x, see [`Partition`]);
+//! a flipped bit or a truncation in a shard file. The same seed gives the same schedule of
+//! faults (the workload's timing, and so the exact interleaving, still varies).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_client::{Client, ClientError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::history::{payload, payload_id, Entry, History};
+use crate::linearizability::RegisterOp;
+use crate::TestCluster;
+
+/// The object workload: `workers` tasks, each doing random puts (unique values), gets and
+/// deletes on `keys` shared keys of one bucket until told to stop.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub bucket: String,
+    pub keys: usize,
+    pub workers: usize,
+    /// Sizes of put values (bytes), chosen uniformly: small values are one chunk, large
+    /// ones several.
+    pub value_sizes: (usize, usize),
+    /// An operation not finished after this long is given up (a write's outcome is then
+    /// unknown).
+    pub op_timeout: Duration,
+}
+
+impl Workload {
+    pub fn key(&self, i: usize) -> String {
+        format!("reg/{i:02}")
+    }
+
+    /// Starts the workers; they run until `stop` is set.
+    pub fn spawn(
+        &self,
+        client: &Client,
+        history: &Arc<History>,
+        stop: &Arc<AtomicBool>,
+        seed: u64,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.workers)
+            .map(|w| {
+                let (me, client, history, stop) =
+                    (self.clone(), client.clone(), history.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut rng = StdRng::seed_from_u64(seed * 1000 + w as u64);
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = me.key(rng.gen_range(0..me.keys));
+                        let roll = rng.gen_range(0..100);
+                        // Ids are unique across workers and runs of the same seed.
+                        let id = (seed << 40) | ((w as u64) << 32) | n;
+                        n += 1;
+                        let len = rng.gen_range(me.value_sizes.0..=me.value_sizes.1);
+                        me.one_op(&client, &history, w, &key, roll, id, len).await;
+                    }
+                })
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn one_op(
+        &self,
+        client: &Client,
+        history: &History,
+        worker: usize,
+        key: &str,
+        roll: u32,
+        id: u64,
+        len: usize,
+    ) {
+        let call = history.now();
+        let done = |op, ret| {
+            history.record(Entry {
+                worker,
+                key: key.to_owned(),
+                op,
+                call,
+                ret,
+            })
+        };
+        if roll < 45 {
+            let mut out = Vec::new();
+            let got = tokio::time::timeout(
+                self.op_timeout,
+                client.get(&self.bucket, key, None, &mut out),
+            )
+            .await;
+            match got {
+                Ok(Ok(_)) => match payload_id(&out) {
+                    Ok(seen) => done(RegisterOp::Get(Some(seen)), Some(history.now())),
+                    Err(why) => history.violation(format!("{key}: worker {worker} read {why}")),
+                },
+                Ok(Err(ClientError::NotFound { .. })) => {
+                    done(RegisterOp::Get(None), Some(history.now()))
+                }
+                // A failed read changed nothing and saw nothing.
+                Ok(Err(_)) | Err(_) => {}
+            }
+        } else if roll < 88 {
+            let data = payload(id, len);
+            let put =
+                tokio::time::timeout(self.op_timeout, client.put(&self.bucket, key, &data[..]))
+                    .await;
+            let ret = matches!(put, Ok(Ok(_))).then(|| history.now());
+            done(RegisterOp::Put(id), ret);
+        } else {
+            let deleted =
+                tokio::time::timeout(self.op_timeout, client.delete(&self.bucket, key)).await;
+            match deleted {
+                Ok(Ok(())) => done(RegisterOp::Delete, Some(history.now())),
+                // Deleting a missing key observed it absent and changed nothing.
+                Ok(Err(ClientError::NotFound { .. })) => {
+                    done(RegisterOp::Get(None), Some(history.now()))
+                }
+                Ok(Err(_)) | Err(_) => done(RegisterOp::Delete, None),
+            }
+        }
+    }
+
+    /// After the faults: one read of every key by `client` (retried until the cluster
+    /// answers), recorded like any other read, so lost writes show up in the check.
+    pub async fn final_reads(&self, client: &Client, history: &History) {
+        for i in 0..self.keys {
+            let key = self.key(i);
+            for attempt in 0..30 {
+                let call = history.now();
+                let mut out = Vec::new();
+                let seen = match client.get(&self.bucket, &key, None, &mut out).await {
+                    Ok(_) => match payload_id(&out) {
+                        Ok(id) => Some(Some(id)),
+                        Err(why) => {
+                            history.violation(format!("{key}: final read {why}"));
+                            break;
+                        }
+                    },
+                    Err(ClientError::NotFound { .. }) => Some(None),
+                    Err(e) => {
+                        eprintln!("final read of {key} (attempt {attempt}): {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        None
+                    }
+                };
+                if let Some(seen) = seen {
+                    history.record(Entry {
+                        worker: usize::MAX,
+                        key: key.clone(),
+                        op: RegisterOp::Get(seen),
+                        call,
+                        ret: Some(history.now()),
+                    });
+                    break;
+                }
+                assert!(attempt < 29, "{key} unreadable after the cluster healed");
+            }
+        }
+    }
+}
+
+/// iptables rules dropping the traffic between one process and others, removed on drop
+/// (also when the test panics). Daemons make their outgoing connections from the address
+/// they listen on (`cairn_client::source_addr`), so a rule on (source address,
+/// destination address and port) cuts exactly one direction between two processes and
+/// leaves other clusters on the same addresses (other ports) alone.
+pub struct Partition {
+    rules: Vec<Vec<String>>,
+}
+
+impl Partition {
+    /// Cuts `isolated` off from each of `others` in both directions.
+    pub fn isolate(isolated: SocketAddr, others: &[SocketAddr]) -> Partition {
+        let mut rules = Vec::new();
+        for other in others {
+            for (from, to) in [(isolated, *other), (*other, isolated)] {
+                rules.push(vec![
+                    "-p".into(),
+                    "tcp".into(),
+                    "-s".into(),
+                    from.ip().to_string(),
+                    "-d".into(),
+                    to.ip().to_string(),
+                    "--dport".into(),
+                    to.port().to_string(),
+                    "-j".into(),
+                    "DROP".into(),
+                ]);
+            }
+        }
+        for rule in &rules {
+            iptables("-I", rule);
+        }
+        Partition { rules }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            iptables("-D", rule);
+        }
+    }
+}
+
+fn iptables(action: &str, rule: &[String]) {
+    for chain in ["INPUT", "OUTPUT"] {
+        let status = Command::new("iptables")
+            .arg("-w")
+            .arg(action)
+            .arg(chain)
+            .args(rule)
+            .status();
+        let ok = status.as_ref().is_ok_and(|s| s.success());
+        if !ok && action == "-I" {
+            panic!("iptables {action} {chain} {rule:?}: {status:?} (is iptables installed?)");
+        }
+    }
+}
+
+/// Whether partitions can be made here (iptables present and usable).
+pub fn partitions_supported() -> bool {
+    Command::new("iptables")
+        .args(["-w", "-L", "OUTPUT", "-n"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Chooses and applies faults from a seed, one at a time, and counts what it applied.
+pub struct Nemesis {
+    rng: StdRng,
+    /// Faults applied, by kind.
+    pub applied: BTreeMap<&'static str, u64>,
+    partitions: bool,
+}
+
+impl Nemesis {
+    pub fn new(seed: u64, partitions: bool) -> Nemesis {
+        Nemesis {
+            rng: StdRng::seed_from_u64(seed),
+            applied: BTreeMap::new(),
+            partitions,
+        }
+    }
+
+    fn count(&mut self, kind: &'static str) {
+        *self.applied.entry(kind).or_default() += 1;
+        eprintln!("nemesis: {kind}");
+    }
+
+    /// Applies one fault, holds it for a moment, heals it, and lets the cluster settle
+    /// briefly. Never takes down more than one process at a time, so ec k+1 over k+2 or
+    /// more nodes and 3 metadata replicas always have what they need once healed.
+    pub async fn step(&mut self, tc: &mut TestCluster) {
+        let metas = tc.cluster.spec().meta;
+        let nodes = tc.cluster.spec().nodes;
+        let hold = Duration::from_millis(self.rng.gen_range(500..3000));
+        let kinds: &[&str] = if self.partitions {
+            &[
+                "kill node",
+                "kill meta",
+                "kill leader",
+                "pause node",
+                "pause meta",
+                "partition node",
+                "partition meta",
+                "flip bit",
+                "truncate shard",
+            ]
+        } else {
+            &[
+                "kill node",
+                "kill meta",
+                "kill leader",
+                "pause node",
+                "pause meta",
+                "flip bit",
+                "truncate shard",
+            ]
+        };
+        // Every draw is made up front, so a seed gives the same faults whatever happens.
+        let kind = kinds[self.rng.gen_range(0..kinds.len())];
+        let node = self.rng.gen_range(1..=nodes);
+        let meta = self.rng.gen_range(1..=metas);
+        let (file_pick, byte_pick, bit) = (
+            self.rng.gen::<f64>(),
+            self.rng.gen::<f64>(),
+            self.rng.gen_range(0..8u32),
+        );
+        let settle = Duration::from_millis(self.rng.gen_range(300..1500));
+        match kind {
+            "kill node" | "kill meta" | "kill leader" => {
+                let name = match kind {
+                    "kill node" => format!("node-{node}"),
+                    "kill meta" => format!("meta-{meta}"),
+                    _ => format!("meta-{}", leader_or(tc, meta).await),
+                };
+                tc.cluster.kill(&name);
+                self.count(kind);
+                tokio::time::sleep(hold).await;
+                tc.cluster
+                    .start_process(&name)
+                    .unwrap_or_else(|e| panic!("restart {name}: {e:#}"));
+            }
+            "pause node" | "pause meta" => {
+                let name = if kind == "pause node" {
+                    format!("node-{node}")
+                } else {
+                    format!("meta-{meta}")
+                };
+                tc.cluster.signal(&name, libc::SIGSTOP);
+                self.count(kind);
+                tokio::time::sleep(hold).await;
+                tc.cluster.signal(&name, libc::SIGCONT);
+            }
+            "partition node" | "partition meta" => {
+                let spec = tc.cluster.spec();
+                let addr = |a: String| a.parse::<SocketAddr>().expect("daemon address");
+                let metas_addrs: Vec<SocketAddr> =
+                    (1..=metas).map(|i| addr(spec.meta_addr(i))).collect();
+                let (isolated, others) = if kind == "partition node" {
+                    (addr(spec.node_addr(node)), metas_addrs)
+                } else {
+                    let me = addr(spec.meta_addr(meta));
+                    let mut others: Vec<SocketAddr> =
+                        metas_addrs.into_iter().filter(|a| *a != me).collect();
+                    others.extend((1..=nodes).map(|j| addr(spec.node_addr(j))));
+                    (me, others)
+                };
+                let cut = Partition::isolate(isolated, &others);
+                self.count(kind);
+                tokio::time::sleep(hold).await;
+                drop(cut);
+            }
+            "flip bit" | "truncate shard" => {
+                let mut files = tc.shard_files();
+                files.sort();
+                let pick = |len: usize, f: f64| ((len as f64 * f) as usize).min(len - 1);
+                let bytes = (!files.is_empty())
+                    .then(|| &files[pick(files.len(), file_pick)])
+                    .and_then(|path| Some((path, std::fs::read(path).ok()?)))
+                    .filter(|(_, bytes)| !bytes.is_empty());
+                // No shard yet, or deleted meanwhile (garbage collection): nothing to do.
+                let Some((path, mut bytes)) = bytes else {
+                    tokio::time::sleep(settle).await;
+                    return;
+                };
+                let at = pick(bytes.len(), byte_pick);
+                if kind == "flip bit" {
+                    bytes[at] ^= 1 << bit;
+                } else {
+                    bytes.truncate(at);
+                }
+                // Written in place, as the disk would have it; a shard deleted meanwhile
+                // is not recreated.
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(path)
+                {
+                    use std::io::Write;
+                    let _ = f.write_all(&bytes);
+                    self.count(kind);
+                }
+            }
+            _ => unreachable!("every kind is handled"),
+        }
+        tokio::time::sleep(settle).await;
+    }
+}
+
+/// The current leader's id, or `fallback` when none is known quickly.
+async fn leader_or(tc: &TestCluster, fallback: usize) -> usize {
+    let quick = tc.client.clone().with_meta_retry(Duration::from_secs(2));
+    match quick.status().await {
+        Ok(s) if s.leader_id > 0 => s.leader_id as usize,
+        _ => fallback,
+    }
+}
