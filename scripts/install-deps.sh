@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Cairn needs on Debian 12 beyond the Rust toolchain:
 # libclang (RocksDB's bindgen), fuse3 (fusermount3), PostgreSQL (the database failover
-# test runs it on a mount), rustfmt/clippy, cargo-nextest, cargo-deny.
+# test runs it on a mount), iptables (network partitions) and faketime (clock jumps) for
+# the fault-injection tests, rustfmt/clippy, cargo-nextest, cargo-deny.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
@@ -10,6 +11,8 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

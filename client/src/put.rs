@@ -178,6 +178,12 @@ impl Client {
                 });
             }
         }
+        cairn_common::failpoint::hit(cairn_common::failpoint::PUT_BEFORE_COMMIT).map_err(|e| {
+            ClientError::Io {
+                op: "commit".into(),
+                source: e,
+            }
+        })?;
         let req = pm::CommitObjectRequest {
             bucket: bucket.into(),
             key: key.into(),

@@ -27,13 +27,17 @@ pub const REPAIR_BEFORE_COMMIT: &str = "repair-before-commit";
 /// Rebalance or drain: a shard is copied to its new node, the move not yet committed.
 pub const REBALANCE_BEFORE_COMMIT: &str = "rebalance-before-commit";
 
+/// Client library: every chunk of an object is stored, the object not yet committed.
+pub const PUT_BEFORE_COMMIT: &str = "put-before-commit";
+
 /// Every failpoint, for `CAIRN_FAILPOINTS` validation.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 6] = [
     SHARD_WRITE_BEFORE_FSYNC,
     SHARD_WRITE_BEFORE_ACK,
     META_COMMIT_BEFORE_REPLY,
     REPAIR_BEFORE_COMMIT,
     REBALANCE_BEFORE_COMMIT,
+    PUT_BEFORE_COMMIT,
 ];
 
 /// The environment variable read by [`configure_from_env`].
@@ -68,31 +72,33 @@ pub fn configure_from_env() -> Result<(), String> {
         return Ok(());
     };
     let pairs = parse(&spec)?;
-    if pairs.is_empty() {
-        return Ok(());
+    for (name, actions) in &pairs {
+        configure(name, actions).map_err(|e| format!("{ENV}: {e}"))?;
     }
-    if !cfg!(feature = "failpoints") {
-        return Err(format!(
-            "{ENV} is set but this build has no failpoints (build the workspace, or enable \
-             the `failpoints` feature of cairn-common)"
-        ));
-    }
-    configure(&pairs)?;
     tracing::warn!(failpoints = %spec, "failpoints armed (fault-injection testing)");
     Ok(())
 }
 
-#[cfg(feature = "failpoints")]
-fn configure(pairs: &[(String, String)]) -> Result<(), String> {
-    for (name, actions) in pairs {
-        fail::cfg(name.as_str(), actions).map_err(|e| format!("{ENV}: {name}: {e}"))?;
+/// Arms one failpoint in this process (a test arming the client library it runs).
+pub fn configure(name: &str, actions: &str) -> Result<(), String> {
+    if !ALL.contains(&name) {
+        return Err(format!("unknown failpoint {name:?}"));
     }
-    Ok(())
+    arm(name, actions).map_err(|e| format!("failpoint {name}: {e}"))
+}
+
+#[cfg(feature = "failpoints")]
+fn arm(name: &str, actions: &str) -> Result<(), String> {
+    fail::cfg(name, actions)
 }
 
 #[cfg(not(feature = "failpoints"))]
-fn configure(_: &[(String, String)]) -> Result<(), String> {
-    Ok(())
+fn arm(_: &str, _: &str) -> Result<(), String> {
+    Err(
+        "this build has no failpoints (build the workspace, or enable the `failpoints` \
+         feature of cairn-common)"
+            .into(),
+    )
 }
 
 /// Passes failpoint `name`: nothing unless it is armed; `return(crash)` kills the process,

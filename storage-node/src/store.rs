@@ -33,7 +33,7 @@ const LOCK_STRIPES: usize = 256;
 const INLINE_HASH_BYTES: usize = 256 * 1024;
 
 /// One shard of one chunk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardKey {
     pub chunk: ChunkId,
     pub index: u32,

@@ -2,13 +2,48 @@
 //! (`cairn_common::failpoint`), restarting daemons that crashed, finding what a crash left
 //! on disk.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cairn_common::failpoint;
 
 use crate::TestCluster;
 
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 impl TestCluster {
+    /// Restarts every storage node under libfaketime, which reads the wall clock's offset
+    /// (`+0`, `+2h`...) from the returned file at every call: writing the file jumps the
+    /// nodes' wall clocks. Their monotonic clocks are left alone, as an NTP step would.
+    pub fn nodes_on_a_movable_clock(&mut self) -> PathBuf {
+        assert!(
+            Path::new(LIBFAKETIME).exists(),
+            "{LIBFAKETIME} missing: scripts/install-deps.sh installs faketime"
+        );
+        let clock = self.dir().join("node-clock");
+        std::fs::write(&clock, "+0\n").unwrap();
+        for j in 1..=self.cluster.spec().nodes {
+            let name = format!("node-{j}");
+            for (k, v) in [
+                ("LD_PRELOAD", LIBFAKETIME),
+                (
+                    "FAKETIME_TIMESTAMP_FILE",
+                    clock.to_str().expect("UTF-8 test path"),
+                ),
+                ("FAKETIME_NO_CACHE", "1"),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ] {
+                self.cluster
+                    .set_env(&name, k, Some(v))
+                    .expect("known daemon");
+            }
+            self.cluster.kill(&name);
+            self.cluster
+                .start_process(&name)
+                .unwrap_or_else(|e| panic!("restart {name}: {e:#}"));
+        }
+        clock
+    }
+
     /// Restarts `daemon` (kill -9, then start) with `CAIRN_FAILPOINTS=spec`.
     pub fn arm(&mut self, daemon: &str, spec: &str) {
         self.cluster

@@ -96,6 +96,26 @@ impl History {
         self.violations.lock().unwrap().push(what);
     }
 
+    /// Writes every operation, key by key in invocation order, for reading a failure.
+    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::fmt::Write;
+        let mut entries = self.entries();
+        entries.sort_by(|a, b| (&a.key, a.call).cmp(&(&b.key, b.call)));
+        let mut out = String::new();
+        for e in &entries {
+            let ret = e.ret.map_or("unknown".to_owned(), |r| r.to_string());
+            let _ = writeln!(
+                out,
+                "{} worker {} {:?} call {} ret {}",
+                e.key, e.worker, e.op, e.call, ret
+            );
+        }
+        for v in self.violations.lock().unwrap().iter() {
+            let _ = writeln!(out, "VIOLATION {v}");
+        }
+        std::fs::write(path, out)
+    }
+
     pub fn entries(&self) -> Vec<Entry> {
         self.entries.lock().unwrap().clone()
     }

@@ -2,12 +2,15 @@
 //! [`History`], and a nemesis that, from a seed, applies one fault at a time to a running
 //! [`TestCluster`] and heals it: kill -9 and restart of a storage node, a metadata
 //! follower or the leader; SIGSTOP / SIGCONT of any of them; a network partition between
-//! one process and the processes it talks to (iptables on 127.0.0.x, see [`Partition`]);
-//! a flipped bit or a truncation in a shard file. The same seed gives the same schedule of
+//! one process and the processes it talks to, or between the workload and one node
+//! (iptables on 127.0.0.x, see [`Partition`]);
+//! a flipped bit or a truncation in a shard file; a jump of the storage nodes' wall clocks
+//! (two hours forward, and back at the next jump, so it overlaps other faults). The same seed gives the same schedule of
 //! faults (the workload's timing, and so the exact interleaving, still varies).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -120,10 +123,12 @@ impl Workload {
             let deleted =
                 tokio::time::timeout(self.op_timeout, client.delete(&self.bucket, key)).await;
             match deleted {
-                Ok(Ok(())) => done(RegisterOp::Delete, Some(history.now())),
-                // Deleting a missing key observed it absent and changed nothing.
-                Ok(Err(ClientError::NotFound { .. })) => {
-                    done(RegisterOp::Get(None), Some(history.now()))
+                // NotFound is not "it was already absent": the client retries a delete
+                // whose reply was lost (a leader died after committing it), and the retry
+                // finds the key gone. Either way the key is absent afterwards, which is
+                // what a delete does.
+                Ok(Ok(())) | Ok(Err(ClientError::NotFound { .. })) => {
+                    done(RegisterOp::Delete, Some(history.now()))
                 }
                 Ok(Err(_)) | Err(_) => done(RegisterOp::Delete, None),
             }
@@ -181,23 +186,32 @@ pub struct Partition {
 impl Partition {
     /// Cuts `isolated` off from each of `others` in both directions.
     pub fn isolate(isolated: SocketAddr, others: &[SocketAddr]) -> Partition {
-        let mut rules = Vec::new();
-        for other in others {
-            for (from, to) in [(isolated, *other), (*other, isolated)] {
-                rules.push(vec![
+        let pairs = others
+            .iter()
+            .flat_map(|other| [(isolated.ip(), *other), (other.ip(), isolated)]);
+        Self::drop_connections(pairs)
+    }
+
+    /// Drops every packet from each `(address, to server)`: no connection from that
+    /// address reaches that server any more, and established ones stall.
+    pub fn drop_connections(pairs: impl IntoIterator<Item = (IpAddr, SocketAddr)>) -> Partition {
+        let rules: Vec<Vec<String>> = pairs
+            .into_iter()
+            .map(|(from, to)| {
+                vec![
                     "-p".into(),
                     "tcp".into(),
                     "-s".into(),
-                    from.ip().to_string(),
+                    from.to_string(),
                     "-d".into(),
                     to.ip().to_string(),
                     "--dport".into(),
                     to.port().to_string(),
                     "-j".into(),
                     "DROP".into(),
-                ]);
-            }
-        }
+                ]
+            })
+            .collect();
         for rule in &rules {
             iptables("-I", rule);
         }
@@ -242,14 +256,28 @@ pub struct Nemesis {
     /// Faults applied, by kind.
     pub applied: BTreeMap<&'static str, u64>,
     partitions: bool,
+    /// The nodes' clock offset file (`TestCluster::nodes_on_a_movable_clock`), if they
+    /// run on one, and whether their clocks are jumped now.
+    clock: Option<PathBuf>,
+    jumped: bool,
 }
 
 impl Nemesis {
-    pub fn new(seed: u64, partitions: bool) -> Nemesis {
+    pub fn new(seed: u64, partitions: bool, clock: Option<PathBuf>) -> Nemesis {
         Nemesis {
             rng: StdRng::seed_from_u64(seed),
             applied: BTreeMap::new(),
             partitions,
+            clock,
+            jumped: false,
+        }
+    }
+
+    /// Puts the nodes' clocks back (call when the faults stop).
+    pub fn reset_clock(&mut self) {
+        if let Some(clock) = &self.clock {
+            std::fs::write(clock, "+0\n").expect("write the clock file");
+            self.jumped = false;
         }
     }
 
@@ -265,29 +293,24 @@ impl Nemesis {
         let metas = tc.cluster.spec().meta;
         let nodes = tc.cluster.spec().nodes;
         let hold = Duration::from_millis(self.rng.gen_range(500..3000));
-        let kinds: &[&str] = if self.partitions {
-            &[
-                "kill node",
-                "kill meta",
-                "kill leader",
-                "pause node",
-                "pause meta",
-                "partition node",
-                "partition meta",
-                "flip bit",
-                "truncate shard",
-            ]
-        } else {
-            &[
-                "kill node",
-                "kill meta",
-                "kill leader",
-                "pause node",
-                "pause meta",
-                "flip bit",
-                "truncate shard",
-            ]
-        };
+        let mut kinds = vec![
+            "kill node",
+            "kill meta",
+            "kill leader",
+            "pause node",
+            "pause meta",
+            "flip bit",
+            "truncate shard",
+        ];
+        if self.partitions {
+            kinds.extend(["partition node", "partition meta"]);
+            if cairn_client::source_addr::get().is_some() {
+                kinds.push("partition client");
+            }
+        }
+        if self.clock.is_some() {
+            kinds.push("jump clock");
+        }
         // Every draw is made up front, so a seed gives the same faults whatever happens.
         let kind = kinds[self.rng.gen_range(0..kinds.len())];
         let node = self.rng.gen_range(1..=nodes);
@@ -372,6 +395,22 @@ impl Nemesis {
                     let _ = f.write_all(&bytes);
                     self.count(kind);
                 }
+            }
+            "partition client" => {
+                // The workload (this process, from its own address) loses one node.
+                let client = cairn_client::source_addr::get().expect("only chosen when set");
+                let to: SocketAddr = tc.cluster.spec().node_addr(node).parse().unwrap();
+                let cut = Partition::drop_connections([(client, to)]);
+                self.count(kind);
+                tokio::time::sleep(hold).await;
+                drop(cut);
+            }
+            "jump clock" => {
+                let clock = self.clock.clone().expect("only chosen with a clock");
+                self.jumped = !self.jumped;
+                let offset = if self.jumped { "+2h\n" } else { "+0\n" };
+                std::fs::write(clock, offset).expect("write the clock file");
+                self.count(kind);
             }
             _ => unreachable!("every kind is handled"),
         }

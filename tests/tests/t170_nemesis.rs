@@ -1,7 +1,7 @@
 //! The fault-injection run (issue: fault injection; DESIGN.md invariants 1, 3 and 4): a
 //! workload of puts, gets and deletes on a few shared keys runs against 3 metadata
 //! replicas and 4 storage nodes (ec 2+1) while a seeded nemesis kills, pauses and
-//! partitions processes and corrupts shard files. Afterwards the faults stop, every node
+//! partitions processes, corrupts shard files and jumps the nodes' wall clocks. Afterwards the faults stop, every node
 //! is scrubbed, the cluster heals, every key is read once more, and the history is
 //! checked: no read returned bytes that no write produced, every read names a write of its
 //! key issued before it, and each key's history is linearizable (so no acknowledged write
@@ -34,6 +34,9 @@ async fn run(seed: u64, duration: Duration) {
     let mut tc = TestCluster::start_with(3, 4, Redundancy::Ec { k: 2, m: 1 }, |s| {
         s.chunk_size = 64 * 1024;
         fast_repair(s);
+        // The orphan sweep (which ages shards by the wall clock) runs often.
+        s.env
+            .push(("CAIRN_NODE_ORPHAN_SWEEP_INTERVAL_MS".into(), "500".into()));
     })
     .await;
     let workload = Workload {
@@ -47,11 +50,13 @@ async fn run(seed: u64, duration: Duration) {
     let stop = Arc::new(AtomicBool::new(false));
     let workers = workload.spawn(&tc.client, &history, &stop, seed);
 
-    let mut nemesis = Nemesis::new(seed, partitions);
+    let clock = tc.nodes_on_a_movable_clock();
+    let mut nemesis = Nemesis::new(seed, partitions, Some(clock));
     let deadline = Instant::now() + duration;
     while Instant::now() < deadline {
         nemesis.step(&mut tc).await;
     }
+    nemesis.reset_clock();
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.expect("workload worker");
@@ -88,6 +93,12 @@ async fn run(seed: u64, duration: Duration) {
         "seed {seed}: {} operations ({} with unknown outcome) on {} keys; faults {:?}",
         report.operations, report.unknown_outcomes, report.keys, nemesis.applied
     );
+    if !report.violations.is_empty() {
+        // Kept with the cluster's logs (the directory survives a failed test).
+        let path = tc.dir().join("history.txt");
+        history.write_to(&path).expect("write the history");
+        eprintln!("seed {seed}: history written to {path:?}");
+    }
     assert!(
         report.violations.is_empty(),
         "seed {seed}: {} violations:\n{}",
