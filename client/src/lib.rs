@@ -113,6 +113,13 @@ impl Client {
         self
     }
 
+    /// How long one metadata call attempt may take before another replica is tried
+    /// (default 10 s).
+    pub fn with_meta_attempt_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.meta = self.meta.with_attempt_timeout(timeout);
+        self
+    }
+
     pub async fn create_bucket(&self, name: &str, redundancy: Redundancy) -> Result<()> {
         cairn_common::names::validate_bucket(name).map_err(put::invalid)?;
         let req = pm::CreateBucketRequest {

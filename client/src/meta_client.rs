@@ -22,6 +22,8 @@ pub struct MetaClient {
     clients: Arc<Vec<MetaServiceClient<Channel>>>,
     next: Arc<AtomicUsize>,
     retry_for: Duration,
+    /// How long one attempt on one replica may take before the next replica is tried.
+    attempt_timeout: Duration,
     /// The user a gateway acts for (sent as `x-cairn-user`).
     acting_for: Option<tonic::metadata::AsciiMetadataValue>,
 }
@@ -58,6 +60,7 @@ impl MetaClient {
             clients: Arc::new(clients),
             next: Arc::new(AtomicUsize::new(0)),
             retry_for: DEFAULT_RETRY_FOR,
+            attempt_timeout: ATTEMPT_TIMEOUT,
             acting_for: None,
         })
     }
@@ -71,6 +74,13 @@ impl MetaClient {
             acting_for: Some(value),
             ..self.clone()
         })
+    }
+
+    /// Changes how long one attempt may take (a frozen replica holds a call this long
+    /// before the next one is tried).
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
     }
 
     /// Changes how long calls keep retrying while the metadata service is unavailable.
@@ -94,7 +104,7 @@ impl MetaClient {
             let turn = self.next.load(Ordering::Relaxed);
             let index = turn % self.clients.len();
             let mut request = tonic::Request::new(req.clone());
-            request.set_timeout(ATTEMPT_TIMEOUT);
+            request.set_timeout(self.attempt_timeout);
             if let Some(user) = &self.acting_for {
                 request
                     .metadata_mut()

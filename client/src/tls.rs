@@ -34,6 +34,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 pub const SERVER_NAME: &str = "cairn-cluster";
 /// Concurrent calls one connection may have open on a server (HTTP/2 setting).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// How often a client pings each connection, and how long it waits for the answer.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The same refusal (peer address and reason) is logged at most once per this period.
@@ -206,7 +209,14 @@ impl Transport {
                     .map_err(|e| bad(&e))
             }
         }?;
-        Ok(endpoint.local_address(crate::source_addr::get()))
+        // HTTP/2 pings find a connection that stopped answering (a frozen peer, packets
+        // dropped by a partition, then a TCP retransmission backoff of many seconds) and
+        // close it, so the next call reconnects instead of waiting behind it.
+        Ok(endpoint
+            .local_address(crate::source_addr::get())
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true))
     }
 
     /// The server side: `None` for plaintext (logged as a warning, once, at start-up).

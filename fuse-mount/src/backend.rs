@@ -93,6 +93,12 @@ pub enum FsError {
     /// This mount's session was fenced (lease expired); nothing it sends is accepted.
     #[error("session is fenced (stale)")]
     Stale,
+    /// An inode the kernel named is gone (another mount removed or replaced the file
+    /// between the kernel's lookup and this request). `ESTALE` makes the kernel look the
+    /// path up again once, so `open` of a file being replaced by `rename` finds the new
+    /// one instead of failing with `ENOENT`.
+    #[error("stale file handle: the inode is gone")]
+    StaleInode,
     /// Local IO failed.
     #[error("{op}: {source}")]
     Io {

@@ -19,7 +19,7 @@ pub fn errno(err: &FsError) -> i32 {
         FsError::NoSpace => libc::ENOSPC,
         FsError::FileTooBig => libc::EFBIG,
         FsError::ValueTooBig => libc::E2BIG,
-        FsError::Stale => libc::ESTALE,
+        FsError::Stale | FsError::StaleInode => libc::ESTALE,
         FsError::Io { .. } | FsError::Unavailable { .. } => libc::EIO,
         FsError::CrossDevice => libc::EXDEV,
         FsError::NoData => libc::ENODATA,

@@ -106,6 +106,16 @@ fn access_mode(flags: i32) -> AccessMode {
     }
 }
 
+/// For requests that name an inode the kernel looked up: that inode no longer existing is
+/// a stale handle (`ESTALE`, after which the kernel looks the path up again), not a
+/// missing name.
+fn inode_gone(e: FsError) -> FsError {
+    match e {
+        FsError::NotFound => FsError::StaleInode,
+        e => e,
+    }
+}
+
 fn xattr_reply(data: Vec<u8>, size: u32) -> Result<XattrReply, FsError> {
     let len = u32::try_from(data.len()).map_err(|_| FsError::Range)?;
     if size == 0 {
@@ -182,11 +192,11 @@ impl FsCore {
     }
 
     pub async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
-        self.backend.getattr(ino).await
+        self.backend.getattr(ino).await.map_err(inode_gone)
     }
 
     pub async fn setattr(&self, ino: Ino, changes: SetAttr) -> Result<Attr, FsError> {
-        self.backend.setattr(ino, changes).await
+        self.backend.setattr(ino, changes).await.map_err(inode_gone)
     }
 
     /// `mknod`: regular files only (`NotPermitted` for FIFOs, sockets and devices).
@@ -264,7 +274,7 @@ impl FsCore {
     /// before `open`) truncates when the file is opened for writing.
     pub async fn open(&self, ino: Ino, flags: i32) -> Result<u64, FsError> {
         let access = access_mode(flags);
-        let backend = self.backend.open(ino, access).await?;
+        let backend = self.backend.open(ino, access).await.map_err(inode_gone)?;
         if flags & libc::O_TRUNC != 0 && access != AccessMode::Read {
             let truncate = SetAttr {
                 size: Some(0),
@@ -338,7 +348,7 @@ impl FsCore {
     }
 
     pub async fn opendir(&self, ino: Ino) -> Result<u64, FsError> {
-        if self.backend.getattr(ino).await?.kind != FileKind::Dir {
+        if self.backend.getattr(ino).await.map_err(inode_gone)?.kind != FileKind::Dir {
             return Err(FsError::NotDir);
         }
         Ok(self.insert_handle(Handle::Dir {

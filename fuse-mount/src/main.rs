@@ -58,6 +58,9 @@ struct Args {
     /// The group a squashed root becomes.
     #[arg(long, default_value_t = 65534, requires = "root_squash")]
     anon_gid: u32,
+    /// Connect to the cluster from this local address (default: the kernel chooses).
+    #[arg(long, value_name = "IP")]
+    source_addr: Option<std::net::IpAddr>,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +86,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    if let Some(ip) = args.source_addr {
+        cairn_client::source_addr::set(ip);
+    }
     let mut options = MountOptions::default();
     options.fs.attr_ttl = Duration::from_millis(args.attr_ttl_ms);
     options.fs.entry_ttl = Duration::from_millis(args.entry_ttl_ms.unwrap_or(args.attr_ttl_ms));

@@ -1,5 +1,5 @@
-//! The fault-injection harness: a workload of object operations recorded in a
-//! [`History`], and a nemesis that, from a seed, applies one fault at a time to a running
+//! The fault-injection harness: workloads of object operations and of file operations
+//! through mounts, recorded in a [`History`], and a nemesis that, from a seed, applies one fault at a time to a running
 //! [`TestCluster`] and heals it: kill -9 and restart of a storage node, a metadata
 //! follower or the leader; SIGSTOP / SIGCONT of any of them; a network partition between
 //! one process and the processes it talks to, or between the workload and one node
@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -174,6 +174,163 @@ impl Workload {
     }
 }
 
+/// The file workload: `workers` threads replace, read and delete `files` files of one
+/// bucket through several mounts (worker `w` uses mount `w % mounts.len()`, so each
+/// file is written through one mount and read through the others). A write is atomic:
+/// the payload goes to a temporary name, is fsynced, and is renamed over the file; so a
+/// read must see exactly one write's payload (a torn or mixed file is a violation). The
+/// mounts run with `--attr-ttl-ms 0` (no kernel caching of names or attributes), which
+/// makes each file a linearizable register: a read opened after a replacement returned
+/// sees it (close-to-open) or something newer.
+#[derive(Clone, Debug)]
+pub struct FileWorkload {
+    /// Each mount's directory of the bucket (`MOUNTPOINT/BUCKET`).
+    pub dirs: Vec<PathBuf>,
+    pub files: usize,
+    pub workers: usize,
+    pub value_sizes: (usize, usize),
+    pub op_timeout: Duration,
+}
+
+impl FileWorkload {
+    pub fn key(&self, i: usize) -> String {
+        format!("file-{i:02}")
+    }
+
+    /// Starts the workers; they run until `stop` is set. A file operation the mount does
+    /// not finish within `op_timeout` is given up (its thread stays blocked in the kernel
+    /// until the mount answers).
+    pub fn spawn(
+        &self,
+        history: &Arc<History>,
+        stop: &Arc<AtomicBool>,
+        seed: u64,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.workers)
+            .map(|w| {
+                let (me, history, stop) = (self.clone(), history.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut rng = StdRng::seed_from_u64(seed * 1000 + 500 + w as u64);
+                    let dir = me.dirs[w % me.dirs.len()].clone();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let file = rng.gen_range(0..me.files);
+                        let roll = rng.gen_range(0..100u32);
+                        let id = (seed << 40) | (1 << 39) | ((w as u64) << 32) | n;
+                        n += 1;
+                        let len = rng.gen_range(me.value_sizes.0..=me.value_sizes.1);
+                        me.one_op(&history, &dir, w, file, roll, id, len).await;
+                    }
+                })
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn one_op(
+        &self,
+        history: &History,
+        dir: &Path,
+        worker: usize,
+        file: usize,
+        roll: u32,
+        id: u64,
+        len: usize,
+    ) {
+        let key = self.key(file);
+        let path = dir.join(&key);
+        let call = history.now();
+        let done = |op, ret| {
+            history.record(Entry {
+                worker: 1000 + worker,
+                key: key.clone(),
+                op,
+                call,
+                ret,
+            })
+        };
+        let blocking = |f: Box<dyn FnOnce() -> std::io::Result<Vec<u8>> + Send>| {
+            tokio::time::timeout(self.op_timeout, tokio::task::spawn_blocking(f))
+        };
+        if roll < 45 {
+            let p = path.clone();
+            match blocking(Box::new(move || std::fs::read(p))).await {
+                Ok(Ok(Ok(bytes))) => match payload_id(&bytes) {
+                    Ok(seen) => done(RegisterOp::Get(Some(seen)), Some(history.now())),
+                    Err(why) => history.violation(format!("{key}: worker {worker} read {why}")),
+                },
+                Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::NotFound => {
+                    done(RegisterOp::Get(None), Some(history.now()))
+                }
+                _ => {}
+            }
+        } else if roll < 90 {
+            let data = payload(id, len);
+            let temp = dir.join(format!(".tmp-{worker}-{id:x}"));
+            let (p, t) = (path.clone(), temp.clone());
+            let replaced = blocking(Box::new(move || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&t)?;
+                f.write_all(&data)?;
+                f.sync_all()?;
+                drop(f);
+                std::fs::rename(&t, &p)?;
+                Ok(Vec::new())
+            }))
+            .await;
+            let ok = matches!(replaced, Ok(Ok(Ok(_))));
+            done(RegisterOp::Put(id), ok.then(|| history.now()));
+            if !ok {
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(temp)).await;
+            }
+        } else {
+            let p = path.clone();
+            match blocking(Box::new(move || {
+                std::fs::remove_file(p).map(|()| Vec::new())
+            }))
+            .await
+            {
+                // As for objects: ENOENT may follow a retried unlink that did the work.
+                Ok(Ok(Ok(_))) => done(RegisterOp::Delete, Some(history.now())),
+                Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::NotFound => {
+                    done(RegisterOp::Delete, Some(history.now()))
+                }
+                _ => done(RegisterOp::Delete, None),
+            }
+        }
+    }
+
+    /// After the faults: one read of every file through the first mount, recorded.
+    pub async fn final_reads(&self, history: &History) {
+        for i in 0..self.files {
+            let key = self.key(i);
+            let path = self.dirs[0].join(&key);
+            let call = history.now();
+            let read = tokio::task::spawn_blocking(move || std::fs::read(path))
+                .await
+                .expect("read task");
+            let seen = match read {
+                Ok(bytes) => match payload_id(&bytes) {
+                    Ok(id) => Some(id),
+                    Err(why) => {
+                        history.violation(format!("{key}: final read {why}"));
+                        continue;
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => panic!("{key} unreadable through the mount after healing: {e}"),
+            };
+            history.record(Entry {
+                worker: usize::MAX,
+                key,
+                op: RegisterOp::Get(seen),
+                call,
+                ret: Some(history.now()),
+            });
+        }
+    }
+}
+
 /// iptables rules dropping the traffic between one process and others, removed on drop
 /// (also when the test panics). Daemons make their outgoing connections from the address
 /// they listen on (`cairn_client::source_addr`), so a rule on (source address,
@@ -281,9 +438,10 @@ impl Nemesis {
         }
     }
 
-    fn count(&mut self, kind: &'static str) {
+    fn count(&mut self, kind: &'static str, target: &str) {
         *self.applied.entry(kind).or_default() += 1;
-        eprintln!("nemesis: {kind}");
+        let now = time::OffsetDateTime::now_utc();
+        eprintln!("{now} nemesis: {kind} {target}");
     }
 
     /// Applies one fault, holds it for a moment, heals it, and lets the cluster settle
@@ -329,11 +487,13 @@ impl Nemesis {
                     _ => format!("meta-{}", leader_or(tc, meta).await),
                 };
                 tc.cluster.kill(&name);
-                self.count(kind);
+                self.count(kind, &name);
                 tokio::time::sleep(hold).await;
                 tc.cluster
                     .start_process(&name)
                     .unwrap_or_else(|e| panic!("restart {name}: {e:#}"));
+                // One fault at a time: the next one waits until this process serves.
+                wait_serving(tc, &name).await;
             }
             "pause node" | "pause meta" => {
                 let name = if kind == "pause node" {
@@ -342,9 +502,10 @@ impl Nemesis {
                     format!("meta-{meta}")
                 };
                 tc.cluster.signal(&name, libc::SIGSTOP);
-                self.count(kind);
+                self.count(kind, &name);
                 tokio::time::sleep(hold).await;
                 tc.cluster.signal(&name, libc::SIGCONT);
+                wait_serving(tc, &name).await;
             }
             "partition node" | "partition meta" => {
                 let spec = tc.cluster.spec();
@@ -361,7 +522,7 @@ impl Nemesis {
                     (me, others)
                 };
                 let cut = Partition::isolate(isolated, &others);
-                self.count(kind);
+                self.count(kind, &isolated.to_string());
                 tokio::time::sleep(hold).await;
                 drop(cut);
             }
@@ -393,7 +554,7 @@ impl Nemesis {
                 {
                     use std::io::Write;
                     let _ = f.write_all(&bytes);
-                    self.count(kind);
+                    self.count(kind, &path.display().to_string());
                 }
             }
             "partition client" => {
@@ -401,7 +562,7 @@ impl Nemesis {
                 let client = cairn_client::source_addr::get().expect("only chosen when set");
                 let to: SocketAddr = tc.cluster.spec().node_addr(node).parse().unwrap();
                 let cut = Partition::drop_connections([(client, to)]);
-                self.count(kind);
+                self.count(kind, &to.to_string());
                 tokio::time::sleep(hold).await;
                 drop(cut);
             }
@@ -410,7 +571,7 @@ impl Nemesis {
                 self.jumped = !self.jumped;
                 let offset = if self.jumped { "+2h\n" } else { "+0\n" };
                 std::fs::write(clock, offset).expect("write the clock file");
-                self.count(kind);
+                self.count(kind, offset.trim());
             }
             _ => unreachable!("every kind is handled"),
         }
@@ -418,9 +579,48 @@ impl Nemesis {
     }
 }
 
+/// Waits (at most a minute) until the cluster is whole again after daemon `name` was
+/// hit: every metadata replica answers a status call (a follower by forwarding it, so a
+/// leader is elected and known to all) and every storage node is reported up. Faults
+/// never stack: two leader losses in a row before the first election finished would
+/// leave the metadata service without a leader for longer than a mount's lease (10 s),
+/// and the mounts fence themselves by design.
+async fn wait_serving(tc: &TestCluster, name: &str) {
+    let started = std::time::Instant::now();
+    let limit = Duration::from_secs(60);
+    let spec = tc.cluster.spec();
+    for i in 1..=spec.meta {
+        let pinned = Client::new(&tc.cluster.cluster_file_for(vec![spec.meta_addr(i)]))
+            .expect("client for one replica")
+            .with_meta_retry(Duration::from_millis(500))
+            .with_meta_attempt_timeout(Duration::from_secs(1));
+        while pinned.status().await.is_err() {
+            assert!(
+                started.elapsed() < limit,
+                "meta-{i} not serving {limit:?} after {name} was hit"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tc.wait_status("every storage node up", limit, |s| {
+        s.nodes.iter().all(|n| n.state == "up")
+    })
+    .await;
+    if started.elapsed() > Duration::from_secs(5) {
+        eprintln!(
+            "nemesis: the cluster took {:?} to heal after {name}",
+            started.elapsed()
+        );
+    }
+}
+
 /// The current leader's id, or `fallback` when none is known quickly.
 async fn leader_or(tc: &TestCluster, fallback: usize) -> usize {
-    let quick = tc.client.clone().with_meta_retry(Duration::from_secs(2));
+    let quick = tc
+        .client
+        .clone()
+        .with_meta_retry(Duration::from_secs(2))
+        .with_meta_attempt_timeout(Duration::from_secs(1));
     match quick.status().await {
         Ok(s) if s.leader_id > 0 => s.leader_id as usize,
         _ => fallback,

@@ -1,5 +1,6 @@
 //! The fault-injection run (issue: fault injection; DESIGN.md invariants 1, 3 and 4): a
-//! workload of puts, gets and deletes on a few shared keys runs against 3 metadata
+//! workload of puts, gets and deletes on a few shared keys, and one of atomic file
+//! replacements, reads and deletes through two mounts, run against 3 metadata
 //! replicas and 4 storage nodes (ec 2+1) while a seeded nemesis kills, pauses and
 //! partitions processes, corrupts shard files and jumps the nodes' wall clocks. Afterwards the faults stop, every node
 //! is scrubbed, the cluster heals, every key is read once more, and the history is
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use cairn_common::Redundancy;
 use cairn_tests::history::History;
-use cairn_tests::nemesis::{partitions_supported, Nemesis, Workload};
+use cairn_tests::nemesis::{partitions_supported, FileWorkload, Nemesis, Workload};
 use cairn_tests::{fast_repair, TestCluster};
 
 /// Search budget of the linearizability check, per key.
@@ -46,9 +47,31 @@ async fn run(seed: u64, duration: Duration) {
         value_sizes: (100, 150_000),
         op_timeout: Duration::from_secs(20),
     };
+    // Two mounts without kernel caching of names and attributes (see FileWorkload).
+    let mut dirs = Vec::new();
+    // Each mount connects from an address of its own, which partitions leave alone.
+    for (m, source) in [("mnt-a", "127.0.0.101"), ("mnt-b", "127.0.0.102")] {
+        let mountpoint = tc.dir().join(m);
+        tc.cluster
+            .add_mount(
+                &mountpoint,
+                &["--attr-ttl-ms", "0", "--source-addr", source],
+            )
+            .await
+            .expect("mount");
+        dirs.push(mountpoint.join("default"));
+    }
+    let files = FileWorkload {
+        dirs,
+        files: 4,
+        workers: 2,
+        value_sizes: (100, 100_000),
+        op_timeout: Duration::from_secs(20),
+    };
     let history = Arc::new(History::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = workload.spawn(&tc.client, &history, &stop, seed);
+    let mut workers = workload.spawn(&tc.client, &history, &stop, seed);
+    workers.extend(files.spawn(&history, &stop, seed));
 
     let clock = tc.nodes_on_a_movable_clock();
     let mut nemesis = Nemesis::new(seed, partitions, Some(clock));
@@ -84,6 +107,7 @@ async fn run(seed: u64, duration: Duration) {
     )
     .await;
     workload.final_reads(&tc.client, &history).await;
+    files.final_reads(&history).await;
     eprintln!("seed {seed}: healed in {:?}", phase.elapsed());
 
     let phase = Instant::now();

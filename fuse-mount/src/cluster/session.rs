@@ -13,6 +13,9 @@ use cairn_common::fs::{FsErrorKind, FsReply, FsRequest, SessionId};
 
 use crate::backend::FsError;
 
+/// Pause before retrying a failed renewal.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
 pub struct Session {
     pub id: SessionId,
     lease: Duration,
@@ -67,15 +70,26 @@ impl Session {
         }
     }
 
-    /// Renews the lease every quarter lease until fenced.
+    /// Renews the lease every quarter lease until fenced. A failed renewal is retried at
+    /// once (after a short pause), and no attempt may hold on to one replica for more
+    /// than a fifth of the lease: one frozen or cut-off replica (or a connection stuck
+    /// after a partition) must not cost the mount its lease while others could answer.
     pub async fn renew_forever(self: Arc<Self>, client: Client) {
         let period = self.lease / 4;
+        let client = client
+            .with_meta_attempt_timeout(self.lease / 5)
+            .with_meta_retry(self.lease / 2);
+        let mut pause = period;
         while !self.is_fenced() {
-            tokio::time::sleep(period).await;
+            tokio::time::sleep(pause).await;
+            pause = RETRY_PAUSE;
             let sent = Instant::now();
             let request = FsRequest::RenewSession { session: self.id };
-            match tokio::time::timeout(self.lease, client.fs_call(&request)).await {
-                Ok(Ok(Ok(_))) => *self.renewed.lock().expect("session lock poisoned") = sent,
+            match tokio::time::timeout(self.lease / 2, client.fs_call(&request)).await {
+                Ok(Ok(Ok(_))) => {
+                    *self.renewed.lock().expect("session lock poisoned") = sent;
+                    pause = period;
+                }
                 Ok(Ok(Err(f))) if f.kind == FsErrorKind::Fenced => {
                     self.fence("the metadata service ended this session");
                 }
