@@ -364,6 +364,10 @@ impl Partition {
                     to.ip().to_string(),
                     "--dport".into(),
                     to.port().to_string(),
+                    "-m".into(),
+                    "comment".into(),
+                    "--comment".into(),
+                    RULE_TAG.into(),
                     "-j".into(),
                     "DROP".into(),
                 ]
@@ -380,6 +384,34 @@ impl Drop for Partition {
     fn drop(&mut self) {
         for rule in &self.rules {
             iptables("-D", rule);
+        }
+    }
+}
+
+/// Marks the rules partitions add, so that rules left by a test process that was killed
+/// (no destructor ran) can be found and removed.
+const RULE_TAG: &str = "cairn-nemesis";
+
+/// Removes partition rules on `ports` left by an earlier test process that was killed
+/// before it could remove them (a new cluster on those ports would find its traffic cut).
+pub fn clear_stale_partitions(ports: &[u16]) {
+    for chain in ["INPUT", "OUTPUT"] {
+        let Ok(out) = Command::new("iptables").args(["-w", "-S", chain]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            let stale = line.contains(RULE_TAG)
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == "--dport" && ports.iter().any(|p| w[1] == p.to_string()));
+            if stale && args.first().is_some_and(|a| a == "-A") {
+                let _ = Command::new("iptables")
+                    .arg("-w")
+                    .arg("-D")
+                    .args(&args[1..])
+                    .status();
+            }
         }
     }
 }
