@@ -246,8 +246,10 @@ impl Client {
         let mut used: HashSet<NodeId> = targets.values().map(|t| t.node_id).collect();
         let mut durable: BTreeMap<u32, NodeId> = BTreeMap::new();
         let mut failed: Vec<u32> = (targets.len() as u32..shards.len() as u32).collect();
-        // A node's "out of space" refusal, if any shard got one.
+        // A node's "out of space" refusal, and whether any shard failed otherwise: the
+        // write is reported as out of space only if every failure was.
         let mut no_space: Option<String> = None;
+        let mut other_failure = false;
 
         for attempt in 0..2 {
             let mut writes = FuturesUnordered::new();
@@ -275,7 +277,11 @@ impl Client {
                         {
                             if message.starts_with(cairn_proto::NO_SPACE_MESSAGE) {
                                 no_space = Some(format!("node {node}: {message}"));
+                            } else {
+                                other_failure = true;
                             }
+                        } else {
+                            other_failure = true;
                         }
                         failed.push(index);
                     }
@@ -313,7 +319,7 @@ impl Client {
         }
         let needed = redundancy.min_durable_shards();
         if durable.len() < needed {
-            if let Some(reason) = no_space {
+            if let Some(reason) = no_space.filter(|_| !other_failure) {
                 return Err(ClientError::NoSpace {
                     chunk,
                     durable: durable.len(),

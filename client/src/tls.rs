@@ -34,9 +34,10 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 pub const SERVER_NAME: &str = "cairn-cluster";
 /// Concurrent calls one connection may have open on a server (HTTP/2 setting).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
-/// How often a client pings each connection, and how long it waits for the answer.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a client pings each connection, and how long it waits for the answer
+/// (generous: a busy server on a loaded host must not lose healthy connections).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The same refusal (peer address and reason) is logged at most once per this period.

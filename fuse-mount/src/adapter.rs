@@ -545,7 +545,12 @@ impl Filesystem for CairnFs {
         let (name, who, uid) = (name.to_owned(), self.caller(req), req.uid());
         self.spawn(|core| async move {
             let r = async {
-                core.guard(uid, Access::AddName { dir: parent.0 }).await?;
+                let access = Access::Create {
+                    dir: parent.0,
+                    name: &name,
+                    flags,
+                };
+                core.guard(uid, access).await?;
                 core.create(parent.0, &name, mode, umask, flags, who).await
             }
             .await;

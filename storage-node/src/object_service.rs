@@ -64,8 +64,8 @@ fn status_of(e: ClientError) -> Status {
         ClientError::Corrupt { .. } => Status::data_loss(msg),
         ClientError::NoSpace { .. } => Status::resource_exhausted(msg),
         ClientError::Io { .. } => Status::cancelled(msg),
-        // A code the client library does not interpret itself (RESOURCE_EXHAUSTED from
-        // a full disk, DATA_LOSS from a node...) passes through unchanged.
+        // A code the client library does not interpret itself (DATA_LOSS from a node...)
+        // passes through unchanged.
         ClientError::Server { code, message } => Status::new(code, message),
         ClientError::Malformed { .. } | ClientError::Config(_) => Status::internal(msg),
     }

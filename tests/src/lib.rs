@@ -79,6 +79,7 @@ impl TestCluster {
         redundancy: Redundancy,
         adjust: impl Fn(&mut DevClusterSpec),
     ) -> TestCluster {
+        nemesis::clear_stale_partitions();
         let mut last_err = None;
         for attempt in 0..20u64 {
             // A fresh directory per attempt: a failed attempt may leave state behind.

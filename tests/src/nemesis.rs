@@ -281,7 +281,8 @@ impl FileWorkload {
             let ok = matches!(replaced, Ok(Ok(Ok(_))));
             done(RegisterOp::Put(id), ok.then(|| history.now()));
             if !ok {
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(temp)).await;
+                let remove = tokio::task::spawn_blocking(move || std::fs::remove_file(temp));
+                let _ = tokio::time::timeout(self.op_timeout, remove).await;
             }
         } else {
             let p = path.clone();
@@ -300,33 +301,43 @@ impl FileWorkload {
         }
     }
 
-    /// After the faults: one read of every file through the first mount, recorded.
+    /// After the faults: one read of every file through the first mount (retried while
+    /// the mount reports an error), recorded.
     pub async fn final_reads(&self, history: &History) {
         for i in 0..self.files {
             let key = self.key(i);
-            let path = self.dirs[0].join(&key);
-            let call = history.now();
-            let read = tokio::task::spawn_blocking(move || std::fs::read(path))
-                .await
-                .expect("read task");
-            let seen = match read {
-                Ok(bytes) => match payload_id(&bytes) {
-                    Ok(id) => Some(id),
-                    Err(why) => {
-                        history.violation(format!("{key}: final read {why}"));
+            for attempt in 0..30 {
+                let path = self.dirs[0].join(&key);
+                let call = history.now();
+                let read = tokio::time::timeout(
+                    self.op_timeout,
+                    tokio::task::spawn_blocking(move || std::fs::read(path)),
+                )
+                .await;
+                let seen = match read {
+                    Ok(Ok(Ok(bytes))) => match payload_id(&bytes) {
+                        Ok(id) => Some(id),
+                        Err(why) => {
+                            history.violation(format!("{key}: final read {why}"));
+                            break;
+                        }
+                    },
+                    Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    other => {
+                        assert!(attempt < 29, "{key} unreadable after healing: {other:?}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
                     }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => panic!("{key} unreadable through the mount after healing: {e}"),
-            };
-            history.record(Entry {
-                worker: usize::MAX,
-                key,
-                op: RegisterOp::Get(seen),
-                call,
-                ret: Some(history.now()),
-            });
+                };
+                history.record(Entry {
+                    worker: usize::MAX,
+                    key: key.clone(),
+                    op: RegisterOp::Get(seen),
+                    call,
+                    ret: Some(history.now()),
+                });
+                break;
+            }
         }
     }
 }
@@ -367,16 +378,20 @@ impl Partition {
                     "-m".into(),
                     "comment".into(),
                     "--comment".into(),
-                    RULE_TAG.into(),
+                    rule_tag(std::process::id()),
                     "-j".into(),
                     "DROP".into(),
                 ]
             })
             .collect();
-        for rule in &rules {
-            iptables("-I", rule);
+        // Each rule is recorded before it goes in, so a failure half-way removes the
+        // ones already in when the partial partition is dropped.
+        let mut partition = Partition { rules: Vec::new() };
+        for rule in rules {
+            partition.rules.push(rule.clone());
+            iptables("-I", &rule);
         }
-        Partition { rules }
+        partition
     }
 }
 
@@ -388,24 +403,28 @@ impl Drop for Partition {
     }
 }
 
-/// Marks the rules partitions add, so that rules left by a test process that was killed
-/// (no destructor ran) can be found and removed.
-const RULE_TAG: &str = "cairn-nemesis";
+/// The tag of the rules a test process adds (its pid), so that rules left by a process
+/// that was killed (no destructor ran) can be found and removed.
+fn rule_tag(pid: u32) -> String {
+    format!("cairn-nemesis-{pid}")
+}
 
-/// Removes partition rules on `ports` left by an earlier test process that was killed
-/// before it could remove them (a new cluster on those ports would find its traffic cut).
-pub fn clear_stale_partitions(ports: &[u16]) {
+/// Removes partition rules left by test processes that no longer exist (killed before
+/// they could remove them: a later cluster on those ports would find its traffic cut).
+/// Cheap, and a no-op without iptables; the test harness calls it before every cluster.
+pub fn clear_stale_partitions() {
     for chain in ["INPUT", "OUTPUT"] {
         let Ok(out) = Command::new("iptables").args(["-w", "-S", chain]).output() else {
             return;
         };
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-            let stale = line.contains(RULE_TAG)
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == "--dport" && ports.iter().any(|p| w[1] == p.to_string()));
-            if stale && args.first().is_some_and(|a| a == "-A") {
+            let owner_gone = args.iter().any(|a| {
+                a.strip_prefix("cairn-nemesis-")
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            });
+            if owner_gone && args.first().is_some_and(|a| a == "-A") {
                 let _ = Command::new("iptables")
                     .arg("-w")
                     .arg("-D")
@@ -557,6 +576,7 @@ impl Nemesis {
                 self.count(kind, &isolated.to_string());
                 tokio::time::sleep(hold).await;
                 drop(cut);
+                wait_serving(tc, kind).await;
             }
             "flip bit" | "truncate shard" => {
                 let mut files = tc.shard_files();
@@ -597,6 +617,7 @@ impl Nemesis {
                 self.count(kind, &to.to_string());
                 tokio::time::sleep(hold).await;
                 drop(cut);
+                wait_serving(tc, kind).await;
             }
             "jump clock" => {
                 let clock = self.clock.clone().expect("only chosen with a clock");
@@ -611,8 +632,8 @@ impl Nemesis {
     }
 }
 
-/// Waits (at most a minute) until the cluster is whole again after daemon `name` was
-/// hit: every metadata replica answers a status call (a follower by forwarding it, so a
+/// Waits (at most a minute for each replica and for the nodes) until the cluster is
+/// whole again after `name` (a daemon or a fault) was hit: every metadata replica answers a status call (a follower by forwarding it, so a
 /// leader is elected and known to all) and every storage node is reported up. Faults
 /// never stack: two leader losses in a row before the first election finished would
 /// leave the metadata service without a leader for longer than a mount's lease (10 s),

@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use cairn_common::Redundancy;
 use cairn_tests::history::History;
-use cairn_tests::nemesis::{
-    clear_stale_partitions, partitions_supported, FileWorkload, Nemesis, Workload,
-};
+use cairn_tests::nemesis::{partitions_supported, FileWorkload, Nemesis, Workload};
 use cairn_tests::{fast_repair, TestCluster};
 
 /// Search budget of the linearizability check, per key.
@@ -75,15 +73,6 @@ async fn run(seed: u64, duration: Duration) {
     let mut workers = workload.spawn(&tc.client, &history, &stop, seed);
     workers.extend(files.spawn(&history, &stop, seed));
 
-    if partitions {
-        let spec = tc.cluster.spec();
-        let ports: Vec<u16> = (1..=spec.meta)
-            .map(|i| spec.meta_addr(i))
-            .chain((1..=spec.nodes).map(|j| spec.node_addr(j)))
-            .map(|a| a.rsplit(':').next().unwrap().parse().unwrap())
-            .collect();
-        clear_stale_partitions(&ports);
-    }
     let clock = tc.nodes_on_a_movable_clock();
     let mut nemesis = Nemesis::new(seed, partitions, Some(clock));
     let deadline = Instant::now() + duration;

@@ -47,9 +47,15 @@ pub enum Access<'a> {
     List {
         dir: Ino,
     },
-    /// Add a name to `dir`: create, mkdir, mknod, symlink, the new name of a hard link.
+    /// Add a name to `dir`: mkdir, mknod, symlink, the new name of a hard link.
     AddName {
         dir: Ino,
+    },
+    /// `create`: adds `name` to `dir`, or opens it with `flags` if it exists by then.
+    Create {
+        dir: Ino,
+        name: &'a OsStr,
+        flags: i32,
     },
     /// Remove `name` from `dir` (unlink, rmdir).
     RemoveName {
@@ -76,6 +82,12 @@ pub enum Access<'a> {
     WriteXattr {
         ino: Ino,
     },
+}
+
+/// The attributes of an inode the kernel named (gone: a stale handle, see
+/// `FsCore::getattr`).
+async fn attr_of(backend: &dyn FsBackend, ino: Ino) -> Result<Attr, FsError> {
+    backend.getattr(ino).await.map_err(super::inode_gone)
 }
 
 const READ: u32 = 4;
@@ -160,15 +172,20 @@ impl RootSquash {
     /// Whether the squashed root may do `access`; reads the attributes it needs.
     pub async fn check(&self, backend: &dyn FsBackend, access: Access<'_>) -> Result<(), FsError> {
         match access {
-            Access::Lookup { dir } => self.need(&backend.getattr(dir).await?, SEARCH),
+            Access::Lookup { dir } => self.need(&attr_of(backend, dir).await?, SEARCH),
             Access::Open { ino, flags } => {
-                self.need(&backend.getattr(ino).await?, open_wants(flags))
+                self.need(&attr_of(backend, ino).await?, open_wants(flags))
             }
-            Access::List { dir } => self.need(&backend.getattr(dir).await?, READ),
-            Access::AddName { dir } => self.need(&backend.getattr(dir).await?, WRITE | SEARCH),
+            Access::List { dir } => self.need(&attr_of(backend, dir).await?, READ),
+            Access::AddName { dir } => self.need(&attr_of(backend, dir).await?, WRITE | SEARCH),
+            Access::Create { dir, name, flags } => match backend.lookup(dir, name).await {
+                Ok(existing) => self.need(&existing, open_wants(flags)),
+                Err(FsError::NotFound) => self.need(&attr_of(backend, dir).await?, WRITE | SEARCH),
+                Err(e) => Err(e),
+            },
             Access::RemoveName { dir, name } => {
                 let victim = backend.lookup(dir, name).await?;
-                self.may_remove(&backend.getattr(dir).await?, &victim)
+                self.may_remove(&attr_of(backend, dir).await?, &victim)
             }
             Access::Rename {
                 dir,
@@ -177,8 +194,8 @@ impl RootSquash {
                 new_name,
             } => {
                 let moved = backend.lookup(dir, name).await?;
-                self.may_remove(&backend.getattr(dir).await?, &moved)?;
-                let target_dir = backend.getattr(new_dir).await?;
+                self.may_remove(&attr_of(backend, dir).await?, &moved)?;
+                let target_dir = attr_of(backend, new_dir).await?;
                 self.need(&target_dir, WRITE | SEARCH)?;
                 match backend.lookup(new_dir, new_name).await {
                     Ok(replaced) => self.may_remove(&target_dir, &replaced)?,
@@ -195,9 +212,9 @@ impl RootSquash {
                 ino,
                 changes,
                 via_handle,
-            } => self.may_set(&backend.getattr(ino).await?, changes, via_handle),
-            Access::ReadXattr { ino } => self.need(&backend.getattr(ino).await?, READ),
-            Access::WriteXattr { ino } => self.need(&backend.getattr(ino).await?, WRITE),
+            } => self.may_set(&attr_of(backend, ino).await?, changes, via_handle),
+            Access::ReadXattr { ino } => self.need(&attr_of(backend, ino).await?, READ),
+            Access::WriteXattr { ino } => self.need(&attr_of(backend, ino).await?, WRITE),
         }
     }
 }
