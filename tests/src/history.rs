@@ -90,6 +90,17 @@ impl History {
         self.entries.lock().unwrap().push(entry);
     }
 
+    /// The read of `key` made after the faults (invoked at `call`, saw `seen`).
+    pub fn record_final_read(&self, key: &str, call: u64, seen: Option<u64>) {
+        self.record(Entry {
+            worker: usize::MAX,
+            key: key.to_owned(),
+            op: RegisterOp::Get(seen),
+            call,
+            ret: Some(self.now()),
+        });
+    }
+
     /// A problem seen while running (a read of bytes no write produced).
     pub fn violation(&self, what: String) {
         eprintln!("VIOLATION: {what}");

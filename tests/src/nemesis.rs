@@ -159,13 +159,7 @@ impl Workload {
                     }
                 };
                 if let Some(seen) = seen {
-                    history.record(Entry {
-                        worker: usize::MAX,
-                        key: key.clone(),
-                        op: RegisterOp::Get(seen),
-                        call,
-                        ret: Some(history.now()),
-                    });
+                    history.record_final_read(&key, call, seen);
                     break;
                 }
                 assert!(attempt < 29, "{key} unreadable after the cluster healed");
@@ -329,13 +323,7 @@ impl FileWorkload {
                         continue;
                     }
                 };
-                history.record(Entry {
-                    worker: usize::MAX,
-                    key: key.clone(),
-                    op: RegisterOp::Get(seen),
-                    call,
-                    ret: Some(history.now()),
-                });
+                history.record_final_read(&key, call, seen);
                 break;
             }
         }

@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -121,6 +121,20 @@ async fn cluster() -> TestCluster {
     .await
 }
 
+/// Mounts the cluster at `DIR/mnt-a` and writes the files there; returns the mount's
+/// name, its path and what was written.
+async fn mount_and_write(tc: &mut TestCluster) -> (String, PathBuf, Written) {
+    let a = tc.dir().join("mnt-a");
+    let name = tc.cluster.add_mount(&a, &[]).await.unwrap();
+    let written = {
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || write_files(&a))
+            .await
+            .unwrap()
+    };
+    (name, a, written)
+}
+
 fn kill_mount(tc: &mut TestCluster, name: &str, mnt: &Path) {
     tc.cluster.kill(name);
     let _ = Command::new("umount").arg("-l").arg(mnt).status();
@@ -129,15 +143,9 @@ fn kill_mount(tc: &mut TestCluster, name: &str, mnt: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsynced_files_survive_kill_9_of_the_mount() {
     let mut tc = cluster().await;
-    let (a, b) = (tc.dir().join("mnt-a"), tc.dir().join("mnt-b"));
-    let mount_a = tc.cluster.add_mount(&a, &[]).await.unwrap();
-    let written = {
-        let a = a.clone();
-        tokio::task::spawn_blocking(move || write_files(&a))
-            .await
-            .unwrap()
-    };
+    let (mount_a, a, written) = mount_and_write(&mut tc).await;
     kill_mount(&mut tc, &mount_a, &a);
+    let b = tc.dir().join("mnt-b");
     tc.cluster.add_mount(&b, &[]).await.unwrap();
     tokio::task::spawn_blocking(move || check_files(&b, &written))
         .await
@@ -147,14 +155,7 @@ async fn fsynced_files_survive_kill_9_of_the_mount() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsynced_files_survive_kill_9_of_the_whole_cluster() {
     let mut tc = cluster().await;
-    let a = tc.dir().join("mnt-a");
-    let mount_a = tc.cluster.add_mount(&a, &[]).await.unwrap();
-    let written = {
-        let a = a.clone();
-        tokio::task::spawn_blocking(move || write_files(&a))
-            .await
-            .unwrap()
-    };
+    let (mount_a, a, written) = mount_and_write(&mut tc).await;
     // Every process at once: the mount, the storage nodes, the metadata replicas.
     kill_mount(&mut tc, &mount_a, &a);
     let daemons: Vec<String> = tc
