@@ -368,6 +368,7 @@ impl DevCluster {
             tls_dir: (!self.spec.insecure).then(|| self.spec.tls_dir()),
             tls_name: "client".into(),
             insecure: self.spec.insecure,
+            token_file: None,
         }
     }
 

@@ -14,6 +14,9 @@ pub enum ClientError {
     FailedPrecondition { message: String },
     #[error("permission denied: {message}")]
     PermissionDenied { message: String },
+    /// The call's credentials were not accepted (an unknown or revoked API token).
+    #[error("not authenticated: {message}")]
+    Unauthenticated { message: String },
     #[error("cluster unavailable: {message}")]
     Unavailable { message: String },
     #[error("data unavailable: chunk {chunk} has only {available} readable shards of the {needed} needed")]
@@ -85,6 +88,7 @@ impl From<tonic::Status> for ClientError {
             }
             tonic::Code::FailedPrecondition => ClientError::FailedPrecondition { message },
             tonic::Code::PermissionDenied => ClientError::PermissionDenied { message },
+            tonic::Code::Unauthenticated => ClientError::Unauthenticated { message },
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 ClientError::Unavailable {
                     message: if message.is_empty() {

@@ -16,7 +16,8 @@ pub mod tls;
 
 use std::path::Path;
 
-use cairn_common::config::ClusterFile;
+use cairn_common::config::{ClusterFile, ConfigError};
+use cairn_common::token::ApiToken;
 use cairn_common::Redundancy;
 use cairn_proto::meta as pm;
 
@@ -77,7 +78,11 @@ impl Client {
                 message: format!("{e:#}"),
             }
         })?;
-        Client::with_transport(cluster, transport)
+        let client = Client::with_transport(cluster, transport)?;
+        match &cluster.token_file {
+            Some(path) => client.with_token(&read_token_file(path)?),
+            None => Ok(client),
+        }
     }
 
     /// A client with an explicit transport (identity), ignoring the file's TLS keys.
@@ -106,6 +111,20 @@ impl Client {
             meta: self.meta.acting_for(user)?,
             ..self.clone()
         })
+    }
+
+    /// A copy whose calls carry `token` and so act as its user (`cairn user add`).
+    pub fn with_token(&self, token: &ApiToken) -> Result<Self> {
+        Ok(Client {
+            meta: self.meta.with_token(token)?,
+            ..self.clone()
+        })
+    }
+
+    /// The identity this client connects with; [`tls::Transport::reload`] makes later
+    /// connections use renewed certificates.
+    pub fn transport(&self) -> &tls::Transport {
+        self.nodes.transport()
     }
 
     pub fn with_meta_retry(mut self, retry_for: std::time::Duration) -> Self {
@@ -142,6 +161,45 @@ impl Client {
         };
         self.meta
             .call(req, |mut c, r| async move { c.set_grant(r).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Makes an API token acting as `user` (cluster admins only). The token is
+    /// returned once; the metadata service keeps only its secret's hash.
+    pub async fn add_token(&self, user: &str) -> Result<ApiToken> {
+        let token = ApiToken::generate();
+        let req = pm::AddTokenRequest {
+            id: token.id().into(),
+            user: user.into(),
+            secret_hash: token.hash().to_vec().into(),
+        };
+        self.meta
+            .call(req, |mut c, r| async move { c.add_token(r).await })
+            .await?;
+        Ok(token)
+    }
+
+    /// Every API token: (id, user, created in seconds since the epoch).
+    pub async fn list_tokens(&self) -> Result<Vec<(String, String, u64)>> {
+        let resp = self
+            .meta
+            .call(pm::ListTokensRequest {}, |mut c, r| async move {
+                c.list_tokens(r).await
+            })
+            .await?;
+        Ok(resp
+            .tokens
+            .into_iter()
+            .map(|t| (t.id, t.user, t.created))
+            .collect())
+    }
+
+    /// Revokes the API token `id`: calls carrying it are refused from now on.
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        let req = pm::RevokeTokenRequest { id: id.into() };
+        self.meta
+            .call(req, |mut c, r| async move { c.revoke_token(r).await })
             .await?;
         Ok(())
     }
@@ -372,4 +430,19 @@ impl Client {
             })
             .await
     }
+}
+
+/// The API token in `path` (a file holding the text `cairn user add` printed).
+pub fn read_token_file(path: &Path) -> Result<ApiToken> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    ApiToken::parse(&text).map_err(|e| {
+        ConfigError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        }
+        .into()
+    })
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_common::token::ApiToken;
 use cairn_proto::meta::meta_service_client::MetaServiceClient;
 use tonic::transport::Channel;
 
@@ -24,21 +25,18 @@ pub struct MetaClient {
     retry_for: Duration,
     /// How long one attempt on one replica may take before the next replica is tried.
     attempt_timeout: Duration,
-    /// The user a gateway acts for (sent as `x-cairn-user`).
-    acting_for: Option<tonic::metadata::AsciiMetadataValue>,
+    /// Whom the calls act for: the user a gateway serves (`x-cairn-user`), an API token
+    /// (`authorization`), or neither (this client's certificate).
+    caller: Option<(&'static str, tonic::metadata::AsciiMetadataValue)>,
 }
 
 /// A channel to `addr` that connects on first use, over `transport`.
 pub fn lazy_channel(transport: &Transport, addr: &str) -> Result<Channel> {
-    let endpoint = transport
-        .endpoint(addr)
+    transport
+        .channel(addr, |e| e.connect_timeout(Duration::from_secs(2)))
         .map_err(|e| ClientError::InvalidArgument {
             message: e.to_string(),
-        })?;
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        })
 }
 
 impl MetaClient {
@@ -61,7 +59,7 @@ impl MetaClient {
             next: Arc::new(AtomicUsize::new(0)),
             retry_for: DEFAULT_RETRY_FOR,
             attempt_timeout: ATTEMPT_TIMEOUT,
-            acting_for: None,
+            caller: None,
         })
     }
 
@@ -71,7 +69,20 @@ impl MetaClient {
             message: format!("user name {user:?} is not a valid header value"),
         })?;
         Ok(MetaClient {
-            acting_for: Some(value),
+            caller: Some((crate::tls::USER_HEADER, value)),
+            ..self.clone()
+        })
+    }
+
+    /// A copy whose calls carry the API token `token` (and act as its user).
+    pub fn with_token(&self, token: &ApiToken) -> Result<Self> {
+        let value = format!("Bearer {}", token.reveal()).parse().map_err(|_| {
+            ClientError::InvalidArgument {
+                message: "an API token is not a valid header value".into(),
+            }
+        })?;
+        Ok(MetaClient {
+            caller: Some((crate::tls::TOKEN_HEADER, value)),
             ..self.clone()
         })
     }
@@ -105,10 +116,8 @@ impl MetaClient {
             let index = turn % self.clients.len();
             let mut request = tonic::Request::new(req.clone());
             request.set_timeout(self.attempt_timeout);
-            if let Some(user) = &self.acting_for {
-                request
-                    .metadata_mut()
-                    .insert(crate::tls::USER_HEADER, user.clone());
+            if let Some((header, value)) = &self.caller {
+                request.metadata_mut().insert(*header, value.clone());
             }
             let err = match call(self.clients[index].clone(), request).await {
                 Ok(resp) => return Ok(resp.into_inner()),

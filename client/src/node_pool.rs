@@ -35,6 +35,11 @@ impl NodePool {
         }
     }
 
+    /// The identity the pool connects with (shared with the metadata client).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     fn client(&self, addr: &str) -> Result<NodeServiceClient<Channel>> {
         let mut clients = self.clients.lock().expect("node pool lock poisoned");
         if let Some(c) = clients.get(addr) {

@@ -51,6 +51,10 @@ pub struct ClusterFile {
     /// Plaintext gRPC (development only; the daemons must run with `--insecure` too).
     #[serde(default)]
     pub insecure: bool,
+    /// A file holding an API token (`cairn user add`): calls then act as the token's user
+    /// instead of the certificate's name. Relative to the cluster file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_tls_name() -> String {
@@ -64,8 +68,12 @@ fn default_chunk_size() -> usize {
 impl ClusterFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut file: ClusterFile = load_toml(path)?;
-        if let (Some(dir), Some(base)) = (&file.tls_dir, path.parent()) {
-            file.tls_dir = Some(base.join(dir));
+        if let Some(base) = path.parent() {
+            for relative in [&mut file.tls_dir, &mut file.token_file] {
+                if let Some(p) = relative.as_mut() {
+                    *p = base.join(&*p);
+                }
+            }
         }
         let invalid = |message: &str| ConfigError::Invalid {
             path: path.into(),

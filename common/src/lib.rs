@@ -13,6 +13,7 @@ pub mod names;
 pub mod placement;
 pub mod redundancy;
 pub mod telemetry;
+pub mod token;
 
 pub use ids::{ChunkId, NodeId};
 pub use redundancy::Redundancy;

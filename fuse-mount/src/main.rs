@@ -1,7 +1,7 @@
 //! `cairn-mount`: mounts a Cairn filesystem, the cluster's (`--cluster`) or an in-memory
 //! one (`--memory`, for tests). Parses flags, optionally detaches from the terminal,
 //! mounts through the library and unmounts on SIGINT/SIGTERM (exit 0), then ends the
-//! mount's session so its locks are released at once.
+//! mount's session so its locks are released at once. SIGHUP reloads the TLS files.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -126,6 +126,11 @@ fn main() -> ExitCode {
             let connected = runtime.block_on(async {
                 let client = cairn_client::Client::from_file(path)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
+                // A renewed certificate is used from the next connection on.
+                cairn_client::tls::transport::reload_on_sighup(
+                    "cairn-mount",
+                    vec![client.transport().clone()],
+                );
                 ClusterBackend::connect(client, opts)
                     .await
                     .map_err(|e| format!("connect to the cluster: {}", error_chain(&e)))

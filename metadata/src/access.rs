@@ -1,11 +1,14 @@
-//! Who may touch which bucket: the caller's user (see `cairn_client::tls::caller_of`) is
-//! checked against the replicated grants, on the leader (a follower forwards the call
-//! with the user named in a header). Cluster admins (`--admin NAME`) may do everything:
-//! create buckets, grant, administer the cluster, and use the filesystem protocol.
+//! Who may touch which bucket: the caller's user (see `cairn_client::tls::caller_of`; an
+//! API token is resolved here, against the replicated tokens) is checked against the
+//! replicated grants, on the leader (a follower forwards the call with the user or token
+//! in a header). Cluster admins (`--admin NAME`) may do everything: create buckets, grant,
+//! make tokens, administer the cluster, and use the filesystem protocol.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use cairn_client::tls::{caller_of, Caller};
+use cairn_common::token::ApiToken;
 use tonic::{Request, Status};
 
 use crate::namespace::grants::Access;
@@ -26,13 +29,19 @@ impl Admins {
 
     /// Refuses unless the caller is a cluster admin (or unrestricted).
     #[allow(clippy::result_large_err)]
-    pub fn require_admin<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
-        match caller_of(req) {
+    pub fn require_admin<T>(
+        &self,
+        ns: &Namespace,
+        req: &Request<T>,
+        what: &str,
+    ) -> Result<(), Status> {
+        match caller(ns, req)? {
             Caller::Unrestricted => Ok(()),
             Caller::User(user) if self.contains(&user) => Ok(()),
             Caller::User(user) => Err(Status::permission_denied(format!(
                 "user {user:?} may not {what}: only cluster admins may"
             ))),
+            Caller::Token(_) => Err(Status::internal("an API token was not resolved")),
         }
     }
 
@@ -45,7 +54,7 @@ impl Admins {
         bucket: &str,
         need: Access,
     ) -> Result<(), Status> {
-        self.check(ns, &caller_of(req), bucket, need)
+        self.check(ns, &caller(ns, req)?, bucket, need)
     }
 
     #[allow(clippy::result_large_err)]
@@ -66,11 +75,40 @@ impl Admins {
                     have.map_or("no grant".to_string(), |a| format!("{a} access"))
                 ))),
             },
+            Caller::Token(_) => Err(Status::internal("an API token was not resolved")),
         }
     }
 
-    /// Whether `caller` may see `bucket` in a listing (any grant).
+    /// Whether `caller` (resolved by [`caller`]) may see `bucket` in a listing (any grant).
     pub fn may_see(&self, ns: &Namespace, caller: &Caller, bucket: &str) -> bool {
         self.check(ns, caller, bucket, Access::Read).is_ok()
+    }
+}
+
+/// The user behind `req`, an API token resolved to its user. An unknown, revoked or
+/// malformed token is refused (UNAUTHENTICATED), and logged once per token id.
+#[allow(clippy::result_large_err)]
+pub fn caller<T>(ns: &Namespace, req: &Request<T>) -> Result<Caller, Status> {
+    let text = match caller_of(req) {
+        Caller::Token(text) => text,
+        resolved => return Ok(resolved),
+    };
+    let token = ApiToken::parse(&text).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    match ns.token_user(&token) {
+        Some(user) => Ok(Caller::User(user.to_string())),
+        None => {
+            static REFUSALS: LazyLock<cairn_client::tls::accept::RefusalLog> =
+                LazyLock::new(Default::default);
+            if REFUSALS.first_time(token.id().to_string()) {
+                tracing::warn!(
+                    token_id = token.id(),
+                    "refused a call: unknown or revoked API token (logged once per token)"
+                );
+            }
+            Err(Status::unauthenticated(format!(
+                "API token {} is unknown or was revoked (`cairn user list` shows the valid ones)",
+                token.id()
+            )))
+        }
     }
 }

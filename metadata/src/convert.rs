@@ -104,11 +104,14 @@ pub fn attrs_from_proto(
 pub fn status_from(e: NamespaceError) -> Status {
     let msg = e.to_string();
     match e {
-        NamespaceError::BucketExists { .. } => Status::already_exists(msg),
+        NamespaceError::BucketExists { .. } | NamespaceError::TokenExists { .. } => {
+            Status::already_exists(msg)
+        }
         NamespaceError::NoSuchBucket { .. }
         | NamespaceError::NoSuchKey { .. }
         | NamespaceError::NoSuchChunk { .. }
-        | NamespaceError::NoSuchNode { .. } => Status::not_found(msg),
+        | NamespaceError::NoSuchNode { .. }
+        | NamespaceError::NoSuchToken { .. } => Status::not_found(msg),
         NamespaceError::InvalidName { .. }
         | NamespaceError::BadChunk { .. }
         | NamespaceError::SizeMismatch { .. } => Status::invalid_argument(msg),

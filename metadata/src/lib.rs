@@ -67,16 +67,8 @@ fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
 /// already synced).
 pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let transport = cfg.transport().context("set up gRPC transport security")?;
-    let acceptor = cairn_client::tls::ServerTls::new(
-        transport
-            .acceptor()
-            .context("load this replica's certificate")?,
-    );
-    {
-        let cfg = cfg.clone();
-        acceptor.reload_on_sighup("cairn-meta", move || cfg.transport()?.acceptor());
-    }
-    network::set_transport(transport);
+    cairn_client::tls::transport::reload_on_sighup("cairn-meta", vec![transport.clone()]);
+    network::set_transport(transport.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.listen))?;
@@ -203,7 +195,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            cairn_client::tls::incoming(listener, acceptor, "cairn-meta"),
+            cairn_client::tls::incoming(listener, transport, "cairn-meta"),
             shutdown.clone().cancelled_owned(),
         );
     let served = server.await.context("serve gRPC");

@@ -66,11 +66,8 @@ pub fn transport() -> Transport {
 
 /// A channel that connects on first use (and reconnects after failures).
 pub fn lazy_channel(addr: &str) -> Channel {
-    match transport().endpoint(addr) {
-        Ok(ep) => ep
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy(),
+    match transport().channel(addr, |e| e.connect_timeout(Duration::from_secs(1))) {
+        Ok(channel) => channel,
         // An address that is not even a URI: every call fails as unreachable.
         Err(_) => Endpoint::from_static("http://0.0.0.0:1").connect_lazy(),
     }

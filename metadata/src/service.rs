@@ -36,6 +36,7 @@ use cairn_client::tls::{authorize, Role};
 
 use crate::access::Admins;
 use crate::namespace::grants::Access;
+use crate::namespace::tokens::TokenRecord;
 
 mod fs;
 
@@ -72,16 +73,13 @@ macro_rules! forward_unless_leader {
         let $req = match $self.route(&$req)? {
             Route::Local => $req,
             Route::Forward(mut client) => {
-                // The leader checks grants: it must know whose call this is.
+                // The leader checks grants (and resolves tokens): it must know whose
+                // call this is.
                 let caller = cairn_client::tls::caller_of(&$req);
                 let mut fwd = Request::new($req.into_inner());
                 fwd.metadata_mut()
                     .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-                if let cairn_client::tls::Caller::User(user) = caller {
-                    if let Ok(value) = user.parse() {
-                        fwd.metadata_mut().insert(cairn_client::tls::USER_HEADER, value);
-                    }
-                }
+                cairn_client::tls::name_caller(fwd.metadata_mut(), &caller);
                 return client.$method(fwd).await;
             }
         };
@@ -142,6 +140,12 @@ impl MetaServer {
     fn require<T>(&self, req: &Request<T>, bucket: &str, need: Access) -> Result<(), Status> {
         let state = self.state.read().expect("state lock poisoned");
         self.admins.require(&state.namespace, req, bucket, need)
+    }
+
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn require_admin<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
+        let state = self.state.read().expect("state lock poisoned");
+        self.admins.require_admin(&state.namespace, req, what)
     }
 
     fn route<T>(&self, req: &Request<T>) -> Result<Route, Status> {
@@ -251,7 +255,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::CreateBucketResponse>, Status> {
         authorize(&req, "CreateBucket", CLIENTS)?;
         forward_unless_leader!(self, req, create_bucket);
-        self.admins.require_admin(&req, "create buckets")?;
+        self.require_admin(&req, "create buckets")?;
         let req = req.into_inner();
         validate_bucket(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let redundancy = redundancy_from_proto(req.redundancy)?;
@@ -285,18 +289,20 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::ListBucketsResponse>, Status> {
         authorize(&req, "ListBuckets", CLIENTS)?;
         forward_unless_leader!(self, req, list_buckets);
-        let caller = cairn_client::tls::caller_of(&req);
         let buckets = self
             .read(|ns| {
-                ns.buckets()
-                    .filter(|(name, _)| self.admins.may_see(ns, &caller, name))
-                    .map(|(name, b)| pm::Bucket {
-                        name: name.clone(),
-                        redundancy: Some(redundancy_to_proto(b.redundancy)),
-                    })
-                    .collect()
+                let caller = crate::access::caller(ns, &req)?;
+                Ok::<_, Status>(
+                    ns.buckets()
+                        .filter(|(name, _)| self.admins.may_see(ns, &caller, name))
+                        .map(|(name, b)| pm::Bucket {
+                            name: name.clone(),
+                            redundancy: Some(redundancy_to_proto(b.redundancy)),
+                        })
+                        .collect(),
+                )
             })
-            .await?;
+            .await??;
         Ok(Response::new(pm::ListBucketsResponse { buckets }))
     }
 
@@ -739,8 +745,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::AddReplicaResponse>, Status> {
         authorize(&req, "AddReplica", CLIENTS)?;
         forward_unless_leader!(self, req, add_replica);
-        self.admins
-            .require_admin(&req, "change metadata membership")?;
+        self.require_admin(&req, "change metadata membership")?;
         let req = req.into_inner();
         if req.id == 0 || req.addr.is_empty() {
             return Err(Status::invalid_argument(
@@ -778,8 +783,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::RemoveReplicaResponse>, Status> {
         authorize(&req, "RemoveReplica", CLIENTS)?;
         forward_unless_leader!(self, req, remove_replica);
-        self.admins
-            .require_admin(&req, "change metadata membership")?;
+        self.require_admin(&req, "change metadata membership")?;
         let req = req.into_inner();
         let voters: Vec<u64> = {
             let metrics = self.raft.metrics();
@@ -811,7 +815,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::SetNodeDrainingResponse>, Status> {
         authorize(&req, "SetNodeDraining", CLIENTS)?;
         forward_unless_leader!(self, req, set_node_draining);
-        self.admins.require_admin(&req, "drain nodes")?;
+        self.require_admin(&req, "drain nodes")?;
         let req = req.into_inner();
         tracing::info!(
             node = req.node_id,
@@ -832,7 +836,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::RemoveNodeResponse>, Status> {
         authorize(&req, "RemoveNode", CLIENTS)?;
         forward_unless_leader!(self, req, remove_node);
-        self.admins.require_admin(&req, "remove nodes")?;
+        self.require_admin(&req, "remove nodes")?;
         let req = req.into_inner();
         self.write(Command::RemoveNode { node: req.node_id })
             .await?;
@@ -861,13 +865,81 @@ impl MetaService for MetaServer {
         Ok(Response::new(pm::SetGrantResponse {}))
     }
 
+    async fn add_token(
+        &self,
+        req: Request<pm::AddTokenRequest>,
+    ) -> Result<Response<pm::AddTokenResponse>, Status> {
+        authorize(&req, "AddToken", CLIENTS)?;
+        forward_unless_leader!(self, req, add_token);
+        self.require_admin(&req, "make API tokens")?;
+        let r = req.into_inner();
+        if !cairn_common::token::is_token_id(&r.id) {
+            return Err(Status::invalid_argument(
+                "a token id is 16 lowercase hex digits",
+            ));
+        }
+        if r.user.is_empty() || r.user.len() > 256 {
+            return Err(Status::invalid_argument("user must be 1-256 bytes"));
+        }
+        let hash: [u8; 32] = r
+            .secret_hash
+            .as_ref()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("a token's secret hash is 32 bytes"))?;
+        self.write(Command::AddToken {
+            id: r.id.clone(),
+            record: TokenRecord {
+                user: r.user.clone(),
+                hash,
+                created: now_secs(),
+            },
+        })
+        .await?;
+        tracing::info!(token_id = r.id, user = r.user, "API token added");
+        Ok(Response::new(pm::AddTokenResponse {}))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pm::ListTokensRequest>,
+    ) -> Result<Response<pm::ListTokensResponse>, Status> {
+        authorize(&req, "ListTokens", CLIENTS)?;
+        forward_unless_leader!(self, req, list_tokens);
+        self.require_admin(&req, "list API tokens")?;
+        let tokens = self
+            .read(|ns| {
+                ns.tokens()
+                    .map(|(id, t)| pm::TokenInfo {
+                        id: id.clone(),
+                        user: t.user.clone(),
+                        created: t.created,
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(pm::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pm::RevokeTokenRequest>,
+    ) -> Result<Response<pm::RevokeTokenResponse>, Status> {
+        authorize(&req, "RevokeToken", CLIENTS)?;
+        forward_unless_leader!(self, req, revoke_token);
+        self.require_admin(&req, "revoke API tokens")?;
+        let id = req.into_inner().id;
+        self.write(Command::RevokeToken { id: id.clone() }).await?;
+        tracing::info!(token_id = id, "API token revoked");
+        Ok(Response::new(pm::RevokeTokenResponse {}))
+    }
+
     async fn set_repair_throttle(
         &self,
         req: Request<pm::SetRepairThrottleRequest>,
     ) -> Result<Response<pm::SetRepairThrottleResponse>, Status> {
         authorize(&req, "SetRepairThrottle", CLIENTS)?;
         forward_unless_leader!(self, req, set_repair_throttle);
-        self.admins.require_admin(&req, "set the repair throttle")?;
+        self.require_admin(&req, "set the repair throttle")?;
         let bytes_per_sec = req.into_inner().bytes_per_sec;
         if bytes_per_sec < (1 << 20) {
             return Err(Status::invalid_argument(
@@ -886,7 +958,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::SetNodeWeightResponse>, Status> {
         authorize(&req, "SetNodeWeight", CLIENTS)?;
         forward_unless_leader!(self, req, set_node_weight);
-        self.admins.require_admin(&req, "weight nodes")?;
+        self.require_admin(&req, "weight nodes")?;
         let req = req.into_inner();
         if !(1..=10_000).contains(&req.weight_pct) {
             return Err(Status::invalid_argument(
@@ -907,7 +979,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::RebalancePlanResponse>, Status> {
         authorize(&req, "RebalancePlan", CLIENTS)?;
         forward_unless_leader!(self, req, rebalance_plan);
-        self.admins.require_admin(&req, "plan rebalancing")?;
+        self.require_admin(&req, "plan rebalancing")?;
         let (nodes, placed) = self
             .read(|ns| (ns.nodes().clone(), ns.shards_per_node()))
             .await?;
@@ -946,8 +1018,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::FsCallMessage>, Status> {
         authorize(&req, "FsCall", CLIENTS)?;
         forward_unless_leader!(self, req, fs_call);
-        self.admins
-            .require_admin(&req, "use the filesystem protocol (mounts)")?;
+        self.require_admin(&req, "use the filesystem protocol (mounts)")?;
         let request: cairn_common::fs::FsRequest = serde_json::from_slice(&req.into_inner().json)
             .map_err(|e| {
             Status::invalid_argument(format!("malformed filesystem request: {e}"))

@@ -83,6 +83,13 @@ pub enum Command {
         user: String,
         access: Option<crate::namespace::grants::Access>,
     },
+    /// Record an API token (`cairn user add`): its id and its secret's hash.
+    AddToken {
+        id: String,
+        record: crate::namespace::tokens::TokenRecord,
+    },
+    /// Forget an API token: calls carrying it are refused from now on.
+    RevokeToken { id: String },
     /// A filesystem change from a mount's session; `now_ns` is the leader's clock.
     Fs {
         session: SessionId,

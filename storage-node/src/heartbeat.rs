@@ -11,7 +11,7 @@ use cairn_proto::meta::meta_service_client::MetaServiceClient;
 use cairn_proto::meta::{HeartbeatRequest, RegisterNodeRequest};
 use cairn_proto::MAX_MESSAGE_BYTES;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::store::ShardStore;
@@ -50,10 +50,13 @@ struct MetaClient {
 pub async fn run(cfg: HeartbeatConfig, store: Arc<ShardStore>, shutdown: CancellationToken) {
     let mut clients: Vec<MetaClient> = Vec::new();
     for addr in &cfg.meta {
-        match endpoint(&cfg.transport, addr) {
-            Ok(endpoint) => clients.push(MetaClient {
+        let channel = cfg.transport.channel(addr, |e| {
+            e.connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT)
+        });
+        match channel {
+            Ok(channel) => clients.push(MetaClient {
                 addr: addr.clone(),
-                client: MetaServiceClient::new(endpoint.connect_lazy())
+                client: MetaServiceClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             }),
@@ -76,17 +79,6 @@ pub async fn run(cfg: HeartbeatConfig, store: Arc<ShardStore>, shutdown: Cancell
         _ = beat.forever() => {}
     }
     tracing::debug!("heartbeat task stopped");
-}
-
-fn endpoint(
-    transport: &cairn_client::tls::Transport,
-    addr: &str,
-) -> Result<Endpoint, cairn_client::tls::TlsError> {
-    Ok(transport
-        .endpoint(addr)?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .tcp_nodelay(true))
 }
 
 struct Heartbeat {
@@ -283,24 +275,5 @@ mod tests {
         assert!(limiter.failing());
         limiter.reset();
         assert_eq!(limiter.should_warn(t0 + WARN_EVERY), Some(0));
-    }
-
-    #[test]
-    fn meta_addresses_become_endpoints_of_the_transport() {
-        use cairn_client::tls::Transport;
-        assert_eq!(
-            endpoint(&Transport::Insecure, "127.0.0.1:7000")
-                .unwrap()
-                .uri()
-                .to_string(),
-            "http://127.0.0.1:7000/"
-        );
-        assert_eq!(
-            endpoint(&Transport::Insecure, "http://m1:7000")
-                .unwrap()
-                .uri()
-                .to_string(),
-            "http://m1:7000/"
-        );
     }
 }

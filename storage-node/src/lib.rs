@@ -60,15 +60,10 @@ pub async fn run_with_listener(
     cfg.validate().context("invalid configuration")?;
     let (transport, gateway_transport) =
         cfg.transports().context("set up gRPC transport security")?;
-    let acceptor = cairn_client::tls::ServerTls::new(
-        transport
-            .acceptor()
-            .context("load this node's certificate")?,
+    cairn_client::tls::transport::reload_on_sighup(
+        "cairn-node",
+        vec![transport.clone(), gateway_transport.clone()],
     );
-    {
-        let cfg = cfg.clone();
-        acceptor.reload_on_sighup("cairn-node", move || cfg.transports()?.0.acceptor());
-    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("create data directory {:?}", cfg.data_dir))?;
     let engine = IoEngine::detect(&cfg.data_dir, cfg.io_engine)
@@ -124,9 +119,10 @@ pub async fn run_with_listener(
         tls_dir: None,
         tls_name: String::new(),
         insecure: transport.is_insecure(),
+        token_file: None,
     };
     // The sweep asks as this node; the object API acts for its callers as a client.
-    let node_client = cairn_client::Client::with_transport(&cluster, transport)
+    let node_client = cairn_client::Client::with_transport(&cluster, transport.clone())
         .context("set up the cluster client")?;
     let client = cairn_client::Client::with_transport(&cluster, gateway_transport)
         .context("set up the object API's cluster client")?;
@@ -188,7 +184,7 @@ pub async fn run_with_listener(
         // write's acknowledgement, a 4 KiB ranged read) wait for the client's delayed
         // ACK (tens of milliseconds).
         .serve_with_incoming_shutdown(
-            cairn_client::tls::incoming(listener, acceptor, "cairn-node"),
+            cairn_client::tls::incoming(listener, transport.clone(), "cairn-node"),
             shutdown.clone().cancelled_owned(),
         )
         .await;

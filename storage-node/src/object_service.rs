@@ -4,6 +4,7 @@
 //! gRPC client in any language can use the cluster. Knows nothing of shard files.
 
 use cairn_client::tls::{authorize, caller_of, Caller, Role};
+use cairn_common::token::ApiToken;
 use std::pin::Pin;
 
 use cairn_client::convert::{redundancy_of, redundancy_to_proto};
@@ -35,6 +36,12 @@ impl ObjectServiceImpl {
     fn client_for<T>(&self, req: &Request<T>) -> Result<Client, Status> {
         match caller_of(req) {
             Caller::User(user) => self.client.acting_for(&user).map_err(status_of),
+            // The metadata service resolves the token (only it holds the tokens).
+            Caller::Token(text) => {
+                let token =
+                    ApiToken::parse(&text).map_err(|e| Status::unauthenticated(e.to_string()))?;
+                self.client.with_token(&token).map_err(status_of)
+            }
             Caller::Unrestricted => Ok(self.client.clone()),
         }
     }
@@ -57,6 +64,7 @@ fn status_of(e: ClientError) -> Status {
         }
         ClientError::FailedPrecondition { .. } => Status::failed_precondition(msg),
         ClientError::PermissionDenied { message } => Status::permission_denied(message),
+        ClientError::Unauthenticated { message } => Status::unauthenticated(message),
         // Too few shards readable right now: nodes may come back, so "retry later".
         ClientError::Unavailable { .. }
         | ClientError::NotDurable { .. }

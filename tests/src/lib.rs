@@ -26,7 +26,7 @@ pub fn grpc_channel(spec: &DevClusterSpec, addr: &str, name: &str) -> tonic::tra
         cairn_client::tls::Transport::load(&cairn_client::tls::TlsFiles::new(spec.tls_dir(), name))
             .expect("load a test certificate")
     };
-    transport.endpoint(addr).expect("endpoint").connect_lazy()
+    transport.channel(addr, |e| e).expect("channel")
 }
 
 pub fn bin_dir() -> PathBuf {
@@ -136,6 +136,22 @@ impl TestCluster {
 
     pub fn cluster_file(&self) -> PathBuf {
         self.cluster.spec().cluster_file()
+    }
+
+    /// A client of this cluster with a new client certificate `name` (so, unless granted,
+    /// a user with no access and no admin).
+    pub fn client_with_new_cert(&self, name: &str) -> Client {
+        use cairn_client::certs::{self, Validity};
+        certs::issue(
+            &self.cluster.spec().tls_dir(),
+            cairn_client::tls::Role::Client,
+            name,
+            Validity::days(1),
+        )
+        .unwrap_or_else(|e| panic!("issue certificate {name}: {e}"));
+        let mut file = self.cluster.cluster_file_for(self.cluster.meta_addrs());
+        file.tls_name = name.into();
+        Client::new(&file).unwrap_or_else(|e| panic!("client {name}: {e}"))
     }
 
     /// Runs the `cairn` CLI against this cluster.

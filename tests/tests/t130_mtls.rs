@@ -28,10 +28,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn channel(transport: &Transport, addr: &str) -> Channel {
     transport
-        .endpoint(addr)
+        .channel(addr, |e| e.timeout(CALL_TIMEOUT))
         .unwrap()
-        .timeout(CALL_TIMEOUT)
-        .connect_lazy()
 }
 
 /// The transport of certificate `name` in `dir`.

@@ -3,27 +3,12 @@
 //! write it, through the metadata API or a node's object API; a read grant does not allow
 //! writes; write and revoke take effect; only cluster and bucket admins grant.
 
-use cairn_client::certs::{self, Validity};
-use cairn_client::tls::Role;
 use cairn_client::{Client, ClientError, ListOptions};
 use cairn_common::Redundancy;
 use cairn_proto::object::object_service_client::ObjectServiceClient;
 use cairn_proto::object::{GetObjectRequest, ListObjectsRequest};
 use cairn_tests::{grpc_channel, random_bytes, TestCluster};
 use tonic::Code;
-
-fn user_client(tc: &TestCluster, name: &str) -> Client {
-    certs::issue(
-        &tc.cluster.spec().tls_dir(),
-        Role::Client,
-        name,
-        Validity::days(1),
-    )
-    .unwrap();
-    let mut file = tc.cluster.cluster_file_for(tc.cluster.meta_addrs());
-    file.tls_name = name.into();
-    Client::new(&file).unwrap()
-}
 
 fn denied<T: std::fmt::Debug>(result: cairn_client::Result<T>, what: &str) {
     match result {
@@ -53,8 +38,8 @@ async fn users_reach_only_the_buckets_they_were_granted() {
         .unwrap();
     let data = random_bytes(300_000, 1);
     admin.put("private", "doc", &data[..]).await.unwrap();
-    let alice = user_client(&tc, "alice");
-    let bob = user_client(&tc, "bob");
+    let alice = tc.client_with_new_cert("alice");
+    let bob = tc.client_with_new_cert("bob");
 
     // No grant: no read, no list (not even the bucket's name), no write, no grant.
     denied(get(&bob, "doc").await, "bob reads");

@@ -6,11 +6,13 @@ mod dev;
 mod objects;
 mod progress;
 mod status;
+mod user;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use cairn_client::Client;
+use cairn_common::config::ClusterFile;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -19,12 +21,21 @@ pub struct Cli {
     /// The cluster file written by `cairn dev up` (DIR/cluster.toml).
     #[arg(long, env = "CAIRN_CLUSTER", global = true)]
     cluster: Option<PathBuf>,
+    /// A file holding an API token (`cairn user add`): act as its user instead of the
+    /// certificate's name (overrides the cluster file's `token_file`).
+    #[arg(long, env = "CAIRN_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// API tokens: credentials that act as a named user (cluster admins only).
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
     /// Create and list buckets.
     Bucket {
         #[command(subcommand)]
@@ -120,7 +131,7 @@ enum BucketCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Give USER (a client certificate's name) ACCESS to BUCKET: read, write, admin, or
+    /// Give USER (a client certificate's name, or an API token's user) ACCESS to BUCKET: read, write, admin, or
     /// none to revoke.
     Grant {
         bucket: String,
@@ -171,21 +182,32 @@ enum DevCommand {
     Up(dev::UpArgs),
 }
 
-fn client(cluster: &Option<PathBuf>) -> anyhow::Result<Client> {
+fn connect(cluster: &Option<PathBuf>, token_file: &Option<PathBuf>) -> anyhow::Result<Client> {
     let path = cluster
         .as_ref()
         .context("no cluster given: pass --cluster DIR/cluster.toml or set CAIRN_CLUSTER")?;
-    Ok(Client::from_file(path)?)
+    let mut cluster = ClusterFile::load(path)?;
+    if let Some(token_file) = token_file {
+        cluster.token_file = Some(token_file.clone());
+    }
+    Ok(Client::new(&cluster)?)
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Cli {
+        cluster,
+        token_file,
+        command,
+    } = cli;
+    let client = || connect(&cluster, &token_file);
+    match command {
         Command::Dev {
             command: DevCommand::Up(args),
         } => dev::up(args).await,
         Command::Cert { command } => cert::run(command),
+        Command::User { command } => user::run(&client()?, &command).await,
         Command::Bucket { command } => {
-            let client = client(&cli.cluster)?;
+            let client = client()?;
             match command {
                 BucketCommand::Create { name, ec, replicas } => {
                     objects::bucket_create(&client, &name, ec, replicas).await
@@ -202,23 +224,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Put { target, file } => objects::put(&client(&cli.cluster)?, &target, &file).await,
+        Command::Put { target, file } => objects::put(&client()?, &target, &file).await,
         Command::Get {
             target,
             file,
             range,
-        } => objects::get(&client(&cli.cluster)?, &target, &file, range.as_deref()).await,
-        Command::Ls { target, limit } => objects::ls(&client(&cli.cluster)?, &target, limit).await,
-        Command::Stat { target, json } => {
-            objects::stat(&client(&cli.cluster)?, &target, json).await
-        }
-        Command::Rm { target } => objects::rm(&client(&cli.cluster)?, &target).await,
-        Command::Bench(args) => bench::run(&client(&cli.cluster)?, args).await,
-        Command::Status { json } => status::show(&client(&cli.cluster)?, json).await,
-        Command::Scrub { node } => status::scrub(&client(&cli.cluster)?, node).await,
-        Command::Rebalance { dry_run } => status::rebalance(&client(&cli.cluster)?, dry_run).await,
+        } => objects::get(&client()?, &target, &file, range.as_deref()).await,
+        Command::Ls { target, limit } => objects::ls(&client()?, &target, limit).await,
+        Command::Stat { target, json } => objects::stat(&client()?, &target, json).await,
+        Command::Rm { target } => objects::rm(&client()?, &target).await,
+        Command::Bench(args) => bench::run(&client()?, args).await,
+        Command::Status { json } => status::show(&client()?, json).await,
+        Command::Scrub { node } => status::scrub(&client()?, node).await,
+        Command::Rebalance { dry_run } => status::rebalance(&client()?, dry_run).await,
         Command::Repair { command } => {
-            let client = client(&cli.cluster)?;
+            let client = client()?;
             match command {
                 RepairCommand::Status { json } => status::repair_status(&client, json).await,
                 RepairCommand::Throttle { mbps } => {
@@ -231,7 +251,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Node { command } => {
-            let client = client(&cli.cluster)?;
+            let client = client()?;
             match command {
                 NodeCommand::Ls { json } => status::node_ls(&client, json).await,
                 NodeCommand::Drain { id } => {
@@ -262,7 +282,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Meta { command } => {
-            let client = client(&cli.cluster)?;
+            let client = client()?;
             match command {
                 MetaCommand::Add { id, addr } => {
                     client.add_meta_replica(id, &addr).await?;

@@ -19,6 +19,7 @@ mod repair;
 mod sessions;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,6 +79,9 @@ pub struct Namespace {
     /// Bucket -> user -> access.
     #[serde(default)]
     grants: BTreeMap<String, BTreeMap<String, grants::Access>>,
+    /// API tokens by id (only their secrets' hashes).
+    #[serde(default)]
+    tokens: BTreeMap<String, tokens::TokenRecord>,
 }
 
 /// How many released chunk ids are remembered (oldest forgotten first).
@@ -169,6 +173,8 @@ impl Namespace {
                 user,
                 access,
             } => self.set_grant(bucket, user, access),
+            Command::AddToken { id, record } => self.add_token(id, record),
+            Command::RevokeToken { id } => self.revoke_token(&id),
             Command::SetRepairThrottle { bytes_per_sec } => {
                 self.settings.repair_bytes_per_sec = Some(bytes_per_sec);
                 Ok(CommandResult::Done)

@@ -44,6 +44,10 @@ pub enum NamespaceError {
     NoSuchNode { node: NodeId },
     #[error("storage node {node} still holds {shards} shards; drain it first")]
     NodeInUse { node: NodeId, shards: u64 },
+    #[error("API token {id} already exists")]
+    TokenExists { id: String },
+    #[error("API token {id} does not exist (revoked already?)")]
+    NoSuchToken { id: String },
 }
 
 fn describe_generation(current: Option<u64>) -> String {

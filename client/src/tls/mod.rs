@@ -1,0 +1,128 @@
+//! Mutual TLS for every gRPC connection, and who may call what.
+//!
+//! A cluster has one CA (`cairn cert init`); every component holds a certificate from it
+//! whose subject carries a [`Role`] (organisational unit `cairn-meta`, `cairn-node`,
+//! `cairn-gateway` or `cairn-client`) and a name (common name). Servers (metadata replicas,
+//! storage nodes) also carry the DNS name [`SERVER_NAME`], which is what every client
+//! verifies, so a client certificate can never pose as a server. A TLS directory holds
+//! `ca.pem` and, per component, `NAME.pem` and `NAME.key` ([`TlsFiles`]).
+//!
+//! - [`transport`]: a component's identity ([`Transport`]), used both for the connections
+//!   it makes and the ones it accepts, and reloaded in place on SIGHUP.
+//! - [`accept`]: servers accept connections through [`incoming`], which runs the handshake
+//!   itself (so a refused peer is logged once, clearly, at warn level) and attaches the
+//!   peer's verified identity to every request ([`PeerInfo`]).
+//! - [`authorize`](mod@authorize): each RPC handler calls [`authorize()`] with the roles it
+//!   admits; [`caller_of`] names the user whose grants apply (a certificate's name, or an
+//!   API token the metadata service resolves).
+//!
+//! Plaintext ([`Transport::Insecure`]) exists only for development and is chosen explicitly
+//! (`--insecure`).
+
+pub mod accept;
+pub mod authorize;
+pub mod transport;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use accept::{identity_of, incoming, PeerInfo};
+pub use authorize::{
+    authorize, caller_key, caller_of, name_caller, token_of, Caller, TOKEN_HEADER, USER_HEADER,
+};
+pub use transport::Transport;
+
+/// The DNS name in every server certificate; clients verify servers against it.
+pub const SERVER_NAME: &str = "cairn-cluster";
+/// Concurrent calls one connection may have open on a server (HTTP/2 setting).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// What a certificate allows its holder to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Role {
+    /// A metadata replica: Raft, and calls to storage nodes (repair, GC).
+    Meta,
+    /// A storage node: registration, heartbeats, shard-loss reports.
+    Node,
+    /// A user or application: buckets, objects, files, administration.
+    Client,
+    /// A storage node's object API acting for its callers: like a client, and may name
+    /// the user it acts for (`x-cairn-user`), which grants are then checked against.
+    Gateway,
+}
+
+impl Role {
+    /// The organisational unit that marks the role in a certificate's subject.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Role::Meta => "cairn-meta",
+            Role::Node => "cairn-node",
+            Role::Client => "cairn-client",
+            Role::Gateway => "cairn-gateway",
+        }
+    }
+
+    fn from_unit(unit: &str) -> Option<Role> {
+        [Role::Meta, Role::Node, Role::Client, Role::Gateway]
+            .into_iter()
+            .find(|r| r.unit() == unit)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Meta => "meta",
+            Role::Node => "node",
+            Role::Client => "client",
+            Role::Gateway => "gateway",
+        })
+    }
+}
+
+/// Why TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("read {path:?}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path:?} holds no usable {what}")]
+    Pem { path: PathBuf, what: &'static str },
+    #[error("TLS set-up: {0}")]
+    Config(String),
+}
+
+/// Where one component's certificate, key and the cluster CA live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+impl TlsFiles {
+    pub fn new(dir: impl Into<PathBuf>, name: impl Into<String>) -> TlsFiles {
+        TlsFiles {
+            dir: dir.into(),
+            name: name.into(),
+        }
+    }
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn cert(&self) -> PathBuf {
+        self.dir.join(format!("{}.pem", self.name))
+    }
+    pub fn key(&self) -> PathBuf {
+        self.dir.join(format!("{}.key", self.name))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,307 @@
+//! A component's identity on the wire: its certificate, key and the CA bundle it trusts,
+//! loaded once into a client and a server TLS configuration and replaced in place by
+//! [`Transport::reload`]. Every connection made or accepted afterwards uses the new files
+//! (a reconnect after a rotation included: channels connect through
+//! [`Transport::channel`]'s connector, which reads the current configuration at each
+//! connect); connections already open keep the certificates they were made with.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::{read, TlsError, TlsFiles, SERVER_NAME};
+
+/// How often a client pings each connection, and how long it waits for the answer
+/// (generous: a busy server on a loaded host must not lose healthy connections).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a component talks gRPC: mutual TLS, or (development only) plaintext.
+#[derive(Clone)]
+pub enum Transport {
+    Insecure,
+    Mutual(Arc<Reloadable>),
+}
+
+/// The TLS configurations built from one component's files, swapped whole on reload.
+pub struct Reloadable {
+    files: TlsFiles,
+    current: RwLock<Arc<Configs>>,
+}
+
+struct Configs {
+    client: Arc<rustls::ClientConfig>,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Insecure => f.write_str("Insecure"),
+            Transport::Mutual(m) => write!(f, "Mutual({:?})", m.files),
+        }
+    }
+}
+
+impl Transport {
+    /// Reads the CA bundle, certificate and key named by `files`.
+    pub fn load(files: &TlsFiles) -> Result<Transport, TlsError> {
+        Ok(Transport::Mutual(Arc::new(Reloadable {
+            current: RwLock::new(Arc::new(Configs::load(files)?)),
+            files: files.clone(),
+        })))
+    }
+
+    /// `files` when given, else plaintext if `insecure`, else an error naming both flags.
+    pub fn choose(files: Option<TlsFiles>, insecure: bool) -> Result<Transport, TlsError> {
+        match (files, insecure) {
+            (Some(files), false) => Transport::load(&files),
+            (None, true) => Ok(Transport::Insecure),
+            (Some(_), true) => Err(TlsError::Config(
+                "both a TLS directory and --insecure are set; choose one".into(),
+            )),
+            (None, false) => Err(TlsError::Config(
+                "no TLS directory configured: pass --tls-dir (certificates from `cairn cert`) \
+                 or, for development only, --insecure"
+                    .into(),
+            )),
+        }
+    }
+
+    pub fn is_insecure(&self) -> bool {
+        matches!(self, Transport::Insecure)
+    }
+
+    /// Reads the files again; on success every later connection (made or accepted) uses
+    /// them. On failure the previous ones stay in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        if let Transport::Mutual(m) = self {
+            let configs = Configs::load(&m.files)?;
+            *m.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(configs);
+        }
+        Ok(())
+    }
+
+    /// A channel to `addr` (`host:port`, with or without a scheme) that connects on first
+    /// use and reconnects after failures, each time with the current certificates.
+    /// `configure` sets the endpoint's timeouts.
+    pub fn channel(
+        &self,
+        addr: &str,
+        configure: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<Channel, TlsError> {
+        let endpoint = endpoint_of(addr)?;
+        // HTTP/2 pings find a connection that stopped answering (a frozen peer, packets
+        // dropped by a partition, then a TCP retransmission backoff of many seconds) and
+        // close it, so the next call reconnects instead of waiting behind it.
+        let endpoint = configure(
+            endpoint
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true),
+        );
+        Ok(match self {
+            Transport::Insecure => endpoint
+                .local_address(crate::source_addr::get())
+                .tcp_nodelay(true)
+                .connect_lazy(),
+            Transport::Mutual(m) => {
+                let m = m.clone();
+                endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
+                    let config = m.current().client.clone();
+                    connect_tls(uri, config)
+                }))
+            }
+        })
+    }
+
+    /// The server side: `None` for plaintext (logged as a warning, once, at start-up).
+    pub fn acceptor(&self) -> Option<TlsAcceptor> {
+        match self {
+            Transport::Insecure => None,
+            Transport::Mutual(m) => Some(TlsAcceptor::from(m.current().server.clone())),
+        }
+    }
+}
+
+impl Reloadable {
+    fn current(&self) -> Arc<Configs> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// On every SIGHUP, reloads each of `transports` (a daemon's identities): a failed reload
+/// is logged and leaves that transport's previous files in use. Ends with the runtime.
+pub fn reload_on_sighup(component: &'static str, transports: Vec<Transport>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(component, error = %e, "no SIGHUP handler: certificates reload only on restart");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            for transport in &transports {
+                match transport.reload() {
+                    Ok(()) => tracing::info!(
+                        component,
+                        transport = ?transport,
+                        "SIGHUP: reloaded the TLS certificate, key and CA bundle"
+                    ),
+                    Err(e) => tracing::warn!(
+                        component,
+                        transport = ?transport,
+                        error = %e,
+                        "SIGHUP: cannot reload the TLS files; still using the previous ones"
+                    ),
+                }
+            }
+        }
+    });
+}
+
+/// The endpoint of `addr`, `host:port` with or without a scheme. The scheme becomes
+/// `http` with TLS too: [`Transport::channel`]'s connector does the handshake, tonic's
+/// own TLS (which would want `https`) is not used.
+fn endpoint_of(addr: &str) -> Result<Endpoint, TlsError> {
+    let host = addr
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    Endpoint::from_shared(format!("http://{host}"))
+        .map_err(|e| TlsError::Config(format!("address {addr:?}: {e}")))
+}
+
+/// TCP (from this process's source address, if set) and a TLS handshake that presents
+/// `config`'s certificate and verifies the server against [`SERVER_NAME`].
+async fn connect_tls(
+    uri: Uri,
+    config: Arc<rustls::ClientConfig>,
+) -> io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {uri}"));
+    let host = uri.host().ok_or_else(|| bad("no host in address"))?;
+    let port = uri.port_u16().ok_or_else(|| bad("no port in address"))?;
+    let mut last = bad("address resolves to nothing");
+    for addr in tokio::net::lookup_host((host.trim_matches(['[', ']']), port)).await? {
+        match connect_tcp(addr).await {
+            Ok(tcp) => {
+                let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
+                let tls = TlsConnector::from(config).connect(name, tcp).await?;
+                return Ok(TokioIo::new(tls));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(source) = crate::source_addr::get() {
+        if source.is_ipv4() == addr.is_ipv4() {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+    }
+    socket.set_nodelay(true)?;
+    socket.connect(addr).await
+}
+
+impl Configs {
+    fn load(files: &TlsFiles) -> Result<Configs, TlsError> {
+        let (ca, cert, key) = (
+            read(&files.ca())?,
+            read(&files.cert())?,
+            read(&files.key())?,
+        );
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<_, _>>()
+            .ok()
+            .filter(|c: &Vec<_>| !c.is_empty())
+            .ok_or_else(|| TlsError::Pem {
+                path: files.cert(),
+                what: "certificate",
+            })?;
+        let key = PrivateKeyDer::from_pem_slice(&key).map_err(|_| TlsError::Pem {
+            path: files.key(),
+            what: "private key",
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&ca) {
+            let ca = ca.map_err(|_| TlsError::Pem {
+                path: files.ca(),
+                what: "CA certificate",
+            })?;
+            roots
+                .add(ca)
+                .map_err(|e| TlsError::Config(format!("CA {:?}: {e}", files.ca())))?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::Pem {
+                path: files.ca(),
+                what: "CA certificate",
+            });
+        }
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let bad_cert =
+            |e: rustls::Error| TlsError::Config(format!("certificate {:?}: {e}", files.cert()));
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs.clone(), key.clone_key())
+            .map_err(bad_cert)?;
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(bad_cert)?;
+        client.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Configs {
+            client: Arc::new(client),
+            server: Arc::new(server),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_or_without_a_scheme_name_the_same_endpoint() {
+        for addr in [
+            "127.0.0.1:7000",
+            "http://127.0.0.1:7000",
+            "https://127.0.0.1:7000",
+        ] {
+            assert_eq!(
+                endpoint_of(addr).unwrap().uri().to_string(),
+                "http://127.0.0.1:7000/"
+            );
+        }
+        assert!(endpoint_of("not an address").is_err());
+    }
+}

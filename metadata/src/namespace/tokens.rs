@@ -1,0 +1,93 @@
+//! API tokens: which user each token acts as. Replicated with the rest of the namespace;
+//! only a hash of each token's secret is kept (see `cairn_common::token`), so neither the
+//! Raft log nor a snapshot can give a token away.
+
+use cairn_common::token::ApiToken;
+use serde::{Deserialize, Serialize};
+
+use super::{Namespace, NamespaceError};
+use crate::types::CommandResult;
+
+/// One token: its user, the hash of its secret and when it was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub user: String,
+    pub hash: [u8; 32],
+    /// Seconds since the Unix epoch (the leader's clock).
+    pub created: u64,
+}
+
+impl Namespace {
+    /// The user `token` acts as; `None` if it is unknown, revoked or forged.
+    pub fn token_user(&self, token: &ApiToken) -> Option<&str> {
+        let record = self.tokens.get(token.id())?;
+        token.matches(&record.hash).then_some(record.user.as_str())
+    }
+
+    /// Every token by id.
+    pub fn tokens(&self) -> impl Iterator<Item = (&String, &TokenRecord)> {
+        self.tokens.iter()
+    }
+
+    pub(super) fn add_token(
+        &mut self,
+        id: String,
+        record: TokenRecord,
+    ) -> Result<CommandResult, NamespaceError> {
+        if self.tokens.contains_key(&id) {
+            return Err(NamespaceError::TokenExists { id });
+        }
+        self.tokens.insert(id, record);
+        Ok(CommandResult::Done)
+    }
+
+    pub(super) fn revoke_token(&mut self, id: &str) -> Result<CommandResult, NamespaceError> {
+        match self.tokens.remove(id) {
+            Some(_) => Ok(CommandResult::Done),
+            None => Err(NamespaceError::NoSuchToken { id: id.into() }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Command;
+
+    #[test]
+    fn a_token_acts_as_its_user_until_revoked_and_ids_are_unique() {
+        let mut ns = Namespace::new();
+        let token = ApiToken::generate();
+        let add = |token: &ApiToken, user: &str| Command::AddToken {
+            id: token.id().into(),
+            record: TokenRecord {
+                user: user.into(),
+                hash: token.hash(),
+                created: 1,
+            },
+        };
+        assert_eq!(ns.token_user(&token), None);
+        assert!(matches!(
+            ns.apply(add(&token, "alice")),
+            CommandResult::Done
+        ));
+        assert_eq!(ns.token_user(&token), Some("alice"));
+        assert!(matches!(
+            ns.apply(add(&token, "mallory")),
+            CommandResult::Rejected(NamespaceError::TokenExists { .. })
+        ));
+        assert_eq!(ns.token_user(&token), Some("alice"), "not replaced");
+        let forged = ApiToken::parse(&format!("cairn_{}_{}", token.id(), "0".repeat(64))).unwrap();
+        assert_eq!(ns.token_user(&forged), None);
+        assert_eq!(ns.tokens().count(), 1);
+        let revoke = Command::RevokeToken {
+            id: token.id().into(),
+        };
+        assert!(matches!(ns.apply(revoke.clone()), CommandResult::Done));
+        assert_eq!(ns.token_user(&token), None);
+        assert!(matches!(
+            ns.apply(revoke),
+            CommandResult::Rejected(NamespaceError::NoSuchToken { .. })
+        ));
+    }
+}
