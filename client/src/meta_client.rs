@@ -76,11 +76,13 @@ impl MetaClient {
 
     /// A copy whose calls carry the API token `token` (and act as its user).
     pub fn with_token(&self, token: &ApiToken) -> Result<Self> {
-        let value = format!("Bearer {}", token.reveal()).parse().map_err(|_| {
-            ClientError::InvalidArgument {
+        let mut value: tonic::metadata::AsciiMetadataValue = format!("Bearer {}", token.reveal())
+            .parse()
+            .map_err(|_| ClientError::InvalidArgument {
                 message: "an API token is not a valid header value".into(),
-            }
-        })?;
+            })?;
+        // Kept out of HTTP/2 header compression tables.
+        value.set_sensitive(true);
         Ok(MetaClient {
             caller: Some((crate::tls::TOKEN_HEADER, value)),
             ..self.clone()

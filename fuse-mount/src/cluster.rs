@@ -114,6 +114,13 @@ pub struct ClusterBackend {
     loading: Mutex<HashMap<ChunkId, LoadingChunk>>,
 }
 
+/// The FUSE generation of every inode. The metadata service never reuses an inode number
+/// (they come from a counter), so one value serves all. `FsAttr::generation` is something
+/// else, the version of a file's content: given to the kernel, a new value for a known
+/// inode number reads as "the number was reused" and the kernel marks its inode bad, so
+/// descriptors already open on the file fail with EIO (`t115_open_file_after_lookup`).
+const INODE_GENERATION: u64 = 1;
+
 /// A failed cluster call as the application sees it: `ENOSPC` when the storage nodes are
 /// full, else `EIO` (the cause goes to the log).
 pub(crate) fn unavailable(op: &'static str, e: cairn_client::ClientError) -> FsError {
@@ -190,7 +197,7 @@ fn to_attr(a: &FsAttr) -> Attr {
         atime: time(a.atime_ns),
         mtime: time(a.mtime_ns),
         ctime: time(a.ctime_ns),
-        generation: a.generation,
+        generation: INODE_GENERATION,
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
-use cairn_client::tls::{caller_of, Caller};
+use cairn_client::tls::{caller_key, caller_of, Caller};
 use cairn_common::token::ApiToken;
 use tonic::{Request, Status};
 
@@ -86,7 +86,8 @@ impl Admins {
 }
 
 /// The user behind `req`, an API token resolved to its user. An unknown, revoked or
-/// malformed token is refused (UNAUTHENTICATED), and logged once per token id.
+/// malformed token is refused (UNAUTHENTICATED), and logged once per presenting
+/// certificate.
 #[allow(clippy::result_large_err)]
 pub fn caller<T>(ns: &Namespace, req: &Request<T>) -> Result<Caller, Status> {
     let text = match caller_of(req) {
@@ -99,14 +100,17 @@ pub fn caller<T>(ns: &Namespace, req: &Request<T>) -> Result<Caller, Status> {
         None => {
             static REFUSALS: LazyLock<cairn_client::tls::accept::RefusalLog> =
                 LazyLock::new(Default::default);
-            if REFUSALS.first_time(token.id().to_string()) {
+            let presenter = caller_key(req);
+            if REFUSALS.first_time(presenter.clone()) {
                 tracing::warn!(
                     token_id = token.id(),
-                    "refused a call: unknown or revoked API token (logged once per token)"
+                    certificate = presenter,
+                    "refused a call: unknown or revoked API token (logged once per \
+                     certificate per 10 min)"
                 );
             }
             Err(Status::unauthenticated(format!(
-                "API token {} is unknown or was revoked (`cairn user list` shows the valid ones)",
+                "API token {} is unknown or was revoked (`cairn user ls` shows the valid ones)",
                 token.id()
             )))
         }

@@ -79,7 +79,7 @@ macro_rules! forward_unless_leader {
                 let mut fwd = Request::new($req.into_inner());
                 fwd.metadata_mut()
                     .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-                cairn_client::tls::name_caller(fwd.metadata_mut(), &caller);
+                cairn_client::tls::name_caller(fwd.metadata_mut(), &caller)?;
                 return client.$method(fwd).await;
             }
         };
@@ -137,15 +137,41 @@ impl MetaServer {
 
     /// Refuses unless the caller has `need` on `bucket` (see `access.rs`).
     #[allow(clippy::result_large_err)]
-    fn require<T>(&self, req: &Request<T>, bucket: &str, need: Access) -> Result<(), Status> {
+    async fn require<T>(&self, req: &Request<T>, bucket: &str, need: Access) -> Result<(), Status> {
+        self.caught_up().await?;
         let state = self.state.read().expect("state lock poisoned");
         self.admins.require(&state.namespace, req, bucket, need)
     }
 
-    #[allow(clippy::result_large_err)]
-    pub(crate) fn require_admin<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
+    /// Refuses unless the caller is a cluster admin (see `access.rs`).
+    pub(crate) async fn require_admin<T>(
+        &self,
+        req: &Request<T>,
+        what: &str,
+    ) -> Result<(), Status> {
+        self.caught_up().await?;
         let state = self.state.read().expect("state lock poisoned");
         self.admins.require_admin(&state.namespace, req, what)
+    }
+
+    /// Waits until this leader has applied an entry of its own term: everything committed
+    /// before it was elected (a revoked token or grant among it) is then applied, so an
+    /// access check never sees older state than the last acknowledged change. At once in
+    /// steady state; just after an election, until the leader's first entry commits.
+    async fn caught_up(&self) -> Result<(), Status> {
+        let current = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+        };
+        if current {
+            return Ok(());
+        }
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(drop)
+            .map_err(|e| Status::unavailable(format!("metadata leader check failed: {e}; retry")))
     }
 
     fn route<T>(&self, req: &Request<T>) -> Result<Route, Status> {
@@ -255,7 +281,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::CreateBucketResponse>, Status> {
         authorize(&req, "CreateBucket", CLIENTS)?;
         forward_unless_leader!(self, req, create_bucket);
-        self.require_admin(&req, "create buckets")?;
+        self.require_admin(&req, "create buckets").await?;
         let req = req.into_inner();
         validate_bucket(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let redundancy = redundancy_from_proto(req.redundancy)?;
@@ -312,7 +338,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::AllocateChunkResponse>, Status> {
         authorize(&req, "AllocateChunk", CLIENTS)?;
         forward_unless_leader!(self, req, allocate_chunk);
-        self.require(&req, &req.get_ref().bucket, Access::Write)?;
+        self.require(&req, &req.get_ref().bucket, Access::Write)
+            .await?;
         let req = req.into_inner();
         if req.in_progress.len() > MAX_FILTER_BATCH * 10 {
             return Err(Status::invalid_argument("too many in-progress chunk ids"));
@@ -382,7 +409,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::CommitObjectResponse>, Status> {
         authorize(&req, "CommitObject", CLIENTS)?;
         forward_unless_leader!(self, req, commit_object);
-        self.require(&req, &req.get_ref().bucket, Access::Write)?;
+        self.require(&req, &req.get_ref().bucket, Access::Write)
+            .await?;
         let req = req.into_inner();
         validate_bucket(&req.bucket).map_err(|e| Status::invalid_argument(e.to_string()))?;
         validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -429,7 +457,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::LookupObjectResponse>, Status> {
         authorize(&req, "LookupObject", CLIENTS)?;
         forward_unless_leader!(self, req, lookup_object);
-        self.require(&req, &req.get_ref().bucket, Access::Read)?;
+        self.require(&req, &req.get_ref().bucket, Access::Read)
+            .await?;
         let req = req.into_inner();
         let resp = self
             .read(|ns| {
@@ -474,7 +503,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::ListObjectsResponse>, Status> {
         authorize(&req, "ListObjects", CLIENTS)?;
         forward_unless_leader!(self, req, list_objects);
-        self.require(&req, &req.get_ref().bucket, Access::Read)?;
+        self.require(&req, &req.get_ref().bucket, Access::Read)
+            .await?;
         let req = req.into_inner();
         if [
             &req.prefix,
@@ -527,7 +557,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::DeleteObjectResponse>, Status> {
         authorize(&req, "DeleteObject", CLIENTS)?;
         forward_unless_leader!(self, req, delete_object);
-        self.require(&req, &req.get_ref().bucket, Access::Write)?;
+        self.require(&req, &req.get_ref().bucket, Access::Write)
+            .await?;
         let req = req.into_inner();
         validate_bucket(&req.bucket).map_err(|e| Status::invalid_argument(e.to_string()))?;
         validate_key(&req.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -547,7 +578,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::DeleteBucketResponse>, Status> {
         authorize(&req, "DeleteBucket", CLIENTS)?;
         forward_unless_leader!(self, req, delete_bucket);
-        self.require(&req, &req.get_ref().name, Access::Admin)?;
+        self.require(&req, &req.get_ref().name, Access::Admin)
+            .await?;
         let req = req.into_inner();
         validate_bucket(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.write(Command::DeleteBucket { name: req.name }).await?;
@@ -745,7 +777,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::AddReplicaResponse>, Status> {
         authorize(&req, "AddReplica", CLIENTS)?;
         forward_unless_leader!(self, req, add_replica);
-        self.require_admin(&req, "change metadata membership")?;
+        self.require_admin(&req, "change metadata membership")
+            .await?;
         let req = req.into_inner();
         if req.id == 0 || req.addr.is_empty() {
             return Err(Status::invalid_argument(
@@ -783,7 +816,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::RemoveReplicaResponse>, Status> {
         authorize(&req, "RemoveReplica", CLIENTS)?;
         forward_unless_leader!(self, req, remove_replica);
-        self.require_admin(&req, "change metadata membership")?;
+        self.require_admin(&req, "change metadata membership")
+            .await?;
         let req = req.into_inner();
         let voters: Vec<u64> = {
             let metrics = self.raft.metrics();
@@ -815,7 +849,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::SetNodeDrainingResponse>, Status> {
         authorize(&req, "SetNodeDraining", CLIENTS)?;
         forward_unless_leader!(self, req, set_node_draining);
-        self.require_admin(&req, "drain nodes")?;
+        self.require_admin(&req, "drain nodes").await?;
         let req = req.into_inner();
         tracing::info!(
             node = req.node_id,
@@ -836,7 +870,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::RemoveNodeResponse>, Status> {
         authorize(&req, "RemoveNode", CLIENTS)?;
         forward_unless_leader!(self, req, remove_node);
-        self.require_admin(&req, "remove nodes")?;
+        self.require_admin(&req, "remove nodes").await?;
         let req = req.into_inner();
         self.write(Command::RemoveNode { node: req.node_id })
             .await?;
@@ -850,7 +884,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::SetGrantResponse>, Status> {
         authorize(&req, "SetGrant", CLIENTS)?;
         forward_unless_leader!(self, req, set_grant);
-        self.require(&req, &req.get_ref().bucket, Access::Admin)?;
+        self.require(&req, &req.get_ref().bucket, Access::Admin)
+            .await?;
         let r = req.into_inner();
         let access = Access::parse(&r.access).map_err(Status::invalid_argument)?;
         if r.user.is_empty() || r.user.len() > 256 {
@@ -871,7 +906,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::AddTokenResponse>, Status> {
         authorize(&req, "AddToken", CLIENTS)?;
         forward_unless_leader!(self, req, add_token);
-        self.require_admin(&req, "make API tokens")?;
+        self.require_admin(&req, "make API tokens").await?;
         let r = req.into_inner();
         if !cairn_common::token::is_token_id(&r.id) {
             return Err(Status::invalid_argument(
@@ -905,7 +940,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::ListTokensResponse>, Status> {
         authorize(&req, "ListTokens", CLIENTS)?;
         forward_unless_leader!(self, req, list_tokens);
-        self.require_admin(&req, "list API tokens")?;
+        self.require_admin(&req, "list API tokens").await?;
         let tokens = self
             .read(|ns| {
                 ns.tokens()
@@ -926,7 +961,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::RevokeTokenResponse>, Status> {
         authorize(&req, "RevokeToken", CLIENTS)?;
         forward_unless_leader!(self, req, revoke_token);
-        self.require_admin(&req, "revoke API tokens")?;
+        self.require_admin(&req, "revoke API tokens").await?;
         let id = req.into_inner().id;
         self.write(Command::RevokeToken { id: id.clone() }).await?;
         tracing::info!(token_id = id, "API token revoked");
@@ -939,7 +974,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::SetRepairThrottleResponse>, Status> {
         authorize(&req, "SetRepairThrottle", CLIENTS)?;
         forward_unless_leader!(self, req, set_repair_throttle);
-        self.require_admin(&req, "set the repair throttle")?;
+        self.require_admin(&req, "set the repair throttle").await?;
         let bytes_per_sec = req.into_inner().bytes_per_sec;
         if bytes_per_sec < (1 << 20) {
             return Err(Status::invalid_argument(
@@ -958,7 +993,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::SetNodeWeightResponse>, Status> {
         authorize(&req, "SetNodeWeight", CLIENTS)?;
         forward_unless_leader!(self, req, set_node_weight);
-        self.require_admin(&req, "weight nodes")?;
+        self.require_admin(&req, "weight nodes").await?;
         let req = req.into_inner();
         if !(1..=10_000).contains(&req.weight_pct) {
             return Err(Status::invalid_argument(
@@ -979,7 +1014,7 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::RebalancePlanResponse>, Status> {
         authorize(&req, "RebalancePlan", CLIENTS)?;
         forward_unless_leader!(self, req, rebalance_plan);
-        self.require_admin(&req, "plan rebalancing")?;
+        self.require_admin(&req, "plan rebalancing").await?;
         let (nodes, placed) = self
             .read(|ns| (ns.nodes().clone(), ns.shards_per_node()))
             .await?;
@@ -1018,7 +1053,8 @@ impl MetaService for MetaServer {
     ) -> Result<Response<pm::FsCallMessage>, Status> {
         authorize(&req, "FsCall", CLIENTS)?;
         forward_unless_leader!(self, req, fs_call);
-        self.require_admin(&req, "use the filesystem protocol (mounts)")?;
+        self.require_admin(&req, "use the filesystem protocol (mounts)")
+            .await?;
         let request: cairn_common::fs::FsRequest = serde_json::from_slice(&req.into_inner().json)
             .map_err(|e| {
             Status::invalid_argument(format!("malformed filesystem request: {e}"))

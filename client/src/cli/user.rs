@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cairn_client::Client;
@@ -32,15 +32,22 @@ pub enum UserCommand {
 pub async fn run(client: &Client, command: &UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add { user, out } => {
-            let token = client.add_token(user).await?;
-            match out {
-                Some(path) => {
-                    let mut file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(path)
-                        .with_context(|| format!("create the token file {path:?}"))?;
+            // The file first: no token is made that cannot be handed over.
+            let file = match out {
+                Some(path) => Some((path, create_private(path)?)),
+                None => None,
+            };
+            let token = match client.add_token(user).await {
+                Ok(token) => token,
+                Err(e) => {
+                    if let Some((path, _)) = file {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(e.into());
+                }
+            };
+            match file {
+                Some((path, mut file)) => {
                     writeln!(file, "{}", token.reveal())
                         .with_context(|| format!("write the token file {path:?}"))?;
                     eprintln!(
@@ -83,6 +90,16 @@ pub async fn run(client: &Client, command: &UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A new file readable and writable by its owner only.
+fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create the token file {path:?}"))
 }
 
 fn format_time(secs: u64) -> String {

@@ -149,6 +149,10 @@ impl RefusalLog {
         let now = Instant::now();
         if seen.len() > 4096 {
             seen.retain(|_, at| now.duration_since(*at) < LOG_ONCE_PER);
+            if seen.len() > 4096 && !seen.contains_key(&key) {
+                // A flood of distinct keys: stay bounded, log nothing new for a while.
+                return false;
+            }
         }
         match seen.get(&key) {
             Some(at) if now.duration_since(*at) < LOG_ONCE_PER => false,

@@ -198,6 +198,12 @@ async fn connect_tls(
             Ok(tcp) => {
                 let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
                 let tls = TlsConnector::from(config).connect(name, tcp).await?;
+                if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{addr} did not agree to HTTP/2 (ALPN h2)"),
+                    ));
+                }
                 return Ok(TokioIo::new(tls));
             }
             Err(e) => last = e,

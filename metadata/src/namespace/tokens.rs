@@ -34,8 +34,13 @@ impl Namespace {
         id: String,
         record: TokenRecord,
     ) -> Result<CommandResult, NamespaceError> {
-        if self.tokens.contains_key(&id) {
-            return Err(NamespaceError::TokenExists { id });
+        match self.tokens.get(&id) {
+            // The same token again: a retry whose first reply was lost.
+            Some(known) if known.user == record.user && known.hash == record.hash => {
+                return Ok(CommandResult::Done)
+            }
+            Some(_) => return Err(NamespaceError::TokenExists { id }),
+            None => {}
         }
         self.tokens.insert(id, record);
         Ok(CommandResult::Done)
@@ -72,6 +77,11 @@ mod tests {
             CommandResult::Done
         ));
         assert_eq!(ns.token_user(&token), Some("alice"));
+        // A retried add of the same token succeeds; another user under its id does not.
+        assert!(matches!(
+            ns.apply(add(&token, "alice")),
+            CommandResult::Done
+        ));
         assert!(matches!(
             ns.apply(add(&token, "mallory")),
             CommandResult::Rejected(NamespaceError::TokenExists { .. })
