@@ -18,13 +18,14 @@
 mod chunk_cache;
 mod compact;
 mod dirty;
+mod newest;
 mod session;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cairn_client::Client;
@@ -39,6 +40,7 @@ use futures::future::try_join_all;
 use crate::backend::*;
 use chunk_cache::ChunkCache;
 use dirty::Dirty;
+use newest::NewestSizes;
 use session::Session;
 
 /// How the cluster backend behaves.
@@ -112,13 +114,16 @@ pub struct ClusterBackend {
     cache: Mutex<ChunkCache>,
     /// Chunks being loaded now (so a reader and the read-ahead share one load).
     loading: Mutex<HashMap<ChunkId, LoadingChunk>>,
+    /// Sizes of this mount's recent commits, so that a reply older than one of them does
+    /// not shrink the file in the kernel's eyes.
+    newest: Mutex<NewestSizes>,
 }
 
 /// The FUSE generation of every inode. The metadata service never reuses an inode number
 /// (they come from a counter), so one value serves all. `FsAttr::generation` is something
 /// else, the version of a file's content: given to the kernel, a new value for a known
 /// inode number reads as "the number was reused" and the kernel marks its inode bad, so
-/// descriptors already open on the file fail with EIO (`t115_open_file_after_lookup`).
+/// descriptors already open on the file fail with EIO (`t115_kernel_caches`).
 const INODE_GENERATION: u64 = 1;
 
 /// A failed cluster call as the application sees it: `ENOSPC` when the storage nodes are
@@ -228,6 +233,7 @@ impl ClusterBackend {
             session,
             opts,
             files: Mutex::new(HashMap::new()),
+            newest: Mutex::default(),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
         }))
@@ -270,19 +276,31 @@ impl ClusterBackend {
         .await
     }
 
-    /// The attributes in `reply`, with the size this mount sees if it has the file open.
+    fn newest(&self) -> std::sync::MutexGuard<'_, NewestSizes> {
+        self.newest.lock().expect("newest sizes poisoned")
+    }
+
+    /// The attributes in `reply`, with the size this mount sees: never older than its own
+    /// commits ([`NewestSizes`]), and its buffered writes if it has the file open.
     async fn attr_reply(&self, reply: FsReply) -> Result<Attr, FsError> {
         let a = match reply {
             FsReply::Attr(a) => a,
             FsReply::Extents(map) => map.attr,
             other => return Err(unexpected("attributes", other)),
         };
+        // An own flush of this file in progress finishes first (it holds the file), so
+        // that its commit is known below.
+        let open = self.open_file(a.ino);
+        let file = match &open {
+            Some(file) => Some(file.lock().await),
+            None => None,
+        };
         let mut attr = to_attr(&a);
-        if let Some(file) = self.open_file(a.ino) {
-            let file = file.lock().await;
-            if !file.closed {
-                attr.size = attr.size.max(file.dirty.end());
-            }
+        attr.size = self
+            .newest()
+            .settle(a.ino, a.generation, a.size, Instant::now());
+        if let Some(file) = file.filter(|f| !f.closed) {
+            attr.size = attr.size.max(file.dirty.end());
         }
         Ok(attr)
     }
@@ -452,6 +470,8 @@ impl ClusterBackend {
                 file.size = a.size;
                 file.map = None;
                 file.commits += 1;
+                self.newest()
+                    .record(ino, a.generation, a.size, Instant::now());
                 let mut cache = self.cache.lock().expect("chunk cache poisoned");
                 for (chunk, (id, _)) in packed.into_iter().zip(stored) {
                     cache.insert(id, Arc::new(chunk.data));
@@ -631,6 +651,8 @@ impl FsBackend for ClusterBackend {
             file.size = a.size;
             file.map = None;
         }
+        self.newest()
+            .record(ino, a.generation, a.size, Instant::now());
         Ok(to_attr(&a))
     }
 

@@ -39,7 +39,10 @@ pub struct MetaConfig {
     /// Raft heartbeat interval (default 150 ms).
     #[serde(default = "default_raft_heartbeat_ms")]
     pub raft_heartbeat_ms: u64,
-    /// Raft election timeout, lower bound; the upper bound is twice this (default 1000 ms).
+    /// Raft election timeout, lower bound; the upper bound is twice this (default 500 ms).
+    /// A follower that hears nothing from the leader starts an election after a leader
+    /// lease (the upper bound) plus a random timeout between the bounds: 3-4 times this,
+    /// 1.5-2 s by default, which is how long writes wait when the leader dies.
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: u64,
     /// A storage node without a heartbeat for this long is `out`: its shards are rebuilt
@@ -87,7 +90,7 @@ fn default_raft_heartbeat_ms() -> u64 {
     150
 }
 fn default_election_timeout_ms() -> u64 {
-    1000
+    500
 }
 fn default_node_out_after_ms() -> u64 {
     60_000
@@ -101,11 +104,40 @@ fn default_repair_bytes_per_sec() -> u64 {
 fn default_pending_chunk_ttl_ms() -> u64 {
     3_600_000
 }
-pub fn default_session_lease_ms() -> u64 {
+fn default_session_lease_ms() -> u64 {
     10_000
 }
 fn default_snapshot_every() -> u64 {
     5000
+}
+
+impl MetaConfig {
+    /// A configuration with the required settings and every other one at its default.
+    pub fn new(id: u64, listen: SocketAddr, data_dir: PathBuf) -> MetaConfig {
+        MetaConfig {
+            id,
+            listen,
+            advertise: None,
+            data_dir,
+            peers: BTreeMap::new(),
+            bootstrap: false,
+            join: Vec::new(),
+            metrics_listen: None,
+            node_down_after_ms: default_node_down_after_ms(),
+            raft_heartbeat_ms: default_raft_heartbeat_ms(),
+            election_timeout_ms: default_election_timeout_ms(),
+            node_out_after_ms: default_node_out_after_ms(),
+            repair_interval_ms: default_repair_interval_ms(),
+            repair_bytes_per_sec: default_repair_bytes_per_sec(),
+            pending_chunk_ttl_ms: default_pending_chunk_ttl_ms(),
+            session_lease_ms: default_session_lease_ms(),
+            snapshot_every: default_snapshot_every(),
+            tls_dir: None,
+            tls_name: None,
+            insecure: false,
+            admins: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

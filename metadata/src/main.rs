@@ -1,6 +1,5 @@
 //! `cairn-meta`: parses flags and the config file, then runs a metadata replica.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -92,29 +91,11 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
         Some(path) => cairn_common::config::load_toml(path)?,
         None => {
             let missing = |flag: &str| anyhow::anyhow!("{flag} is required (or give --config)");
-            MetaConfig {
-                id: args.id.ok_or_else(|| missing("--id"))?,
-                listen: args.listen.ok_or_else(|| missing("--listen"))?,
-                advertise: None,
-                data_dir: args.data_dir.clone().ok_or_else(|| missing("--data-dir"))?,
-                peers: BTreeMap::new(),
-                bootstrap: false,
-                join: Vec::new(),
-                metrics_listen: None,
-                pending_chunk_ttl_ms: 3_600_000,
-                node_down_after_ms: 5000,
-                node_out_after_ms: 60_000,
-                repair_interval_ms: 1000,
-                repair_bytes_per_sec: 100 << 20,
-                raft_heartbeat_ms: 150,
-                election_timeout_ms: 1000,
-                snapshot_every: 5000,
-                session_lease_ms: cairn_metadata::config::default_session_lease_ms(),
-                tls_dir: None,
-                tls_name: None,
-                insecure: false,
-                admins: Vec::new(),
-            }
+            MetaConfig::new(
+                args.id.ok_or_else(|| missing("--id"))?,
+                args.listen.ok_or_else(|| missing("--listen"))?,
+                args.data_dir.clone().ok_or_else(|| missing("--data-dir"))?,
+            )
         }
     };
     if let Some(id) = args.id {

@@ -55,6 +55,10 @@ async fn killing_the_leader_loses_no_acknowledged_put() {
         s.leader_id != 0 && s.leader_id != old
     })
     .await;
+    eprintln!(
+        "a new leader {:?} after the leader was killed",
+        killed_at.elapsed()
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().len() < before + 20 {
         assert!(
