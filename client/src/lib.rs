@@ -294,6 +294,9 @@ impl Client {
     }
 
     /// Deletes `bucket/key`, only if its generation is `generation` when one is given.
+    /// `NotFound` means the key was absent; when the answer to an attempt was lost (the
+    /// call was retried) and the retry finds the key gone, the delete counts as done,
+    /// since the lost attempt may have been the one that deleted it.
     pub async fn delete_if(&self, bucket: &str, key: &str, generation: Option<u64>) -> Result<()> {
         cairn_common::names::validate_bucket(bucket).map_err(put::invalid)?;
         cairn_common::names::validate_key(key).map_err(put::invalid)?;
@@ -302,10 +305,23 @@ impl Client {
             key: key.into(),
             if_generation_match: generation.unwrap_or(0),
         };
-        self.meta
-            .call(req, |mut c, r| async move { c.delete_object(r).await })
-            .await?;
-        Ok(())
+        let (result, attempts) = self
+            .meta
+            .call_counting(req, |mut c, r| async move { c.delete_object(r).await })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(ClientError::NotFound { .. }) if attempts > 1 => {
+                tracing::debug!(
+                    bucket,
+                    key,
+                    attempts,
+                    "deleted (by an attempt whose answer was lost, or already absent)"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Adds a metadata replica (it must be running, with an empty log); returns once it

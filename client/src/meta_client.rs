@@ -111,9 +111,23 @@ impl MetaClient {
         Fut:
             std::future::Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
     {
+        self.call_counting(req, call).await.0
+    }
+
+    /// [`MetaClient::call`], also telling how many attempts were made: after more than
+    /// one, an earlier attempt may have taken effect without its answer arriving.
+    pub async fn call_counting<Req, Resp, F, Fut>(&self, req: Req, call: F) -> (Result<Resp>, u32)
+    where
+        Req: Clone,
+        F: Fn(MetaServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut:
+            std::future::Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
         let deadline = Instant::now() + self.retry_for;
         let mut backoff = Duration::from_millis(50);
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let turn = self.next.load(Ordering::Relaxed);
             let index = turn % self.clients.len();
             let mut request = tonic::Request::new(req.clone());
@@ -122,11 +136,11 @@ impl MetaClient {
                 request.metadata_mut().insert(*header, value.clone());
             }
             let err = match call(self.clients[index].clone(), request).await {
-                Ok(resp) => return Ok(resp.into_inner()),
+                Ok(resp) => return (Ok(resp.into_inner()), attempts),
                 Err(status) => ClientError::from(status),
             };
             if !err.is_retriable() || Instant::now() + backoff > deadline {
-                return Err(err);
+                return (Err(err), attempts);
             }
             tracing::debug!(replica = index, error = %err, "metadata call failed; retrying");
             // Move on from this replica unless another caller already did.

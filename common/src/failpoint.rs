@@ -116,10 +116,13 @@ pub fn hit(name: &str) -> io::Result<()> {
             }
             unreachable!("SIGKILL returned");
         }
-        Some(arg) => Err(io::Error::other(format!(
-            "injected failure at failpoint {name} ({})",
-            arg.unwrap_or_default()
-        ))),
+        Some(arg) => {
+            tracing::warn!(failpoint = name, "failpoint: injected error");
+            Err(io::Error::other(format!(
+                "injected failure at failpoint {name} ({})",
+                arg.unwrap_or_default()
+            )))
+        }
     }
 }
 

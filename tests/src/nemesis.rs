@@ -123,10 +123,8 @@ impl Workload {
             let deleted =
                 tokio::time::timeout(self.op_timeout, client.delete(&self.bucket, key)).await;
             match deleted {
-                // NotFound is not "it was already absent": the client retries a delete
-                // whose reply was lost (a leader died after committing it), and the retry
-                // finds the key gone. Either way the key is absent afterwards, which is
-                // what a delete does.
+                // Either way the key is absent afterwards, which is what a delete does
+                // (the client reports a retried delete that finds the key gone as done).
                 Ok(Ok(())) | Ok(Err(ClientError::NotFound { .. })) => {
                     done(RegisterOp::Delete, Some(history.now()))
                 }

@@ -177,6 +177,48 @@ async fn leader_crash_between_commit_and_reply_loses_nothing_acknowledged() {
     assert_eq!(listed.len(), acked.len());
 }
 
+/// A delete whose answer is lost after its commit (an injected error at the same point,
+/// on whichever replica leads): the client's retry finds the key gone, and the delete is
+/// reported done, not "not found". A delete of a key that never existed still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_whose_answer_was_lost_is_reported_done() {
+    let mut tc = TestCluster::start(3, 3, Redundancy::Ec { k: 2, m: 1 }).await;
+    tc.must_put("default", "victim", b"short-lived").await;
+    for i in 1..=3 {
+        tc.arm(
+            &format!("meta-{i}"),
+            "meta-commit-before-reply=1*return(error)",
+        );
+        tc.leader().await;
+    }
+    tc.wait_status("every node up", Duration::from_secs(30), |s| {
+        s.nodes.iter().all(|n| n.state == "up")
+    })
+    .await;
+    tc.client
+        .delete("default", "victim")
+        .await
+        .expect("the delete is done, though its first answer was lost");
+    assert!(matches!(
+        tc.get("default", "victim").await,
+        Err(cairn_client::ClientError::NotFound { .. })
+    ));
+    let injected: usize = (1..=3)
+        .map(|i| {
+            let log = tc.dir().join("logs").join(format!("meta-{i}.log"));
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("failpoint: injected error")
+                .count()
+        })
+        .sum();
+    assert_eq!(injected, 1, "the leader lost exactly one answer");
+    assert!(matches!(
+        tc.client.delete("default", "never-there").await,
+        Err(cairn_client::ClientError::NotFound { .. })
+    ));
+}
+
 /// The metadata leader dies during repair, after writing the rebuilt shards and before
 /// committing their placement: after its restart repair starts over, the cluster reaches
 /// full redundancy without the dead node, and every object verifies.
