@@ -120,6 +120,11 @@ impl DevClusterSpec {
         self.dir.join("cluster.toml")
     }
 
+    /// The log of process `name` (`meta-1`, `node-2`, `mount-1`...).
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{name}.log"))
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         if !(1..=9).contains(&self.meta) {
             bail!("--meta must be between 1 and 9");
@@ -450,7 +455,7 @@ impl DevCluster {
             if self.reap_exited().iter().any(|(n, _)| *n == name) || Instant::now() > deadline {
                 bail!(
                     "{name} did not mount {mountpoint:?}; see {:?}",
-                    self.spec.dir.join("logs").join(format!("{name}.log"))
+                    self.spec.log_path(&name)
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -481,7 +486,7 @@ impl DevCluster {
 
     /// (Re)starts a daemon that is not running, with the arguments it first had.
     pub fn start_process(&mut self, name: &str) -> anyhow::Result<()> {
-        let dir = self.spec.dir.clone();
+        let (dir, log_path) = (self.spec.dir.clone(), self.spec.log_path(name));
         let mut env = self.spec.env.clone();
         let d = self
             .daemons
@@ -492,7 +497,6 @@ impl DevCluster {
                 bail!("{name} is already running");
             }
         }
-        let log_path = dir.join("logs").join(format!("{name}.log"));
         let log = File::options()
             .create(true)
             .append(true)
@@ -651,7 +655,7 @@ impl DevCluster {
             if let Some(name) = self.exited_daemon() {
                 bail!(
                     "{name} exited before the cluster became ready (see {:?})",
-                    self.spec.dir.join("logs").join(format!("{name}.log"))
+                    self.spec.log_path(&name)
                 );
             }
             if Instant::now() >= deadline {

@@ -16,7 +16,6 @@ use cairn_client::dev_cluster::{DevCluster, DevClusterSpec};
 use cairn_client::Client;
 use cairn_common::Redundancy;
 
-/// Directory of the workspace's binaries (this test executable lives in its `deps/`).
 /// A lazily connecting gRPC channel to `addr` as certificate `name` of the cluster in
 /// `spec` (plaintext when the cluster runs `--insecure`).
 pub fn grpc_channel(spec: &DevClusterSpec, addr: &str, name: &str) -> tonic::transport::Channel {
@@ -29,6 +28,28 @@ pub fn grpc_channel(spec: &DevClusterSpec, addr: &str, name: &str) -> tonic::tra
     transport.channel(addr, |e| e).expect("channel")
 }
 
+/// The whole object `bucket/key`, read by `client`. Boxed: a read's future is large in
+/// debug builds, and a test that awaits many of them inline outgrows its thread's stack.
+pub async fn read_object(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> cairn_client::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    Box::pin(client.get(bucket, key, None, &mut out)).await?;
+    Ok(out)
+}
+
+/// How many lines of the log at `path` contain every one of `parts` (0 if it is missing).
+pub fn log_lines(path: &Path, parts: &[&str]) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .count()
+}
+
+/// Directory of the workspace's binaries (this test executable lives in its `deps/`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().expect("executable has a directory");
@@ -190,9 +211,12 @@ impl TestCluster {
     }
 
     pub async fn get(&self, bucket: &str, key: &str) -> cairn_client::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.client.get(bucket, key, None, &mut out).await?;
-        Ok(out)
+        read_object(&self.client, bucket, key).await
+    }
+
+    /// The log of process `name` of this cluster.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.cluster.spec().log_path(name)
     }
 
     pub async fn must_get_equal(&self, bucket: &str, key: &str, expected: &[u8]) {

@@ -20,7 +20,7 @@ use cairn_proto::meta::{ClusterStatusRequest, CreateBucketRequest, RaftPayload};
 use cairn_proto::node::node_service_client::NodeServiceClient;
 use cairn_proto::node::{DeleteShardRequest, StatShardRequest};
 use cairn_proto::object::object_service_client::ObjectServiceClient;
-use cairn_tests::TestCluster;
+use cairn_tests::{log_lines, TestCluster};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
@@ -75,11 +75,7 @@ fn assert_refused_at_handshake(result: Result<(), tonic::Status>, what: &str, ad
 }
 
 fn refusal_lines(log: &Path, reason_part: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("refused a connection") && l.contains(reason_part))
-        .count()
+    log_lines(log, &["refused a connection", reason_part])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +151,7 @@ async fn every_port_refuses_peers_without_a_valid_cluster_certificate() {
             assert_eq!(served.unwrap_err().code(), Code::PermissionDenied, "{name}");
         }
 
-        let log = spec.dir.join("logs").join(format!("{name}.log"));
+        let log = spec.log_path(name);
         for reason in [
             "UnknownIssuer",
             "expired",

@@ -14,7 +14,7 @@ use cairn_client::tls::{Role, TlsFiles, Transport};
 use cairn_common::Redundancy;
 use cairn_proto::object::object_service_client::ObjectServiceClient;
 use cairn_proto::object::GetObjectRequest;
-use cairn_tests::{grpc_channel, random_bytes, TestCluster};
+use cairn_tests::{grpc_channel, log_lines, random_bytes, TestCluster};
 
 /// The role of a certificate the development cluster issued, from its name.
 fn role_of(name: &str) -> Role {
@@ -24,18 +24,6 @@ fn role_of(name: &str) -> Role {
         Some("gateway") => Role::Gateway,
         _ => Role::Client,
     }
-}
-
-fn log_of(tc: &TestCluster, name: &str) -> std::path::PathBuf {
-    tc.dir().join("logs").join(format!("{name}.log"))
-}
-
-fn lines_with(log: &Path, parts: &[&str]) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| parts.iter().all(|p| l.contains(p)))
-        .count()
 }
 
 /// Handshakes refused for a certificate reason (not, say, a peer hanging up).
@@ -55,8 +43,7 @@ fn certificate_refusals(log: &Path) -> usize {
                 .iter()
                 .any(|r| l.contains(r))
         })
-        .collect::<Vec<_>>()
-        .len()
+        .count()
 }
 
 /// SIGHUPs every daemon and waits until each logged its reload (a node reloads two
@@ -65,7 +52,7 @@ async fn reload_all(tc: &TestCluster, daemons: &[String]) {
     const RELOADED: &str = "SIGHUP: reloaded the TLS certificate";
     let before: Vec<usize> = daemons
         .iter()
-        .map(|d| lines_with(&log_of(tc, d), &[RELOADED]))
+        .map(|d| log_lines(&tc.log_path(d), &[RELOADED]))
         .collect();
     for d in daemons {
         tc.cluster.signal(d, libc::SIGHUP);
@@ -73,12 +60,12 @@ async fn reload_all(tc: &TestCluster, daemons: &[String]) {
     for (d, before) in daemons.iter().zip(before) {
         let want = before + if d.starts_with("node-") { 2 } else { 1 };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while lines_with(&log_of(tc, d), &[RELOADED]) < want {
+        while log_lines(&tc.log_path(d), &[RELOADED]) < want {
             assert!(Instant::now() < deadline, "{d} did not log its reload");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(
-            lines_with(&log_of(tc, d), &["cannot reload the TLS files"]),
+            log_lines(&tc.log_path(d), &["cannot reload the TLS files"]),
             0,
             "{d} failed a reload"
         );
@@ -123,7 +110,7 @@ async fn sighup_moves_every_daemon_to_a_new_ca_without_a_restart() {
     }
     let refusals_at_start: Vec<usize> = daemons
         .iter()
-        .map(|d| certificate_refusals(&log_of(&tc, d)))
+        .map(|d| certificate_refusals(&tc.log_path(d)))
         .collect();
 
     // 1. Trust both CAs.
@@ -199,10 +186,10 @@ async fn sighup_moves_every_daemon_to_a_new_ca_without_a_restart() {
     // connection after the rotation presented a new-CA certificate.
     for (d, at_start) in daemons.iter().zip(refusals_at_start) {
         assert_eq!(
-            certificate_refusals(&log_of(&tc, d)),
+            certificate_refusals(&tc.log_path(d)),
             at_start,
             "{d} refused a certificate during the rotation (see {:?})",
-            log_of(&tc, d)
+            tc.log_path(d)
         );
     }
 
@@ -211,7 +198,7 @@ async fn sighup_moves_every_daemon_to_a_new_ca_without_a_restart() {
     std::fs::write(old.path().join("ca.pem"), &new_ca).unwrap();
     let stale = Transport::load(&TlsFiles::new(old.path(), "client")).unwrap();
     for (daemon, addr) in [("meta-2", spec.meta_addr(2)), ("node-3", spec.node_addr(3))] {
-        let refusals = certificate_refusals(&log_of(&tc, daemon));
+        let refusals = certificate_refusals(&tc.log_path(daemon));
         let channel = stale
             .channel(&addr, |e| e.timeout(Duration::from_secs(5)))
             .unwrap();
@@ -224,7 +211,7 @@ async fn sighup_moves_every_daemon_to_a_new_ca_without_a_restart() {
             "{addr}: a connection failure, not an answer: {status:?}"
         );
         let deadline = Instant::now() + Duration::from_secs(5);
-        while certificate_refusals(&log_of(&tc, daemon)) == refusals {
+        while certificate_refusals(&tc.log_path(daemon)) == refusals {
             assert!(
                 Instant::now() < deadline,
                 "{daemon} did not log the refusal"

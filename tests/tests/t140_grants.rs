@@ -7,7 +7,7 @@ use cairn_client::{Client, ClientError, ListOptions};
 use cairn_common::Redundancy;
 use cairn_proto::object::object_service_client::ObjectServiceClient;
 use cairn_proto::object::{GetObjectRequest, ListObjectsRequest};
-use cairn_tests::{grpc_channel, random_bytes, TestCluster};
+use cairn_tests::{grpc_channel, random_bytes, read_object, TestCluster};
 use tonic::Code;
 
 fn denied<T: std::fmt::Debug>(result: cairn_client::Result<T>, what: &str) {
@@ -23,10 +23,7 @@ fn denied<T: std::fmt::Debug>(result: cairn_client::Result<T>, what: &str) {
 }
 
 async fn get(client: &Client, key: &str) -> cairn_client::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    // Boxed: a read's future is large in debug builds, and the test awaits many.
-    Box::pin(client.get("private", key, None, &mut out)).await?;
-    Ok(out)
+    read_object(client, "private", key).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

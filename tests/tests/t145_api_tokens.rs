@@ -12,14 +12,11 @@ use cairn_common::token::ApiToken;
 use cairn_common::Redundancy;
 use cairn_proto::object::object_service_client::ObjectServiceClient;
 use cairn_proto::object::{GetObjectRequest, ListObjectsRequest};
-use cairn_tests::{grpc_channel, random_bytes, TestCluster};
+use cairn_tests::{grpc_channel, random_bytes, read_object, TestCluster};
 use tonic::Code;
 
 async fn get(client: &Client, key: &str) -> cairn_client::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    // Boxed: a read's future is large in debug builds, and the scenario awaits many.
-    Box::pin(client.get("shared", key, None, &mut out)).await?;
-    Ok(out)
+    read_object(client, "shared", key).await
 }
 
 fn denied_as<T: std::fmt::Debug>(result: cairn_client::Result<T>, user: &str, what: &str) {

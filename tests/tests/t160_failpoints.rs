@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cairn_client::dev_cluster::DevClusterSpec;
 use cairn_common::Redundancy;
-use cairn_tests::{random_bytes, TestCluster};
+use cairn_tests::{log_lines, random_bytes, TestCluster};
 
 const PUT_ATTEMPTS: usize = 8;
 
@@ -205,11 +205,10 @@ async fn a_delete_whose_answer_was_lost_is_reported_done() {
     ));
     let injected: usize = (1..=3)
         .map(|i| {
-            let log = tc.dir().join("logs").join(format!("meta-{i}.log"));
-            std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .matches("failpoint: injected error")
-                .count()
+            log_lines(
+                &tc.log_path(&format!("meta-{i}")),
+                &["failpoint: injected error"],
+            )
         })
         .sum();
     assert_eq!(injected, 1, "the leader lost exactly one answer");

@@ -48,8 +48,7 @@ async fn replicas_join_by_snapshot_and_take_over() {
 
     // The log was compacted before they joined: they caught up from a snapshot.
     for name in ["meta-2", "meta-3"] {
-        let log =
-            std::fs::read_to_string(tc.dir().join("logs").join(format!("{name}.log"))).unwrap();
+        let log = std::fs::read_to_string(tc.log_path(name)).unwrap();
         assert!(
             log.contains("installed a snapshot"),
             "{name} did not install a snapshot"

@@ -123,7 +123,7 @@ impl Transport {
         })
     }
 
-    /// The server side: `None` for plaintext (logged as a warning, once, at start-up).
+    /// The server side, with the current certificates: `None` for plaintext.
     pub fn acceptor(&self) -> Option<TlsAcceptor> {
         match self {
             Transport::Insecure => None,
