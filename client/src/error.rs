@@ -103,6 +103,36 @@ impl From<tonic::Status> for ClientError {
     }
 }
 
+/// A reply that does not decode is the server's fault, not the caller's.
+impl From<cairn_proto::convert::WireError> for ClientError {
+    fn from(e: cairn_proto::convert::WireError) -> Self {
+        ClientError::Malformed {
+            what: e.to_string(),
+        }
+    }
+}
+
+impl From<cairn_shard_io::ChunkReadError> for ClientError {
+    fn from(e: cairn_shard_io::ChunkReadError) -> Self {
+        use cairn_shard_io::ChunkReadError;
+        match e {
+            ChunkReadError::Malformed { .. } => ClientError::Malformed {
+                what: e.to_string(),
+            },
+            ChunkReadError::Unavailable {
+                chunk,
+                available,
+                needed,
+            } => ClientError::DataUnavailable {
+                chunk,
+                available,
+                needed,
+            },
+            ChunkReadError::Corrupt { chunk } => ClientError::Corrupt { chunk },
+        }
+    }
+}
+
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -2,14 +2,11 @@
 //! [`FsRequest`] to the metadata leader, and chunk-level writes and reads (a mount
 //! decides itself which bytes go into which chunk).
 
-use std::collections::HashMap;
-
 use cairn_common::chunk::ChunkMeta;
 use cairn_common::fs::{FsRequest, FsResult, NodeAddr};
-use cairn_common::{ChunkId, NodeId};
+use cairn_common::ChunkId;
 use cairn_proto::meta as pm;
 
-use crate::convert::{chunk_from_proto, chunk_to_proto};
 use crate::error::{ClientError, Result};
 use crate::Client;
 
@@ -36,7 +33,7 @@ impl Client {
     /// commits it.
     pub async fn store_chunk(&self, bucket: &str, data: &[u8]) -> Result<(ChunkId, ChunkMeta)> {
         let chunk = self.write_chunk(bucket, data, Vec::new()).await?;
-        chunk_from_proto(chunk)
+        Ok(chunk.try_into()?)
     }
 
     /// Reads, verifies and decodes one chunk, trying once more if too few shards answer.
@@ -46,18 +43,7 @@ impl Client {
         meta: &ChunkMeta,
         nodes: &[NodeAddr],
     ) -> Result<Vec<u8>> {
-        let chunk = chunk_to_proto(id, meta);
-        let addrs: Vec<pm::NodeAddress> = nodes
-            .iter()
-            .map(|n| pm::NodeAddress {
-                node_id: n.id,
-                addr: n.addr.clone(),
-                down: n.down,
-            })
-            .collect();
-        let by_id: HashMap<NodeId, &pm::NodeAddress> =
-            addrs.iter().map(|n| (n.node_id, n)).collect();
-        self.read_chunk_retrying(&chunk, &by_id).await
+        self.read_chunk(*id, meta, nodes).await
     }
 
     /// Reads `len` bytes at `offset` of a chunk without decoding it: straight from the

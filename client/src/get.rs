@@ -1,24 +1,24 @@
-//! The read path: look the object up, fetch only the chunks a range needs, and for each
-//! chunk read k shards (data shards of nodes that are up first), verify every shard
-//! against the metadata's blake3, and decode. Missing, corrupt or slow shards are
-//! replaced by parity (DESIGN.md invariant 3); a reader gets correct bytes or an error.
+//! The read path: look the object up (converting the reply to `cairn-common`'s types
+//! once, here), fetch only the chunks a range needs, each through the one verified chunk
+//! reader (`cairn_shard_io::reader`: k shards, data shards of nodes that are up first,
+//! every shard checked against the metadata's blake3, missing, corrupt or slow shards
+//! replaced by parity; DESIGN.md invariant 3), and write the bytes out in order.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Duration;
 
-use cairn_common::erasure::Codec;
+use cairn_common::chunk::{ChunkMeta, NodeAddr};
+use cairn_common::fs::FileExtent;
 use cairn_common::{ChunkId, NodeId};
 use cairn_proto::meta as pm;
-use futures::stream::{FuturesUnordered, StreamExt};
+use cairn_shard_io::ChunkReadError;
+use futures::stream::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::convert::redundancy_from_proto;
 use crate::error::{ClientError, Result};
 use crate::Client;
 
-/// A shard read that has not answered by then gets a parity read raced against it.
-const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 /// A chunk with too few reachable shards is tried once more after this.
 const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -41,19 +41,15 @@ pub struct ObjectStat {
 #[derive(Clone, Debug)]
 pub struct OpenObject {
     pub stat: ObjectStat,
-    resp: pm::LookupObjectResponse,
-}
-
-struct Candidate {
-    index: u32,
-    node: NodeId,
-    addr: String,
+    /// The object's byte runs in order; gaps between them read as zeros.
+    extents: Vec<FileExtent>,
+    chunks: HashMap<ChunkId, ChunkMeta>,
+    nodes: Vec<NodeAddr>,
 }
 
 impl Client {
     pub async fn stat(&self, bucket: &str, key: &str) -> Result<ObjectStat> {
-        let resp = self.lookup(bucket, key).await?;
-        Ok(stat_of(&resp))
+        Ok(self.open(bucket, key).await?.stat)
     }
 
     async fn lookup(&self, bucket: &str, key: &str) -> Result<pm::LookupObjectResponse> {
@@ -87,11 +83,7 @@ impl Client {
     /// opened object reads exactly this version, even if the key is overwritten meanwhile
     /// (until garbage collection reclaims the old chunks).
     pub async fn open(&self, bucket: &str, key: &str) -> Result<OpenObject> {
-        let resp = self.lookup(bucket, key).await?;
-        Ok(OpenObject {
-            stat: stat_of(&resp),
-            resp,
-        })
+        open_object(self.lookup(bucket, key).await?)
     }
 
     /// Writes the opened object's bytes (or the `range` of them) to `out`.
@@ -101,7 +93,7 @@ impl Client {
         range: Option<Range<u64>>,
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<()> {
-        let (resp, stat) = (&object.resp, &object.stat);
+        let stat = &object.stat;
         let range = match range {
             None => 0..stat.size,
             Some(r) if r.start <= r.end && r.end <= stat.size => r,
@@ -114,34 +106,24 @@ impl Client {
                 })
             }
         };
-        let nodes: HashMap<NodeId, &pm::NodeAddress> =
-            resp.nodes.iter().map(|n| (n.node_id, n)).collect();
-        let wanted: Vec<&pm::Extent> = resp
+        let wanted: Vec<&FileExtent> = object
             .extents
             .iter()
             .filter(|e| e.offset.saturating_add(e.len) > range.start && e.offset < range.end)
             .collect();
         // The chunks to read, in order (consecutive extents often share one), fetched up
         // to READS_IN_FLIGHT ahead of the one being written out.
-        let mut order: Vec<u32> = wanted.iter().map(|e| e.chunk).collect();
+        let mut order: Vec<ChunkId> = wanted.iter().map(|e| e.chunk).collect();
         order.dedup();
-        for &index in &order {
-            if index as usize >= resp.chunks.len() {
-                return Err(ClientError::Malformed {
-                    what: format!("extent names chunk #{index} of {}", resp.chunks.len()),
-                });
-            }
-        }
-        let nodes = &nodes;
-        let mut fetched = futures::stream::iter(order.into_iter().map(|index| async move {
+        let mut fetched = futures::stream::iter(order.into_iter().map(|id| async move {
             let data = self
-                .read_chunk_retrying(&resp.chunks[index as usize], nodes)
+                .read_chunk(id, &object.chunks[&id], &object.nodes)
                 .await;
-            (index, data)
+            (id, data)
         }))
         .buffered(READS_IN_FLIGHT);
         let mut at = range.start;
-        let mut last: Option<(u32, Vec<u8>)> = None;
+        let mut last: Option<(ChunkId, Vec<u8>)> = None;
         for extent in wanted {
             let start = extent.offset;
             let from = start.max(range.start);
@@ -178,136 +160,27 @@ impl Client {
         Ok(())
     }
 
-    /// [`Self::read_chunk`], once more after a pause if too few shards answered (a node
-    /// may be restarting).
-    pub(crate) async fn read_chunk_retrying(
+    /// Reads, verifies and decodes one chunk (see `cairn_shard_io::reader`), once more
+    /// after a pause if too few shards answered (a node may be restarting). Shards found
+    /// missing or corrupt are reported to the metadata service.
+    pub(crate) async fn read_chunk(
         &self,
-        chunk: &pm::Chunk,
-        nodes: &HashMap<NodeId, &pm::NodeAddress>,
+        id: ChunkId,
+        meta: &ChunkMeta,
+        nodes: &[NodeAddr],
     ) -> Result<Vec<u8>> {
-        match self.read_chunk(chunk, nodes).await {
-            Err(ClientError::DataUnavailable { .. }) => {
-                tokio::time::sleep(UNAVAILABLE_RETRY_AFTER).await;
-                self.read_chunk(chunk, nodes).await
-            }
-            other => other,
-        }
-    }
-
-    /// Reads, verifies and decodes one chunk.
-    async fn read_chunk(
-        &self,
-        chunk: &pm::Chunk,
-        nodes: &HashMap<NodeId, &pm::NodeAddress>,
-    ) -> Result<Vec<u8>> {
-        let id = ChunkId::from_slice(&chunk.chunk_id).map_err(|e| ClientError::Malformed {
-            what: e.to_string(),
-        })?;
-        let redundancy = redundancy_from_proto(chunk.redundancy)?;
-        let codec = Codec::new(redundancy).map_err(|e| ClientError::Malformed {
-            what: e.to_string(),
-        })?;
-        let total = redundancy.total_shards();
-        let needed = redundancy.data_shards();
-        if chunk.shard_hashes.len() != total {
-            return Err(ClientError::Malformed {
-                what: format!("chunk {id} lists {} shard hashes", chunk.shard_hashes.len()),
-            });
-        }
-        let shard_len = codec.shard_len(chunk.size as usize);
-
-        // Up nodes before down ones; within each, data shards before parity.
-        let mut candidates: Vec<(bool, Candidate)> = chunk
-            .shards
-            .iter()
-            .filter(|s| (s.index as usize) < total)
-            .filter_map(|s| {
-                nodes.get(&s.node_id).map(|n| {
-                    (
-                        n.down,
-                        Candidate {
-                            index: s.index,
-                            node: s.node_id,
-                            addr: n.addr.clone(),
-                        },
-                    )
-                })
-            })
-            .collect();
-        candidates.sort_by_key(|(down, c)| (*down, c.index));
-        let mut queue = candidates.into_iter().map(|(_, c)| c);
-
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
-        let mut have = 0;
-        let mut lost: Vec<(u32, NodeId)> = Vec::new();
-        let mut in_flight = FuturesUnordered::new();
-        let launch = |c: Candidate| {
-            let pool = self.nodes.clone();
-            async move {
-                let result = pool.get_shard(&c.addr, id, c.index).await;
-                (c, result)
-            }
-        };
-        for c in queue.by_ref().take(needed) {
-            in_flight.push(launch(c));
-        }
-        while have < needed {
-            let next = tokio::select! {
-                next = in_flight.next() => next,
-                _ = tokio::time::sleep(HEDGE_AFTER), if !in_flight.is_empty() => {
-                    if let Some(c) = queue.next() {
-                        in_flight.push(launch(c));
-                    }
-                    continue;
-                }
-            };
-            let Some((c, result)) = next else {
-                break;
-            };
+        let mut retried = false;
+        loop {
+            let (result, lost) = self.nodes.read_chunk(id, meta, nodes).await;
+            self.report_lost(id, &lost).await;
             match result {
-                Ok(bytes)
-                    if bytes.len() == shard_len
-                        && blake3::hash(&bytes).as_bytes()[..]
-                            == chunk.shard_hashes[c.index as usize][..] =>
-                {
-                    if shards[c.index as usize].is_none() {
-                        shards[c.index as usize] = Some(bytes);
-                        have += 1;
-                    }
-                    continue;
+                Err(ChunkReadError::Unavailable { .. }) if !retried => {
+                    retried = true;
+                    tokio::time::sleep(UNAVAILABLE_RETRY_AFTER).await;
                 }
-                Ok(_) => {
-                    tracing::warn!(chunk = %id, index = c.index, node = c.node, "shard failed verification");
-                    lost.push((c.index, c.node));
-                }
-                Err(ClientError::NotFound { .. })
-                | Err(ClientError::Server {
-                    code: tonic::Code::DataLoss,
-                    ..
-                }) => {
-                    tracing::warn!(chunk = %id, index = c.index, node = c.node, "shard missing or corrupt");
-                    lost.push((c.index, c.node));
-                }
-                Err(e) => {
-                    tracing::debug!(chunk = %id, index = c.index, node = c.node, error = %e, "shard read failed");
-                }
-            }
-            if let Some(next) = queue.next() {
-                in_flight.push(launch(next));
+                other => return other.map_err(ClientError::from),
             }
         }
-        drop(in_flight);
-        self.report_lost(id, &lost).await;
-        if have < needed {
-            return Err(ClientError::DataUnavailable {
-                chunk: id,
-                available: have,
-                needed,
-            });
-        }
-        codec
-            .decode(shards, chunk.size as usize)
-            .map_err(|_| ClientError::Corrupt { chunk: id })
     }
 
     /// Tells the metadata service about shards found missing or corrupt (best effort:
@@ -349,9 +222,42 @@ async fn write_zeros(out: &mut (impl AsyncWrite + Unpin), mut n: u64) -> Result<
     Ok(())
 }
 
-fn stat_of(resp: &pm::LookupObjectResponse) -> ObjectStat {
-    let info = resp.info.clone().unwrap_or_default();
-    ObjectStat {
+/// The client's view of a lookup reply: the wire converted once, here.
+fn open_object(resp: pm::LookupObjectResponse) -> Result<OpenObject> {
+    let chunks = resp
+        .chunks
+        .into_iter()
+        .map(<(ChunkId, ChunkMeta)>::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let extents = resp
+        .extents
+        .iter()
+        .map(|e| {
+            let (chunk, _) =
+                chunks
+                    .get(e.chunk as usize)
+                    .ok_or_else(|| ClientError::Malformed {
+                        what: format!("extent names chunk #{} of {}", e.chunk, chunks.len()),
+                    })?;
+            Ok(FileExtent {
+                offset: e.offset,
+                len: e.len,
+                chunk: *chunk,
+                chunk_offset: e.chunk_offset,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let nodes = resp
+        .nodes
+        .into_iter()
+        .map(|n| NodeAddr {
+            id: n.node_id,
+            addr: n.addr,
+            down: n.down,
+        })
+        .collect();
+    let info = resp.info.unwrap_or_default();
+    let stat = ObjectStat {
         key: info.key,
         size: info.size,
         generation: info.generation,
@@ -359,11 +265,13 @@ fn stat_of(resp: &pm::LookupObjectResponse) -> ObjectStat {
         blake3: info.blake3[..].try_into().ok(),
         content_type: info.content_type,
         metadata: info.metadata,
-        chunks: resp.chunks.len(),
-        degraded_chunks: resp
-            .chunks
-            .iter()
-            .filter(|c| c.shards.len() < c.shard_hashes.len())
-            .count(),
-    }
+        chunks: chunks.len(),
+        degraded_chunks: chunks.iter().filter(|(_, c)| c.is_degraded()).count(),
+    };
+    Ok(OpenObject {
+        stat,
+        extents,
+        chunks: chunks.into_iter().collect(),
+        nodes,
+    })
 }

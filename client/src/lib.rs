@@ -1,18 +1,14 @@
 //! The Cairn client library: the smart data path (split, encode, place, write in
-//! parallel; read any k, verify, decode) and thin wrappers over the metadata API.
-//! The `cairn` CLI (src/main.rs, src/cli) is built on it.
+//! parallel; read any k, verify, decode) and thin wrappers over the metadata API. Nothing
+//! else: TLS lives in `cairn-net`, the CLI in `cairn-cli`, the local-cluster launcher in
+//! `cairn-devcluster`. Must not depend on the metadata service's or the storage node's
+//! crates (they are reached over gRPC only).
 
-pub mod certs;
-pub mod convert;
-pub mod dev_cluster;
 pub mod error;
 pub mod fs;
 pub mod get;
 pub mod meta_client;
-pub mod node_pool;
 pub mod put;
-pub mod source_addr;
-pub mod tls;
 
 use std::path::Path;
 
@@ -27,7 +23,7 @@ pub use get::{ObjectStat, OpenObject};
 pub use put::{Precondition, PutOptions, PutOutcome};
 
 use crate::meta_client::MetaClient;
-use crate::node_pool::NodePool;
+use cairn_shard_io::NodePool;
 
 /// A connection to one cluster. Cheap to clone.
 #[derive(Clone)]
@@ -69,15 +65,25 @@ pub struct ListOptions {
 impl Client {
     /// A client of the cluster `cluster` describes, with the identity it names.
     pub fn new(cluster: &ClusterFile) -> Result<Self> {
+        Client::new_from(cluster, None)
+    }
+
+    /// [`Client::new`], making its connections from the local address `source` when
+    /// given (see [`cairn_net::Transport::from_source`]).
+    pub fn new_from(cluster: &ClusterFile, source: Option<std::net::IpAddr>) -> Result<Self> {
         let files = cluster
             .tls_dir
             .as_ref()
-            .map(|dir| tls::TlsFiles::new(dir, &cluster.tls_name));
-        let transport = tls::Transport::choose(files, cluster.insecure).map_err(|e| {
+            .map(|dir| cairn_net::TlsFiles::new(dir, &cluster.tls_name));
+        let transport = cairn_net::Transport::choose(files, cluster.insecure).map_err(|e| {
             ClientError::InvalidArgument {
                 message: format!("{e:#}"),
             }
         })?;
+        let transport = match source {
+            Some(ip) => transport.from_source(ip),
+            None => transport,
+        };
         let client = Client::with_transport(cluster, transport)?;
         match &cluster.token_file {
             Some(path) => client.with_token(&read_token_file(path)?),
@@ -86,7 +92,7 @@ impl Client {
     }
 
     /// A client with an explicit transport (identity), ignoring the file's TLS keys.
-    pub fn with_transport(cluster: &ClusterFile, transport: tls::Transport) -> Result<Self> {
+    pub fn with_transport(cluster: &ClusterFile, transport: cairn_net::Transport) -> Result<Self> {
         Ok(Client {
             meta: MetaClient::new(&cluster.meta, &transport)?,
             nodes: NodePool::new(transport),
@@ -98,7 +104,6 @@ impl Client {
         Client::new(&ClusterFile::load(path)?)
     }
 
-    /// A copy whose metadata calls give up after `retry_for` of unavailability.
     /// Largest chunk this client writes, in bytes.
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
@@ -121,9 +126,9 @@ impl Client {
         })
     }
 
-    /// The identity this client connects with; [`tls::Transport::reload`] makes later
+    /// The identity this client connects with; [`cairn_net::Transport::reload`] makes later
     /// connections use renewed certificates.
-    pub fn transport(&self) -> &tls::Transport {
+    pub fn transport(&self) -> &cairn_net::Transport {
         self.nodes.transport()
     }
 
@@ -143,7 +148,7 @@ impl Client {
         cairn_common::names::validate_bucket(name).map_err(put::invalid)?;
         let req = pm::CreateBucketRequest {
             name: name.into(),
-            redundancy: Some(convert::redundancy_to_proto(redundancy)),
+            redundancy: Some(redundancy.into()),
         };
         self.meta
             .call(req, |mut c, r| async move { c.create_bucket(r).await })
@@ -216,7 +221,10 @@ impl Client {
             .map(|b| {
                 Ok(BucketInfo {
                     name: b.name,
-                    redundancy: convert::redundancy_from_proto(b.redundancy)?,
+                    redundancy: cairn_proto::convert::redundancy(
+                        b.redundancy,
+                        "bucket redundancy",
+                    )?,
                 })
             })
             .collect()
@@ -372,11 +380,7 @@ impl Client {
             .await?;
         resp.unknown
             .iter()
-            .map(|b| {
-                cairn_common::ChunkId::from_slice(b).map_err(|e| ClientError::Malformed {
-                    what: e.to_string(),
-                })
-            })
+            .map(|b| Ok(cairn_proto::convert::chunk_id(b)?))
             .collect()
     }
 
@@ -436,7 +440,7 @@ impl Client {
 
     /// Runs a scrub pass on the storage node at `addr`: (shards checked, corrupt, bytes).
     pub async fn scrub_node(&self, addr: &str) -> Result<(u64, u64, u64)> {
-        self.nodes.scrub(addr).await
+        Ok(self.nodes.scrub(addr).await?)
     }
 
     pub async fn status(&self) -> Result<pm::ClusterStatusResponse> {

@@ -11,7 +11,7 @@ use cairn_proto::meta::meta_service_client::MetaServiceClient;
 use tonic::transport::Channel;
 
 use crate::error::{ClientError, Result};
-use crate::tls::Transport;
+use cairn_net::Transport;
 
 /// How long a call keeps retrying while no replica can serve it.
 pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(30);
@@ -69,7 +69,7 @@ impl MetaClient {
             message: format!("user name {user:?} is not a valid header value"),
         })?;
         Ok(MetaClient {
-            caller: Some((crate::tls::USER_HEADER, value)),
+            caller: Some((cairn_net::USER_HEADER, value)),
             ..self.clone()
         })
     }
@@ -84,7 +84,7 @@ impl MetaClient {
         // Kept out of HTTP/2 header compression tables.
         value.set_sensitive(true);
         Ok(MetaClient {
-            caller: Some((crate::tls::TOKEN_HEADER, value)),
+            caller: Some((cairn_net::TOKEN_HEADER, value)),
             ..self.clone()
         })
     }

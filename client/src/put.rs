@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use bytes::Bytes;
 
 use cairn_common::erasure::Codec;
-use cairn_common::{ChunkId, NodeId};
+use cairn_common::NodeId;
 use cairn_proto::meta as pm;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::convert::redundancy_from_proto;
+use cairn_shard_io::ShardError;
+
 use crate::error::{ClientError, Result};
 use crate::Client;
 
@@ -27,26 +28,7 @@ pub struct PutOutcome {
     pub degraded_chunks: usize,
 }
 
-/// A condition on the current object for a write to happen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Precondition {
-    /// The key must not exist.
-    IfAbsent,
-    /// The key must exist with exactly this generation.
-    IfGeneration(u64),
-}
-
-impl Precondition {
-    pub(crate) fn to_proto(self) -> cairn_proto::common::Precondition {
-        use cairn_proto::common::precondition::Condition;
-        cairn_proto::common::Precondition {
-            condition: Some(match self {
-                Precondition::IfAbsent => Condition::IfAbsent(true),
-                Precondition::IfGeneration(g) => Condition::IfGenerationMatch(g),
-            }),
-        }
-    }
-}
+pub use cairn_common::Precondition;
 
 /// Optional parts of a put.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -192,7 +174,7 @@ impl Client {
             blake3: blake3.to_vec().into(),
             content_type: options.content_type,
             metadata: options.metadata,
-            precondition: options.precondition.map(Precondition::to_proto),
+            precondition: options.precondition.map(Into::into),
         };
         let resp = self
             .meta
@@ -226,10 +208,9 @@ impl Client {
                 |mut c, r| async move { c.allocate_chunk(r).await },
             )
             .await?;
-        let chunk = ChunkId::from_slice(&alloc.chunk_id).map_err(|e| ClientError::Malformed {
-            what: e.to_string(),
-        })?;
-        let redundancy = redundancy_from_proto(alloc.redundancy)?;
+        let chunk = cairn_proto::convert::chunk_id(&alloc.chunk_id)?;
+        let redundancy =
+            cairn_proto::convert::redundancy(alloc.redundancy, "allocated redundancy")?;
         let codec = Codec::new(redundancy).map_err(|e| ClientError::Malformed {
             what: e.to_string(),
         })?;
@@ -270,16 +251,8 @@ impl Client {
                     }
                     Err(e) => {
                         tracing::warn!(%chunk, index, node, error = %e, "shard write failed");
-                        if let ClientError::Server {
-                            code: tonic::Code::ResourceExhausted,
-                            message,
-                        } = &e
-                        {
-                            if message.starts_with(cairn_proto::NO_SPACE_MESSAGE) {
-                                no_space = Some(format!("node {node}: {message}"));
-                            } else {
-                                other_failure = true;
-                            }
+                        if let ShardError::NoSpace { message, .. } = &e {
+                            no_space = Some(format!("node {node}: {message}"));
                         } else {
                             other_failure = true;
                         }
@@ -341,7 +314,7 @@ impl Client {
                 .into_iter()
                 .map(|(index, node_id)| pm::ShardPlacement { index, node_id })
                 .collect(),
-            redundancy: Some(crate::convert::redundancy_to_proto(redundancy)),
+            redundancy: Some(redundancy.into()),
         })
     }
 }

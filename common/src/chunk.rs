@@ -54,4 +54,18 @@ impl ChunkMeta {
     pub fn is_degraded(&self) -> bool {
         self.shards.len() < self.redundancy.total_shards()
     }
+
+    /// Length of each of the chunk's shards.
+    pub fn shard_len(&self) -> usize {
+        self.redundancy.shard_len(self.size as usize)
+    }
+}
+
+/// Where a storage node is, for reading a chunk's shards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    pub id: NodeId,
+    pub addr: String,
+    /// The node missed its heartbeats: readers try it last.
+    pub down: bool,
 }

@@ -49,7 +49,7 @@ impl Codec {
 
     /// Length of each shard of a chunk of `chunk_len` bytes.
     pub fn shard_len(&self, chunk_len: usize) -> usize {
-        chunk_len.div_ceil(self.redundancy.data_shards()).max(1)
+        self.redundancy.shard_len(chunk_len)
     }
 
     /// Splits `chunk` into data shards (zero padded) and computes the parity shards.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkMeta;
 use crate::locks::FileLock;
-use crate::{ChunkId, NodeId, Redundancy};
+use crate::{ChunkId, Redundancy};
 
 pub type Ino = u64;
 pub type SessionId = u64;
@@ -258,13 +258,7 @@ pub struct DirEntry {
     pub kind: FileType,
 }
 
-/// Where a node is, for reading a chunk's shards.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeAddr {
-    pub id: NodeId,
-    pub addr: String,
-    pub down: bool,
-}
+pub use crate::chunk::NodeAddr;
 
 /// A file's extents in a range and what is needed to read and extend it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

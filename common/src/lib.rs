@@ -11,11 +11,13 @@ pub mod ids;
 pub mod locks;
 pub mod names;
 pub mod placement;
+pub mod precondition;
 pub mod redundancy;
 pub mod telemetry;
 pub mod token;
 
 pub use ids::{ChunkId, NodeId};
+pub use precondition::Precondition;
 pub use redundancy::Redundancy;
 
 /// Default size of a chunk: the unit that is erasure coded and placed.

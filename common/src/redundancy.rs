@@ -64,6 +64,12 @@ impl Redundancy {
         }
     }
 
+    /// Length of each shard of a chunk of `chunk_len` bytes (data shards are zero padded
+    /// to it; a replica is the whole chunk).
+    pub fn shard_len(self, chunk_len: usize) -> usize {
+        chunk_len.div_ceil(self.data_shards()).max(1)
+    }
+
     /// Fewest durable shards a write may be acknowledged with (DESIGN.md invariant 1):
     /// k+1 for erasure coding, 2 for replication, never more than the scheme has.
     pub fn min_durable_shards(self) -> usize {

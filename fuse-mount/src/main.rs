@@ -86,9 +86,6 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    if let Some(ip) = args.source_addr {
-        cairn_client::source_addr::set(ip);
-    }
     let mut options = MountOptions::default();
     options.fs.attr_ttl = Duration::from_millis(args.attr_ttl_ms);
     options.fs.entry_ttl = Duration::from_millis(args.entry_ttl_ms.unwrap_or(args.attr_ttl_ms));
@@ -124,10 +121,12 @@ fn main() -> ExitCode {
                 session_name: format!("{}:{}", hostname(), args.mountpoint.display()),
             };
             let connected = runtime.block_on(async {
-                let client = cairn_client::Client::from_file(path)
+                let client = cairn_common::config::ClusterFile::load(path)
+                    .map_err(cairn_client::ClientError::from)
+                    .and_then(|file| cairn_client::Client::new_from(&file, args.source_addr))
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 // A renewed certificate is used from the next connection on.
-                cairn_client::tls::transport::reload_on_sighup(
+                cairn_net::transport::reload_on_sighup(
                     "cairn-mount",
                     vec![client.transport().clone()],
                 );

@@ -1,4 +1,4 @@
-//! Who may touch which bucket: the caller's user (see `cairn_client::tls::caller_of`; an
+//! Who may touch which bucket: the caller's user (see `cairn_net::caller_of`; an
 //! API token is resolved here, against the replicated tokens) is checked against the
 //! replicated grants, on the leader (a follower forwards the call with the user or token
 //! in a header). Cluster admins (`--admin NAME`) may do everything: create buckets, grant,
@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
-use cairn_client::tls::{caller_key, caller_of, Caller};
 use cairn_common::token::ApiToken;
+use cairn_net::{caller_key, caller_of, Caller};
 use tonic::{Request, Status};
 
 use crate::namespace::grants::Access;
@@ -98,7 +98,7 @@ pub fn caller<T>(ns: &Namespace, req: &Request<T>) -> Result<Caller, Status> {
     match ns.token_user(&token) {
         Some(user) => Ok(Caller::User(user.to_string())),
         None => {
-            static REFUSALS: LazyLock<cairn_client::tls::accept::RefusalLog> =
+            static REFUSALS: LazyLock<cairn_net::accept::RefusalLog> =
                 LazyLock::new(Default::default);
             let presenter = caller_key(req);
             if REFUSALS.first_time(presenter.clone()) {

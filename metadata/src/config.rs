@@ -165,16 +165,14 @@ pub enum MetaConfigError {
 }
 
 impl MetaConfig {
-    /// This replica's gRPC transport: mutual TLS from `tls_dir`, or `insecure`.
-    pub fn transport(&self) -> Result<cairn_client::tls::Transport, cairn_client::tls::TlsError> {
+    /// This replica's gRPC transport: mutual TLS from `tls_dir`, or `insecure`; its
+    /// connections start from the address it listens on.
+    pub fn transport(&self) -> Result<cairn_net::Transport, cairn_net::TlsError> {
         let files = self.tls_dir.as_ref().map(|dir| {
             let name = self.tls_name.clone();
-            cairn_client::tls::TlsFiles::new(
-                dir,
-                name.unwrap_or_else(|| format!("meta-{}", self.id)),
-            )
+            cairn_net::TlsFiles::new(dir, name.unwrap_or_else(|| format!("meta-{}", self.id)))
         });
-        cairn_client::tls::Transport::choose(files, self.insecure)
+        cairn_net::Transport::choose(files, self.insecure).map(|t| t.from_source(self.listen.ip()))
     }
 
     pub fn advertise_addr(&self) -> String {

@@ -1,7 +1,8 @@
-//! Conversions between the generated protobuf types and the metadata's own types, and
-//! the one mapping of metadata errors to gRPC status codes.
+//! The metadata service's edge: its own wire shapes (extents by chunk index, object
+//! attributes with their size limits), the one mapping of namespace errors to gRPC status
+//! codes, and short names for the shared conversions of `cairn_proto::convert` (whose
+//! errors become INVALID_ARGUMENT).
 
-use cairn_client::convert::redundancy_of;
 use cairn_common::{ChunkId, Redundancy};
 use cairn_proto::common as pc;
 use cairn_proto::meta as pm;
@@ -9,23 +10,24 @@ use tonic::Status;
 
 use crate::namespace::{ChunkMeta, Hash32, NamespaceError, ObjectAttrs, ObjectView, Precondition};
 
-pub use cairn_client::convert::{chunk_to_proto, redundancy_to_proto};
-
 pub fn redundancy_from_proto(r: Option<pc::Redundancy>) -> Result<Redundancy, Status> {
-    let scheme = r
-        .and_then(|r| r.scheme)
-        .ok_or_else(|| Status::invalid_argument("redundancy scheme is missing"))?;
-    redundancy_of(scheme)
-        .validate()
-        .map_err(|e| Status::invalid_argument(e.to_string()))
+    Ok(cairn_proto::convert::redundancy(r, "redundancy")?)
+}
+
+pub fn redundancy_to_proto(r: Redundancy) -> pc::Redundancy {
+    r.into()
 }
 
 pub fn chunk_id_from_proto(bytes: &[u8]) -> Result<ChunkId, Status> {
-    ChunkId::from_slice(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
+    Ok(cairn_proto::convert::chunk_id(bytes)?)
 }
 
 pub fn chunk_from_proto(c: pm::Chunk) -> Result<(ChunkId, ChunkMeta), Status> {
-    cairn_client::convert::chunk_from_proto(c).map_err(|e| Status::invalid_argument(e.to_string()))
+    Ok(c.try_into()?)
+}
+
+pub fn chunk_to_proto(id: &ChunkId, c: &ChunkMeta) -> pm::Chunk {
+    (id, c).into()
 }
 
 /// An object's extents, each naming its chunk by index into `view.chunks`.
@@ -50,16 +52,7 @@ pub fn extents_to_proto(view: &ObjectView) -> Vec<pm::Extent> {
 pub fn precondition_from_proto(
     p: Option<pc::Precondition>,
 ) -> Result<Option<Precondition>, Status> {
-    match p.and_then(|p| p.condition) {
-        None => Ok(None),
-        Some(pc::precondition::Condition::IfAbsent(true)) => Ok(Some(Precondition::IfAbsent)),
-        Some(pc::precondition::Condition::IfAbsent(false)) => Err(Status::invalid_argument(
-            "precondition if_absent must be true when set",
-        )),
-        Some(pc::precondition::Condition::IfGenerationMatch(g)) => {
-            Ok(Some(Precondition::IfGeneration(g)))
-        }
-    }
+    Ok(cairn_proto::convert::precondition(p)?)
 }
 
 /// Largest content type, in bytes.
@@ -120,36 +113,5 @@ pub fn status_from(e: NamespaceError) -> Status {
         | NamespaceError::PreconditionFailed { .. }
         | NamespaceError::BucketNotEmpty { .. }
         | NamespaceError::NodeInUse { .. } => Status::failed_precondition(msg),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunk_round_trips_and_bad_hashes_are_refused() {
-        let meta = ChunkMeta {
-            size: 7,
-            redundancy: Redundancy::Ec { k: 2, m: 1 },
-            shard_hashes: vec![Hash32([1; 32]); 3],
-            shards: [(0, 5), (2, 6)].into_iter().collect(),
-        };
-        let id = ChunkId::random();
-        let p = chunk_to_proto(&id, &meta);
-        assert_eq!(chunk_from_proto(p.clone()).unwrap(), (id, meta));
-        let mut bad = p.clone();
-        bad.shard_hashes[0] = vec![1, 2].into();
-        assert_eq!(
-            chunk_from_proto(bad).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
-        let mut bad = p;
-        bad.chunk_id = vec![0; 3].into();
-        assert_eq!(
-            chunk_from_proto(bad).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
-        assert!(redundancy_from_proto(None).is_err());
     }
 }

@@ -14,9 +14,10 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::liveness::{Liveness, NodeState};
+use crate::namespace::Command;
 use crate::network::lazy_channel;
 use crate::state_machine::SharedState;
-use crate::types::{Command, Raft};
+use crate::types::Raft;
 
 const BATCH: usize = 512;
 const PERIOD: Duration = Duration::from_secs(1);
@@ -29,6 +30,7 @@ pub async fn run(
     state: SharedState,
     liveness: Arc<Mutex<Liveness>>,
     placement_lock: Arc<tokio::sync::Mutex<()>>,
+    transport: cairn_net::Transport,
     shutdown: CancellationToken,
 ) {
     let mut clients: BTreeMap<String, NodeServiceClient<tonic::transport::Channel>> =
@@ -91,7 +93,7 @@ pub async fn run(
             }
             let mut client = clients
                 .entry(node.addr.clone())
-                .or_insert_with(|| NodeServiceClient::new(lazy_channel(&node.addr)))
+                .or_insert_with(|| NodeServiceClient::new(lazy_channel(&transport, &node.addr)))
                 .clone();
             let mut req = tonic::Request::new(DeleteShardRequest {
                 id: Some(ShardId {

@@ -10,11 +10,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::network::lazy_channel;
 
-pub async fn ask_to_join(id: u64, addr: String, cluster: Vec<String>, shutdown: CancellationToken) {
+pub async fn ask_to_join(
+    id: u64,
+    addr: String,
+    cluster: Vec<String>,
+    transport: cairn_net::Transport,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     for attempt in 0u64.. {
         let target = &cluster[(attempt % cluster.len() as u64) as usize];
-        let mut client = MetaServiceClient::new(lazy_channel(target));
+        let mut client = MetaServiceClient::new(lazy_channel(&transport, target));
         let mut req = tonic::Request::new(AddReplicaRequest {
             id,
             addr: addr.clone(),

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use cairn_common::fs::SessionId;
 use tokio_util::sync::CancellationToken;
 
+use crate::namespace::Command;
 use crate::state_machine::SharedState;
-use crate::types::{Command, Raft};
+use crate::types::Raft;
 
 pub struct Leases {
     ttl: Duration,

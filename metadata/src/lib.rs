@@ -67,8 +67,7 @@ fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
 /// already synced).
 pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let transport = cfg.transport().context("set up gRPC transport security")?;
-    cairn_client::tls::transport::reload_on_sighup("cairn-meta", vec![transport.clone()]);
-    network::set_transport(transport.clone());
+    cairn_net::transport::reload_on_sighup("cairn-meta", vec![transport.clone()]);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.listen))?;
@@ -80,7 +79,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
     let raft = Raft::new(
         cfg.id,
         raft_config(&cfg)?,
-        Network::default(),
+        Network::new(transport.clone()),
         log_store,
         state_machine,
     )
@@ -105,6 +104,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
             cfg.id,
             cfg.advertise_addr(),
             cfg.join.clone(),
+            transport.clone(),
             shutdown.clone(),
         ));
     }
@@ -129,6 +129,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
             interval: Duration::from_millis(cfg.repair_interval_ms),
             bytes_per_sec: cfg.repair_bytes_per_sec,
             placement_lock: placement_lock.clone(),
+            transport: transport.clone(),
         },
         shutdown.clone(),
     ));
@@ -144,6 +145,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         state.clone(),
         liveness.clone(),
         placement_lock.clone(),
+        transport.clone(),
         shutdown.clone(),
     ));
 
@@ -179,11 +181,12 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         repair_stats,
         Duration::from_millis(cfg.pending_chunk_ttl_ms),
         leases,
+        transport.clone(),
     )
     .with_admins(access::Admins::new(cfg.admins.iter().cloned()));
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = ?cfg.data_dir, "cairn-meta serving");
     let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(cairn_client::tls::MAX_STREAMS_PER_CONNECTION))
+        .max_concurrent_streams(Some(cairn_net::MAX_STREAMS_PER_CONNECTION))
         .add_service(
             MetaServiceServer::new(meta)
                 .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
@@ -195,7 +198,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            cairn_client::tls::incoming(listener, transport, "cairn-meta"),
+            cairn_net::incoming(listener, transport, "cairn-meta"),
             shutdown.clone().cancelled_owned(),
         );
     let served = server.await.context("serve gRPC");

@@ -5,10 +5,16 @@
 //! back), and `out` after `out_after` (its shards are rebuilt elsewhere). Pure
 //! bookkeeping, no IO.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use cairn_common::placement::Candidate;
 use cairn_common::NodeId;
+
+use crate::namespace::NodeRecord;
+
+/// Free space assumed for a node whose heartbeat the leader has not seen yet.
+pub const UNKNOWN_FREE_BYTES: u64 = 1 << 40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeState {
@@ -83,12 +89,42 @@ impl Liveness {
         self.seen.get(&node).map(|(_, u)| *u)
     }
 
+    /// Free bytes the node last reported, or [`UNKNOWN_FREE_BYTES`] before its first
+    /// heartbeat to this leader.
+    pub fn free_bytes(&self, node: NodeId) -> u64 {
+        self.usage(node)
+            .map(|u| u.capacity_bytes.saturating_sub(u.used_bytes))
+            .unwrap_or(UNKNOWN_FREE_BYTES)
+    }
+
     /// Time since the node's last heartbeat, if one was seen by this leader.
     pub fn since_last(&self, node: NodeId, now: Instant) -> Option<Duration> {
         self.seen
             .get(&node)
             .map(|(at, _)| now.saturating_duration_since(*at))
     }
+}
+
+/// The nodes new shards may go to, as placement candidates: `up`, not draining and not
+/// `excluded`, each weighted by its free space (`state_and_free` gives both) scaled by its
+/// relative weight. Chunk allocation and repair both choose targets from this.
+pub fn placement_candidates(
+    nodes: &BTreeMap<NodeId, NodeRecord>,
+    state_and_free: impl Fn(NodeId) -> (NodeState, u64),
+    excluded: impl Fn(NodeId) -> bool,
+) -> Vec<Candidate> {
+    nodes
+        .iter()
+        .filter(|(id, n)| !n.draining && !excluded(**id))
+        .filter_map(|(id, n)| {
+            let (state, free) = state_and_free(*id);
+            (state == NodeState::Up).then(|| Candidate {
+                id: *id,
+                zone: n.zone.clone(),
+                free_bytes: free.saturating_mul(u64::from(n.weight_pct)) / 100,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -128,5 +164,31 @@ mod tests {
         assert_eq!(l.state(2, t1 + Duration::from_secs(1)), NodeState::Up);
         assert_eq!(l.state(2, t1 + Duration::from_secs(5)), NodeState::Down);
         assert!(l.usage(1).is_none(), "old heartbeats are forgotten");
+    }
+
+    #[test]
+    fn candidates_are_up_undrained_unexcluded_nodes_weighted_by_free_space() {
+        let record = |draining, weight_pct| NodeRecord {
+            addr: String::new(),
+            zone: "z".into(),
+            draining,
+            weight_pct,
+        };
+        let nodes = BTreeMap::from([
+            (1, record(false, 100)),
+            (2, record(true, 100)),
+            (3, record(false, 200)),
+            (4, record(false, 100)),
+            (5, record(false, 100)),
+        ]);
+        let state = |id| match id {
+            4 => (NodeState::Down, 1000),
+            _ => (NodeState::Up, 1000),
+        };
+        let picked: Vec<(NodeId, u64)> = placement_candidates(&nodes, state, |id| id == 5)
+            .into_iter()
+            .map(|c| (c.id, c.free_bytes))
+            .collect();
+        assert_eq!(picked, vec![(1, 1000), (3, 2000)]);
     }
 }

@@ -174,7 +174,6 @@ fn main() {
         eprintln!("cairn-meta: {e}");
         std::process::exit(2);
     }
-    cairn_client::source_addr::set(cfg.listen.ip());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -2,10 +2,9 @@
 //! `RaftService`, whose payloads are openraft's own types as JSON.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use cairn_client::tls::Transport;
+use cairn_net::Transport;
 
 use cairn_proto::meta::raft_service_client::RaftServiceClient;
 use cairn_proto::meta::RaftPayload;
@@ -27,9 +26,19 @@ use crate::types::TypeConfig;
 /// Largest Raft message (log batches and snapshot chunks), bigger than client messages.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-#[derive(Default)]
+/// Makes the Raft clients of one replica, over its transport.
 pub struct Network {
+    transport: Transport,
     channels: HashMap<String, Channel>,
+}
+
+impl Network {
+    pub fn new(transport: Transport) -> Network {
+        Network {
+            transport,
+            channels: HashMap::new(),
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -39,7 +48,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         let channel = self
             .channels
             .entry(node.addr.clone())
-            .or_insert_with(|| lazy_channel(&node.addr))
+            .or_insert_with(|| lazy_channel(&self.transport, &node.addr))
             .clone();
         PeerClient {
             target,
@@ -50,23 +59,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-/// This process's identity for the calls it makes (peers, storage nodes). Set once at
-/// start by [`crate::run`]; unset (in-process tests) means plaintext.
-static TRANSPORT: OnceLock<Transport> = OnceLock::new();
-
-/// Records the transport every later [`lazy_channel`] uses. The first call wins.
-pub fn set_transport(transport: Transport) {
-    let _ = TRANSPORT.set(transport);
-}
-
-/// The transport set by [`set_transport`], plaintext if none was.
-pub fn transport() -> Transport {
-    TRANSPORT.get().cloned().unwrap_or(Transport::Insecure)
-}
-
-/// A channel that connects on first use (and reconnects after failures).
-pub fn lazy_channel(addr: &str) -> Channel {
-    match transport().channel(addr, |e| e.connect_timeout(Duration::from_secs(1))) {
+/// A channel over `transport` that connects on first use (and reconnects after failures).
+pub fn lazy_channel(transport: &Transport, addr: &str) -> Channel {
+    match transport.channel(addr, |e| e.connect_timeout(Duration::from_secs(1))) {
         Ok(channel) => channel,
         // An address that is not even a URI: every call fails as unreachable.
         Err(_) => Endpoint::from_static("http://0.0.0.0:1").connect_lazy(),

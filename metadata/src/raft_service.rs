@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use cairn_client::tls::{authorize, Role};
+use cairn_net::{authorize, Role};
 
 use crate::types::Raft;
 

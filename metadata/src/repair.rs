@@ -13,24 +13,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_client::node_pool::NodePool;
-use cairn_client::ClientError;
-use cairn_common::erasure::Codec;
 use cairn_common::failpoint;
-use cairn_common::placement::{place, Candidate};
+use cairn_common::placement::place;
 use cairn_common::{ChunkId, NodeId};
+use cairn_shard_io::{NodePool, ShardSource};
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
-use crate::liveness::{Liveness, NodeState};
+use crate::liveness::{placement_candidates, Liveness, NodeState};
+use crate::namespace::Command;
 use crate::namespace::{ChunkMeta, NodeRecord};
 use crate::state_machine::SharedState;
-use crate::types::{Command, Raft};
+use crate::types::Raft;
 
 /// Chunks taken per pass.
 const BATCH: usize = 64;
-/// Free space assumed for a node whose heartbeat the leader has not seen.
-const UNKNOWN_FREE_BYTES: u64 = 1 << 40;
 
 #[derive(Clone, Debug)]
 pub struct RepairConfig {
@@ -38,6 +35,8 @@ pub struct RepairConfig {
     pub bytes_per_sec: u64,
     /// Shared with garbage collection: held while shards are written and committed.
     pub placement_lock: Arc<tokio::sync::Mutex<()>>,
+    /// This replica's identity towards the storage nodes.
+    pub transport: cairn_net::Transport,
 }
 
 /// Progress counters, shown by `cairn status`.
@@ -83,14 +82,6 @@ pub struct RepairPlan {
     pub on_out_nodes: Vec<(u32, NodeId)>,
     /// Nodes holding a shard of this chunk (up or down): never chosen as targets.
     pub holders: BTreeSet<NodeId>,
-}
-
-/// Why a source shard could not be used.
-enum SourceError {
-    /// Missing or corrupt: report it, so the chunk is known to be degraded.
-    Lost(String),
-    /// The node did not answer: try another source, report nothing.
-    Unreachable(String),
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -175,7 +166,7 @@ pub async fn run(
     config: RepairConfig,
     shutdown: CancellationToken,
 ) {
-    let pool = NodePool::new(crate::network::transport());
+    let pool = NodePool::new(config.transport.clone());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -198,13 +189,7 @@ pub async fn run(
             let l = liveness.lock().expect("liveness lock poisoned");
             nodes
                 .keys()
-                .map(|&n| {
-                    let free = l
-                        .usage(n)
-                        .map(|u| u.capacity_bytes.saturating_sub(u.used_bytes))
-                        .unwrap_or(UNKNOWN_FREE_BYTES);
-                    (n, (l.state(n, now), free))
-                })
+                .map(|&n| (n, (l.state(n, now), l.free_bytes(n))))
                 .collect()
         };
         // Shards to move off: those on out nodes and on draining ones.
@@ -341,23 +326,20 @@ impl Pass<'_> {
             .ok_or_else(|| anyhow::anyhow!("chunk {chunk} has no shard on node {from}"))?
             .0;
         let dst = &self.nodes[&to].addr;
-        let shard_len = Codec::new(meta.redundancy)?.shard_len(meta.size as usize);
         let hash = meta.shard_hashes[index as usize].0;
-        let bytes = match self
-            .read_verified(chunk, meta, index, from, shard_len)
-            .await
-        {
+        let source = self.source(index, from)?;
+        let bytes = match self.pool.read_verified_shard(chunk, meta, &source).await {
             Ok(bytes) => bytes,
-            Err(SourceError::Lost(why)) => {
+            Err(e) if e.is_lost() => {
                 let lost = Command::ShardLost {
                     chunk,
                     index,
                     node: from,
                 };
                 let _ = self.raft.client_write(lost).await;
-                anyhow::bail!("shard {index} on node {from} is lost: {why}");
+                anyhow::bail!("shard {index} on node {from} is lost: {e}");
             }
-            Err(SourceError::Unreachable(why)) => anyhow::bail!(why),
+            Err(e) => anyhow::bail!(e),
         };
         let len = bytes.len() as u64;
         let _placing = self.placement_lock.lock().await;
@@ -377,36 +359,18 @@ impl Pass<'_> {
         Ok(len)
     }
 
-    /// One shard, read and checked against the metadata's hash.
-    async fn read_verified(
-        &self,
-        chunk: ChunkId,
-        meta: &ChunkMeta,
-        index: u32,
-        node: NodeId,
-        shard_len: usize,
-    ) -> Result<Vec<u8>, SourceError> {
+    /// Where shard `index` on `node` can be read.
+    fn source(&self, index: u32, node: NodeId) -> anyhow::Result<ShardSource> {
         let addr = &self
             .nodes
             .get(&node)
-            .ok_or_else(|| SourceError::Unreachable(format!("node {node} unknown")))?
+            .ok_or_else(|| anyhow::anyhow!("node {node} unknown"))?
             .addr;
-        let bytes = match self.pool.get_shard(addr, chunk, index).await {
-            Ok(bytes) => bytes,
-            Err(e @ ClientError::NotFound { .. })
-            | Err(
-                e @ ClientError::Server {
-                    code: tonic::Code::DataLoss,
-                    ..
-                },
-            ) => return Err(SourceError::Lost(e.to_string())),
-            Err(e) => return Err(SourceError::Unreachable(e.to_string())),
-        };
-        let expected = meta.shard_hashes[index as usize].0;
-        if bytes.len() != shard_len || *blake3::hash(&bytes).as_bytes() != expected {
-            return Err(SourceError::Lost("failed verification".into()));
-        }
-        Ok(bytes)
+        Ok(ShardSource {
+            index,
+            node,
+            addr: addr.clone(),
+        })
     }
 
     fn state(&self, node: NodeId) -> NodeState {
@@ -423,67 +387,33 @@ impl Pass<'_> {
             |n| self.state(n),
             |n| self.nodes.get(&n).is_some_and(|r| r.draining),
         )?;
-        let codec = Codec::new(meta.redundancy)?;
-        let shard_len = codec.shard_len(meta.size as usize);
+        let shard_len = meta.shard_len();
 
-        // Read k verified shards in parallel, each from its own node; when a read fails
-        // take the next source. Shards found missing or corrupt are reported lost.
-        let needed = meta.redundancy.data_shards();
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; meta.redundancy.total_shards()];
-        let mut have = 0;
-        let mut next = plan.sources.iter().copied();
-        while have < needed {
-            let batch: Vec<(u32, NodeId)> = next.by_ref().take(needed - have).collect();
-            if batch.is_empty() {
-                anyhow::bail!("only {have} of the {needed} shards needed could be read");
-            }
-            let reads = batch.iter().map(|&(index, node)| async move {
-                (
-                    index,
-                    node,
-                    self.read_verified(chunk, meta, index, node, shard_len)
-                        .await,
-                )
-            });
-            for (index, node, result) in join_all(reads).await {
-                match result {
-                    Ok(bytes) => {
-                        shards[index as usize] = Some(bytes);
-                        have += 1;
-                    }
-                    Err(SourceError::Lost(why)) => {
-                        tracing::warn!(%chunk, index, node, %why, "repair source lost");
-                        let lost = Command::ShardLost { chunk, index, node };
-                        let _ = self.raft.client_write(lost).await;
-                    }
-                    Err(SourceError::Unreachable(why)) => {
-                        tracing::debug!(%chunk, index, node, %why, "repair source unreachable")
-                    }
-                }
-            }
+        // Read k verified shards (see `cairn_shard_io::reader`), each from its own node,
+        // and rebuild the others. Shards found missing or corrupt are recorded lost.
+        let sources = plan
+            .sources
+            .iter()
+            .filter_map(|&(index, node)| self.source(index, node).ok())
+            .collect();
+        let (shards, lost) = self.pool.read_all_shards(chunk, meta, sources).await;
+        for (index, node) in lost {
+            tracing::warn!(%chunk, index, node, "repair source lost");
+            let lost = Command::ShardLost { chunk, index, node };
+            let _ = self.raft.client_write(lost).await;
         }
-        codec.reconstruct_all(&mut shards)?;
+        let shards = shards?;
 
         // New homes: up nodes holding nothing of this chunk, spread as placement decides.
-        let candidates: Vec<Candidate> = self
-            .states
-            .iter()
-            .filter(|(n, (s, _))| {
-                *s == NodeState::Up && !plan.holders.contains(n) && !self.nodes[n].draining
-            })
-            .map(|(n, (_, free))| Candidate {
-                id: *n,
-                zone: self.nodes[n].zone.clone(),
-                free_bytes: free.saturating_mul(u64::from(self.nodes[n].weight_pct)) / 100,
-            })
-            .collect();
+        let candidates = placement_candidates(
+            self.nodes,
+            |n| self.states.get(&n).copied().unwrap_or((NodeState::Out, 0)),
+            |n| plan.holders.contains(&n),
+        );
         let targets = place(&chunk, &candidates, plan.missing.len());
         let _placing = self.placement_lock.lock().await;
         let writes = plan.missing.iter().zip(targets).map(|(&index, node)| {
-            let data = shards[index as usize]
-                .clone()
-                .expect("reconstructed")
-                .into();
+            let data = shards[index as usize].clone().into();
             let hash = meta.shard_hashes[index as usize].0;
             let addr = self.nodes[&node].addr.clone();
             async move {

@@ -32,7 +32,7 @@ use crate::pending::PendingChunks;
 use crate::repair::RepairStats;
 use crate::state_machine::SharedState;
 use crate::types::{Command, CommandResult, Raft};
-use cairn_client::tls::{authorize, Role};
+use cairn_net::{authorize, Role};
 
 use crate::access::Admins;
 use crate::namespace::grants::Access;
@@ -57,6 +57,8 @@ pub struct MetaServer {
     pending: PendingChunks,
     leases: Arc<Mutex<Leases>>,
     peers: Mutex<HashMap<String, MetaServiceClient<Channel>>>,
+    /// This replica's identity, for forwarding calls to the leader.
+    transport: cairn_net::Transport,
     admins: Admins,
 }
 
@@ -75,11 +77,11 @@ macro_rules! forward_unless_leader {
             Route::Forward(mut client) => {
                 // The leader checks grants (and resolves tokens): it must know whose
                 // call this is.
-                let caller = cairn_client::tls::caller_of(&$req);
+                let caller = cairn_net::caller_of(&$req);
                 let mut fwd = Request::new($req.into_inner());
                 fwd.metadata_mut()
                     .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-                cairn_client::tls::name_caller(fwd.metadata_mut(), &caller)?;
+                cairn_net::name_caller(fwd.metadata_mut(), &caller)?;
                 return client.$method(fwd).await;
             }
         };
@@ -107,6 +109,7 @@ pub fn now_secs() -> u64 {
 }
 
 impl MetaServer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u64,
         raft: Raft,
@@ -115,6 +118,7 @@ impl MetaServer {
         repair: Arc<RepairStats>,
         pending_ttl: std::time::Duration,
         leases: Arc<Mutex<Leases>>,
+        transport: cairn_net::Transport,
     ) -> Self {
         MetaServer {
             id,
@@ -125,6 +129,7 @@ impl MetaServer {
             pending: PendingChunks::new(pending_ttl),
             leases,
             peers: Mutex::new(HashMap::new()),
+            transport,
             admins: Admins::default(),
         }
     }
@@ -198,7 +203,7 @@ impl MetaServer {
                 }
                 let mut peers = self.peers.lock().expect("peer cache lock poisoned");
                 let client = peers.entry(addr.clone()).or_insert_with(|| {
-                    MetaServiceClient::new(lazy_channel(&addr))
+                    MetaServiceClient::new(lazy_channel(&self.transport, &addr))
                         .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
                         .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
                 });

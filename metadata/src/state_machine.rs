@@ -15,8 +15,9 @@ use openraft::{
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::log_store::CF_STORE;
+use crate::namespace::CommandResult;
 use crate::namespace::Namespace;
-use crate::types::{CommandResult, TypeConfig};
+use crate::types::TypeConfig;
 
 const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";

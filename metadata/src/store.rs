@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn snapshot_survives_reopen() {
-        use crate::types::Command;
+        use crate::namespace::Command;
         use openraft::storage::RaftStateMachine;
         use openraft::{Entry, EntryPayload, LogId, RaftSnapshotBuilder};
         let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,12 @@
-//! Generated gRPC types and services. Nothing else lives here: each crate converts
-//! these types to its own at its edge.
-#![allow(clippy::all, missing_docs)]
+//! The wire: generated gRPC types and services, the one set of conversions between them
+//! and `cairn-common`'s types ([`convert`]), and typed failure reasons carried in a
+//! status ([`status`]). Depends on nothing of Cairn's but `cairn-common`.
+
+pub mod convert;
+pub mod status;
 
 /// Generated modules, nested as the protobuf packages are (`cairn.meta.v1`, ...).
+#[allow(clippy::all, missing_docs)]
 pub mod cairn {
     pub mod common {
         pub mod v1 {
@@ -39,8 +43,5 @@ pub use cairn::object::v1 as object;
 /// well below this).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
-/// The message of a storage node's RESOURCE_EXHAUSTED status starts with this when its
-/// disk is full (rather than a client over its in-flight budget, which is worth a retry).
-pub const NO_SPACE_MESSAGE: &str = "no space left on the storage node";
 /// Data frame size used when streaming shard bytes.
 pub const DATA_FRAME_BYTES: usize = 256 * 1024;

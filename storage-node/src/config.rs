@@ -205,18 +205,19 @@ pub struct ConfigOverrides {
 }
 
 impl NodeConfig {
-    /// The node's own transport (`node-ID`) and its object gateway's (`gateway-ID`).
+    /// The node's own transport (`node-ID`) and its object gateway's (`gateway-ID`), both
+    /// connecting from the address the node listens on.
     pub fn transports(
         &self,
-    ) -> Result<
-        (cairn_client::tls::Transport, cairn_client::tls::Transport),
-        cairn_client::tls::TlsError,
-    > {
-        use cairn_client::tls::{TlsFiles, Transport};
+    ) -> Result<(cairn_net::Transport, cairn_net::Transport), cairn_net::TlsError> {
+        use cairn_net::{TlsFiles, Transport};
         let files = |name: String| self.tls_dir.as_ref().map(|dir| TlsFiles::new(dir, name));
+        let source = self.listen.ip();
         Ok((
-            Transport::choose(files(format!("node-{}", self.id)), self.insecure)?,
-            Transport::choose(files(format!("gateway-{}", self.id)), self.insecure)?,
+            Transport::choose(files(format!("node-{}", self.id)), self.insecure)?
+                .from_source(source),
+            Transport::choose(files(format!("gateway-{}", self.id)), self.insecure)?
+                .from_source(source),
         ))
     }
 

@@ -36,7 +36,7 @@ pub struct HeartbeatConfig {
     /// Capacity to report instead of the file system's size.
     pub capacity_override: Option<u64>,
     /// The node's own identity towards the metadata service.
-    pub transport: cairn_client::tls::Transport,
+    pub transport: cairn_net::Transport,
 }
 
 /// One metadata replica's client.

@@ -60,7 +60,7 @@ pub async fn run_with_listener(
     cfg.validate().context("invalid configuration")?;
     let (transport, gateway_transport) =
         cfg.transports().context("set up gRPC transport security")?;
-    cairn_client::tls::transport::reload_on_sighup(
+    cairn_net::transport::reload_on_sighup(
         "cairn-node",
         vec![transport.clone(), gateway_transport.clone()],
     );
@@ -171,7 +171,7 @@ pub async fn run_with_listener(
 
     let served = tonic::transport::Server::builder()
         // One connection cannot open an unbounded number of concurrent calls.
-        .max_concurrent_streams(Some(cairn_client::tls::MAX_STREAMS_PER_CONNECTION))
+        .max_concurrent_streams(Some(cairn_net::MAX_STREAMS_PER_CONNECTION))
         .add_service(
             NodeServiceImpl::new(store.clone())
                 .with_scrubber(scrubber)
@@ -184,7 +184,7 @@ pub async fn run_with_listener(
         // write's acknowledgement, a 4 KiB ranged read) wait for the client's delayed
         // ACK (tens of milliseconds).
         .serve_with_incoming_shutdown(
-            cairn_client::tls::incoming(listener, transport.clone(), "cairn-node"),
+            cairn_net::incoming(listener, transport.clone(), "cairn-node"),
             shutdown.clone().cancelled_owned(),
         )
         .await;

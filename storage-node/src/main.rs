@@ -31,7 +31,6 @@ fn main() -> ExitCode {
     if let Err(e) = cairn_common::failpoint::configure_from_env() {
         return fatal(&anyhow::anyhow!(e));
     }
-    cairn_client::source_addr::set(cfg.listen.ip());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

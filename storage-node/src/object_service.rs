@@ -3,14 +3,11 @@
 //! caller's behalf (encode, place, write k+m shards in parallel, verify, commit), so any
 //! gRPC client in any language can use the cluster. Knows nothing of shard files.
 
-use cairn_client::tls::{authorize, caller_of, Caller, Role};
 use cairn_common::token::ApiToken;
+use cairn_net::{authorize, caller_of, Caller, Role};
 use std::pin::Pin;
 
-use cairn_client::convert::{redundancy_of, redundancy_to_proto};
-use cairn_client::{Client, ClientError, ListOptions, OpenObject, Precondition, PutOptions};
-use cairn_common::Redundancy;
-use cairn_proto::common as pc;
+use cairn_client::{Client, ClientError, ListOptions, OpenObject, PutOptions};
 use cairn_proto::object as po;
 use cairn_proto::object::object_service_server::{ObjectService, ObjectServiceServer};
 use futures::{Stream, StreamExt};
@@ -79,28 +76,6 @@ fn status_of(e: ClientError) -> Status {
     }
 }
 
-fn redundancy_from(r: Option<pc::Redundancy>) -> Result<Redundancy, Status> {
-    let Some(scheme) = r.and_then(|r| r.scheme) else {
-        return Ok(Redundancy::DEFAULT);
-    };
-    redundancy_of(scheme)
-        .validate()
-        .map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
-fn precondition_from(p: Option<pc::Precondition>) -> Result<Option<Precondition>, Status> {
-    match p.and_then(|p| p.condition) {
-        None => Ok(None),
-        Some(pc::precondition::Condition::IfAbsent(true)) => Ok(Some(Precondition::IfAbsent)),
-        Some(pc::precondition::Condition::IfAbsent(false)) => Err(Status::invalid_argument(
-            "precondition if_absent must be true when set",
-        )),
-        Some(pc::precondition::Condition::IfGenerationMatch(g)) => {
-            Ok(Some(Precondition::IfGeneration(g)))
-        }
-    }
-}
-
 fn info_of(bucket: &str, o: &OpenObject) -> po::ObjectInfo {
     po::ObjectInfo {
         bucket: bucket.into(),
@@ -142,7 +117,7 @@ impl ObjectService for ObjectServiceImpl {
         authorize(&req, "CreateBucket", USERS)?;
         let client = self.client_for(&req)?;
         let req = req.into_inner();
-        let redundancy = redundancy_from(req.redundancy)?;
+        let redundancy = cairn_proto::convert::redundancy_or_default(req.redundancy, "redundancy")?;
         client
             .create_bucket(&req.name, redundancy)
             .await
@@ -162,7 +137,7 @@ impl ObjectService for ObjectServiceImpl {
                 .into_iter()
                 .map(|b| po::Bucket {
                     name: b.name,
-                    redundancy: Some(redundancy_to_proto(b.redundancy)),
+                    redundancy: Some(b.redundancy.into()),
                 })
                 .collect(),
         }))
@@ -216,7 +191,7 @@ impl ObjectService for ObjectServiceImpl {
             content_type: header.content_type,
             metadata: header.metadata,
             expected_blake3,
-            precondition: precondition_from(header.precondition)?,
+            precondition: cairn_proto::convert::precondition(header.precondition)?,
         };
         // Data frames become a byte stream; a second header, or a broken or cancelled
         // stream, is a read error, so the put fails before it commits anything.
@@ -425,7 +400,7 @@ impl ObjectService for ObjectServiceImpl {
         authorize(&req, "CopyObject", USERS)?;
         let client = self.client_for(&req)?;
         let req = req.into_inner();
-        let precondition = precondition_from(req.precondition)?;
+        let precondition = cairn_proto::convert::precondition(req.precondition)?;
         let source = client
             .open(&req.source_bucket, &req.source_key)
             .await

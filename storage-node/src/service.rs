@@ -2,7 +2,7 @@
 //! `tonic::Status` (in one place, [`status_of`]). Generated protobuf types stop here;
 //! the store never sees them.
 
-use cairn_client::tls::{authorize, caller_key, Role};
+use cairn_net::{authorize, caller_key, Role};
 
 use crate::inflight::{self, InflightBudget, Reservation};
 use std::sync::Arc;
@@ -65,9 +65,11 @@ pub fn status_of(err: StoreError) -> Status {
         StoreError::Corrupt { .. } => Status::data_loss(err.to_string()),
         StoreError::HashMismatch { .. } => Status::invalid_argument(err.to_string()),
         StoreError::RangeOutOfBounds { .. } => Status::out_of_range(err.to_string()),
-        StoreError::NoSpace { .. } => {
-            Status::resource_exhausted(format!("{}: {err}", cairn_proto::NO_SPACE_MESSAGE))
-        }
+        StoreError::NoSpace { .. } => cairn_proto::status::with_reason(
+            tonic::Code::ResourceExhausted,
+            err.to_string(),
+            cairn_proto::common::ErrorReason::NoSpace,
+        ),
         StoreError::Io { source, .. } => Status::internal(format!("{err}: {source}")),
         // Only at start-up; a running store never returns it.
         StoreError::Marker(_) => Status::internal(err.to_string()),

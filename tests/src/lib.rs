@@ -12,17 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use cairn_client::dev_cluster::{DevCluster, DevClusterSpec};
 use cairn_client::Client;
 use cairn_common::Redundancy;
+use cairn_devcluster::{DevCluster, DevClusterSpec};
 
 /// A lazily connecting gRPC channel to `addr` as certificate `name` of the cluster in
 /// `spec` (plaintext when the cluster runs `--insecure`).
 pub fn grpc_channel(spec: &DevClusterSpec, addr: &str, name: &str) -> tonic::transport::Channel {
     let transport = if spec.insecure {
-        cairn_client::tls::Transport::Insecure
+        cairn_net::Transport::insecure()
     } else {
-        cairn_client::tls::Transport::load(&cairn_client::tls::TlsFiles::new(spec.tls_dir(), name))
+        cairn_net::Transport::load(&cairn_net::TlsFiles::new(spec.tls_dir(), name))
             .expect("load a test certificate")
     };
     transport.channel(addr, |e| e).expect("channel")
@@ -162,10 +162,10 @@ impl TestCluster {
     /// A client of this cluster with a new client certificate `name` (so, unless granted,
     /// a user with no access and no admin).
     pub fn client_with_new_cert(&self, name: &str) -> Client {
-        use cairn_client::certs::{self, Validity};
+        use cairn_net::certs::{self, Validity};
         certs::issue(
             &self.cluster.spec().tls_dir(),
-            cairn_client::tls::Role::Client,
+            cairn_net::Role::Client,
             name,
             Validity::days(1),
         )

@@ -330,7 +330,7 @@ impl FileWorkload {
 
 /// iptables rules dropping the traffic between one process and others, removed on drop
 /// (also when the test panics). Daemons make their outgoing connections from the address
-/// they listen on (`cairn_client::source_addr`), so a rule on (source address,
+/// they listen on (`cairn_net::Transport::from_source`), so a rule on (source address,
 /// destination address and port) cuts exactly one direction between two processes and
 /// leaves other clusters on the same addresses (other ports) alone.
 pub struct Partition {
@@ -454,6 +454,9 @@ pub struct Nemesis {
     /// run on one, and whether their clocks are jumped now.
     clock: Option<PathBuf>,
     jumped: bool,
+    /// The local address the workload's client connects from, if it has one of its own:
+    /// then the workload can be partitioned from a node.
+    client_source: Option<IpAddr>,
 }
 
 impl Nemesis {
@@ -464,7 +467,15 @@ impl Nemesis {
             partitions,
             clock,
             jumped: false,
+            client_source: None,
         }
+    }
+
+    /// Tells the nemesis that the workload connects from `source` (see
+    /// [`cairn_client::Client::new_from`]), so it may partition the workload from a node.
+    pub fn with_client_source(mut self, source: IpAddr) -> Nemesis {
+        self.client_source = Some(source);
+        self
     }
 
     /// Puts the nodes' clocks back (call when the faults stop).
@@ -499,7 +510,7 @@ impl Nemesis {
         ];
         if self.partitions {
             kinds.extend(["partition node", "partition meta"]);
-            if cairn_client::source_addr::get().is_some() {
+            if self.client_source.is_some() {
                 kinds.push("partition client");
             }
         }
@@ -597,7 +608,7 @@ impl Nemesis {
             }
             "partition client" => {
                 // The workload (this process, from its own address) loses one node.
-                let client = cairn_client::source_addr::get().expect("only chosen when set");
+                let client = self.client_source.expect("only chosen when set");
                 let to: SocketAddr = tc.cluster.spec().node_addr(node).parse().unwrap();
                 let cut = Partition::drop_connections([(client, to)]);
                 self.count(kind, &to.to_string());

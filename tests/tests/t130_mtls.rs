@@ -10,9 +10,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_client::certs::{self, Validity};
-use cairn_client::tls::{Role, TlsFiles, Transport, SERVER_NAME};
 use cairn_common::Redundancy;
+use cairn_net::certs::{self, Validity};
+use cairn_net::{Role, TlsFiles, Transport, SERVER_NAME};
 use cairn_proto::common::ShardId;
 use cairn_proto::meta::meta_service_client::MetaServiceClient;
 use cairn_proto::meta::raft_service_client::RaftServiceClient;
@@ -138,7 +138,7 @@ async fn every_port_refuses_peers_without_a_valid_cluster_certificate() {
                 .timeout(CALL_TIMEOUT)
                 .connect_lazy();
             assert_refused_at_handshake(probe(bare, *is_meta).await, "no certificate", addr);
-            let plain = channel(&Transport::Insecure, addr).await;
+            let plain = channel(&Transport::insecure(), addr).await;
             assert_refused_at_handshake(probe(plain, *is_meta).await, "plaintext", addr);
         }
         // The same peer with a good certificate is served.
@@ -247,10 +247,7 @@ async fn roles_limit_what_each_certificate_may_call() {
     objects
         .create_bucket(cairn_proto::object::CreateBucketRequest {
             name: "by-a-client".into(),
-            redundancy: Some(cairn_client::convert::redundancy_to_proto(Redundancy::Ec {
-                k: 2,
-                m: 1,
-            })),
+            redundancy: Some(Redundancy::Ec { k: 2, m: 1 }.into()),
         })
         .await
         .unwrap();

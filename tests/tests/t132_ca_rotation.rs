@@ -9,9 +9,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cairn_client::certs::{self, Validity};
-use cairn_client::tls::{Role, TlsFiles, Transport};
 use cairn_common::Redundancy;
+use cairn_net::certs::{self, Validity};
+use cairn_net::{Role, TlsFiles, Transport};
 use cairn_proto::object::object_service_client::ObjectServiceClient;
 use cairn_proto::object::GetObjectRequest;
 use cairn_tests::{grpc_channel, log_lines, random_bytes, TestCluster};

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_client::certs::{self, Validity};
-use cairn_client::tls::Role;
 use cairn_common::Redundancy;
+use cairn_net::certs::{self, Validity};
+use cairn_net::Role;
 use cairn_proto::common::ShardId;
 use cairn_proto::node::node_service_client::NodeServiceClient;
 use cairn_proto::node::{put_shard_request, PutShardHeader, PutShardRequest};

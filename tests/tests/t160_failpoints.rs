@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_client::dev_cluster::DevClusterSpec;
 use cairn_common::Redundancy;
+use cairn_devcluster::DevClusterSpec;
 use cairn_tests::{log_lines, random_bytes, TestCluster};
 
 const PUT_ATTEMPTS: usize = 8;

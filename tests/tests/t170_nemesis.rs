@@ -25,9 +25,6 @@ use cairn_tests::{fast_repair, TestCluster};
 const CHECK_STEPS: u64 = 5_000_000;
 
 async fn run(seed: u64, duration: Duration) {
-    // This process's clients connect from their own address, so partitions between
-    // daemons (which cut by address) do not also cut the workload off.
-    cairn_client::source_addr::set("127.0.0.100".parse().unwrap());
     let partitions = partitions_supported();
     if !partitions {
         eprintln!("iptables unavailable: running without partitions");
@@ -40,6 +37,12 @@ async fn run(seed: u64, duration: Duration) {
             .push(("CAIRN_NODE_ORPHAN_SWEEP_INTERVAL_MS".into(), "500".into()));
     })
     .await;
+    // The workload's client connects from an address of its own, so partitions between
+    // daemons (which cut by address) do not also cut the workload off.
+    let source: std::net::IpAddr = "127.0.0.100".parse().unwrap();
+    let cluster_file =
+        cairn_common::config::ClusterFile::load(&tc.cluster.spec().cluster_file()).unwrap();
+    let client = cairn_client::Client::new_from(&cluster_file, Some(source)).unwrap();
     let workload = Workload {
         bucket: "default".into(),
         keys: 5,
@@ -70,11 +73,11 @@ async fn run(seed: u64, duration: Duration) {
     };
     let history = Arc::new(History::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = workload.spawn(&tc.client, &history, &stop, seed);
+    let mut workers = workload.spawn(&client, &history, &stop, seed);
     workers.extend(files.spawn(&history, &stop, seed));
 
     let clock = tc.nodes_on_a_movable_clock();
-    let mut nemesis = Nemesis::new(seed, partitions, Some(clock));
+    let mut nemesis = Nemesis::new(seed, partitions, Some(clock)).with_client_source(source);
     let deadline = Instant::now() + duration;
     while Instant::now() < deadline {
         nemesis.step(&mut tc).await;
@@ -106,7 +109,7 @@ async fn run(seed: u64, duration: Duration) {
         },
     )
     .await;
-    workload.final_reads(&tc.client, &history).await;
+    workload.final_reads(&client, &history).await;
     files.final_reads(&history).await;
     eprintln!("seed {seed}: healed in {:?}", phase.elapsed());
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cairn_common::Redundancy;
 use cairn_tests::{random_bytes, TestCluster};
 
-fn fast_repair(spec: &mut cairn_client::dev_cluster::DevClusterSpec) {
+fn fast_repair(spec: &mut cairn_devcluster::DevClusterSpec) {
     spec.chunk_size = 256 * 1024;
     cairn_tests::fast_repair(spec);
 }

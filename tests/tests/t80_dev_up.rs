@@ -92,7 +92,7 @@ impl Drop for DevUp {
             let _ = self.child.wait();
         }
         if let Some(mnt) = &self.mountpoint {
-            if cairn_client::dev_cluster::is_mounted(mnt) {
+            if cairn_devcluster::is_mounted(mnt) {
                 let _ = Command::new("umount").arg("-l").arg(mnt).status();
             }
         }
@@ -151,10 +151,7 @@ fn dev_up_serves_put_and_get_and_stops_cleanly() {
 
     // The mount at DIR/mnt: the object is a file, and a file is an object.
     let mnt = dir.path().canonicalize().unwrap().join("mnt");
-    assert!(
-        cairn_client::dev_cluster::is_mounted(&mnt),
-        "mounted at DIR/mnt"
-    );
+    assert!(cairn_devcluster::is_mounted(&mnt), "mounted at DIR/mnt");
     assert_eq!(
         std::fs::read(mnt.join("default/hello.txt")).unwrap(),
         b"hello, cairn\n"
@@ -165,7 +162,7 @@ fn dev_up_serves_put_and_get_and_stops_cleanly() {
 
     dev.stop();
     assert!(
-        !cairn_client::dev_cluster::is_mounted(&mnt),
+        !cairn_devcluster::is_mounted(&mnt),
         "dev up unmounted at shutdown"
     );
     for pid in &pids {

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_client::dev_cluster::DevClusterSpec;
 use cairn_common::Redundancy;
+use cairn_devcluster::DevClusterSpec;
 use cairn_proto::common::{precondition::Condition, Precondition};
 use cairn_proto::object::object_service_client::ObjectServiceClient;
 use cairn_proto::object::{

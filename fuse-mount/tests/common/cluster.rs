@@ -56,7 +56,7 @@ impl ClusterMounts {
         n: usize,
         options: MountOptions,
         cluster_options: ClusterOptions,
-        adjust: impl Fn(&mut cairn_client::dev_cluster::DevClusterSpec),
+        adjust: impl Fn(&mut cairn_devcluster::DevClusterSpec),
     ) -> ClusterMounts {
         // The mounts' logs, at CAIRN_LOG's level (default: warnings), in the test output.
         let _ = tracing_subscriber::fmt()

@@ -103,7 +103,7 @@ impl TestMount {
     }
 }
 
-pub use cairn_client::dev_cluster::is_mounted;
+pub use cairn_devcluster::is_mounted;
 
 impl Drop for TestMount {
     fn drop(&mut self) {

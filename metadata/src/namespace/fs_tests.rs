@@ -7,8 +7,8 @@ use cairn_common::fs::{
 use cairn_common::locks::{FileLock, LockKind};
 use cairn_common::{ChunkId, Redundancy};
 
+use super::Command;
 use super::*;
-use crate::types::Command;
 
 const EC: Redundancy = Redundancy::Ec { k: 2, m: 1 };
 

@@ -13,8 +13,8 @@ use cairn_common::locks::{FileLock, LockKind};
 use cairn_common::{ChunkId, Redundancy};
 use proptest::prelude::*;
 
+use super::Command;
 use super::*;
-use crate::types::Command;
 
 const NAMES: &[&str] = &["a", "b", "c", "dir", "x"];
 

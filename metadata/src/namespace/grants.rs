@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::CommandResult;
 use super::{Namespace, NamespaceError};
-use crate::types::CommandResult;
 
 /// What a grant allows; each level includes the ones below it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -82,7 +82,7 @@ impl Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Command;
+    use crate::namespace::Command;
     use cairn_common::Redundancy;
 
     #[test]

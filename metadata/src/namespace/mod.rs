@@ -6,10 +6,13 @@
 //! `a/b/c` is the file `c` in directory `b` in directory `a` of its bucket; directories
 //! created implicitly by a put are removed again when their last entry is deleted.
 
+mod command;
 mod extents;
 mod fs;
+mod fs_content;
 #[cfg(test)]
 mod fs_tests;
+mod fs_tree;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod grants;
@@ -29,8 +32,7 @@ use cairn_common::locks::LockTable;
 use cairn_common::{ChunkId, NodeId};
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Command, CommandResult};
-
+pub use command::{Command, CommandResult};
 pub use list::{ListPage, ListQuery};
 pub use types::*;
 

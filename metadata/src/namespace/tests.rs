@@ -1,7 +1,7 @@
 //! Unit tests of the namespace: apply commands, check queries.
 
+use super::Command;
 use super::*;
-use crate::types::Command;
 use cairn_common::{ChunkId, Redundancy};
 
 const EC: Redundancy = Redundancy::Ec { k: 2, m: 1 };

@@ -5,8 +5,8 @@
 use cairn_common::token::ApiToken;
 use serde::{Deserialize, Serialize};
 
+use super::CommandResult;
 use super::{Namespace, NamespaceError};
-use crate::types::CommandResult;
 
 /// One token: its user, the hash of its secret and when it was made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ impl Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Command;
+    use crate::namespace::Command;
 
     #[test]
     fn a_token_acts_as_its_user_until_revoked_and_ids_are_unique() {

@@ -57,32 +57,7 @@ fn describe_generation(current: Option<u64>) -> String {
     }
 }
 
-/// A condition on the current object for a write to happen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Precondition {
-    /// The key must not exist.
-    IfAbsent,
-    /// The key must exist with exactly this generation.
-    IfGeneration(u64),
-}
-
-impl std::fmt::Display for Precondition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Precondition::IfAbsent => f.write_str("if-absent"),
-            Precondition::IfGeneration(g) => write!(f, "if-generation-match {g}"),
-        }
-    }
-}
-
-impl Precondition {
-    pub(super) fn holds(self, current: Option<u64>) -> bool {
-        match self {
-            Precondition::IfAbsent => current.is_none(),
-            Precondition::IfGeneration(g) => current == Some(g),
-        }
-    }
-}
+pub use cairn_common::Precondition;
 
 /// What an object carries besides its bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

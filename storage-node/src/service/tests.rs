@@ -325,6 +325,14 @@ fn every_store_error_maps_to_its_code() {
     for (err, code) in cases {
         assert_eq!(status_of(err).code(), code);
     }
+    // A full disk is told apart from an overloaded node by a typed reason, not by text.
+    let full = status_of(StoreError::NoSpace {
+        path: std::path::PathBuf::from("/data/x"),
+    });
+    assert_eq!(
+        cairn_proto::status::reason_of(&full),
+        Some(cairn_proto::common::ErrorReason::NoSpace)
+    );
     let corrupt = status_of(StoreError::Corrupt {
         id,
         reason: crate::store::CorruptReason::Truncated,

@@ -1,11 +1,11 @@
-//! `cairn`: the command-line client. Parses arguments and hands off to `cli`.
+//! `cairn`: the command-line client. Parses arguments and hands off to `commands`.
 
-mod cli;
+mod commands;
 
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let args = commands::Cli::parse();
     if std::env::var_os("CAIRN_LOG").is_some() {
         cairn_common::telemetry::init_tracing();
     }
@@ -16,7 +16,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(cli::run(args)) {
+    if let Err(e) = runtime.block_on(commands::run(args)) {
         eprintln!("cairn: {e:#}");
         std::process::exit(1);
     }

@@ -15,9 +15,9 @@ use anyhow::{bail, Context};
 use cairn_common::config::ClusterFile;
 use cairn_common::Redundancy;
 
-use crate::certs;
-use crate::tls::{Role, TlsFiles};
-use crate::{Client, ClientError};
+use cairn_client::{Client, ClientError};
+use cairn_net::certs;
+use cairn_net::{Role, TlsFiles};
 
 /// What to start.
 #[derive(Clone, Debug)]

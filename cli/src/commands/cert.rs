@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use cairn_client::certs;
-use cairn_client::tls::Role;
+use cairn_net::certs;
+use cairn_net::Role;
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -18,7 +18,8 @@ pub enum CertCommand {
     Issue {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, value_enum)]
+        /// meta, node, client or gateway.
+        #[arg(long, value_parser = role_parser())]
         role: Role,
         #[arg(long)]
         name: String,
@@ -26,6 +27,13 @@ pub enum CertCommand {
         #[arg(long, default_value_t = certs::DEFAULT_DAYS)]
         days: i64,
     },
+}
+
+/// `--role`: one of the roles' names, listed in `--help` and in errors.
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(["meta", "node", "client", "gateway"])
+        .map(|name| name.parse::<Role>().expect("a possible value names a role"))
 }
 
 pub fn run(command: CertCommand) -> anyhow::Result<()> {

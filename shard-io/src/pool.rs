@@ -14,9 +14,8 @@ use cairn_proto::node::{put_shard_request, GetShardRequest, PutShardHeader, PutS
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use crate::error::Result;
-use crate::meta_client::lazy_channel;
-use crate::tls::Transport;
+use crate::error::ShardError;
+use cairn_net::Transport;
 
 /// Deadline for one whole shard transfer.
 pub const SHARD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -40,12 +39,19 @@ impl NodePool {
         &self.transport
     }
 
-    fn client(&self, addr: &str) -> Result<NodeServiceClient<Channel>> {
+    fn client(&self, addr: &str) -> Result<NodeServiceClient<Channel>, ShardError> {
         let mut clients = self.clients.lock().expect("node pool lock poisoned");
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let c = NodeServiceClient::new(lazy_channel(&self.transport, addr)?)
+        let channel = self
+            .transport
+            .channel(addr, |e| e.connect_timeout(Duration::from_secs(2)))
+            .map_err(|e| ShardError::BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        let c = NodeServiceClient::new(channel)
             .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
         clients.insert(addr.to_string(), c.clone());
@@ -60,7 +66,7 @@ impl NodePool {
         index: u32,
         data: Bytes,
         hash: [u8; 32],
-    ) -> Result<()> {
+    ) -> Result<(), ShardError> {
         let mut client = self.client(addr)?;
         let header = PutShardRequest {
             part: Some(put_shard_request::Part::Header(PutShardHeader {
@@ -82,13 +88,18 @@ impl NodePool {
         let stream = tokio_stream::iter(std::iter::once(header).chain(frames));
         let mut request = tonic::Request::new(stream);
         request.set_timeout(SHARD_TIMEOUT);
-        client.put_shard(request).await?;
+        client
+            .put_shard(request)
+            .await
+            .map_err(|s| ShardError::from_status(s, addr, chunk, index))?;
         Ok(())
     }
 
     /// Runs one scrub pass on a node and returns (checked, corrupt, bytes).
-    pub async fn scrub(&self, addr: &str) -> Result<(u64, u64, u64)> {
-        let mut client = self.client(addr)?;
+    pub async fn scrub(&self, addr: &str) -> Result<(u64, u64, u64), tonic::Status> {
+        let mut client = self
+            .client(addr)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         let mut request = tonic::Request::new(cairn_proto::node::ScrubRequest {});
         request.set_timeout(Duration::from_secs(24 * 3600));
         let r = client.scrub(request).await?.into_inner();
@@ -97,7 +108,12 @@ impl NodePool {
 
     /// Reads a whole shard and returns its bytes (the node verified them against its
     /// block hashes; the caller verifies them against the metadata's shard hash).
-    pub async fn get_shard(&self, addr: &str, chunk: ChunkId, index: u32) -> Result<Vec<u8>> {
+    pub async fn get_shard(
+        &self,
+        addr: &str,
+        chunk: ChunkId,
+        index: u32,
+    ) -> Result<Vec<u8>, ShardError> {
         self.get_shard_range(addr, chunk, index, 0, 0).await
     }
 
@@ -110,7 +126,7 @@ impl NodePool {
         index: u32,
         offset: u64,
         length: u64,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Vec<u8>, ShardError> {
         let mut client = self.client(addr)?;
         let mut request = tonic::Request::new(GetShardRequest {
             id: Some(ShardId {
@@ -121,10 +137,15 @@ impl NodePool {
             length,
         });
         request.set_timeout(SHARD_TIMEOUT);
-        let mut stream = client.get_shard(request).await?.into_inner();
+        let failed = |s| ShardError::from_status(s, addr, chunk, index);
+        let mut stream = client
+            .get_shard(request)
+            .await
+            .map_err(failed)?
+            .into_inner();
         let mut out = Vec::new();
         while let Some(msg) = stream.next().await {
-            let msg = msg?;
+            let msg = msg.map_err(failed)?;
             if out.is_empty() && msg.shard_length > 0 {
                 out.reserve_exact((msg.shard_length as usize).min(64 << 20));
             }

@@ -4,9 +4,15 @@
 //! (a reconnect after a rotation included: channels connect through
 //! [`Transport::channel`]'s connector, which reads the current configuration at each
 //! connect); connections already open keep the certificates they were made with.
+//!
+//! A transport also names the local address its connections start from
+//! ([`Transport::from_source`]): a daemon uses the IP it listens on, so its peers see it under
+//! that address (on a multi-homed host cluster traffic leaves through the cluster network,
+//! and per-address firewall rules, such as the fault-injection tests' partitions between
+//! processes on 127.0.0.x, apply to it). Unset, the kernel chooses, as usual.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,16 +23,23 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::{read, TlsError, TlsFiles, SERVER_NAME};
+use crate::{read, TlsError, TlsFiles, SERVER_NAME};
 
 /// How often a client pings each connection, and how long it waits for the answer
 /// (generous: a busy server on a loaded host must not lose healthy connections).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How a component talks gRPC: mutual TLS, or (development only) plaintext.
+/// How a component talks gRPC: mutual TLS, or (development only) plaintext, and from
+/// which local address.
 #[derive(Clone)]
-pub enum Transport {
+pub struct Transport {
+    security: Security,
+    source: Option<IpAddr>,
+}
+
+#[derive(Clone)]
+enum Security {
     Insecure,
     Mutual(Arc<Reloadable>),
 }
@@ -44,27 +57,56 @@ struct Configs {
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Transport::Insecure => f.write_str("Insecure"),
-            Transport::Mutual(m) => write!(f, "Mutual({:?})", m.files),
+        match &self.security {
+            Security::Insecure => f.write_str("Insecure")?,
+            Security::Mutual(m) => write!(f, "Mutual({:?})", m.files)?,
+        }
+        match self.source {
+            Some(ip) => write!(f, " from {ip}"),
+            None => Ok(()),
         }
     }
 }
 
 impl Transport {
+    /// Plaintext (development only), connecting from wherever the kernel chooses.
+    pub fn insecure() -> Transport {
+        Transport {
+            security: Security::Insecure,
+            source: None,
+        }
+    }
+
     /// Reads the CA bundle, certificate and key named by `files`.
     pub fn load(files: &TlsFiles) -> Result<Transport, TlsError> {
-        Ok(Transport::Mutual(Arc::new(Reloadable {
-            current: RwLock::new(Arc::new(Configs::load(files)?)),
-            files: files.clone(),
-        })))
+        Ok(Transport {
+            security: Security::Mutual(Arc::new(Reloadable {
+                current: RwLock::new(Arc::new(Configs::load(files)?)),
+                files: files.clone(),
+            })),
+            source: None,
+        })
+    }
+
+    /// The same identity, making its connections from `ip` (the unspecified address
+    /// `0.0.0.0` / `::` leaves the choice to the kernel).
+    pub fn from_source(self, ip: IpAddr) -> Transport {
+        Transport {
+            source: Some(ip).filter(|ip| !ip.is_unspecified()),
+            ..self
+        }
+    }
+
+    /// The local address connections start from, if one was chosen.
+    pub fn source(&self) -> Option<IpAddr> {
+        self.source
     }
 
     /// `files` when given, else plaintext if `insecure`, else an error naming both flags.
     pub fn choose(files: Option<TlsFiles>, insecure: bool) -> Result<Transport, TlsError> {
         match (files, insecure) {
             (Some(files), false) => Transport::load(&files),
-            (None, true) => Ok(Transport::Insecure),
+            (None, true) => Ok(Transport::insecure()),
             (Some(_), true) => Err(TlsError::Config(
                 "both a TLS directory and --insecure are set; choose one".into(),
             )),
@@ -77,13 +119,13 @@ impl Transport {
     }
 
     pub fn is_insecure(&self) -> bool {
-        matches!(self, Transport::Insecure)
+        matches!(self.security, Security::Insecure)
     }
 
     /// Reads the files again; on success every later connection (made or accepted) uses
     /// them. On failure the previous ones stay in use.
     pub fn reload(&self) -> Result<(), TlsError> {
-        if let Transport::Mutual(m) = self {
+        if let Security::Mutual(m) = &self.security {
             let configs = Configs::load(&m.files)?;
             *m.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(configs);
         }
@@ -108,16 +150,17 @@ impl Transport {
                 .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                 .keep_alive_while_idle(true),
         );
-        Ok(match self {
-            Transport::Insecure => endpoint
-                .local_address(crate::source_addr::get())
+        let source = self.source;
+        Ok(match &self.security {
+            Security::Insecure => endpoint
+                .local_address(source)
                 .tcp_nodelay(true)
                 .connect_lazy(),
-            Transport::Mutual(m) => {
+            Security::Mutual(m) => {
                 let m = m.clone();
                 endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
                     let config = m.current().client.clone();
-                    connect_tls(uri, config)
+                    connect_tls(uri, config, source)
                 }))
             }
         })
@@ -125,9 +168,9 @@ impl Transport {
 
     /// The server side, with the current certificates: `None` for plaintext.
     pub fn acceptor(&self) -> Option<TlsAcceptor> {
-        match self {
-            Transport::Insecure => None,
-            Transport::Mutual(m) => Some(TlsAcceptor::from(m.current().server.clone())),
+        match &self.security {
+            Security::Insecure => None,
+            Security::Mutual(m) => Some(TlsAcceptor::from(m.current().server.clone())),
         }
     }
 }
@@ -183,18 +226,19 @@ fn endpoint_of(addr: &str) -> Result<Endpoint, TlsError> {
         .map_err(|e| TlsError::Config(format!("address {addr:?}: {e}")))
 }
 
-/// TCP (from this process's source address, if set) and a TLS handshake that presents
-/// `config`'s certificate and verifies the server against [`SERVER_NAME`].
+/// TCP (from `source`, if set) and a TLS handshake that presents `config`'s certificate
+/// and verifies the server against [`SERVER_NAME`].
 async fn connect_tls(
     uri: Uri,
     config: Arc<rustls::ClientConfig>,
+    source: Option<IpAddr>,
 ) -> io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {uri}"));
     let host = uri.host().ok_or_else(|| bad("no host in address"))?;
     let port = uri.port_u16().ok_or_else(|| bad("no port in address"))?;
     let mut last = bad("address resolves to nothing");
     for addr in tokio::net::lookup_host((host.trim_matches(['[', ']']), port)).await? {
-        match connect_tcp(addr).await {
+        match connect_tcp(addr, source).await {
             Ok(tcp) => {
                 let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
                 let tls = TlsConnector::from(config).connect(name, tcp).await?;
@@ -212,12 +256,12 @@ async fn connect_tls(
     Err(last)
 }
 
-async fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
-    if let Some(source) = crate::source_addr::get() {
+    if let Some(source) = source {
         if source.is_ipv4() == addr.is_ipv4() {
             socket.bind(SocketAddr::new(source, 0))?;
         }

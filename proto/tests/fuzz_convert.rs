@@ -2,8 +2,10 @@
 //! and redundancy schemes arrive from the network and must be refused, not panicked on,
 //! when malformed; what is accepted converts back unchanged.
 
-use cairn_client::convert::{chunk_from_proto, chunk_to_proto, redundancy_from_proto};
+use cairn_common::chunk::ChunkMeta;
+use cairn_common::ChunkId;
 use cairn_proto::common as pc;
+use cairn_proto::convert;
 use cairn_proto::meta as pm;
 use proptest::prelude::*;
 
@@ -44,10 +46,10 @@ proptest! {
                 .collect(),
             redundancy,
         };
-        if let Ok((id, meta)) = chunk_from_proto(chunk.clone()) {
-            let back = chunk_to_proto(&id, &meta);
-            prop_assert_eq!(chunk_from_proto(back).ok(), Some((id, meta)));
+        if let Ok((id, meta)) = <(ChunkId, ChunkMeta)>::try_from(chunk.clone()) {
+            let back = pm::Chunk::from((&id, &meta));
+            prop_assert_eq!(<(ChunkId, ChunkMeta)>::try_from(back).ok(), Some((id, meta)));
         }
-        let _ = redundancy_from_proto(chunk.redundancy);
+        let _ = convert::redundancy(chunk.redundancy, "redundancy");
     }
 }

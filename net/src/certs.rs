@@ -1,6 +1,6 @@
 //! Certificate authority and certificates for a cluster (`cairn cert init` / `issue`),
 //! with rcgen: ECDSA P-256 keys, the role in the subject's organisational unit and the
-//! name in its common name (see [`crate::tls`]). Servers (meta, node) also get the DNS
+//! name in its common name (see the crate's documentation). Servers (meta, node) also get the DNS
 //! name [`SERVER_NAME`] and are usable as TLS clients (they call each other).
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::tls::{Role, TlsFiles, SERVER_NAME};
+use crate::{Role, TlsFiles, SERVER_NAME};
 
 /// Default validity of an issued certificate.
 pub const DEFAULT_DAYS: i64 = 365;
@@ -171,10 +171,7 @@ mod tests {
             let files = issue(dir.path(), role, name, Validity::days(1)).unwrap();
             let pem = std::fs::read(files.cert()).unwrap();
             let der = CertificateDer::from_pem_slice(&pem).unwrap();
-            assert_eq!(
-                crate::tls::identity_of(&der),
-                Some((role, name.to_string()))
-            );
+            assert_eq!(crate::identity_of(&der), Some((role, name.to_string())));
         }
         assert!(matches!(
             issue(dir.path(), Role::Client, "alice", Validity::days(1)),

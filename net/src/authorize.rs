@@ -1,8 +1,8 @@
 //! Who may call what: the roles an RPC admits ([`authorize`]) and the user whose grants
 //! apply ([`caller_of`]).
 
-use super::accept::RefusalLog;
-use super::{PeerInfo, Role};
+use crate::accept::RefusalLog;
+use crate::{PeerInfo, Role};
 
 /// The metadata header naming the user a gateway (or a forwarding replica) acts for.
 pub const USER_HEADER: &str = "x-cairn-user";

@@ -1,4 +1,6 @@
-//! Mutual TLS for every gRPC connection, and who may call what.
+//! Cairn's network identity layer: mutual TLS for every gRPC connection, the certificates
+//! that carry it, and who may call what. Knows nothing of the namespace, the data path or
+//! storage: the metadata service, storage nodes, the client and the mount all sit above it.
 //!
 //! A cluster has one CA (`cairn cert init`); every component holds a certificate from it
 //! whose subject carries a [`Role`] (organisational unit `cairn-meta`, `cairn-node`,
@@ -8,19 +10,22 @@
 //! `ca.pem` and, per component, `NAME.pem` and `NAME.key` ([`TlsFiles`]).
 //!
 //! - [`transport`]: a component's identity ([`Transport`]), used both for the connections
-//!   it makes and the ones it accepts, and reloaded in place on SIGHUP.
+//!   it makes and the ones it accepts, and reloaded in place on SIGHUP; it also names the
+//!   local address outgoing connections start from (a value, not a process global).
 //! - [`accept`]: servers accept connections through [`incoming`], which runs the handshake
 //!   itself (so a refused peer is logged once, clearly, at warn level) and attaches the
 //!   peer's verified identity to every request ([`PeerInfo`]).
 //! - [`authorize`](mod@authorize): each RPC handler calls [`authorize()`] with the roles it
 //!   admits; [`caller_of`] names the user whose grants apply (a certificate's name, or an
 //!   API token the metadata service resolves).
+//! - [`certs`]: the cluster CA and per-component certificates (`cairn cert`).
 //!
-//! Plaintext ([`Transport::Insecure`]) exists only for development and is chosen explicitly
+//! Plaintext ([`Transport::insecure`]) exists only for development and is chosen explicitly
 //! (`--insecure`).
 
 pub mod accept;
 pub mod authorize;
+pub mod certs;
 pub mod transport;
 
 use std::io;
@@ -38,7 +43,7 @@ pub const SERVER_NAME: &str = "cairn-cluster";
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// What a certificate allows its holder to be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// A metadata replica: Raft, and calls to storage nodes (repair, GC).
     Meta,
@@ -63,9 +68,23 @@ impl Role {
     }
 
     fn from_unit(unit: &str) -> Option<Role> {
-        [Role::Meta, Role::Node, Role::Client, Role::Gateway]
+        Role::ALL.into_iter().find(|r| r.unit() == unit)
+    }
+
+    /// Every role, in the order `cairn cert issue --role` lists them.
+    pub const ALL: [Role; 4] = [Role::Meta, Role::Node, Role::Client, Role::Gateway];
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    /// A role's short name (`meta`, `node`, `client`, `gateway`), as [`Role`]'s `Display`
+    /// writes it.
+    fn from_str(name: &str) -> Result<Role, String> {
+        Role::ALL
             .into_iter()
-            .find(|r| r.unit() == unit)
+            .find(|r| r.to_string() == name)
+            .ok_or_else(|| format!("unknown role {name:?}: one of meta, node, client, gateway"))
     }
 }
 

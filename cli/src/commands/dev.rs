@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use cairn_client::dev_cluster::{own_bin_dir, DevCluster, DevClusterSpec};
 use cairn_common::Redundancy;
+use cairn_devcluster::{own_bin_dir, DevCluster, DevClusterSpec};
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {

@@ -1,0 +1,106 @@
+//! The commands the state machine applies and what applying one produced. Commands are
+//! the only way metadata changes; each carries everything its apply needs (timestamps
+//! included) so that every replica applies it identically. Pure data: the Raft type
+//! configuration (`crate::types`) is built on these, never the other way round.
+
+use cairn_common::fs::{FsChange, FsResult, SessionId};
+use cairn_common::{ChunkId, NodeId, Redundancy};
+use serde::{Deserialize, Serialize};
+
+use super::{ChunkMeta, NamespaceError, ObjectAttrs, Precondition};
+
+/// A change to the metadata, replicated through the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreateBucket {
+        name: String,
+        redundancy: Redundancy,
+        mtime: u64,
+    },
+    RegisterNode {
+        id: NodeId,
+        addr: String,
+        zone: String,
+    },
+    /// Point `bucket/key` at already durable chunks, replacing any older version.
+    CommitObject {
+        bucket: String,
+        key: String,
+        size: u64,
+        chunks: Vec<(ChunkId, ChunkMeta)>,
+        attrs: ObjectAttrs,
+        precondition: Option<Precondition>,
+        mtime: u64,
+    },
+    DeleteObject {
+        bucket: String,
+        key: String,
+        /// Delete only if the object's generation is this.
+        if_generation: Option<u64>,
+        /// Seconds since the epoch (the parent directory's new mtime).
+        #[serde(default)]
+        mtime: u64,
+    },
+    /// Refused unless the bucket is empty.
+    DeleteBucket { name: String },
+    /// A reader found this shard missing or corrupt on `node`.
+    ShardLost {
+        chunk: ChunkId,
+        index: u32,
+        node: NodeId,
+    },
+    /// Repair rebuilt shards of `chunk` on new nodes (`placed`) and retires placements
+    /// on nodes that are out (`dropped`).
+    RepairChunk {
+        chunk: ChunkId,
+        placed: Vec<(u32, NodeId)>,
+        dropped: Vec<(u32, NodeId)>,
+    },
+    /// Start or stop draining a storage node.
+    SetDraining { node: NodeId, draining: bool },
+    /// Forget a storage node that holds no shard.
+    RemoveNode { node: NodeId },
+    /// Change a node's relative share of data (percent, 100 = normal).
+    SetNodeWeight { node: NodeId, weight_pct: u32 },
+    /// Limit repair and rebalance writes to this many bytes per second.
+    SetRepairThrottle { bytes_per_sec: u64 },
+    /// Give `user` `access` to `bucket` (`None`: revoke).
+    SetGrant {
+        bucket: String,
+        user: String,
+        access: Option<super::grants::Access>,
+    },
+    /// Record an API token (`cairn user add`): its id and its secret's hash.
+    AddToken {
+        id: String,
+        record: super::tokens::TokenRecord,
+    },
+    /// Forget an API token: calls carrying it are refused from now on.
+    RevokeToken { id: String },
+    /// A filesystem change from a mount's session; `now_ns` is the leader's clock.
+    Fs {
+        session: SessionId,
+        change: FsChange,
+        now_ns: u64,
+    },
+    /// A mount starts a session.
+    OpenSession { name: String, now_ns: u64 },
+    /// A session ends (closed by its mount, or its lease expired): its locks and holds
+    /// are dropped and every later change from it is refused.
+    EndSession { session: SessionId },
+    /// These garbage-collection entries were deleted from their nodes.
+    GcDone { seqs: Vec<u64> },
+}
+
+/// What applying a command produced. Rejections are results, not Raft errors: every
+/// replica reaches the same verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Done,
+    Committed {
+        generation: u64,
+    },
+    Rejected(NamespaceError),
+    /// The outcome of a filesystem command (its refusals included).
+    Fs(FsResult),
+}
