@@ -12,7 +12,8 @@ use cairn_common::fs::{FileExtent, FsChange};
 use cairn_common::ChunkId;
 
 use super::dirty::Dirty;
-use super::{unavailable, ClusterBackend};
+use super::wire::unavailable;
+use super::ClusterBackend;
 use crate::backend::{FsError, Ino};
 
 /// Files with more stored bytes than this are not compacted (compaction holds a file's

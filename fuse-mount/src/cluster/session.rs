@@ -30,8 +30,8 @@ impl Session {
         let reply = client
             .fs_call(&FsRequest::OpenSession { name })
             .await
-            .map_err(|e| super::unavailable("open a session", e))?
-            .map_err(super::refused)?;
+            .map_err(|e| super::wire::unavailable("open a session", e))?
+            .map_err(super::wire::refused)?;
         let FsReply::Session { id, lease_ms } = reply else {
             return Err(FsError::InvalidArgument);
         };

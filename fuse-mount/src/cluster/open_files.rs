@@ -1,0 +1,213 @@
+//! The open-file table: one [`OpenFile`] per inode open on this mount (while any of its
+//! descriptors is open here), and the handles that point at it.
+//!
+//! The first open of a file here registers a hold in the metadata service (so an unlinked
+//! file's data lives until its last close on every mount); every open loads the file's
+//! extent map afresh (close-to-open: another mount's changes are seen at the next open).
+//! The last close flushes the write buffer (`upload`), releases the hold and may start a
+//! compaction (`compact`), then drops the entry and marks it `closed`, so that whoever
+//! still holds a [`FileRef`] to it knows to look again. A file's state is only touched
+//! under its [`FileRef`]'s lock, which is held across the awaits that use it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cairn_common::fs::{ExtentMap, FsChange, FsQuery, FsReply};
+
+use super::dirty::Dirty;
+use super::wire::unexpected;
+use super::ClusterBackend;
+use crate::backend::*;
+
+/// Commits during one open after which the last close checks for fragmentation.
+const COMPACT_CHECK_AFTER_COMMITS: u32 = 8;
+
+/// One file open on this mount.
+#[derive(Default)]
+pub(super) struct OpenFile {
+    pub(super) handles: u32,
+    /// Size as last committed.
+    pub(super) size: u64,
+    pub(super) map: Option<ExtentMap>,
+    pub(super) dirty: Dirty,
+    /// The last handle was released; whoever still holds this must look again.
+    pub(super) closed: bool,
+    /// Writes committed since the file was opened here (many: maybe fragmented).
+    pub(super) commits: u32,
+    /// Where the last read ended: a read starting there is sequential.
+    pub(super) last_read_end: u64,
+    /// The file has no `security.capability` xattr (asked once per open; the kernel asks
+    /// before every write).
+    pub(super) capability_absent: bool,
+}
+
+impl OpenFile {
+    pub(super) fn size(&self) -> u64 {
+        self.size.max(self.dirty.end())
+    }
+}
+
+pub(super) type FileRef = Arc<tokio::sync::Mutex<OpenFile>>;
+
+impl ClusterBackend {
+    pub(super) fn open_file(&self, ino: Ino) -> Option<FileRef> {
+        self.files
+            .lock()
+            .expect("file table poisoned")
+            .get(&ino)
+            .cloned()
+    }
+
+    fn new_handle(&self, ino: Ino) -> HandleId {
+        let id = HandleId(self.next_handle.fetch_add(1, Ordering::Relaxed));
+        self.handles
+            .lock()
+            .expect("handle table poisoned")
+            .insert(id, ino);
+        id
+    }
+
+    pub(super) fn file_of(&self, ino: Ino, handle: HandleId) -> Result<FileRef, FsError> {
+        let known = self
+            .handles
+            .lock()
+            .expect("handle table poisoned")
+            .get(&handle)
+            == Some(&ino);
+        if !known {
+            return Err(FsError::BadHandle);
+        }
+        self.open_file(ino).ok_or(FsError::BadHandle)
+    }
+
+    /// Registers one more open of `ino` here; the first one holds the inode in the
+    /// cluster (unless `created` carries the map of a file just created open, which the
+    /// create already holds).
+    pub(super) async fn add_open(
+        &self,
+        ino: Ino,
+        created: Option<ExtentMap>,
+    ) -> Result<HandleId, FsError> {
+        let held = created.is_some();
+        loop {
+            let file = self
+                .files
+                .lock()
+                .expect("file table poisoned")
+                .entry(ino)
+                .or_default()
+                .clone();
+            let mut state = file.lock().await;
+            if state.closed {
+                continue;
+            }
+            // Close-to-open: see what other mounts committed.
+            state.map = None;
+            state.capability_absent = false;
+            let fresh = if state.handles == 0 && !held {
+                // The first open here holds the file, and gets its extents with it.
+                match self.change(FsChange::Hold { ino }).await {
+                    Ok(FsReply::Extents(map)) => Some(*map),
+                    Ok(other) => {
+                        self.forget_if_unused(ino, &file, &mut state);
+                        return Err(unexpected("hold", other));
+                    }
+                    Err(e) => {
+                        self.forget_if_unused(ino, &file, &mut state);
+                        return Err(e);
+                    }
+                }
+            } else {
+                created.clone()
+            };
+            state.handles += 1;
+            if let Some(map) = fresh {
+                state.size = map.attr.size;
+                state.map = Some(map);
+            }
+            if let Err(e) = self.load_map(ino, &mut state).await {
+                state.handles -= 1;
+                self.forget_if_unused(ino, &file, &mut state);
+                return Err(e);
+            }
+            return Ok(self.new_handle(ino));
+        }
+    }
+
+    /// Drops `handle`; the last close of the file here flushes its buffered writes,
+    /// releases its hold in the cluster and, after many commits, starts a compaction.
+    pub(super) async fn release_handle(&self, ino: Ino, handle: HandleId) -> Result<(), FsError> {
+        let file = self.file_of(ino, handle)?;
+        self.handles
+            .lock()
+            .expect("handle table poisoned")
+            .remove(&handle);
+        let mut state = file.lock().await;
+        state.handles = state.handles.saturating_sub(1);
+        if state.handles > 0 {
+            return Ok(());
+        }
+        let flushed = self.flush_file(ino, &mut state).await;
+        if let Err(e) = &flushed {
+            tracing::error!(ino, error = %e, "buffered writes lost at last close");
+        }
+        if !self.session.is_fenced() {
+            if let Err(e) = self.change(FsChange::Release { ino }).await {
+                tracing::warn!(ino, error = %e, "could not release the file's hold");
+            }
+        }
+        if state.commits >= COMPACT_CHECK_AFTER_COMMITS {
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move {
+                    if let Err(e) = me.compact(ino).await {
+                        tracing::warn!(ino, error = %e, "compaction failed; the file is unchanged");
+                    }
+                });
+            }
+        }
+        self.forget_if_unused(ino, &file, &mut state);
+        flushed
+    }
+
+    fn forget_if_unused(&self, ino: Ino, file: &FileRef, state: &mut OpenFile) {
+        if state.handles == 0 {
+            state.closed = true;
+            let mut files = self.files.lock().expect("file table poisoned");
+            if files.get(&ino).is_some_and(|f| Arc::ptr_eq(f, file)) {
+                files.remove(&ino);
+            }
+        }
+    }
+
+    pub(super) async fn load_map(&self, ino: Ino, file: &mut OpenFile) -> Result<(), FsError> {
+        if file.map.is_some() {
+            return Ok(());
+        }
+        let map = self.extent_map(ino).await?;
+        file.size = map.attr.size;
+        file.map = Some(map);
+        Ok(())
+    }
+
+    /// The file's whole extent map, as committed now.
+    pub(super) async fn extent_map(&self, ino: Ino) -> Result<ExtentMap, FsError> {
+        let reply = self
+            .query(FsQuery::Extents {
+                ino,
+                offset: 0,
+                len: u64::MAX,
+            })
+            .await?;
+        match reply {
+            FsReply::Extents(map) => Ok(*map),
+            other => Err(unexpected("extents", other)),
+        }
+    }
+
+    /// After an xattr change here, `security.capability` must be asked again.
+    pub(super) async fn forget_capability_absence(&self, ino: Ino) {
+        if let Some(file) = self.open_file(ino) {
+            file.lock().await.capability_absent = false;
+        }
+    }
+}

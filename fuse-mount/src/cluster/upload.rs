@@ -1,0 +1,140 @@
+//! Writes and their upload: `write` only buffers bytes in the open file's [`Dirty`]
+//! buffer; [`ClusterBackend::flush_file`] (when the buffer holds `flush_bytes`, at every
+//! `close` and `fsync`) packs its runs into as few chunks as possible, stores them durably
+//! and in parallel, then commits the new extents in one Raft commit. A flush is thus
+//! visible to every mount and durable when it returns. The chunks it stored go to the
+//! chunk cache, for reads that follow.
+//!
+//! Every function here takes the open file already locked (or locks it itself), so that a
+//! flush and the writes, reads and attribute replies of the same file never interleave.
+//! Nothing here depends on the read path (`read`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cairn_common::chunk::ChunkMeta;
+use cairn_common::fs::{FileExtent, FsChange, FsReply};
+use cairn_common::ChunkId;
+use futures::future::try_join_all;
+
+use super::dirty::Dirty;
+use super::open_files::OpenFile;
+use super::wire::{unavailable, unexpected};
+use super::ClusterBackend;
+use crate::backend::*;
+
+impl ClusterBackend {
+    /// `write`: buffers `data`, and flushes once the buffer holds `flush_bytes`.
+    pub(super) async fn write_buffered(
+        &self,
+        ino: Ino,
+        handle: HandleId,
+        offset: Option<u64>,
+        data: &[u8],
+    ) -> Result<u32, FsError> {
+        self.session.check()?;
+        let file = self.file_of(ino, handle)?;
+        let mut file = file.lock().await;
+        let offset = offset.unwrap_or_else(|| file.size());
+        match offset.checked_add(data.len() as u64) {
+            Some(end) if end <= MAX_FILE_SIZE => {}
+            _ => return Err(FsError::FileTooBig),
+        }
+        file.dirty.write(offset, data);
+        if file.dirty.bytes() >= self.opts.flush_bytes {
+            self.flush_file(ino, &mut file).await?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// `flush` (every `close`): the file's buffered writes are committed.
+    pub(super) async fn flush_handle(&self, ino: Ino, handle: HandleId) -> Result<(), FsError> {
+        let file = self.file_of(ino, handle)?;
+        let mut file = file.lock().await;
+        self.flush_file(ino, &mut file).await
+    }
+
+    /// `fsync`: as `flush`, but fails at once on a fenced session.
+    pub(super) async fn fsync_handle(
+        &self,
+        ino: Ino,
+        handle: Option<HandleId>,
+    ) -> Result<(), FsError> {
+        // Every namespace change is a Raft commit (majority fsynced) before it is
+        // answered, so only buffered file bytes need work.
+        self.session.check()?;
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        let file = self.file_of(ino, handle)?;
+        let mut file = file.lock().await;
+        self.flush_file(ino, &mut file).await
+    }
+
+    /// Writes the file's buffered bytes to new chunks and commits them: visible to every
+    /// mount and durable when this returns.
+    pub(super) async fn flush_file(&self, ino: Ino, file: &mut OpenFile) -> Result<(), FsError> {
+        if file.dirty.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.session.check() {
+            // Never committed: a fenced mount must not write.
+            file.dirty = Dirty::default();
+            return Err(e);
+        }
+        self.load_map(ino, file).await?;
+        let bucket = file.map.as_ref().expect("loaded above").bucket.clone();
+        let size_at_least = file.size();
+        let packed = file.dirty.take_packed(self.chunk_size);
+        let stored = try_join_all(
+            packed
+                .iter()
+                .map(|chunk| self.client.store_chunk(&bucket, &chunk.data)),
+        )
+        .await;
+        let stored: Vec<(ChunkId, ChunkMeta)> = match stored {
+            Ok(s) => s,
+            Err(e) => {
+                file.dirty.restore(packed);
+                return Err(unavailable("store file data", e));
+            }
+        };
+        let mut extents = Vec::new();
+        for (chunk, (id, _)) in packed.iter().zip(&stored) {
+            extents.extend(chunk.runs.iter().map(|r| FileExtent {
+                offset: r.offset,
+                len: r.len,
+                chunk: *id,
+                chunk_offset: r.chunk_offset,
+            }));
+        }
+        let committed = self
+            .change(FsChange::Write {
+                ino,
+                extents,
+                chunks: stored.clone(),
+                size_at_least,
+            })
+            .await;
+        match committed {
+            Ok(FsReply::Attr(a)) => {
+                file.size = a.size;
+                file.map = None;
+                file.commits += 1;
+                self.newest()
+                    .record(ino, a.generation, a.size, Instant::now());
+                let mut cache = self.cache.lock().expect("chunk cache poisoned");
+                for (chunk, (id, _)) in packed.into_iter().zip(stored) {
+                    cache.insert(id, Arc::new(chunk.data));
+                }
+                Ok(())
+            }
+            Ok(other) => Err(unexpected("write", other)),
+            Err(FsError::Stale) => Err(FsError::Stale),
+            Err(e) => {
+                file.dirty.restore(packed);
+                Err(e)
+            }
+        }
+    }
+}
