@@ -1,34 +1,13 @@
-//! The metadata service's edge: its own wire shapes (extents by chunk index, object
-//! attributes with their size limits), the one mapping of namespace errors to gRPC status
-//! codes, and short names for the shared conversions of `cairn_proto::convert` (whose
+//! The metadata service's own edge: its wire shapes (extents by chunk index, object
+//! attributes with their size limits) and the one mapping of namespace errors to gRPC
+//! status codes. The conversions every crate shares are `cairn_proto::convert` (whose
 //! errors become INVALID_ARGUMENT).
 
-use cairn_common::{ChunkId, Redundancy};
-use cairn_proto::common as pc;
+use cairn_common::ChunkId;
 use cairn_proto::meta as pm;
 use tonic::Status;
 
-use crate::namespace::{ChunkMeta, Hash32, NamespaceError, ObjectAttrs, ObjectView, Precondition};
-
-pub fn redundancy_from_proto(r: Option<pc::Redundancy>) -> Result<Redundancy, Status> {
-    Ok(cairn_proto::convert::redundancy(r, "redundancy")?)
-}
-
-pub fn redundancy_to_proto(r: Redundancy) -> pc::Redundancy {
-    r.into()
-}
-
-pub fn chunk_id_from_proto(bytes: &[u8]) -> Result<ChunkId, Status> {
-    Ok(cairn_proto::convert::chunk_id(bytes)?)
-}
-
-pub fn chunk_from_proto(c: pm::Chunk) -> Result<(ChunkId, ChunkMeta), Status> {
-    Ok(c.try_into()?)
-}
-
-pub fn chunk_to_proto(id: &ChunkId, c: &ChunkMeta) -> pm::Chunk {
-    (id, c).into()
-}
+use crate::namespace::{Hash32, NamespaceError, ObjectAttrs, ObjectView};
 
 /// An object's extents, each naming its chunk by index into `view.chunks`.
 pub fn extents_to_proto(view: &ObjectView) -> Vec<pm::Extent> {
@@ -47,12 +26,6 @@ pub fn extents_to_proto(view: &ObjectView) -> Vec<pm::Extent> {
             chunk_offset: e.chunk_offset,
         })
         .collect()
-}
-
-pub fn precondition_from_proto(
-    p: Option<pc::Precondition>,
-) -> Result<Option<Precondition>, Status> {
-    Ok(cairn_proto::convert::precondition(p)?)
 }
 
 /// Largest content type, in bytes.

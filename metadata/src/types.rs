@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-pub use crate::namespace::{Command, CommandResult};
+use crate::namespace::{Command, CommandResult};
 
 openraft::declare_raft_types!(
     /// Cairn's metadata Raft: commands in, results out, node address as the node type.

@@ -1,5 +1,12 @@
 //! The mounts' filesystem protocol (`MetaService.FsCall`) on the leader: sessions and
 //! their leases, changes through Raft, reads at the leader's read index.
+//!
+//! The RPC entry (`fs_call`: role, leader, cluster admin, JSON decoding) and what serves
+//! the decoded request share this one file: the entry is a few lines and its only callee
+//! is `serve_fs`, so the whole audience (mounts) reads top to bottom in one place, like
+//! the other audiences' files. The filesystem semantics themselves are in
+//! `namespace/fs.rs`. Only the shared preamble and Raft plumbing of `service.rs`; nothing
+//! of the other audiences.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -7,11 +14,12 @@ use cairn_common::fs::{
     FsErrorKind, FsFailure, FsQuery, FsReply, FsRequest, FsResult, FsStat, NodeAddr,
 };
 use cairn_common::ChunkId;
-use tonic::Status;
+use cairn_proto::meta as pm;
+use tonic::{Request, Response, Status};
 
 use super::MetaServer;
 use crate::liveness::NodeState;
-use crate::types::{Command, CommandResult};
+use crate::namespace::{Command, CommandResult};
 
 /// Longest session name (a mount's description of itself, for logs).
 const MAX_SESSION_NAME: usize = 256;
@@ -31,9 +39,24 @@ fn fenced(session: u64) -> FsFailure {
 }
 
 impl MetaServer {
+    pub(super) async fn fs_call(
+        &self,
+        req: Request<pm::FsCallMessage>,
+    ) -> Result<Response<pm::FsCallMessage>, Status> {
+        admin_call!(self, req, "FsCall" => fs_call, "use the filesystem protocol (mounts)");
+        let request: cairn_common::fs::FsRequest = serde_json::from_slice(&req.into_inner().json)
+            .map_err(|e| {
+            Status::invalid_argument(format!("malformed filesystem request: {e}"))
+        })?;
+        let result = self.serve_fs(request).await?;
+        let json = serde_json::to_vec(&result)
+            .map_err(|e| Status::internal(format!("encode filesystem reply: {e}")))?;
+        Ok(Response::new(pm::FsCallMessage { json: json.into() }))
+    }
+
     /// Serves one request; a `Status` only for transport-level trouble (no leader,
     /// a failed Raft write), which the mount retries.
-    pub(super) async fn serve_fs(&self, request: FsRequest) -> Result<FsResult, Status> {
+    async fn serve_fs(&self, request: FsRequest) -> Result<FsResult, Status> {
         match request {
             FsRequest::OpenSession { name } => {
                 if name.len() > MAX_SESSION_NAME {
