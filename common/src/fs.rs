@@ -30,6 +30,7 @@ pub const MAX_EXTENTS_PER_WRITE: usize = 4096;
 /// Largest file size (Linux `MAX_LFS_FILESIZE`).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
+/// What an inode is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FileType {
     File,
@@ -53,7 +54,8 @@ pub struct FsAttr {
     pub atime_ns: u64,
     pub mtime_ns: u64,
     pub ctime_ns: u64,
-    /// Bumped on every change of the content.
+    /// The version of the content, bumped by every change of it (not a FUSE inode
+    /// generation: inode numbers are never reused).
     pub generation: u64,
 }
 
@@ -65,14 +67,16 @@ pub enum NewNode {
     Symlink { target: String },
 }
 
+/// A new time for `setattr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimeSet {
-    /// The metadata leader's clock when the change applies.
+    /// The clock of whoever applies the change (for a cluster, the metadata leader's).
     Now,
     AtNs(u64),
 }
 
-/// The changes of one `setattr`; `None` leaves a field alone.
+/// The changes of one `setattr`; `None` leaves a field alone. Setting anything updates
+/// `ctime`; changing `size` also updates `mtime` unless `mtime` is given.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttrChanges {
     pub mode: Option<u32>,
@@ -92,6 +96,7 @@ pub struct FileExtent {
     pub chunk_offset: u64,
 }
 
+/// `setxattr` flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum XattrMode {
     /// Create or replace.
@@ -272,11 +277,23 @@ pub struct ExtentMap {
     pub nodes: Vec<NodeAddr>,
 }
 
+/// A filesystem's capacity, for `statfs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsStat {
     pub capacity_bytes: u64,
     pub free_bytes: u64,
+    /// Inodes in use.
     pub inodes: u64,
+    /// Inodes that can still be made ([`UNLIMITED_INODES`] where only space limits them).
+    #[serde(default = "unlimited_inodes")]
+    pub inodes_free: u64,
+}
+
+/// What a filesystem whose inodes only space limits reports as free inodes.
+pub const UNLIMITED_INODES: u64 = 1 << 32;
+
+fn unlimited_inodes() -> u64 {
+    UNLIMITED_INODES
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,20 +367,25 @@ impl FsFailure {
 
 pub type FsResult = Result<FsReply, FsFailure>;
 
-/// Checks one path component: not empty, `.` or `..`, no `/` or NUL, at most
-/// [`NAME_MAX`] bytes.
-pub fn check_name(name: &str) -> Result<(), FsFailure> {
-    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-        return Err(FsFailure::new(
-            FsErrorKind::InvalidArgument,
-            format!("invalid file name {name:?}"),
-        ));
+/// What is wrong with one path component, if anything: empty, `.`, `..`, a `/` or a NUL
+/// is `InvalidArgument`; more than [`NAME_MAX`] bytes is `NameTooLong`. The one set of
+/// name rules: the metadata service and every mount backend check names with it.
+pub fn name_fault(name: &[u8]) -> Option<FsErrorKind> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Some(FsErrorKind::InvalidArgument);
     }
-    if name.len() > NAME_MAX {
-        return Err(FsFailure::new(
+    (name.len() > NAME_MAX).then_some(FsErrorKind::NameTooLong)
+}
+
+/// Checks one path component ([`name_fault`]).
+pub fn check_name(name: &str) -> Result<(), FsFailure> {
+    match name_fault(name.as_bytes()) {
+        None => Ok(()),
+        Some(FsErrorKind::NameTooLong) => Err(FsFailure::new(
             FsErrorKind::NameTooLong,
             format!("name of {} bytes; the limit is {NAME_MAX}", name.len()),
-        ));
+        )),
+        Some(kind) => Err(FsFailure::new(kind, format!("invalid file name {name:?}"))),
     }
-    Ok(())
 }

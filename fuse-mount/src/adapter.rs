@@ -22,7 +22,10 @@ use tokio::runtime::Handle;
 
 pub use self::convert::NotifierCache;
 use self::convert::*;
-use crate::backend::{Caller, FileLock, SetAttr};
+use crate::backend::{AttrChanges, Caller, FileLock, NAME_MAX};
+
+/// The block size `statfs` counts in.
+const STATFS_BLOCK: u64 = 4096;
 use crate::fs::{Access, FsCore};
 
 /// The `fuser::Filesystem` handed to the session.
@@ -125,7 +128,7 @@ impl Filesystem for CairnFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let changes = SetAttr {
+        let changes = AttrChanges {
             mode,
             uid,
             gid,
@@ -453,16 +456,19 @@ impl Filesystem for CairnFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         self.spawn(|core| async move {
             match core.statfs().await {
-                Ok(s) => reply.statfs(
-                    s.blocks,
-                    s.blocks_free,
-                    s.blocks_available,
-                    s.files,
-                    s.files_free,
-                    s.block_size,
-                    s.name_max,
-                    s.block_size,
-                ),
+                Ok(s) => {
+                    let blocks = |bytes: u64| bytes / STATFS_BLOCK;
+                    reply.statfs(
+                        blocks(s.capacity_bytes),
+                        blocks(s.free_bytes),
+                        blocks(s.free_bytes),
+                        s.inodes + s.inodes_free,
+                        s.inodes_free,
+                        STATFS_BLOCK as u32,
+                        NAME_MAX as u32,
+                        STATFS_BLOCK as u32,
+                    )
+                }
                 Err(e) => reply.error(fail("statfs", &e)),
             }
         });
@@ -558,7 +564,7 @@ impl Filesystem for CairnFs {
                 Ok((a, fh)) => reply.created(
                     &core.options().entry_ttl,
                     &file_attr(&a, core.options().io_block_size),
-                    Generation(a.generation),
+                    Generation(INODE_GENERATION),
                     FileHandle(fh),
                     FopenFlags::empty(),
                 ),

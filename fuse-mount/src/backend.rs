@@ -1,12 +1,21 @@
 //! The contract between the filesystem core (`fs.rs`) and whatever stores the namespace and
-//! the bytes: [`FsBackend`], its typed results ([`Attr`], [`DirEntry`], [`StatFs`], locks)
+//! the bytes: [`FsBackend`], its typed results ([`FsAttr`], [`DirEntry`], [`FsStat`], locks)
 //! and its one error type [`FsError`]. Knows nothing of FUSE, the kernel or errno
 //! (`errno.rs` maps errors); `memory.rs` is the reference implementation that every other
 //! backend is tested against.
 //!
+//! The vocabulary is `cairn_common::fs`'s, the same the metadata service speaks:
+//! attributes ([`FsAttr`], times in nanoseconds), file types, `setattr` changes and times,
+//! xattr modes, capacity ([`FsStat`]) and the limits. What is the backend's own: names as
+//! raw bytes ([`DirEntry`], [`check_name`]; the kernel's names are bytes, while the
+//! cluster's protocol carries UTF-8), handles, lock owners, and [`FsError`], which adds
+//! local failures (IO, an unavailable cluster, bad handles) to the protocol's refusals.
+//!
 //! Semantics every backend must keep (the POSIX tests and the model test check them):
-//! - Inode numbers are stable while an inode exists; [`ROOT_INO`] is the root directory.
-//!   An inode number may only be reused with a higher [`Attr::generation`].
+//! - Inode numbers are stable while an inode exists and never reused; [`ROOT_INO`] is the
+//!   root directory. (So the adapter gives the kernel one FUSE generation for every inode;
+//!   [`FsAttr::generation`] is the version of a file's content, bumped by every change of
+//!   it.)
 //! - Names are raw bytes, at most [`NAME_MAX`] bytes, never empty, `.`, `..`, or containing
 //!   `/` or NUL ([`check_name`]). Every method that takes a name validates it.
 //! - Directory `nlink` is 2 plus the number of subdirectories; file `nlink` counts hard links.
@@ -40,24 +49,15 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-/// An inode number.
-pub type Ino = u64;
-
-/// The root directory's inode number (FUSE's `FUSE_ROOT_ID`).
-pub const ROOT_INO: Ino = 1;
-
-/// Longest name of one path component, in bytes (`ENAMETOOLONG` beyond).
-pub const NAME_MAX: usize = 255;
-
-/// Longest symlink target, in bytes (Linux `PATH_MAX` including the NUL).
-pub const SYMLINK_MAX: usize = 4095;
-
-/// Largest file size and end of any write: Linux's `MAX_LFS_FILESIZE` (`EFBIG` beyond).
-pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+use cairn_common::fs::FsErrorKind;
+pub use cairn_common::fs::{
+    AttrChanges, FileType, FsAttr, FsStat, Ino, TimeSet, XattrMode, MAX_FILE_SIZE, NAME_MAX,
+    ROOT_INO, SYMLINK_MAX,
+};
 
 /// Errors of every backend operation, each mapped to one errno in `errno.rs`.
 #[derive(Debug, thiserror::Error)]
@@ -138,35 +138,6 @@ pub enum FsError {
     ReadOnly,
 }
 
-/// What an inode is. Other kinds (FIFO, socket, device) are not supported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FileKind {
-    File,
-    Dir,
-    Symlink,
-}
-
-/// An inode's attributes, as `stat(2)` shows them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: Ino,
-    pub kind: FileKind,
-    /// Bytes (a symlink: its target's length).
-    pub size: u64,
-    /// Allocated 512-byte blocks (smaller than `size / 512` for sparse files).
-    pub blocks: u64,
-    /// Permission bits including setuid/setgid/sticky (`0o7777`), without the type bits.
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub nlink: u32,
-    pub atime: SystemTime,
-    pub mtime: SystemTime,
-    pub ctime: SystemTime,
-    /// Distinguishes reuses of one inode number (NFS-style file handle generation).
-    pub generation: u64,
-}
-
 /// Who asks for a new inode: it becomes the owner (the setgid bit of the parent directory
 /// overrides `gid`, as POSIX says).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,45 +147,12 @@ pub struct Caller {
     pub pid: u32,
 }
 
-/// A new time for `setattr`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SetTime {
-    Now,
-    At(SystemTime),
-}
-
-/// The changes of one `setattr`; `None` leaves a field alone. Setting anything updates
-/// `ctime`; changing `size` also updates `mtime` unless `mtime` is given.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SetAttr {
-    /// Permission bits (`0o7777`); type bits are ignored.
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    /// Truncate or extend (the new bytes read as zeros).
-    pub size: Option<u64>,
-    pub atime: Option<SetTime>,
-    pub mtime: Option<SetTime>,
-}
-
 /// One directory entry, in the byte order of names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
     pub name: OsString,
     pub ino: Ino,
-    pub kind: FileKind,
-}
-
-/// Filesystem capacity for `statfs` (blocks in units of `block_size`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatFs {
-    pub blocks: u64,
-    pub blocks_free: u64,
-    pub blocks_available: u64,
-    pub files: u64,
-    pub files_free: u64,
-    pub block_size: u32,
-    pub name_max: u32,
+    pub kind: FileType,
 }
 
 /// A backend's id for one open file (from `open`/`create`, until `release`).
@@ -227,17 +165,6 @@ pub enum AccessMode {
     Read,
     Write,
     ReadWrite,
-}
-
-/// `setxattr` flags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XattrSet {
-    /// Create or replace.
-    Any,
-    /// `XATTR_CREATE`: fail with `Exists` if present.
-    Create,
-    /// `XATTR_REPLACE`: fail with `NoData` if absent.
-    Replace,
 }
 
 /// Identifies who holds a lock: the kernel's lock owner id (per process for POSIX locks,
@@ -269,19 +196,14 @@ pub trait KernelCache: Send + Sync {
     fn invalidate_entry(&self, parent: Ino, name: &OsStr);
 }
 
-/// Checks one path component (see the module header).
+/// Checks one path component (see the module header; the rules are
+/// [`cairn_common::fs::name_fault`]'s).
 pub fn check_name(name: &OsStr) -> Result<(), FsError> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
-        return Err(FsError::InvalidArgument);
+    match cairn_common::fs::name_fault(name.as_bytes()) {
+        None => Ok(()),
+        Some(FsErrorKind::NameTooLong) => Err(FsError::NameTooLong),
+        Some(_) => Err(FsError::InvalidArgument),
     }
-    if bytes.contains(&0) {
-        return Err(FsError::InvalidArgument);
-    }
-    if bytes.len() > NAME_MAX {
-        return Err(FsError::NameTooLong);
-    }
-    Ok(())
 }
 
 /// The storage behind a mount: inode-based, async, shared by every FUSE request.
@@ -300,9 +222,9 @@ pub trait FsBackend: Send + Sync + 'static {
     fn attach_kernel_cache(&self, _cache: Arc<dyn KernelCache>) {}
 
     /// The entry `name` in directory `parent`.
-    async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, FsError>;
-    async fn getattr(&self, ino: Ino) -> Result<Attr, FsError>;
-    async fn setattr(&self, ino: Ino, changes: SetAttr) -> Result<Attr, FsError>;
+    async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<FsAttr, FsError>;
+    async fn getattr(&self, ino: Ino) -> Result<FsAttr, FsError>;
+    async fn setattr(&self, ino: Ino, changes: AttrChanges) -> Result<FsAttr, FsError>;
 
     /// Creates an empty regular file and opens it; `Exists` if the name is taken
     /// (always `O_EXCL`: the core handles `O_CREAT` without it). Owner from `caller`, group
@@ -314,7 +236,7 @@ pub trait FsBackend: Send + Sync + 'static {
         mode: u32,
         caller: Caller,
         access: AccessMode,
-    ) -> Result<(Attr, HandleId), FsError>;
+    ) -> Result<(FsAttr, HandleId), FsError>;
     /// Creates an empty regular file without opening it (`mknod` with `S_IFREG`).
     async fn mknod(
         &self,
@@ -322,24 +244,24 @@ pub trait FsBackend: Send + Sync + 'static {
         name: &OsStr,
         mode: u32,
         caller: Caller,
-    ) -> Result<Attr, FsError>;
+    ) -> Result<FsAttr, FsError>;
     async fn mkdir(
         &self,
         parent: Ino,
         name: &OsStr,
         mode: u32,
         caller: Caller,
-    ) -> Result<Attr, FsError>;
+    ) -> Result<FsAttr, FsError>;
     async fn symlink(
         &self,
         parent: Ino,
         name: &OsStr,
         target: &OsStr,
         caller: Caller,
-    ) -> Result<Attr, FsError>;
+    ) -> Result<FsAttr, FsError>;
     async fn readlink(&self, ino: Ino) -> Result<OsString, FsError>;
     /// A new hard link `newparent/newname` to `ino` (`NotPermitted` for directories).
-    async fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Attr, FsError>;
+    async fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<FsAttr, FsError>;
     /// Removes a non-directory entry (`IsDir` for a directory).
     async fn unlink(&self, parent: Ino, name: &OsStr) -> Result<(), FsError>;
     /// Removes an empty directory (`NotDir`, `NotEmpty`).
@@ -401,7 +323,7 @@ pub trait FsBackend: Send + Sync + 'static {
     /// and this was its last handle.
     async fn release(&self, ino: Ino, handle: HandleId) -> Result<(), FsError>;
 
-    async fn statfs(&self) -> Result<StatFs, FsError>;
+    async fn statfs(&self) -> Result<FsStat, FsError>;
 
     async fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>, FsError>;
     async fn setxattr(
@@ -409,7 +331,7 @@ pub trait FsBackend: Send + Sync + 'static {
         ino: Ino,
         name: &OsStr,
         value: &[u8],
-        how: XattrSet,
+        how: XattrMode,
     ) -> Result<(), FsError>;
     async fn listxattr(&self, ino: Ino) -> Result<Vec<OsString>, FsError>;
     async fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<(), FsError>;

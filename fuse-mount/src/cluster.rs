@@ -52,10 +52,7 @@ use newest::NewestSizes;
 use open_files::FileRef;
 use read::LoadingChunk;
 use session::Session;
-use wire::{
-    attr_changes, name_of, refused, to_attr, to_dir_entry, to_statfs, unavailable, unexpected,
-    xattr_mode,
-};
+use wire::{name_of, refused, to_dir_entry, unavailable, unexpected};
 
 /// How the cluster backend behaves.
 #[derive(Clone, Debug)]
@@ -165,7 +162,7 @@ impl ClusterBackend {
 
     /// The attributes in `reply`, with the size this mount sees: never older than its own
     /// commits ([`NewestSizes`]), and its buffered writes if it has the file open.
-    async fn attr_reply(&self, reply: FsReply) -> Result<Attr, FsError> {
+    async fn attr_reply(&self, reply: FsReply) -> Result<FsAttr, FsError> {
         let a = match reply {
             FsReply::Attr(a) => a,
             FsReply::Extents(map) => map.attr,
@@ -178,7 +175,7 @@ impl ClusterBackend {
             Some(file) => Some(file.lock().await),
             None => None,
         };
-        let mut attr = to_attr(&a);
+        let mut attr = a;
         attr.size = self
             .newest()
             .settle(a.ino, a.generation, a.size, Instant::now());
@@ -217,7 +214,7 @@ impl ClusterBackend {
         node: NewNode,
         mode: u32,
         caller: Caller,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<FsAttr, FsError> {
         let reply = self
             .create_change(parent, name, node, mode, caller, false)
             .await?;
@@ -227,7 +224,7 @@ impl ClusterBackend {
 
 #[async_trait]
 impl FsBackend for ClusterBackend {
-    async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, FsError> {
+    async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<FsAttr, FsError> {
         let reply = self
             .query(FsQuery::Lookup {
                 parent,
@@ -237,12 +234,12 @@ impl FsBackend for ClusterBackend {
         self.attr_reply(reply).await
     }
 
-    async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+    async fn getattr(&self, ino: Ino) -> Result<FsAttr, FsError> {
         let reply = self.query(FsQuery::GetAttr { ino }).await?;
         self.attr_reply(reply).await
     }
 
-    async fn setattr(&self, ino: Ino, changes: SetAttr) -> Result<Attr, FsError> {
+    async fn setattr(&self, ino: Ino, changes: AttrChanges) -> Result<FsAttr, FsError> {
         let open = match changes.size {
             Some(_) => self.open_file(ino),
             None => None,
@@ -255,12 +252,7 @@ impl FsBackend for ClusterBackend {
             // The buffered bytes go first, so the truncation applies after them.
             self.flush_file(ino, file).await?;
         }
-        let reply = self
-            .change(FsChange::SetAttr {
-                ino,
-                changes: attr_changes(changes),
-            })
-            .await?;
+        let reply = self.change(FsChange::SetAttr { ino, changes }).await?;
         let FsReply::Attr(a) = reply else {
             return Err(unexpected("setattr", reply));
         };
@@ -270,7 +262,7 @@ impl FsBackend for ClusterBackend {
         }
         self.newest()
             .record(ino, a.generation, a.size, Instant::now());
-        Ok(to_attr(&a))
+        Ok(a)
     }
 
     async fn create(
@@ -280,14 +272,14 @@ impl FsBackend for ClusterBackend {
         mode: u32,
         caller: Caller,
         _access: AccessMode,
-    ) -> Result<(Attr, HandleId), FsError> {
+    ) -> Result<(FsAttr, HandleId), FsError> {
         let reply = self
             .create_change(parent, name, NewNode::File, mode, caller, true)
             .await?;
         let FsReply::Extents(map) = reply else {
             return Err(unexpected("create", reply));
         };
-        let attr = to_attr(&map.attr);
+        let attr = map.attr;
         let handle = self.add_open(attr.ino, Some(*map)).await?;
         Ok((attr, handle))
     }
@@ -298,7 +290,7 @@ impl FsBackend for ClusterBackend {
         name: &OsStr,
         mode: u32,
         caller: Caller,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<FsAttr, FsError> {
         self.create_node(parent, name, NewNode::File, mode, caller)
             .await
     }
@@ -309,7 +301,7 @@ impl FsBackend for ClusterBackend {
         name: &OsStr,
         mode: u32,
         caller: Caller,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<FsAttr, FsError> {
         self.create_node(parent, name, NewNode::Dir, mode, caller)
             .await
     }
@@ -320,7 +312,7 @@ impl FsBackend for ClusterBackend {
         name: &OsStr,
         target: &OsStr,
         caller: Caller,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<FsAttr, FsError> {
         let target = target.to_str().ok_or(FsError::InvalidArgument)?.to_owned();
         if target.len() > SYMLINK_MAX {
             return Err(FsError::NameTooLong);
@@ -336,7 +328,7 @@ impl FsBackend for ClusterBackend {
         }
     }
 
-    async fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Attr, FsError> {
+    async fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<FsAttr, FsError> {
         let reply = self
             .change(FsChange::Link {
                 ino,
@@ -451,9 +443,9 @@ impl FsBackend for ClusterBackend {
         self.release_handle(ino, handle).await
     }
 
-    async fn statfs(&self) -> Result<StatFs, FsError> {
+    async fn statfs(&self) -> Result<FsStat, FsError> {
         match self.query(FsQuery::StatFs).await? {
-            FsReply::Stat(s) => Ok(to_statfs(s)),
+            FsReply::Stat(s) => Ok(s),
             other => Err(unexpected("statfs", other)),
         }
     }
@@ -489,16 +481,15 @@ impl FsBackend for ClusterBackend {
         ino: Ino,
         name: &OsStr,
         value: &[u8],
-        how: XattrSet,
+        how: XattrMode,
     ) -> Result<(), FsError> {
         let name = name.to_str().ok_or(FsError::InvalidArgument)?.to_owned();
         self.forget_capability_absence(ino).await;
-        let mode = xattr_mode(how);
         self.change(FsChange::SetXattr {
             ino,
             name,
             value: value.to_vec(),
-            mode,
+            mode: how,
         })
         .await
         .map(drop)

@@ -17,8 +17,8 @@ mod squash;
 pub use self::squash::{Access, RootSquash};
 
 use crate::backend::{
-    check_name, AccessMode, Attr, Caller, FileKind, FileLock, FsBackend, FsError, HandleId, Ino,
-    LockKind, LockOwner, RenameFlags, SetAttr, StatFs, XattrSet,
+    check_name, AccessMode, AttrChanges, Caller, FileLock, FileType, FsAttr, FsBackend, FsError,
+    FsStat, HandleId, Ino, LockKind, LockOwner, RenameFlags, XattrMode,
 };
 
 /// Tunables of the core (CLI flags of `cairn-mount` set them).
@@ -63,7 +63,7 @@ impl Default for FsOptions {
 pub struct DirItem {
     pub offset: u64,
     pub ino: Ino,
-    pub kind: FileKind,
+    pub kind: FileType,
     pub name: OsString,
 }
 
@@ -186,16 +186,16 @@ impl FsCore {
         }
     }
 
-    pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, FsError> {
+    pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<FsAttr, FsError> {
         check_name(name)?;
         self.backend.lookup(parent, name).await
     }
 
-    pub async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+    pub async fn getattr(&self, ino: Ino) -> Result<FsAttr, FsError> {
         self.backend.getattr(ino).await.map_err(inode_gone)
     }
 
-    pub async fn setattr(&self, ino: Ino, changes: SetAttr) -> Result<Attr, FsError> {
+    pub async fn setattr(&self, ino: Ino, changes: AttrChanges) -> Result<FsAttr, FsError> {
         self.backend.setattr(ino, changes).await.map_err(inode_gone)
     }
 
@@ -207,7 +207,7 @@ impl FsCore {
         mode: u32,
         umask: u32,
         caller: Caller,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<FsAttr, FsError> {
         check_name(name)?;
         let kind = mode & libc::S_IFMT;
         if kind != 0 && kind != libc::S_IFREG {
@@ -224,7 +224,7 @@ impl FsCore {
         mode: u32,
         umask: u32,
         caller: Caller,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<FsAttr, FsError> {
         check_name(name)?;
         let mode = mode & 0o7777 & !umask;
         self.backend.mkdir(parent, name, mode, caller).await
@@ -240,7 +240,7 @@ impl FsCore {
         umask: u32,
         flags: i32,
         caller: Caller,
-    ) -> Result<(Attr, u64), FsError> {
+    ) -> Result<(FsAttr, u64), FsError> {
         check_name(name)?;
         let access = access_mode(flags);
         let mode = mode & 0o7777 & !umask;
@@ -259,9 +259,9 @@ impl FsCore {
             Err(FsError::Exists) if flags & libc::O_EXCL == 0 => {
                 let existing = self.backend.lookup(parent, name).await?;
                 match existing.kind {
-                    FileKind::File => {}
-                    FileKind::Dir => return Err(FsError::IsDir),
-                    FileKind::Symlink => return Err(FsError::Exists),
+                    FileType::File => {}
+                    FileType::Dir => return Err(FsError::IsDir),
+                    FileType::Symlink => return Err(FsError::Exists),
                 }
                 let fh = self.open(existing.ino, flags).await?;
                 Ok((self.backend.getattr(existing.ino).await?, fh))
@@ -276,9 +276,9 @@ impl FsCore {
         let access = access_mode(flags);
         let backend = self.backend.open(ino, access).await.map_err(inode_gone)?;
         if flags & libc::O_TRUNC != 0 && access != AccessMode::Read {
-            let truncate = SetAttr {
+            let truncate = AttrChanges {
                 size: Some(0),
-                ..SetAttr::default()
+                ..AttrChanges::default()
             };
             if let Err(e) = self.backend.setattr(ino, truncate).await {
                 let _ = self.backend.release(ino, backend).await;
@@ -348,7 +348,7 @@ impl FsCore {
     }
 
     pub async fn opendir(&self, ino: Ino) -> Result<u64, FsError> {
-        if self.backend.getattr(ino).await.map_err(inode_gone)?.kind != FileKind::Dir {
+        if self.backend.getattr(ino).await.map_err(inode_gone)?.kind != FileType::Dir {
             return Err(FsError::NotDir);
         }
         Ok(self.insert_handle(Handle::Dir {
@@ -373,7 +373,7 @@ impl FsCore {
             items.push(DirItem {
                 offset: 1,
                 ino,
-                kind: FileKind::Dir,
+                kind: FileType::Dir,
                 name: ".".into(),
             });
         }
@@ -382,7 +382,7 @@ impl FsCore {
             items.push(DirItem {
                 offset: 2,
                 ino,
-                kind: FileKind::Dir,
+                kind: FileType::Dir,
                 name: "..".into(),
             });
         }
@@ -450,7 +450,7 @@ impl FsCore {
             .await
     }
 
-    pub async fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Attr, FsError> {
+    pub async fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<FsAttr, FsError> {
         check_name(newname)?;
         self.backend.link(ino, newparent, newname).await
     }
@@ -461,7 +461,7 @@ impl FsCore {
         name: &OsStr,
         target: &OsStr,
         caller: Caller,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<FsAttr, FsError> {
         check_name(name)?;
         self.backend.symlink(parent, name, target, caller).await
     }
@@ -470,7 +470,7 @@ impl FsCore {
         self.backend.readlink(ino).await
     }
 
-    pub async fn statfs(&self) -> Result<StatFs, FsError> {
+    pub async fn statfs(&self) -> Result<FsStat, FsError> {
         self.backend.statfs().await
     }
 
@@ -499,9 +499,9 @@ impl FsCore {
         position: u32,
     ) -> Result<(), FsError> {
         let how = match flags {
-            0 => XattrSet::Any,
-            libc::XATTR_CREATE => XattrSet::Create,
-            libc::XATTR_REPLACE => XattrSet::Replace,
+            0 => XattrMode::Any,
+            libc::XATTR_CREATE => XattrMode::Create,
+            libc::XATTR_REPLACE => XattrMode::Replace,
             _ => return Err(FsError::InvalidArgument),
         };
         if position != 0 {

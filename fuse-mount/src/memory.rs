@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -65,10 +65,10 @@ impl Default for MemoryBackend {
     }
 }
 
-fn set_time(t: SetTime) -> SystemTime {
+fn set_time(t: TimeSet) -> u64 {
     match t {
-        SetTime::Now => now(),
-        SetTime::At(t) => t,
+        TimeSet::Now => now(),
+        TimeSet::AtNs(ns) => ns,
     }
 }
 
@@ -95,17 +95,17 @@ impl MemoryBackend {
 
 #[async_trait]
 impl FsBackend for MemoryBackend {
-    async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, FsError> {
+    async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<FsAttr, FsError> {
         let s = self.state();
         let ino = s.child(parent, name)?;
         Ok(s.inode(ino)?.attr())
     }
 
-    async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+    async fn getattr(&self, ino: Ino) -> Result<FsAttr, FsError> {
         Ok(self.state().inode(ino)?.attr())
     }
 
-    async fn setattr(&self, ino: Ino, c: SetAttr) -> Result<Attr, FsError> {
+    async fn setattr(&self, ino: Ino, c: AttrChanges) -> Result<FsAttr, FsError> {
         let mut s = self.state();
         let inode = s.inode_mut(ino)?;
         let mut freed = 0;
@@ -120,7 +120,8 @@ impl FsBackend for MemoryBackend {
                 return Err(FsError::FileTooBig);
             }
             freed = data.truncate(size);
-            inode.meta.mtime = now();
+            inode.meta.mtime_ns = now();
+            inode.meta.generation += 1;
         }
         let m = &mut inode.meta;
         if let Some(mode) = c.mode {
@@ -133,12 +134,12 @@ impl FsBackend for MemoryBackend {
             m.gid = gid;
         }
         if let Some(t) = c.atime {
-            m.atime = set_time(t);
+            m.atime_ns = set_time(t);
         }
         if let Some(t) = c.mtime {
-            m.mtime = set_time(t);
+            m.mtime_ns = set_time(t);
         }
-        m.ctime = now();
+        m.ctime_ns = now();
         let attr = inode.attr();
         s.used_pages -= freed;
         Ok(attr)
@@ -151,7 +152,7 @@ impl FsBackend for MemoryBackend {
         mode: u32,
         caller: Caller,
         access: AccessMode,
-    ) -> Result<(Attr, HandleId), FsError> {
+    ) -> Result<(FsAttr, HandleId), FsError> {
         let mut s = self.state();
         s.check_free(parent, name)?;
         let ino = s.new_inode(
@@ -171,7 +172,7 @@ impl FsBackend for MemoryBackend {
         name: &OsStr,
         mode: u32,
         caller: Caller,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<FsAttr, FsError> {
         let mut s = self.state();
         s.check_free(parent, name)?;
         let ino = s.new_inode(
@@ -190,7 +191,7 @@ impl FsBackend for MemoryBackend {
         name: &OsStr,
         mode: u32,
         caller: Caller,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<FsAttr, FsError> {
         let mut s = self.state();
         s.check_free(parent, name)?;
         let content = Content::Dir {
@@ -207,7 +208,7 @@ impl FsBackend for MemoryBackend {
         name: &OsStr,
         target: &OsStr,
         caller: Caller,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<FsAttr, FsError> {
         if target.is_empty() {
             return Err(FsError::NotFound);
         }
@@ -233,7 +234,7 @@ impl FsBackend for MemoryBackend {
         }
     }
 
-    async fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Attr, FsError> {
+    async fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<FsAttr, FsError> {
         let mut s = self.state();
         let inode = s.inode(ino)?;
         if matches!(inode.content, Content::Dir { .. }) {
@@ -362,8 +363,9 @@ impl FsBackend for MemoryBackend {
         }
         let allocated = d.write(offset, data);
         let t = now();
-        inode.meta.mtime = t;
-        inode.meta.ctime = t;
+        inode.meta.mtime_ns = t;
+        inode.meta.ctime_ns = t;
+        inode.meta.generation += 1;
         s.used_pages += allocated;
         Ok(len)
     }
@@ -401,18 +403,15 @@ impl FsBackend for MemoryBackend {
         Ok(())
     }
 
-    async fn statfs(&self) -> Result<StatFs, FsError> {
+    async fn statfs(&self) -> Result<FsStat, FsError> {
         let s = self.state();
-        let blocks = s.opts.capacity_bytes / PAGE;
-        let free = blocks.saturating_sub(s.used_pages);
-        Ok(StatFs {
-            blocks,
-            blocks_free: free,
-            blocks_available: free,
-            files: s.opts.max_inodes,
-            files_free: s.opts.max_inodes.saturating_sub(s.inodes.len() as u64),
-            block_size: PAGE as u32,
-            name_max: NAME_MAX as u32,
+        let capacity_bytes = s.opts.capacity_bytes / PAGE * PAGE;
+        let inodes = s.inodes.len() as u64;
+        Ok(FsStat {
+            capacity_bytes,
+            free_bytes: capacity_bytes.saturating_sub(s.used_pages * PAGE),
+            inodes,
+            inodes_free: s.opts.max_inodes.saturating_sub(inodes),
         })
     }
 
@@ -430,7 +429,7 @@ impl FsBackend for MemoryBackend {
         ino: Ino,
         name: &OsStr,
         value: &[u8],
-        how: XattrSet,
+        how: XattrMode,
     ) -> Result<(), FsError> {
         if name.is_empty() || name.len() > XATTR_NAME_MAX {
             return Err(FsError::Range);
@@ -442,12 +441,12 @@ impl FsBackend for MemoryBackend {
         let inode = s.inode_mut(ino)?;
         let present = inode.xattrs.contains_key(name);
         match how {
-            XattrSet::Create if present => return Err(FsError::Exists),
-            XattrSet::Replace if !present => return Err(FsError::NoData),
+            XattrMode::Create if present => return Err(FsError::Exists),
+            XattrMode::Replace if !present => return Err(FsError::NoData),
             _ => {}
         }
         inode.xattrs.insert(name.to_owned(), value.to_vec());
-        inode.meta.ctime = now();
+        inode.meta.ctime_ns = now();
         Ok(())
     }
 
@@ -459,7 +458,7 @@ impl FsBackend for MemoryBackend {
         let mut s = self.state();
         let inode = s.inode_mut(ino)?;
         inode.xattrs.remove(name).ok_or(FsError::NoData)?;
-        inode.meta.ctime = now();
+        inode.meta.ctime_ns = now();
         Ok(())
     }
 

@@ -1,15 +1,16 @@
-//! Conversions between fuser's types and the core's (attributes, times, lock types,
-//! errors) and the reply helpers the adapter's callbacks share; plus [`NotifierCache`],
-//! the kernel-cache invalidation handle given to backends.
+//! Conversions between fuser's types and the core's (attributes, times, capacity, lock
+//! types, errors) and the reply helpers the adapter's callbacks share; plus
+//! [`NotifierCache`], the kernel-cache invalidation handle given to backends.
 
 use std::ffi::OsStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileType, Generation, INodeNo, ReplyAttr, ReplyEmpty, ReplyEntry, ReplyXattr,
-    TimeOrNow,
+    Errno, FileAttr, FileType as KernelFileType, Generation, INodeNo, ReplyAttr, ReplyEmpty,
+    ReplyEntry, ReplyXattr, TimeOrNow,
 };
 
-use crate::backend::{Attr, FileKind, FsError, KernelCache, LockKind, SetTime};
+use crate::backend::{FileType, FsAttr, FsError, KernelCache, LockKind, TimeSet};
 use crate::errno::errno;
 use crate::fs::{FsCore, XattrReply};
 
@@ -24,23 +25,34 @@ pub(super) fn fail(op: &'static str, err: &FsError) -> Errno {
     Errno::from_i32(errno(err))
 }
 
-pub(super) fn file_type(kind: FileKind) -> FileType {
+pub(super) fn file_type(kind: FileType) -> KernelFileType {
     match kind {
-        FileKind::File => FileType::RegularFile,
-        FileKind::Dir => FileType::Directory,
-        FileKind::Symlink => FileType::Symlink,
+        FileType::File => KernelFileType::RegularFile,
+        FileType::Dir => KernelFileType::Directory,
+        FileType::Symlink => KernelFileType::Symlink,
     }
 }
 
-pub(super) fn file_attr(a: &Attr, blksize: u32) -> FileAttr {
+/// The FUSE generation of every inode. Backends never reuse an inode number, so one value
+/// serves all. [`FsAttr::generation`] is something else, the version of a file's content:
+/// given to the kernel, a new value for a known inode number reads as "the number was
+/// reused" and the kernel marks its inode bad, so descriptors already open on the file
+/// fail with EIO (`t115_kernel_caches`).
+pub(super) const INODE_GENERATION: u64 = 1;
+
+fn system_time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+pub(super) fn file_attr(a: &FsAttr, blksize: u32) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: a.ctime,
+        blocks: a.allocated.div_ceil(512),
+        atime: system_time(a.atime_ns),
+        mtime: system_time(a.mtime_ns),
+        ctime: system_time(a.ctime_ns),
+        crtime: system_time(a.ctime_ns),
         kind: file_type(a.kind),
         perm: (a.mode & 0o7777) as u16,
         nlink: a.nlink,
@@ -52,10 +64,14 @@ pub(super) fn file_attr(a: &Attr, blksize: u32) -> FileAttr {
     }
 }
 
-pub(super) fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+pub(super) fn set_time(t: Option<TimeOrNow>) -> Option<TimeSet> {
     t.map(|t| match t {
-        TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => TimeSet::AtNs(
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        ),
     })
 }
 
@@ -80,13 +96,13 @@ pub(super) fn reply_entry(
     core: &FsCore,
     reply: ReplyEntry,
     op: &'static str,
-    r: Result<Attr, FsError>,
+    r: Result<FsAttr, FsError>,
 ) {
     match r {
         Ok(a) => reply.entry(
             &core.options().entry_ttl,
             &file_attr(&a, core.options().io_block_size),
-            Generation(a.generation),
+            Generation(INODE_GENERATION),
         ),
         Err(e) => reply.error(fail(op, &e)),
     }
@@ -96,7 +112,7 @@ pub(super) fn reply_attr(
     core: &FsCore,
     reply: ReplyAttr,
     op: &'static str,
-    r: Result<Attr, FsError>,
+    r: Result<FsAttr, FsError>,
 ) {
     match r {
         Ok(a) => reply.attr(

@@ -12,7 +12,7 @@
 
 use std::ffi::OsStr;
 
-use crate::backend::{Attr, FileKind, FsBackend, FsError, Ino, SetAttr, SetTime};
+use crate::backend::{AttrChanges, FileType, FsAttr, FsBackend, FsError, Ino, TimeSet};
 
 /// Whom root's requests are mapped to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub enum Access<'a> {
     /// already checked write permission.
     SetAttr {
         ino: Ino,
-        changes: &'a SetAttr,
+        changes: &'a AttrChanges,
         via_handle: bool,
     },
     ReadXattr {
@@ -86,7 +86,7 @@ pub enum Access<'a> {
 
 /// The attributes of an inode the kernel named (gone: a stale handle, see
 /// `FsCore::getattr`).
-async fn attr_of(backend: &dyn FsBackend, ino: Ino) -> Result<Attr, FsError> {
+async fn attr_of(backend: &dyn FsBackend, ino: Ino) -> Result<FsAttr, FsError> {
     backend.getattr(ino).await.map_err(super::inode_gone)
 }
 
@@ -97,7 +97,7 @@ const SEARCH: u32 = 1;
 /// Whether `uid`/`gid` (no supplementary groups, no privileges) has all `want` bits of
 /// `attr`'s mode: the owner's bits if it owns the file, else the group's if its group
 /// matches, else the others'.
-pub fn permits(attr: &Attr, uid: u32, gid: u32, want: u32) -> bool {
+pub fn permits(attr: &FsAttr, uid: u32, gid: u32, want: u32) -> bool {
     let shift = if uid == attr.uid {
         6
     } else if gid == attr.gid {
@@ -122,7 +122,7 @@ fn open_wants(flags: i32) -> u32 {
 }
 
 impl RootSquash {
-    fn need(&self, attr: &Attr, want: u32) -> Result<(), FsError> {
+    fn need(&self, attr: &FsAttr, want: u32) -> Result<(), FsError> {
         if permits(attr, self.uid, self.gid, want) {
             Ok(())
         } else {
@@ -130,12 +130,12 @@ impl RootSquash {
         }
     }
 
-    fn owns(&self, attr: &Attr) -> bool {
+    fn owns(&self, attr: &FsAttr) -> bool {
         attr.uid == self.uid
     }
 
     /// Write and search on `dir`, and, if `dir` is sticky, ownership of `dir` or `victim`.
-    fn may_remove(&self, dir: &Attr, victim: &Attr) -> Result<(), FsError> {
+    fn may_remove(&self, dir: &FsAttr, victim: &FsAttr) -> Result<(), FsError> {
         self.need(dir, WRITE | SEARCH)?;
         if dir.mode & 0o1000 != 0 && !self.owns(dir) && !self.owns(victim) {
             return Err(FsError::NotPermitted);
@@ -144,7 +144,12 @@ impl RootSquash {
     }
 
     /// The rules of `chmod`, `chown`, `truncate` and `utimes` for an unprivileged caller.
-    fn may_set(&self, attr: &Attr, changes: &SetAttr, via_handle: bool) -> Result<(), FsError> {
+    fn may_set(
+        &self,
+        attr: &FsAttr,
+        changes: &AttrChanges,
+        via_handle: bool,
+    ) -> Result<(), FsError> {
         if changes.uid.is_some_and(|u| u != attr.uid) {
             return Err(FsError::NotPermitted);
         }
@@ -161,8 +166,8 @@ impl RootSquash {
         }
         for time in [changes.atime, changes.mtime].into_iter().flatten() {
             match time {
-                SetTime::At(_) if !self.owns(attr) => return Err(FsError::NotPermitted),
-                SetTime::Now if !self.owns(attr) => self.need(attr, WRITE)?,
+                TimeSet::AtNs(_) if !self.owns(attr) => return Err(FsError::NotPermitted),
+                TimeSet::Now if !self.owns(attr) => self.need(attr, WRITE)?,
                 _ => {}
             }
         }
@@ -203,7 +208,7 @@ impl RootSquash {
                     Err(e) => return Err(e),
                 }
                 // A directory moved elsewhere has its `..` rewritten.
-                if moved.kind == FileKind::Dir && dir != new_dir {
+                if moved.kind == FileType::Dir && dir != new_dir {
                     self.need(&moved, WRITE)?;
                 }
                 Ok(())
@@ -221,23 +226,21 @@ impl RootSquash {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
 
-    fn attr(mode: u32, uid: u32, gid: u32) -> Attr {
-        Attr {
+    fn attr(mode: u32, uid: u32, gid: u32) -> FsAttr {
+        FsAttr {
             ino: 7,
-            kind: FileKind::File,
+            kind: FileType::File,
             size: 0,
-            blocks: 0,
+            allocated: 0,
             mode,
             uid,
             gid,
             nlink: 1,
-            atime: SystemTime::UNIX_EPOCH,
-            mtime: SystemTime::UNIX_EPOCH,
-            ctime: SystemTime::UNIX_EPOCH,
+            atime_ns: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
             generation: 1,
         }
     }
@@ -288,48 +291,48 @@ mod tests {
     fn only_owners_change_modes_and_nobody_gives_files_away() {
         let theirs = attr(0o666, 1, 1);
         let mine = attr(0o600, 9, 9);
-        let chmod = SetAttr {
+        let chmod = AttrChanges {
             mode: Some(0o777),
-            ..SetAttr::default()
+            ..AttrChanges::default()
         };
         assert!(matches!(
             ANON.may_set(&theirs, &chmod, false),
             Err(FsError::NotPermitted)
         ));
         assert!(matches!(ANON.may_set(&mine, &chmod, false), Ok(())));
-        let chown = SetAttr {
+        let chown = AttrChanges {
             uid: Some(1),
-            ..SetAttr::default()
+            ..AttrChanges::default()
         };
         assert!(matches!(
             ANON.may_set(&mine, &chown, false),
             Err(FsError::NotPermitted)
         ));
-        let chgrp_own = SetAttr {
+        let chgrp_own = AttrChanges {
             gid: Some(9),
-            ..SetAttr::default()
+            ..AttrChanges::default()
         };
         assert!(matches!(
             ANON.may_set(&attr(0o600, 9, 1), &chgrp_own, false),
             Ok(())
         ));
-        let truncate = SetAttr {
+        let truncate = AttrChanges {
             size: Some(0),
-            ..SetAttr::default()
+            ..AttrChanges::default()
         };
         assert!(matches!(
             ANON.may_set(&attr(0o644, 1, 1), &truncate, false),
             Err(FsError::PermissionDenied)
         ));
         assert!(matches!(ANON.may_set(&theirs, &truncate, false), Ok(())));
-        let touch = SetAttr {
-            mtime: Some(SetTime::Now),
-            ..SetAttr::default()
+        let touch = AttrChanges {
+            mtime: Some(TimeSet::Now),
+            ..AttrChanges::default()
         };
         assert!(matches!(ANON.may_set(&theirs, &touch, false), Ok(())));
-        let backdate = SetAttr {
-            mtime: Some(SetTime::At(SystemTime::UNIX_EPOCH)),
-            ..SetAttr::default()
+        let backdate = AttrChanges {
+            mtime: Some(TimeSet::AtNs(0)),
+            ..AttrChanges::default()
         };
         assert!(matches!(
             ANON.may_set(&theirs, &backdate, false),

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_common::locks::LockTable;
 
@@ -12,8 +12,12 @@ use super::sparse::{SparseData, PAGE};
 use super::MemoryOptions;
 use crate::backend::*;
 
-pub(super) fn now() -> SystemTime {
+/// The wall clock in nanoseconds since the epoch (what attribute times are kept in).
+pub(super) fn now() -> u64 {
     SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 pub(super) enum Content {
@@ -26,8 +30,8 @@ pub(super) enum Content {
 }
 
 pub(super) struct Inode {
-    /// Everything but `size`, `blocks` and `kind`, which `attr()` derives from `content`.
-    pub(super) meta: Attr,
+    /// Everything but `size`, `allocated` and `kind`, which `attr()` derives from `content`.
+    pub(super) meta: FsAttr,
     pub(super) content: Content,
     pub(super) xattrs: BTreeMap<OsString, Vec<u8>>,
     pub(super) open_handles: u32,
@@ -35,23 +39,23 @@ pub(super) struct Inode {
 }
 
 impl Inode {
-    pub(super) fn attr(&self) -> Attr {
+    pub(super) fn attr(&self) -> FsAttr {
         let mut a = self.meta;
         match &self.content {
             Content::File(d) => {
-                a.kind = FileKind::File;
+                a.kind = FileType::File;
                 a.size = d.size();
-                a.blocks = d.allocated_pages() * (PAGE / 512);
+                a.allocated = d.allocated_pages() * PAGE;
             }
             Content::Dir { .. } => {
-                a.kind = FileKind::Dir;
+                a.kind = FileType::Dir;
                 a.size = PAGE;
-                a.blocks = PAGE / 512;
+                a.allocated = PAGE;
             }
             Content::Symlink(t) => {
-                a.kind = FileKind::Symlink;
+                a.kind = FileType::Symlink;
                 a.size = t.len() as u64;
-                a.blocks = 0;
+                a.allocated = 0;
             }
         }
         a
@@ -71,18 +75,18 @@ impl State {
     pub(super) fn new(opts: MemoryOptions) -> Self {
         let t = now();
         let root = Inode {
-            meta: Attr {
+            meta: FsAttr {
                 ino: ROOT_INO,
-                kind: FileKind::Dir,
+                kind: FileType::Dir,
                 size: 0,
-                blocks: 0,
+                allocated: 0,
                 mode: opts.root_mode & 0o7777,
                 uid: opts.root_uid,
                 gid: opts.root_gid,
                 nlink: 2,
-                atime: t,
-                mtime: t,
-                ctime: t,
+                atime_ns: t,
+                mtime_ns: t,
+                ctime_ns: t,
                 generation: 1,
             },
             content: Content::Dir {
@@ -147,15 +151,15 @@ impl State {
     pub(super) fn touch_dir(&mut self, dir: Ino) {
         if let Some(d) = self.inodes.get_mut(&dir) {
             let t = now();
-            d.meta.mtime = t;
-            d.meta.ctime = t;
+            d.meta.mtime_ns = t;
+            d.meta.ctime_ns = t;
         }
     }
 
     pub(super) fn add_nlink(&mut self, ino: Ino, delta: i32) {
         if let Some(i) = self.inodes.get_mut(&ino) {
             i.meta.nlink = i.meta.nlink.saturating_add_signed(delta);
-            i.meta.ctime = now();
+            i.meta.ctime_ns = now();
         }
     }
 
@@ -185,18 +189,18 @@ impl State {
         let ino = self.next_ino;
         self.next_ino += 1;
         let t = now();
-        let meta = Attr {
+        let meta = FsAttr {
             ino,
-            kind: FileKind::File,
+            kind: FileType::File,
             size: 0,
-            blocks: 0,
+            allocated: 0,
             mode,
             uid: caller.uid,
             gid,
             nlink: if is_dir { 2 } else { 1 },
-            atime: t,
-            mtime: t,
-            ctime: t,
+            atime_ns: t,
+            mtime_ns: t,
+            ctime_ns: t,
             generation: 1,
         };
         self.inodes.insert(

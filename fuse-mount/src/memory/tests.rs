@@ -17,7 +17,7 @@ fn backend() -> MemoryBackend {
     MemoryBackend::default()
 }
 
-async fn new_file(b: &MemoryBackend, parent: Ino, name: &str) -> (Attr, HandleId) {
+async fn new_file(b: &MemoryBackend, parent: Ino, name: &str) -> (FsAttr, HandleId) {
     b.create(parent, os(name), 0o644, ME, AccessMode::ReadWrite)
         .await
         .expect("create")
@@ -29,7 +29,7 @@ async fn create_twice_is_exists_and_lookup_finds_the_file() {
     let (a, _) = new_file(&b, ROOT_INO, "f").await;
     assert_eq!(
         (a.kind, a.mode, a.uid, a.gid, a.nlink),
-        (FileKind::File, 0o644, 1000, 100, 1)
+        (FileType::File, 0o644, 1000, 100, 1)
     );
     let again = b
         .create(ROOT_INO, os("f"), 0o644, ME, AccessMode::Read)
@@ -250,14 +250,14 @@ async fn truncate_shrink_then_grow_reads_zeros_and_dirs_cannot_be_truncated() {
     b.write(f.ino, h, Some(0), &[9u8; 10_000])
         .await
         .expect("write");
-    let shrink = SetAttr {
+    let shrink = AttrChanges {
         size: Some(10),
-        ..SetAttr::default()
+        ..AttrChanges::default()
     };
     assert_eq!(b.setattr(f.ino, shrink).await.expect("shrink").size, 10);
-    let grow = SetAttr {
+    let grow = AttrChanges {
         size: Some(20_000),
-        ..SetAttr::default()
+        ..AttrChanges::default()
     };
     assert_eq!(b.setattr(f.ino, grow).await.expect("grow").size, 20_000);
     let data = b.read(f.ino, h, 0, 20_000).await.expect("read");
@@ -298,7 +298,7 @@ async fn writes_beyond_capacity_fail_with_no_space() {
         Err(FsError::NoSpace)
     ));
     let st = b.statfs().await.expect("statfs");
-    assert_eq!((st.blocks, st.blocks_free), (8, 0));
+    assert_eq!((st.capacity_bytes, st.free_bytes), (8 * PAGE, 0));
     // Overwriting allocated pages needs no space.
     b.write(f.ino, h, Some(0), b"y").await.expect("overwrite");
 }
@@ -326,17 +326,17 @@ async fn xattrs_follow_create_and_replace_flags() {
         Err(FsError::NoData)
     ));
     let r = b
-        .setxattr(f.ino, os("user.a"), b"1", XattrSet::Replace)
+        .setxattr(f.ino, os("user.a"), b"1", XattrMode::Replace)
         .await;
     assert!(matches!(r, Err(FsError::NoData)));
-    b.setxattr(f.ino, os("user.a"), b"1", XattrSet::Create)
+    b.setxattr(f.ino, os("user.a"), b"1", XattrMode::Create)
         .await
         .expect("create");
     let r = b
-        .setxattr(f.ino, os("user.a"), b"2", XattrSet::Create)
+        .setxattr(f.ino, os("user.a"), b"2", XattrMode::Create)
         .await;
     assert!(matches!(r, Err(FsError::Exists)));
-    b.setxattr(f.ino, os("user.a"), b"2", XattrSet::Replace)
+    b.setxattr(f.ino, os("user.a"), b"2", XattrMode::Replace)
         .await
         .expect("replace");
     assert_eq!(b.getxattr(f.ino, os("user.a")).await.expect("get"), b"2");
@@ -345,7 +345,7 @@ async fn xattrs_follow_create_and_replace_flags() {
         vec![OsString::from("user.a")]
     );
     let big = vec![0u8; XATTR_SIZE_MAX + 1];
-    let r = b.setxattr(f.ino, os("user.b"), &big, XattrSet::Any).await;
+    let r = b.setxattr(f.ino, os("user.b"), &big, XattrMode::Any).await;
     assert!(matches!(r, Err(FsError::ValueTooBig)));
     b.removexattr(f.ino, os("user.a")).await.expect("remove");
     assert!(matches!(
@@ -381,7 +381,7 @@ async fn symlinks_store_their_target() {
         .symlink(ROOT_INO, os("s"), os("../t"), ME)
         .await
         .expect("symlink");
-    assert_eq!((s.kind, s.size), (FileKind::Symlink, 4));
+    assert_eq!((s.kind, s.size), (FileType::Symlink, 4));
     assert_eq!(b.readlink(s.ino).await.expect("readlink"), "../t");
     assert!(matches!(
         b.readlink(ROOT_INO).await,

@@ -161,6 +161,7 @@ impl MetaServer {
                 capacity_bytes,
                 free_bytes: capacity_bytes.saturating_sub(used),
                 inodes,
+                inodes_free: cairn_common::fs::UNLIMITED_INODES,
             })));
         }
         let now = Instant::now();
