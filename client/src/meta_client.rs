@@ -1,6 +1,7 @@
 //! Talking to the metadata service: any replica will do (followers forward to the
 //! leader); on UNAVAILABLE the call moves to the next replica and retries with backoff,
-//! for a bounded time.
+//! for a bounded time. The one "try each replica" client: the CLI, the object gateway,
+//! mounts and the storage nodes' heartbeats all call through it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -139,17 +140,21 @@ impl MetaClient {
                 Ok(resp) => return (Ok(resp.into_inner()), attempts),
                 Err(status) => ClientError::from(status),
             };
-            if !err.is_retriable() || Instant::now() + backoff > deadline {
+            if !err.is_retriable() {
                 return (Err(err), attempts);
             }
-            tracing::debug!(replica = index, error = %err, "metadata call failed; retrying");
-            // Move on from this replica unless another caller already did.
+            // This replica could not serve the call: the next call, or the retry, goes to
+            // the next one (unless another caller already moved on).
             let _ = self.next.compare_exchange(
                 turn,
                 turn.wrapping_add(1),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
+            if Instant::now() + backoff > deadline {
+                return (Err(err), attempts);
+            }
+            tracing::debug!(replica = index, error = %err, "metadata call failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }

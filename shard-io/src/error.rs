@@ -58,7 +58,9 @@ impl ShardError {
         // A status with a source came from the connection, never from the node's handler.
         let from_connection = std::error::Error::source(&status).is_some();
         if !from_connection {
-            if cairn_proto::status::reason_of(&status) == Some(ErrorReason::NoSpace) {
+            if status.code() == tonic::Code::ResourceExhausted
+                && cairn_proto::status::reason_of(&status) == Some(ErrorReason::NoSpace)
+            {
                 return ShardError::NoSpace {
                     addr,
                     message: status.message().to_string(),
@@ -102,6 +104,10 @@ mod tests {
             ErrorReason::NoSpace,
         );
         assert!(matches!(of(full), ShardError::NoSpace { .. }));
+        // The reason counts only with its code: a lost shard is never mistaken for it.
+        let odd =
+            cairn_proto::status::with_reason(tonic::Code::NotFound, "gone", ErrorReason::NoSpace);
+        assert!(of(odd).is_lost());
         // Over its in-flight budget: worth a retry elsewhere, not "no space".
         let busy = of(tonic::Status::resource_exhausted("busy"));
         assert!(matches!(busy, ShardError::Failed { .. }) && !busy.is_lost());

@@ -18,4 +18,4 @@ pub mod reader;
 
 pub use error::ShardError;
 pub use pool::NodePool;
-pub use reader::{ChunkReadError, ShardSource, ShardsRead};
+pub use reader::{ChunkReadError, ShardSource};

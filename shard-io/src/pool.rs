@@ -106,8 +106,10 @@ impl NodePool {
         Ok((r.checked, r.corrupt, r.bytes))
     }
 
-    /// Reads a whole shard and returns its bytes (the node verified them against its
-    /// block hashes; the caller verifies them against the metadata's shard hash).
+    /// Reads a whole shard and returns its bytes. The node verified them against its own
+    /// block hashes, but nothing here checks them against the metadata's shard hash: read
+    /// shards for their content through [`NodePool::read_verified_shard`] or the chunk
+    /// reader (`reader.rs`).
     pub async fn get_shard(
         &self,
         addr: &str,
@@ -118,7 +120,8 @@ impl NodePool {
     }
 
     /// Reads `length` bytes of a shard from `offset` (0: to the end). The node verifies
-    /// every 64 KiB block it reads against the shard's block hash table.
+    /// every 64 KiB block it reads against the shard's block hash table (the only check a
+    /// partial read can have: the metadata's hash covers the whole shard).
     pub async fn get_shard_range(
         &self,
         addr: &str,

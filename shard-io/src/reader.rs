@@ -54,13 +54,13 @@ impl ShardSource {
 
 /// What [`NodePool::read_shards`] found.
 #[derive(Debug)]
-pub struct ShardsRead {
+struct ShardsRead {
     /// Verified shards by index (`None`: not read).
-    pub shards: Vec<Option<Vec<u8>>>,
+    shards: Vec<Option<Vec<u8>>>,
     /// How many are `Some`.
-    pub have: usize,
+    have: usize,
     /// Shards found missing or corrupt (index, node): the caller reports them.
-    pub lost: Vec<(u32, NodeId)>,
+    lost: Vec<(u32, NodeId)>,
 }
 
 /// Why a chunk could not be read.
@@ -119,7 +119,7 @@ impl NodePool {
     /// Reads `needed` verified shards of `chunk`, `needed` at a time from `sources` in
     /// order; each failure launches the next source, and so does a read that has not
     /// answered after [`HEDGE_AFTER`]. Stops early only when the sources run out.
-    pub async fn read_shards(
+    async fn read_shards(
         &self,
         chunk: ChunkId,
         meta: &ChunkMeta,

@@ -1,22 +1,21 @@
-//! Registration with the metadata service and the periodic heartbeat. Tries the metadata
-//! replicas in turn, retries forever with bounded backoff until shutdown, re-registers
-//! when the metadata service no longer knows this node. Reads the store's in-memory usage;
-//! never touches shard files.
+//! Registration with the metadata service and the periodic heartbeat. Calls go through the
+//! client library's metadata client (`cairn_client::meta_client`: any replica, the next one
+//! after a failure); this task retries forever with bounded backoff until shutdown, and
+//! re-registers when the metadata service no longer knows this node. Reads the store's
+//! in-memory usage; never touches shard files.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_client::meta_client::MetaClient;
+use cairn_client::ClientError;
 use cairn_common::NodeId;
-use cairn_proto::meta::meta_service_client::MetaServiceClient;
 use cairn_proto::meta::{HeartbeatRequest, RegisterNodeRequest};
-use cairn_proto::MAX_MESSAGE_BYTES;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-use tonic::Code;
 
 use crate::store::ShardStore;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one call to one replica may take before the next one is tried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -39,39 +38,24 @@ pub struct HeartbeatConfig {
     pub transport: cairn_net::Transport,
 }
 
-/// One metadata replica's client.
-struct MetaClient {
-    addr: String,
-    client: MetaServiceClient<Channel>,
-}
-
 /// Runs until `shutdown` is cancelled: register, then heartbeat every `interval`.
 /// Cancel safe: it only sends idempotent requests.
 pub async fn run(cfg: HeartbeatConfig, store: Arc<ShardStore>, shutdown: CancellationToken) {
-    let mut clients: Vec<MetaClient> = Vec::new();
-    for addr in &cfg.meta {
-        let channel = cfg.transport.channel(addr, |e| {
-            e.connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT)
-        });
-        match channel {
-            Ok(channel) => clients.push(MetaClient {
-                addr: addr.clone(),
-                client: MetaServiceClient::new(channel)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            }),
-            Err(e) => tracing::error!(addr, error = %e, "bad metadata address; skipping it"),
+    let meta = match MetaClient::new(&cfg.meta, &cfg.transport) {
+        // One attempt per call: this task paces its own retries (and keeps heartbeating
+        // on time while the metadata service is away).
+        Ok(meta) => meta
+            .with_attempt_timeout(REQUEST_TIMEOUT)
+            .with_retry_for(Duration::ZERO),
+        Err(e) => {
+            tracing::error!(meta = ?cfg.meta, error = %e, "no usable metadata address: this node will not register");
+            return;
         }
-    }
-    if clients.is_empty() {
-        tracing::error!("no usable metadata address: this node will not register");
-        return;
-    }
+    };
     let mut beat = Heartbeat {
         cfg,
         store,
-        clients,
-        current: 0,
+        meta,
         warn: WarnLimiter::default(),
     };
     tokio::select! {
@@ -84,9 +68,7 @@ pub async fn run(cfg: HeartbeatConfig, store: Arc<ShardStore>, shutdown: Cancell
 struct Heartbeat {
     cfg: HeartbeatConfig,
     store: Arc<ShardStore>,
-    clients: Vec<MetaClient>,
-    /// The replica to try next; moves on after each failure.
-    current: usize,
+    meta: MetaClient,
     warn: WarnLimiter,
 }
 
@@ -112,10 +94,6 @@ impl Heartbeat {
         (capacity, self.store.usage().used_bytes)
     }
 
-    fn next_replica(&mut self) {
-        self.current = (self.current + 1) % self.clients.len();
-    }
-
     /// Retries RegisterNode over the replicas until one accepts it.
     async fn register(&mut self) {
         let mut backoff = Backoff::new();
@@ -128,17 +106,21 @@ impl Heartbeat {
                 capacity_bytes,
                 used_bytes,
             };
-            let meta = &mut self.clients[self.current];
-            match meta.client.register_node(request).await {
+            let registered = self
+                .meta
+                .call(request, |mut c, r| async move { c.register_node(r).await })
+                .await;
+            match registered {
                 Ok(_) => {
-                    tracing::info!(meta = %meta.addr, node = self.cfg.node_id, "registered with the metadata service");
+                    tracing::info!(
+                        node = self.cfg.node_id,
+                        "registered with the metadata service"
+                    );
                     self.warn.reset();
                     return;
                 }
-                Err(status) => {
-                    let addr = meta.addr.clone();
-                    self.failed("register", &addr, &status);
-                    self.next_replica();
+                Err(e) => {
+                    self.failed("register", &e);
                     tokio::time::sleep(backoff.next()).await;
                 }
             }
@@ -160,39 +142,32 @@ impl Heartbeat {
                 shard_count: usage.shard_count,
                 quarantined_count: usage.quarantined_count,
             };
-            let meta = &mut self.clients[self.current];
-            match meta.client.heartbeat(request).await {
+            let beat = self
+                .meta
+                .call(request, |mut c, r| async move { c.heartbeat(r).await })
+                .await;
+            match beat {
                 Ok(_) => {
                     if self.warn.failing() {
-                        tracing::info!(meta = %meta.addr, "heartbeats reach the metadata service again");
+                        tracing::info!("heartbeats reach the metadata service again");
                     }
                     self.warn.reset();
                 }
-                Err(status) if status.code() == Code::NotFound => {
-                    tracing::info!(meta = %meta.addr, "metadata service does not know this node; registering again");
+                Err(ClientError::NotFound { .. }) => {
+                    tracing::info!("metadata service does not know this node; registering again");
                     return;
                 }
-                Err(status) => {
-                    let addr = meta.addr.clone();
-                    self.failed("heartbeat", &addr, &status);
-                    self.next_replica();
-                }
+                Err(e) => self.failed("heartbeat", &e),
             }
         }
     }
 
-    fn failed(&mut self, what: &'static str, addr: &str, status: &tonic::Status) {
+    fn failed(&mut self, what: &'static str, error: &ClientError) {
         // UNAVAILABLE is normal while no metadata leader is elected or a replica restarts.
         if let Some(suppressed) = self.warn.should_warn(Instant::now()) {
-            tracing::warn!(
-                meta = %addr,
-                code = ?status.code(),
-                error = status.message(),
-                suppressed,
-                "{what} failed; retrying"
-            );
+            tracing::warn!(%error, suppressed, "{what} failed; retrying");
         } else {
-            tracing::debug!(meta = %addr, code = ?status.code(), error = status.message(), "{what} failed; retrying");
+            tracing::debug!(%error, "{what} failed; retrying");
         }
     }
 }

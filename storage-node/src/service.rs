@@ -67,7 +67,7 @@ pub fn status_of(err: StoreError) -> Status {
         StoreError::RangeOutOfBounds { .. } => Status::out_of_range(err.to_string()),
         StoreError::NoSpace { .. } => cairn_proto::status::with_reason(
             tonic::Code::ResourceExhausted,
-            err.to_string(),
+            format!("no space left on the storage node: {err}"),
             cairn_proto::common::ErrorReason::NoSpace,
         ),
         StoreError::Io { source, .. } => Status::internal(format!("{err}: {source}")),
