@@ -40,10 +40,20 @@ pub struct BucketInfo {
     pub redundancy: Redundancy,
 }
 
+/// An object as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub generation: u64,
+    /// Seconds since the epoch.
+    pub mtime: u64,
+}
+
 /// One page of a listing.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ListPage {
-    pub objects: Vec<pm::ObjectInfo>,
+    pub objects: Vec<ListedObject>,
     pub common_prefixes: Vec<String>,
     pub truncated: bool,
 }
@@ -274,14 +284,23 @@ impl Client {
             .call(req, |mut c, r| async move { c.list_objects(r).await })
             .await?;
         Ok(ListPage {
-            objects: resp.objects,
+            objects: resp
+                .objects
+                .into_iter()
+                .map(|o| ListedObject {
+                    key: o.key,
+                    size: o.size,
+                    generation: o.generation,
+                    mtime: o.mtime,
+                })
+                .collect(),
             common_prefixes: resp.common_prefixes,
             truncated: resp.truncated,
         })
     }
 
     /// Every key under `prefix`, fetched page by page.
-    pub async fn list_all(&self, bucket: &str, prefix: &str) -> Result<Vec<pm::ObjectInfo>> {
+    pub async fn list_all(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>> {
         let mut all = Vec::new();
         let mut after = String::new();
         loop {
