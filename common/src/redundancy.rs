@@ -64,6 +64,14 @@ impl Redundancy {
         }
     }
 
+    /// How many bytes of data `raw_bytes` of disk hold with this scheme (k/(k+m) of them
+    /// for erasure coding, 1/n for replication): what a filesystem can promise to store.
+    pub fn storable_bytes(self, raw_bytes: u64) -> u64 {
+        let stored =
+            u128::from(raw_bytes) * self.data_shards() as u128 / self.total_shards().max(1) as u128;
+        stored as u64
+    }
+
     /// Length of each shard of a chunk of `chunk_len` bytes (data shards are zero padded
     /// to it; a replica is the whole chunk).
     pub fn shard_len(self, chunk_len: usize) -> usize {
@@ -143,6 +151,21 @@ mod tests {
         assert!("17+1".parse::<Redundancy>().is_err());
         assert!("replicas(0)".parse::<Redundancy>().is_err());
         assert!("four".parse::<Redundancy>().is_err());
+    }
+
+    #[test]
+    fn storable_bytes_are_the_data_share_of_raw_bytes() {
+        assert_eq!(Redundancy::Ec { k: 4, m: 2 }.storable_bytes(6_000), 4_000);
+        assert_eq!(Redundancy::Replicas { n: 3 }.storable_bytes(3_000), 1_000);
+        assert_eq!(
+            Redundancy::Replicas { n: 1 }.storable_bytes(u64::MAX),
+            u64::MAX
+        );
+        // No overflow on large disks.
+        assert_eq!(
+            Redundancy::Ec { k: 16, m: 8 }.storable_bytes(u64::MAX / 2),
+            (u128::from(u64::MAX / 2) * 16 / 24) as u64
+        );
     }
 
     #[test]

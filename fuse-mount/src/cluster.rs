@@ -126,11 +126,12 @@ impl ClusterBackend {
 
     async fn call(&self, request: FsRequest) -> Result<FsReply, FsError> {
         self.session.check()?;
-        let result = self
-            .client
-            .fs_call(&request)
-            .await
-            .map_err(|e| unavailable("metadata request", e))?;
+        let result = tokio::select! {
+            result = self.client.fs_call(&request) => {
+                result.map_err(|e| unavailable("metadata request", e))?
+            }
+            () = self.session.fenced() => return Err(FsError::Stale),
+        };
         result.map_err(|f| {
             if f.kind == FsErrorKind::Fenced {
                 self.session

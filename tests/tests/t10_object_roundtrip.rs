@@ -29,6 +29,22 @@ async fn objects_of_every_size_round_trip_byte_identical() {
         assert_eq!(stat.size, size as u64);
         assert_eq!(stat.chunks, size.div_ceil(CHUNK));
     }
+
+    // `cairn stat` prints the modification time as a date; `--json` keeps the number.
+    let key = "default/sizes/obj-1";
+    let stat = tc.client.stat("default", "sizes/obj-1").await.unwrap();
+    let text = tc.cli(&["stat", key]);
+    assert!(text.status.success(), "{text:?}");
+    let text = String::from_utf8_lossy(&text.stdout);
+    let mtime_line = text.lines().find(|l| l.starts_with("mtime:")).unwrap();
+    let date = mtime_line["mtime:".len()..].trim();
+    let parsed = time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("mtime {date:?} is not an RFC 3339 date: {e}"));
+    assert_eq!(parsed.unix_timestamp(), stat.mtime as i64);
+    let json = tc.cli(&["stat", key, "--json"]);
+    assert!(json.status.success(), "{json:?}");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["mtime"].as_u64(), Some(stat.mtime));
 }
 
 /// Ranged reads return exactly the requested bytes, including ranges that span chunk

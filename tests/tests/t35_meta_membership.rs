@@ -46,13 +46,19 @@ async fn replicas_join_by_snapshot_and_take_over() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // The log was compacted before they joined: they caught up from a snapshot.
+    // The log was compacted before they joined: they caught up from a snapshot. A replica
+    // may be promoted before its log shows the install (the line is written after the
+    // state machine took the snapshot), so wait for the line rather than read it once.
     for name in ["meta-2", "meta-3"] {
-        let log = std::fs::read_to_string(tc.log_path(name)).unwrap();
-        assert!(
-            log.contains("installed a snapshot"),
-            "{name} did not install a snapshot"
-        );
+        let path = tc.log_path(name);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while cairn_tests::log_lines(&path, &["installed a snapshot"]) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} did not install a snapshot"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     // Storage nodes learn the new replicas through their config (restart).

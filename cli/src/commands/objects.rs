@@ -171,7 +171,7 @@ pub async fn stat(client: &Client, target: &str, json: bool) -> anyhow::Result<(
         println!("key:        {bucket}/{}", s.key);
         println!("size:       {} bytes", s.size);
         println!("generation: {}", s.generation);
-        println!("mtime:      {}", s.mtime);
+        println!("mtime:      {}", super::rfc3339(s.mtime));
         println!("chunks:     {} ({} degraded)", s.chunks, s.degraded_chunks);
     }
     Ok(())
@@ -195,5 +195,13 @@ mod tests {
         assert_eq!(parse_range("5-10").unwrap(), 5..10);
         assert!(parse_range("10-5").is_err());
         assert!(parse_range("x").is_err());
+    }
+
+    #[test]
+    fn times_print_as_rfc3339_dates() {
+        assert_eq!(super::super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::super::rfc3339(1_796_292_000), "2026-12-03T10:00:00Z");
+        // Beyond what a date can hold: the number itself.
+        assert_eq!(super::super::rfc3339(u64::MAX), u64::MAX.to_string());
     }
 }

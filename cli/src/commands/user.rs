@@ -79,7 +79,7 @@ pub async fn run(client: &Client, command: &UserCommand) -> anyhow::Result<()> {
             } else {
                 println!("{:<18} {:<24} CREATED", "ID", "USER");
                 for (id, user, created) in tokens {
-                    println!("{id:<18} {user:<24} {}", format_time(created));
+                    println!("{id:<18} {user:<24} {}", super::rfc3339(created));
                 }
             }
             Ok(())
@@ -100,14 +100,4 @@ fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("create the token file {path:?}"))
-}
-
-fn format_time(secs: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
 }

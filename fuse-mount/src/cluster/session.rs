@@ -20,6 +20,8 @@ pub struct Session {
     pub id: SessionId,
     lease: Duration,
     fenced: AtomicBool,
+    /// Wakes the calls waiting on [`Session::fenced`].
+    fenced_now: tokio::sync::Notify,
     /// When the last successful renewal was sent.
     renewed: Mutex<Instant>,
 }
@@ -39,6 +41,7 @@ impl Session {
             id,
             lease: Duration::from_millis(lease_ms.max(1000)),
             fenced: AtomicBool::new(false),
+            fenced_now: tokio::sync::Notify::new(),
             renewed: Mutex::new(sent),
         }))
     }
@@ -67,6 +70,21 @@ impl Session {
                 why,
                 "this mount is fenced: every operation now fails with ESTALE; unmount and mount again"
             );
+        }
+        self.fenced_now.notify_waiters();
+    }
+
+    /// Returns once the session is fenced. Calls to the metadata service race this, so a
+    /// call still retrying against a cluster that is gone ends with `ESTALE` when the mount
+    /// fences itself, instead of keeping an application (or `umount`, which asks for
+    /// `statfs`) waiting through every retry. Cancel safe.
+    pub async fn fenced(&self) {
+        loop {
+            let woken = self.fenced_now.notified();
+            if self.is_fenced() {
+                return;
+            }
+            woken.await;
         }
     }
 

@@ -29,7 +29,8 @@ pub(super) fn fail<T>(kind: FsErrorKind, detail: impl Into<String>) -> FsRes<T> 
 }
 
 /// Redundancy of a bucket made by `mkdir` in a mount's root: ec 4+2 when the cluster
-/// has the six nodes it needs, else three (or fewer) replicas.
+/// has the six nodes it needs, else three (or fewer) replicas. A mount's `statfs` reports
+/// what can be stored with it.
 pub fn default_redundancy(nodes: usize) -> Redundancy {
     if nodes >= 6 {
         Redundancy::DEFAULT

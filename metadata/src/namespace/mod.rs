@@ -33,6 +33,7 @@ use cairn_common::{ChunkId, NodeId};
 use serde::{Deserialize, Serialize};
 
 pub use command::{Command, CommandResult};
+pub use fs::default_redundancy;
 pub use list::{ListPage, ListQuery};
 pub use types::*;
 

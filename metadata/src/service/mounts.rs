@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use super::MetaServer;
 use crate::liveness::NodeState;
-use crate::namespace::{Command, CommandResult};
+use crate::namespace::{default_redundancy, Command, CommandResult};
 
 /// Longest session name (a mount's description of itself, for logs).
 const MAX_SESSION_NAME: usize = 256;
@@ -157,9 +157,12 @@ impl MetaServer {
                     )
                 },
             );
+            // What can be stored, not raw disk: with the root's default redundancy (that of
+            // a bucket made by `mkdir` there), ec 4+2 holds 4 bytes of data in 6 of disk.
+            let redundancy = default_redundancy(nodes.len());
             return Ok(Ok(FsReply::Stat(FsStat {
-                capacity_bytes,
-                free_bytes: capacity_bytes.saturating_sub(used),
+                capacity_bytes: redundancy.storable_bytes(capacity_bytes),
+                free_bytes: redundancy.storable_bytes(capacity_bytes.saturating_sub(used)),
                 inodes,
                 inodes_free: cairn_common::fs::UNLIMITED_INODES,
             })));
