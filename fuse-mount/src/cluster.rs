@@ -95,6 +95,9 @@ pub struct ClusterBackend {
     /// Sizes of this mount's recent commits, so that a reply older than one of them does
     /// not shrink the file in the kernel's eyes.
     newest: Mutex<NewestSizes>,
+    /// The kernel's caches of this mount, once attached: a granted lock invalidates the
+    /// file's cached pages and attributes.
+    kernel: std::sync::OnceLock<Arc<dyn KernelCache>>,
 }
 
 impl ClusterBackend {
@@ -116,6 +119,7 @@ impl ClusterBackend {
             newest: Mutex::default(),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            kernel: std::sync::OnceLock::new(),
         }))
     }
 
@@ -530,14 +534,23 @@ impl FsBackend for ClusterBackend {
         }
     }
 
+    /// A granted lock also refreshes what this mount knows of the file
+    /// ([`ClusterBackend::refresh_after_lock`]): lock-to-read consistency.
     async fn setlk(&self, ino: Ino, owner: LockOwner, lock: FileLock) -> Result<(), FsError> {
         self.change(FsChange::SetLock {
             ino,
             owner: owner.0,
             lock,
         })
-        .await
-        .map(drop)
+        .await?;
+        if lock.kind != LockKind::Unlock {
+            self.refresh_after_lock(ino).await?;
+        }
+        Ok(())
+    }
+
+    fn attach_kernel_cache(&self, cache: Arc<dyn KernelCache>) {
+        let _ = self.kernel.set(cache);
     }
 
     async fn unlock_all(&self, ino: Ino, owner: LockOwner) -> Result<(), FsError> {

@@ -319,9 +319,11 @@ impl FsCore {
     /// released, whichever descriptor took it; then the backend publishes the data.
     pub async fn flush(&self, ino: Ino, fh: u64, lock_owner: u64) -> Result<(), FsError> {
         let h = self.file_handle(ino, fh)?;
-        let unlocked = self.backend.unlock_all(ino, LockOwner(lock_owner)).await;
+        // Publish first, then unlock: whoever takes the lock next (on any mount) must find
+        // what was written under it.
         let flushed = self.backend.flush(ino, h).await;
-        unlocked.and(flushed)
+        let unlocked = self.backend.unlock_all(ino, LockOwner(lock_owner)).await;
+        flushed.and(unlocked)
     }
 
     /// Last close of an open file: drops its `flock` locks (`flock_owner`, when the file

@@ -3,7 +3,8 @@
 //!
 //! The first open of a file here registers a hold in the metadata service (so an unlinked
 //! file's data lives until its last close on every mount); every open loads the file's
-//! extent map afresh (close-to-open: another mount's changes are seen at the next open).
+//! extent map afresh (close-to-open: another mount's changes are seen at the next open),
+//! and so does every lock granted here (lock-to-read: `refresh_after_lock`).
 //! The last close flushes the write buffer (`upload`), releases the hold and may start a
 //! compaction (`compact`), then drops the entry and marks it `closed`, so that whoever
 //! still holds a [`FileRef`] to it knows to look again. A file's state is only touched
@@ -186,6 +187,26 @@ impl ClusterBackend {
         let map = self.extent_map(ino).await?;
         file.size = map.attr.size;
         file.map = Some(map);
+        Ok(())
+    }
+
+    /// Lock-to-read consistency (as NFS and CephFS give): once a lock on `ino` is granted
+    /// to this mount, it forgets what it knew of the file, so reads and appends under the
+    /// lock see everything written under the lock's earlier holders (who publish before
+    /// they unlock). Buffered writes of this mount go out first; the extent map is loaded
+    /// again, and the kernel drops the file's cached pages and attributes.
+    pub(super) async fn refresh_after_lock(&self, ino: Ino) -> Result<(), FsError> {
+        if let Some(file) = self.open_file(ino) {
+            let mut file = file.lock().await;
+            if !file.closed {
+                self.flush_file(ino, &mut file).await?;
+                file.map = None;
+                self.load_map(ino, &mut file).await?;
+            }
+        }
+        if let Some(kernel) = self.kernel.get() {
+            kernel.invalidate_inode(ino, 0, 0);
+        }
         Ok(())
     }
 
