@@ -11,15 +11,16 @@ use crate::chunk::ChunkMeta;
 use crate::locks::FileLock;
 use crate::{ChunkId, Redundancy};
 
+/// An inode number.
 pub type Ino = u64;
 pub type SessionId = u64;
 
-/// The root directory: its entries are the buckets.
+/// The root directory (FUSE's `FUSE_ROOT_ID`): its entries are the buckets.
 pub const ROOT_INO: Ino = 1;
 
-/// Longest name of one path component, in bytes.
+/// Longest name of one path component, in bytes (`ENAMETOOLONG` beyond).
 pub const NAME_MAX: usize = 255;
-/// Longest symlink target, in bytes.
+/// Longest symlink target, in bytes (Linux `PATH_MAX` including the NUL).
 pub const SYMLINK_MAX: usize = 4095;
 /// Largest extended attribute value and most attributes per inode.
 pub const XATTR_VALUE_MAX: usize = 64 * 1024;
@@ -27,10 +28,10 @@ pub const XATTR_NAME_MAX: usize = 255;
 pub const XATTRS_PER_INODE_MAX: usize = 128;
 /// Most extents one write may commit.
 pub const MAX_EXTENTS_PER_WRITE: usize = 4096;
-/// Largest file size (Linux `MAX_LFS_FILESIZE`).
+/// Largest file size and end of any write: Linux's `MAX_LFS_FILESIZE` (`EFBIG` beyond).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
-/// What an inode is.
+/// What an inode is (FIFOs, sockets and devices are not supported yet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FileType {
     File,
