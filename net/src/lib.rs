@@ -67,6 +67,17 @@ impl Role {
         }
     }
 
+    /// The role's short name (`meta`, `node`, `client`, `gateway`), as `cairn cert issue
+    /// --role` takes it and `Display` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Meta => "meta",
+            Role::Node => "node",
+            Role::Client => "client",
+            Role::Gateway => "gateway",
+        }
+    }
+
     fn from_unit(unit: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.unit() == unit)
     }
@@ -78,24 +89,21 @@ impl Role {
 impl std::str::FromStr for Role {
     type Err = String;
 
-    /// A role's short name (`meta`, `node`, `client`, `gateway`), as [`Role`]'s `Display`
-    /// writes it.
+    /// A role's short name ([`Role::name`]).
     fn from_str(name: &str) -> Result<Role, String> {
         Role::ALL
             .into_iter()
-            .find(|r| r.to_string() == name)
-            .ok_or_else(|| format!("unknown role {name:?}: one of meta, node, client, gateway"))
+            .find(|r| r.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Role::ALL.map(Role::name).to_vec();
+                format!("unknown role {name:?}: one of {}", names.join(", "))
+            })
     }
 }
 
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Meta => "meta",
-            Role::Node => "node",
-            Role::Client => "client",
-            Role::Gateway => "gateway",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -144,4 +152,20 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_parse_back_and_units_identify_roles() {
+        for role in Role::ALL {
+            assert_eq!(role.name().parse::<Role>(), Ok(role));
+            assert_eq!(role.to_string(), role.name());
+            assert_eq!(Role::from_unit(role.unit()), Some(role));
+        }
+        let err = "admin".parse::<Role>().unwrap_err();
+        assert!(err.contains("meta, node, client, gateway"), "{err}");
+    }
 }

@@ -18,7 +18,7 @@ pub enum CertCommand {
     Issue {
         #[arg(long)]
         dir: PathBuf,
-        /// meta, node, client or gateway.
+        /// What the certificate allows its holder to be.
         #[arg(long, value_parser = role_parser())]
         role: Role,
         #[arg(long)]
@@ -32,7 +32,7 @@ pub enum CertCommand {
 /// `--role`: one of the roles' names, listed in `--help` and in errors.
 fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
     use clap::builder::{PossibleValuesParser, TypedValueParser};
-    PossibleValuesParser::new(["meta", "node", "client", "gateway"])
+    PossibleValuesParser::new(Role::ALL.map(Role::name))
         .map(|name| name.parse::<Role>().expect("a possible value names a role"))
 }
 
