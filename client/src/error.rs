@@ -19,14 +19,10 @@ pub enum ClientError {
     Unauthenticated { message: String },
     #[error("cluster unavailable: {message}")]
     Unavailable { message: String },
-    #[error("data unavailable: chunk {chunk} has only {available} readable shards of the {needed} needed")]
-    DataUnavailable {
-        chunk: ChunkId,
-        available: usize,
-        needed: usize,
-    },
-    #[error("data corrupt: chunk {chunk} decoded to bytes that do not match its shard hashes")]
-    Corrupt { chunk: ChunkId },
+    /// A chunk could not be read: too few verified shards (`Unavailable`), or they did
+    /// not decode (`Corrupt`); never wrong bytes.
+    #[error(transparent)]
+    ChunkRead(#[from] cairn_shard_io::ChunkReadError),
     #[error(
         "write failed: chunk {chunk} reached only {durable} durable shards, {needed} are required"
     )]
@@ -108,27 +104,6 @@ impl From<cairn_proto::convert::WireError> for ClientError {
     fn from(e: cairn_proto::convert::WireError) -> Self {
         ClientError::Malformed {
             what: e.to_string(),
-        }
-    }
-}
-
-impl From<cairn_shard_io::ChunkReadError> for ClientError {
-    fn from(e: cairn_shard_io::ChunkReadError) -> Self {
-        use cairn_shard_io::ChunkReadError;
-        match e {
-            ChunkReadError::Malformed { .. } => ClientError::Malformed {
-                what: e.to_string(),
-            },
-            ChunkReadError::Unavailable {
-                chunk,
-                available,
-                needed,
-            } => ClientError::DataUnavailable {
-                chunk,
-                available,
-                needed,
-            },
-            ChunkReadError::Corrupt { chunk } => ClientError::Corrupt { chunk },
         }
     }
 }

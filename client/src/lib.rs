@@ -18,6 +18,7 @@ use cairn_common::Redundancy;
 use cairn_proto::meta as pm;
 
 pub use cairn_proto::meta::ClusterStatusResponse as ClusterStatus;
+pub use cairn_shard_io::ChunkReadError;
 pub use error::{ClientError, Result};
 pub use get::{ObjectStat, OpenObject};
 pub use put::{Precondition, PutOptions, PutOutcome};

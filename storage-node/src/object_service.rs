@@ -7,7 +7,7 @@ use cairn_common::token::ApiToken;
 use cairn_net::{authorize, caller_of, Caller, Role};
 use std::pin::Pin;
 
-use cairn_client::{Client, ClientError, ListOptions, OpenObject, PutOptions};
+use cairn_client::{ChunkReadError, Client, ClientError, ListOptions, OpenObject, PutOptions};
 use cairn_proto::object as po;
 use cairn_proto::object::object_service_server::{ObjectService, ObjectServiceServer};
 use futures::{Stream, StreamExt};
@@ -65,14 +65,16 @@ fn status_of(e: ClientError) -> Status {
         // Too few shards readable right now: nodes may come back, so "retry later".
         ClientError::Unavailable { .. }
         | ClientError::NotDurable { .. }
-        | ClientError::DataUnavailable { .. } => Status::unavailable(msg),
-        ClientError::Corrupt { .. } => Status::data_loss(msg),
+        | ClientError::ChunkRead(ChunkReadError::Unavailable { .. }) => Status::unavailable(msg),
+        ClientError::ChunkRead(ChunkReadError::Corrupt { .. }) => Status::data_loss(msg),
         ClientError::NoSpace { .. } => Status::resource_exhausted(msg),
         ClientError::Io { .. } => Status::cancelled(msg),
         // A code the client library does not interpret itself (DATA_LOSS from a node...)
         // passes through unchanged.
         ClientError::Server { code, message } => Status::new(code, message),
-        ClientError::Malformed { .. } | ClientError::Config(_) => Status::internal(msg),
+        ClientError::Malformed { .. }
+        | ClientError::ChunkRead(ChunkReadError::Malformed { .. })
+        | ClientError::Config(_) => Status::internal(msg),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_client::ClientError;
+use cairn_client::{ChunkReadError, ClientError};
 use cairn_common::Redundancy;
 use cairn_tests::{random_bytes, TestCluster};
 
@@ -49,11 +49,11 @@ async fn two_node_losses_are_survived_and_a_third_fails_cleanly() {
     assert!(
         matches!(
             err,
-            ClientError::DataUnavailable {
+            ClientError::ChunkRead(ChunkReadError::Unavailable {
                 available: 3,
                 needed: 4,
                 ..
-            }
+            })
         ),
         "unexpected error: {err}"
     );
