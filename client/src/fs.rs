@@ -36,14 +36,16 @@ impl Client {
         Ok(chunk.try_into()?)
     }
 
-    /// Reads, verifies and decodes one chunk, trying once more if too few shards answer.
+    /// Reads, verifies and decodes one chunk of a file in `bucket`, trying once more if
+    /// too few shards answer.
     pub async fn load_chunk(
         &self,
+        bucket: &str,
         id: &ChunkId,
         meta: &ChunkMeta,
         nodes: &[NodeAddr],
     ) -> Result<Vec<u8>> {
-        self.read_chunk(*id, meta, nodes).await
+        self.read_chunk(bucket, *id, meta, nodes).await
     }
 
     /// Reads `len` bytes at `offset` of a chunk without decoding it: straight from the
@@ -53,6 +55,7 @@ impl Client {
     /// whole shard. If a shard is unavailable, the whole chunk is read and decoded.
     pub async fn load_chunk_range(
         &self,
+        bucket: &str,
         id: &ChunkId,
         meta: &ChunkMeta,
         nodes: &[NodeAddr],
@@ -66,7 +69,7 @@ impl Client {
         match self.read_data_shards(id, meta, nodes, offset, end).await {
             Some(bytes) => Ok(bytes),
             None => {
-                let whole = self.load_chunk(id, meta, nodes).await?;
+                let whole = self.load_chunk(bucket, id, meta, nodes).await?;
                 Ok(whole[offset as usize..end as usize].to_vec())
             }
         }

@@ -41,6 +41,8 @@ pub struct ObjectStat {
 #[derive(Clone, Debug)]
 pub struct OpenObject {
     pub stat: ObjectStat,
+    /// The bucket it was opened in (a reader reporting a lost shard names it).
+    bucket: String,
     /// The object's byte runs in order; gaps between them read as zeros.
     extents: Vec<FileExtent>,
     chunks: HashMap<ChunkId, ChunkMeta>,
@@ -83,7 +85,7 @@ impl Client {
     /// opened object reads exactly this version, even if the key is overwritten meanwhile
     /// (until garbage collection reclaims the old chunks).
     pub async fn open(&self, bucket: &str, key: &str) -> Result<OpenObject> {
-        open_object(self.lookup(bucket, key).await?)
+        open_object(bucket, self.lookup(bucket, key).await?)
     }
 
     /// Writes the opened object's bytes (or the `range` of them) to `out`.
@@ -117,7 +119,7 @@ impl Client {
         order.dedup();
         let mut fetched = futures::stream::iter(order.into_iter().map(|id| async move {
             let data = self
-                .read_chunk(id, &object.chunks[&id], &object.nodes)
+                .read_chunk(&object.bucket, id, &object.chunks[&id], &object.nodes)
                 .await;
             (id, data)
         }))
@@ -165,6 +167,7 @@ impl Client {
     /// missing or corrupt are reported to the metadata service.
     pub(crate) async fn read_chunk(
         &self,
+        bucket: &str,
         id: ChunkId,
         meta: &ChunkMeta,
         nodes: &[NodeAddr],
@@ -172,7 +175,7 @@ impl Client {
         let mut retried = false;
         loop {
             let (result, lost) = self.nodes.read_chunk(id, meta, nodes).await;
-            self.report_lost(id, &lost).await;
+            self.report_lost_in(bucket, id, &lost).await;
             match result {
                 Err(ChunkReadError::Unavailable { .. }) if !retried => {
                     retried = true;
@@ -183,14 +186,22 @@ impl Client {
         }
     }
 
-    /// Tells the metadata service about shards found missing or corrupt (best effort:
-    /// a failure here does not fail the read).
+    /// A storage node's report of its own shards found missing or corrupt (scrub): no
+    /// bucket is named, which only a node's or its gateway's certificate may do.
     pub async fn report_lost(&self, chunk: ChunkId, lost: &[(u32, NodeId)]) {
+        self.report_lost_in("", chunk, lost).await
+    }
+
+    /// Tells the metadata service about shards of a chunk read from `bucket` found
+    /// missing or corrupt (best effort: a failure here does not fail the read). The
+    /// leader checks each with its node before it drops the placement.
+    async fn report_lost_in(&self, bucket: &str, chunk: ChunkId, lost: &[(u32, NodeId)]) {
         for &(index, node_id) in lost {
             let req = pm::ReportShardLostRequest {
                 chunk_id: chunk.as_bytes().to_vec().into(),
                 index,
                 node_id,
+                bucket: bucket.into(),
             };
             let meta = self.meta.clone().with_retry_for(Duration::from_secs(3));
             if let Err(e) = meta
@@ -223,7 +234,7 @@ async fn write_zeros(out: &mut (impl AsyncWrite + Unpin), mut n: u64) -> Result<
 }
 
 /// The client's view of a lookup reply: the wire converted once, here.
-fn open_object(resp: pm::LookupObjectResponse) -> Result<OpenObject> {
+fn open_object(bucket: &str, resp: pm::LookupObjectResponse) -> Result<OpenObject> {
     let chunks = resp
         .chunks
         .into_iter()
@@ -270,6 +281,7 @@ fn open_object(resp: pm::LookupObjectResponse) -> Result<OpenObject> {
     };
     Ok(OpenObject {
         stat,
+        bucket: bucket.into(),
         extents,
         chunks: chunks.into_iter().collect(),
         nodes,

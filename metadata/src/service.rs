@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_common::failpoint;
-use cairn_common::NodeId;
+use cairn_common::{ChunkId, NodeId};
 use cairn_proto::meta as pm;
 use cairn_proto::meta::meta_service_client::MetaServiceClient;
 use cairn_proto::meta::meta_service_server::MetaService;
+use cairn_shard_io::NodePool;
 use openraft::error::{ClientWriteError, RaftError};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -57,7 +58,14 @@ pub struct MetaServer {
     /// This replica's identity, for forwarding calls to the leader.
     transport: cairn_net::Transport,
     admins: Admins,
+    /// Storage node connections, for checking shards reported lost.
+    pool: NodePool,
+    /// Bounds the lost-shard reports being checked at once (each reads a shard).
+    verifications: tokio::sync::Semaphore,
 }
+
+/// Lost-shard reports checked at once; more are asked to retry.
+const MAX_VERIFICATIONS: usize = 8;
 
 enum Route {
     Local,
@@ -148,8 +156,10 @@ impl MetaServer {
             pending: PendingChunks::new(pending_ttl),
             leases,
             peers: Mutex::new(HashMap::new()),
+            pool: NodePool::new(transport.clone()),
             transport,
             admins: Admins::default(),
+            verifications: tokio::sync::Semaphore::new(MAX_VERIFICATIONS),
         }
     }
 
@@ -262,6 +272,30 @@ impl MetaServer {
         Ok(f(&state.namespace))
     }
 
+    /// Refuses a write that would commit `chunks` the namespace has never held if their
+    /// pending time ran out (see `PendingChunks::admits`): the storage nodes' orphan
+    /// sweep may have deleted their shards, and acknowledging the write would lose it.
+    /// Chunks the namespace holds or held are a retry, which the state machine answers.
+    #[allow(clippy::result_large_err)]
+    fn require_pending<'a>(
+        &self,
+        ns: &Namespace,
+        chunks: impl IntoIterator<Item = &'a ChunkId>,
+    ) -> Result<(), Status> {
+        let term = self.raft.metrics().borrow().current_term;
+        for id in chunks {
+            if ns.chunk_known(id) || ns.chunk_released(id) || self.pending.admits(id, term) {
+                continue;
+            }
+            return Err(Status::failed_precondition(format!(
+                "chunk {id} was allocated more than {:?} ago (the pending-chunk ttl) and the \
+                 storage nodes may have reclaimed its shards; write the data again",
+                self.pending.ttl()
+            )));
+        }
+        Ok(())
+    }
+
     fn node_state(&self, node: NodeId, now: Instant) -> NodeState {
         self.liveness
             .lock()
@@ -274,6 +308,7 @@ impl MetaServer {
 /// to the leader under its own certificate, after checking the caller's role itself.
 const CLIENTS: &[Role] = &[Role::Client, Role::Gateway, Role::Meta];
 const NODES: &[Role] = &[Role::Node, Role::Meta];
+const NODES_AND_GATEWAYS: &[Role] = &[Role::Node, Role::Gateway, Role::Meta];
 const CLIENTS_AND_NODES: &[Role] = &[Role::Client, Role::Gateway, Role::Node, Role::Meta];
 const ANYONE: &[Role] = &[Role::Client, Role::Gateway, Role::Node, Role::Meta];
 

@@ -48,7 +48,7 @@ impl ClusterBackend {
                 })?;
                 let data = self
                     .client
-                    .load_chunk(&e.chunk, meta, &map.nodes)
+                    .load_chunk(&map.bucket, &e.chunk, meta, &map.nodes)
                     .await
                     .map_err(|e| unavailable("read for compaction", e))?;
                 slot.insert(data);

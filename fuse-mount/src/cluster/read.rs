@@ -67,7 +67,10 @@ impl ClusterBackend {
                 .get(&e.chunk);
             let whole = match cached {
                 Some(data) => Some(data),
-                None if sequential => Some(self.chunk_data(&e.chunk, meta, &map.nodes).await?),
+                None if sequential => Some(
+                    self.chunk_data(&map.bucket, &e.chunk, meta, &map.nodes)
+                        .await?,
+                ),
                 None => None,
             };
             match whole {
@@ -83,7 +86,14 @@ impl ClusterBackend {
                 None => {
                     let bytes = self
                         .client
-                        .load_chunk_range(&e.chunk, meta, &map.nodes, at, target.len() as u64)
+                        .load_chunk_range(
+                            &map.bucket,
+                            &e.chunk,
+                            meta,
+                            &map.nodes,
+                            at,
+                            target.len() as u64,
+                        )
                         .await
                         .map_err(|e| unavailable("read file data", e))?;
                     if bytes.len() != target.len() {
@@ -106,6 +116,7 @@ impl ClusterBackend {
 
     async fn chunk_data(
         &self,
+        bucket: &str,
         id: &ChunkId,
         meta: &ChunkMeta,
         nodes: &[NodeAddr],
@@ -124,7 +135,7 @@ impl ClusterBackend {
         let loaded = cell
             .get_or_try_init(|| async {
                 self.client
-                    .load_chunk(id, meta, nodes)
+                    .load_chunk(bucket, id, meta, nodes)
                     .await
                     .map(Arc::new)
                     .map_err(|e| unavailable("read file data", e))
@@ -166,9 +177,9 @@ impl ClusterBackend {
         let Some((id, meta)) = map.chunks.iter().find(|(id, _)| *id == next.chunk).cloned() else {
             return;
         };
-        let nodes = map.nodes.clone();
+        let (bucket, nodes) = (map.bucket.clone(), map.nodes.clone());
         tokio::spawn(async move {
-            if let Err(e) = me.chunk_data(&id, &meta, &nodes).await {
+            if let Err(e) = me.chunk_data(&bucket, &id, &meta, &nodes).await {
                 tracing::debug!(chunk = %id, error = %e, "read-ahead failed");
             }
         });

@@ -405,4 +405,10 @@ impl Namespace {
     pub fn chunk_known(&self, id: &ChunkId) -> bool {
         self.chunks.contains_key(id)
     }
+
+    /// Whether this chunk was committed once and has since been released (a late retry
+    /// of its commit is answered, or refused, by the state machine itself).
+    pub fn chunk_released(&self, id: &ChunkId) -> bool {
+        self.retired.contains_key(id)
+    }
 }

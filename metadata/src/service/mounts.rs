@@ -106,11 +106,21 @@ impl MetaServer {
             }
             FsRequest::Change { session, change } => {
                 let written: Vec<ChunkId> = match &change {
-                    cairn_common::fs::FsChange::Write { chunks, .. } => {
+                    cairn_common::fs::FsChange::Write { chunks, .. }
+                    | cairn_common::fs::FsChange::Compact { chunks, .. } => {
                         chunks.iter().map(|(id, _)| *id).collect()
                     }
                     _ => Vec::new(),
                 };
+                {
+                    let state = self.state.read().expect("state lock poisoned");
+                    if let Err(status) = self.require_pending(&state.namespace, &written) {
+                        return Ok(Err(FsFailure::new(
+                            FsErrorKind::Changed,
+                            status.message().to_string(),
+                        )));
+                    }
+                }
                 let result = self
                     .fs_write(Command::Fs {
                         session,

@@ -1,8 +1,7 @@
 //! What storage nodes call: registering and heartbeats (which feed `Liveness`), the
 //! orphan sweep's `FilterUnknownChunks`, and `ReportShardLost`. Readers report lost
-//! shards too (clients, gateways, a node's object service: hence `CLIENTS_AND_NODES`);
-//! it lives here because it is about where shards are, not about a bucket: no grant is
-//! checked.
+//! shards too (clients, gateways, mounts: hence `CLIENTS_AND_NODES`, with a read grant on
+//! the bucket they read); it lives here because it is about where shards are.
 //!
 //! Only the shared preamble and Raft plumbing of `service.rs`; nothing of the other
 //! audiences.
@@ -11,10 +10,12 @@ use std::time::Instant;
 
 use cairn_net::authorize;
 use cairn_proto::meta as pm;
+use cairn_shard_io::ShardSource;
 use tonic::{Request, Response, Status};
 
-use super::{MetaServer, CLIENTS_AND_NODES, MAX_FILTER_BATCH, NODES};
+use super::{MetaServer, CLIENTS_AND_NODES, MAX_FILTER_BATCH, NODES, NODES_AND_GATEWAYS};
 use crate::liveness::Usage;
+use crate::namespace::grants::Access;
 use crate::namespace::Command;
 use cairn_proto::convert::chunk_id;
 
@@ -47,22 +48,68 @@ impl MetaServer {
         Ok(Response::new(pm::FilterUnknownChunksResponse { unknown }))
     }
 
+    /// A reader's report of a missing or corrupt shard. A storage node reports its own
+    /// shards (scrub, through its gateway certificate) without naming a bucket; anyone else names the bucket the chunk was
+    /// read from and must be allowed to read it. Either way the report is only a claim:
+    /// the placement is dropped (and the chunk rebuilt) only when the node holding the
+    /// shard confirms it missing or corrupt, so neither a false report nor a reused node
+    /// address can make a chunk unreadable.
     pub(super) async fn report_shard_lost(
         &self,
         req: Request<pm::ReportShardLostRequest>,
     ) -> Result<Response<pm::ReportShardLostResponse>, Status> {
-        authorize(&req, "ReportShardLost", CLIENTS_AND_NODES)?;
+        // A node's own reports come from its scrub, which calls through the node's
+        // gateway certificate.
+        let roles = if req.get_ref().bucket.is_empty() {
+            NODES_AND_GATEWAYS
+        } else {
+            CLIENTS_AND_NODES
+        };
+        authorize(&req, "ReportShardLost", roles)?;
         forward_unless_leader!(self, req, report_shard_lost);
+        if !req.get_ref().bucket.is_empty() {
+            self.require(&req, &req.get_ref().bucket, Access::Read)
+                .await?;
+        }
         let req = req.into_inner();
         let chunk = chunk_id(&req.chunk_id)?;
-        tracing::warn!(%chunk, index = req.index, node = req.node_id, "shard reported lost or corrupt");
-        self.write(Command::ShardLost {
-            chunk,
-            index: req.index,
-            node: req.node_id,
-        })
-        .await?;
-        Ok(Response::new(pm::ReportShardLostResponse {}))
+        let (index, node) = (req.index, req.node_id);
+        let placed = self
+            .read(|ns| {
+                let meta = ns.chunk(&chunk)?;
+                let addr = ns.nodes().get(&node)?.addr.clone();
+                (meta.shards.get(&index) == Some(&node)).then(|| (meta.clone(), addr))
+            })
+            .await?;
+        let Some((meta, addr)) = placed else {
+            // Not (or no longer) where the reporter thought: nothing to drop.
+            return Ok(Response::new(pm::ReportShardLostResponse {
+                dropped: false,
+            }));
+        };
+        let _verifying = self.verifications.try_acquire().map_err(|_| {
+            Status::unavailable("too many lost-shard reports are being checked; retry")
+        })?;
+        let source = ShardSource { index, node, addr };
+        match self.pool.read_verified_shard(chunk, &meta, &source).await {
+            Ok(_) => {
+                tracing::info!(%chunk, index, node, "a shard reported lost is intact on its node: kept");
+                return Ok(Response::new(pm::ReportShardLostResponse {
+                    dropped: false,
+                }));
+            }
+            Err(e) if !e.is_lost() => {
+                // The node is down or slow: liveness and repair deal with that.
+                tracing::info!(%chunk, index, node, error = %e, "could not check a shard reported lost: kept");
+                return Ok(Response::new(pm::ReportShardLostResponse {
+                    dropped: false,
+                }));
+            }
+            Err(e) => tracing::warn!(%chunk, index, node, error = %e, "shard confirmed lost"),
+        }
+        self.write(Command::ShardLost { chunk, index, node })
+            .await?;
+        Ok(Response::new(pm::ReportShardLostResponse { dropped: true }))
     }
 
     pub(super) async fn register_node(

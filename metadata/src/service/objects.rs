@@ -90,8 +90,19 @@ impl MetaServer {
         if req.in_progress.len() > MAX_FILTER_BATCH * 10 {
             return Err(Status::invalid_argument("too many in-progress chunk ids"));
         }
-        for id in &req.in_progress {
-            self.pending.start(convert::chunk_id(id)?);
+        let in_progress = req
+            .in_progress
+            .iter()
+            .map(|id| convert::chunk_id(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A writer re-announces its earlier chunks (a new leader learns them so); one that
+        // stalled past their pending time must not revive chunks that may be swept.
+        {
+            let state = self.state.read().expect("state lock poisoned");
+            self.require_pending(&state.namespace, &in_progress)?;
+        }
+        for id in in_progress {
+            self.pending.start(id);
         }
         let (redundancy, nodes) = self
             .read(|ns| {
@@ -111,6 +122,8 @@ impl MetaServer {
         };
         let chunk = ChunkId::random();
         let chosen = place(&chunk, &candidates, redundancy.total_shards());
+        let term = self.raft.metrics().borrow().current_term;
+        self.pending.leading_since(term, now);
         self.pending.start(chunk);
         let min_targets = match req.min_targets {
             0 => redundancy.min_durable_shards(),
@@ -155,6 +168,10 @@ impl MetaServer {
         let attrs = attrs_from_proto(&req.blake3, req.content_type, req.metadata)?;
         let precondition = convert::precondition(req.precondition)?;
         let chunk_ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
+        {
+            let state = self.state.read().expect("state lock poisoned");
+            self.require_pending(&state.namespace, &chunk_ids)?;
+        }
         let result = self
             .write(Command::CommitObject {
                 bucket: req.bucket,
