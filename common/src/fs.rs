@@ -347,6 +347,9 @@ pub enum FsErrorKind {
     /// A conditional change found the file changed or open (compaction is skipped).
     #[error("the file changed or is open")]
     Changed,
+    /// The mount's user has no grant for this on the inode's bucket (`EACCES`).
+    #[error("permission denied")]
+    AccessDenied,
 }
 
 /// A refusal with a human-readable detail.

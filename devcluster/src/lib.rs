@@ -2,7 +2,8 @@
 //! integration tests drive (kill, restart, stop). Metadata replica `i` listens on
 //! `127.0.0.i:(port_base+i)`, storage node `j` on `127.0.0.(10+j):(port_base+10+j)`;
 //! their Prometheus endpoints are 60 ports higher.
-//! Layout under the directory: `cluster.toml`, `pids/NAME.pid`, `logs/NAME.log`,
+//! Layout under the directory: `cluster.toml` (the cluster admin's), `mount.toml` (the
+//! mounts': certificate `mount`, role `mount`), `pids/NAME.pid`, `logs/NAME.log`,
 //! `meta-i/`, `node-j/`.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,10 @@ use cairn_common::Redundancy;
 use cairn_client::{Client, ClientError};
 use cairn_net::certs;
 use cairn_net::{Role, TlsFiles};
+
+/// The user mounts run as: a certificate with role `mount`, which may use the filesystem
+/// protocol on the buckets it is granted and nothing else.
+pub const MOUNT_USER: &str = "mount";
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -118,6 +123,12 @@ impl DevClusterSpec {
 
     pub fn cluster_file(&self) -> PathBuf {
         self.dir.join("cluster.toml")
+    }
+
+    /// The cluster file mounts use: like `cluster.toml`, with the certificate of
+    /// [`MOUNT_USER`].
+    pub fn mount_cluster_file(&self) -> PathBuf {
+        self.dir.join("mount.toml")
     }
 
     /// The log of process `name` (`meta-1`, `node-2`, `mount-1`...).
@@ -385,17 +396,47 @@ impl DevCluster {
             .collect()
     }
 
-    /// Rewrites cluster.toml to list every metadata replica.
+    /// Rewrites cluster.toml and mount.toml to list every metadata replica.
     fn write_cluster_file(&self) -> anyhow::Result<()> {
         if !self.spec.insecure {
             self.spec.ensure_cert(Role::Client, "client")?;
+            self.spec.ensure_cert(Role::Mount, MOUNT_USER)?;
         }
         let cluster = self.cluster_file_for(self.meta_addrs());
-        std::fs::write(
-            self.spec.cluster_file(),
-            toml::to_string(&cluster).context("encode cluster.toml")?,
-        )
-        .with_context(|| format!("write {:?}", self.spec.cluster_file()))
+        let mount = ClusterFile {
+            tls_name: MOUNT_USER.into(),
+            ..cluster.clone()
+        };
+        for (path, file) in [
+            (self.spec.cluster_file(), cluster),
+            (self.spec.mount_cluster_file(), mount),
+        ] {
+            let text = toml::to_string(&file).context("encode a cluster file")?;
+            std::fs::write(&path, text).with_context(|| format!("write {path:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// Gives [`MOUNT_USER`] write access to every bucket there is now: a development
+    /// cluster's convenience (an operator grants a compute node's mount the buckets it
+    /// needs, `cairn grant`).
+    pub async fn grant_mount_user(&self) -> anyhow::Result<()> {
+        if self.spec.insecure {
+            return Ok(());
+        }
+        let admin = self.client()?;
+        for bucket in admin.list_buckets().await? {
+            admin
+                .set_grant(&bucket.name, MOUNT_USER, "write")
+                .await
+                .with_context(|| format!("grant {MOUNT_USER} write on {}", bucket.name))?;
+        }
+        Ok(())
+    }
+
+    /// A client with the mounts' certificate (see [`MOUNT_USER`]), for in-process mounts.
+    pub fn mount_client(&self) -> Result<Client, ClientError> {
+        Client::from_file(&self.spec.mount_cluster_file())
     }
 
     /// Changes the metadata addresses storage nodes are started with (takes effect when
@@ -413,6 +454,7 @@ impl DevCluster {
 
     /// Mounts the cluster's filesystem at `mountpoint` with a `cairn-mount` process named
     /// `mount-N` (the next free N) and waits until the mount serves. Returns its name.
+    /// The mount runs as [`MOUNT_USER`], granted write on every bucket there is now.
     pub async fn add_mount(
         &mut self,
         mountpoint: &Path,
@@ -429,10 +471,11 @@ impl DevCluster {
         if is_mounted(&mountpoint) {
             bail!("{mountpoint:?} is already mounted; unmount it first (fusermount3 -u)");
         }
+        self.grant_mount_user().await?;
         let mut args = vec![
             "--foreground".to_string(),
             "--cluster".into(),
-            self.spec.cluster_file().display().to_string(),
+            self.spec.mount_cluster_file().display().to_string(),
         ];
         args.extend(extra_args.iter().map(|a| a.to_string()));
         args.push(mountpoint.display().to_string());

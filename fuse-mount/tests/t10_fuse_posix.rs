@@ -404,10 +404,13 @@ fn cluster_compacts_a_fragmented_file() {
 }
 
 /// The mount's root holds the buckets: `mkdir` there creates one (visible to the object
-/// API), files cannot live there, and renames or links across buckets are EXDEV.
+/// API) on a cluster admin's mount and is refused on a mount's (EACCES), files cannot
+/// live there, and renames or links across buckets are EXDEV.
 #[test]
 fn cluster_root_holds_buckets_and_nothing_crosses_them() {
-    let mounts = common::cluster::ClusterMounts::start(1, common::cluster::test_mount_options());
+    let mut mounts =
+        common::cluster::ClusterMounts::start(0, common::cluster::test_mount_options());
+    mounts.add_admin_mount(common::cluster::test_mount_options());
     let m = &mounts.mounts[0];
     let root = &m.mountpoint;
     fs::create_dir(root.join("second")).expect("mkdir at the root makes a bucket");
@@ -433,6 +436,23 @@ fn cluster_root_holds_buckets_and_nothing_crosses_them() {
     fs::copy(m.p("f"), root.join("second/f")).expect("copy across buckets");
     assert_eq!(fs::read(root.join("second/f")).expect("read"), b"data");
     fs::remove_file(root.join("second/f")).expect("unlink");
+
+    // The mounts' user (role `mount`) cannot make or remove buckets, and sees only those
+    // it is granted.
+    mounts.add_mount(
+        common::cluster::test_mount_options(),
+        cairn_fuse_mount::cluster::ClusterOptions::default(),
+    );
+    let user_root = mounts.mounts[1].mountpoint.clone();
+    assert_eq!(
+        must_errno(fs::create_dir(user_root.join("third"))),
+        libc::EACCES
+    );
+    assert_eq!(
+        must_errno(fs::remove_dir(user_root.join("second"))),
+        libc::EACCES
+    );
+    let root = &mounts.mounts[0].mountpoint;
     fs::remove_dir(root.join("second")).expect("rmdir of an empty bucket deletes it");
 }
 

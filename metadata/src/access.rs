@@ -2,7 +2,9 @@
 //! API token is resolved here, against the replicated tokens) is checked against the
 //! replicated grants, on the leader (a follower forwards the call with the user or token
 //! in a header). Cluster admins (`--admin NAME`) may do everything: create buckets, grant,
-//! make tokens, administer the cluster, and use the filesystem protocol.
+//! make tokens, administer the cluster, and use the filesystem protocol on every bucket.
+//! Other users (a mount's certificate, role `mount`) use the filesystem protocol on the
+//! buckets they are granted (`fs_access.rs`).
 
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
@@ -77,6 +79,21 @@ impl Admins {
             },
             Caller::Token(_) => Err(Status::internal("an API token was not resolved")),
         }
+    }
+
+    /// Whether `caller` (resolved by [`caller`]) may do everything: a cluster admin, or a
+    /// plaintext caller.
+    pub fn is_admin(&self, caller: &Caller) -> bool {
+        match caller {
+            Caller::Unrestricted => true,
+            Caller::User(user) => self.contains(user),
+            Caller::Token(_) => false,
+        }
+    }
+
+    /// Whether `caller` (resolved by [`caller`]) has at least `need` on `bucket`.
+    pub fn allows(&self, ns: &Namespace, caller: &Caller, bucket: &str, need: Access) -> bool {
+        self.check(ns, caller, bucket, need).is_ok()
     }
 
     /// Whether `caller` (resolved by [`caller`]) may see `bucket` in a listing (any grant).

@@ -10,6 +10,7 @@
 pub mod access;
 pub mod config;
 pub mod convert;
+pub mod fs_access;
 pub mod gc;
 pub mod join;
 pub mod leases;

@@ -309,7 +309,19 @@ impl MetaServer {
 const CLIENTS: &[Role] = &[Role::Client, Role::Gateway, Role::Meta];
 const NODES: &[Role] = &[Role::Node, Role::Meta];
 const NODES_AND_GATEWAYS: &[Role] = &[Role::Node, Role::Gateway, Role::Meta];
-const CLIENTS_AND_NODES: &[Role] = &[Role::Client, Role::Gateway, Role::Node, Role::Meta];
+/// The filesystem protocol: mounts, and clients (a cluster admin's mount, tools).
+const MOUNTS: &[Role] = &[Role::Client, Role::Mount, Role::Meta];
+/// What a mount's writes need besides the filesystem protocol (chunk allocation).
+const CLIENTS_AND_MOUNTS: &[Role] = &[Role::Client, Role::Gateway, Role::Mount, Role::Meta];
+/// Lost-shard reports: every reader.
+const READERS: &[Role] = &[
+    Role::Client,
+    Role::Gateway,
+    Role::Mount,
+    Role::Node,
+    Role::Meta,
+];
+/// Everyone but mounts, which may use nothing beyond the filesystem protocol.
 const ANYONE: &[Role] = &[Role::Client, Role::Gateway, Role::Node, Role::Meta];
 
 /// Writes the one `impl MetaService`: each RPC calls the inherent method of the same name

@@ -47,7 +47,7 @@ pub fn caller_of<T>(request: &tonic::Request<T>) -> Caller {
         Role::Meta => token().or_else(named).unwrap_or(Caller::Unrestricted),
         Role::Gateway => token().or_else(named).unwrap_or_else(own),
         Role::Client => token().unwrap_or_else(own),
-        Role::Node => own(),
+        Role::Node | Role::Mount => own(),
     }
 }
 

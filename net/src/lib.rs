@@ -4,7 +4,7 @@
 //!
 //! A cluster has one CA (`cairn cert init`); every component holds a certificate from it
 //! whose subject carries a [`Role`] (organisational unit `cairn-meta`, `cairn-node`,
-//! `cairn-gateway` or `cairn-client`) and a name (common name). Servers (metadata replicas,
+//! `cairn-gateway`, `cairn-client` or `cairn-mount`) and a name (common name). Servers (metadata replicas,
 //! storage nodes) also carry the DNS name [`SERVER_NAME`], which is what every client
 //! verifies, so a client certificate can never pose as a server. A TLS directory holds
 //! `ca.pem` and, per component, `NAME.pem` and `NAME.key` ([`TlsFiles`]).
@@ -54,6 +54,10 @@ pub enum Role {
     /// A storage node's object API acting for its callers: like a client, and may name
     /// the user it acts for (`x-cairn-user`), which grants are then checked against.
     Gateway,
+    /// A compute node's mount: the filesystem protocol on the buckets its user (the
+    /// certificate's name) is granted, and the shard reads and writes that go with it;
+    /// nothing else (no object API, no administration).
+    Mount,
 }
 
 impl Role {
@@ -64,10 +68,11 @@ impl Role {
             Role::Node => "cairn-node",
             Role::Client => "cairn-client",
             Role::Gateway => "cairn-gateway",
+            Role::Mount => "cairn-mount",
         }
     }
 
-    /// The role's short name (`meta`, `node`, `client`, `gateway`), as `cairn cert issue
+    /// The role's short name (`meta`, `node`, `client`, `gateway`, `mount`), as `cairn cert issue
     /// --role` takes it and `Display` writes it.
     pub fn name(self) -> &'static str {
         match self {
@@ -75,6 +80,7 @@ impl Role {
             Role::Node => "node",
             Role::Client => "client",
             Role::Gateway => "gateway",
+            Role::Mount => "mount",
         }
     }
 
@@ -83,7 +89,13 @@ impl Role {
     }
 
     /// Every role, in the order `cairn cert issue --role` lists them.
-    pub const ALL: [Role; 4] = [Role::Meta, Role::Node, Role::Client, Role::Gateway];
+    pub const ALL: [Role; 5] = [
+        Role::Meta,
+        Role::Node,
+        Role::Client,
+        Role::Gateway,
+        Role::Mount,
+    ];
 }
 
 impl std::str::FromStr for Role {

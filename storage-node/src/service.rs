@@ -88,10 +88,12 @@ fn shard_key(id: Option<cairn_proto::common::ShardId>) -> Result<ShardKey, Statu
     })
 }
 
-/// Who may call what: clients read and write shards (as do metadata replicas when they
-/// repair and move them); deleting and inspecting single shards is internal to the
-/// metadata service; a scrub pass may be started by an operator or the metadata service.
-const DATA_PATH: &[Role] = &[Role::Client, Role::Gateway, Role::Meta];
+/// Who may call what: clients and mounts read and write shards (as do metadata replicas
+/// when they repair and move them); deleting and inspecting single shards is internal to
+/// the metadata service; a scrub pass may be started by an operator or the metadata
+/// service. A shard is named by its chunk's random id, which only the metadata service
+/// hands out (to callers with a grant on the bucket).
+const DATA_PATH: &[Role] = &[Role::Client, Role::Gateway, Role::Mount, Role::Meta];
 const METADATA: &[Role] = &[Role::Meta];
 const OPERATORS: &[Role] = &[Role::Client, Role::Meta];
 

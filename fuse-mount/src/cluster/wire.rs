@@ -43,6 +43,10 @@ pub(super) fn refused(f: FsFailure) -> FsError {
         FsErrorKind::NoSpace => FsError::NoSpace,
         FsErrorKind::FileTooBig => FsError::FileTooBig,
         FsErrorKind::Fenced => FsError::Stale,
+        FsErrorKind::AccessDenied => {
+            tracing::warn!(error = %f, "refused by the cluster's grants");
+            FsError::PermissionDenied
+        }
         FsErrorKind::Changed => FsError::Io {
             op: "compact",
             source: std::io::Error::other("the file changed or was opened meanwhile"),

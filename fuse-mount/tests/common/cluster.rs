@@ -84,9 +84,31 @@ impl ClusterMounts {
         all
     }
 
+    /// Adds a mount as the mounts' user (certificate role `mount`, granted write on every
+    /// bucket there is now), as `cairn dev up` and compute nodes mount.
     pub fn add_mount(&mut self, options: MountOptions, cluster_options: ClusterOptions) {
+        let cluster = &self.cluster.as_ref().expect("cluster lives").cluster;
+        self.block_on(cluster.grant_mount_user())
+            .expect("grant the mount user");
+        let client = self
+            .block_on(async { cluster.mount_client() })
+            .expect("the mount user's client");
+        self.add_mount_as(client, options, cluster_options);
+    }
+
+    /// Adds a mount as the cluster admin, who may also create and remove buckets.
+    pub fn add_admin_mount(&mut self, options: MountOptions) {
+        let client = self.cluster().client.clone();
+        self.add_mount_as(client, options, ClusterOptions::default());
+    }
+
+    fn add_mount_as(
+        &mut self,
+        client: cairn_client::Client,
+        options: MountOptions,
+        cluster_options: ClusterOptions,
+    ) {
         let runtime = self.runtime.as_ref().expect("runtime lives");
-        let cluster = self.cluster.as_ref().expect("cluster lives");
         let dir = tempfile::Builder::new()
             .prefix("cairn-cluster-mount")
             .tempdir()
@@ -97,10 +119,7 @@ impl ClusterMounts {
                 .expect("chmod mount point");
         }
         let backend = runtime
-            .block_on(ClusterBackend::connect(
-                cluster.client.clone(),
-                cluster_options,
-            ))
+            .block_on(ClusterBackend::connect(client, cluster_options))
             .expect("open a session");
         let handle = mount_on(
             backend.clone(),

@@ -408,6 +408,16 @@ impl Namespace {
             .ok_or_else(|| NamespaceError::NoSuchBucket { name: name.into() })
     }
 
+    /// The name of the bucket inode `ino` lives in (`None` for the root and for an
+    /// inode that does not exist).
+    pub fn bucket_name_of(&self, ino: Ino) -> Option<&str> {
+        let bucket = self.inodes.get(&ino)?.bucket;
+        self.buckets
+            .iter()
+            .find(|(_, b)| b.ino == bucket)
+            .map(|(name, _)| name.as_str())
+    }
+
     pub fn buckets(&self) -> impl Iterator<Item = (&String, &Bucket)> {
         self.buckets.iter()
     }

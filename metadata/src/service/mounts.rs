@@ -1,7 +1,7 @@
 //! The mounts' filesystem protocol (`MetaService.FsCall`) on the leader: sessions and
 //! their leases, changes through Raft, reads at the leader's read index.
 //!
-//! The RPC entry (`fs_call`: role, leader, cluster admin, JSON decoding) and what serves
+//! The RPC entry (`fs_call`: role, leader, the caller's grants, JSON decoding) and what serves
 //! the decoded request share this one file: the entry is a few lines and its only callee
 //! is `serve_fs`, so the whole audience (mounts) reads top to bottom in one place, like
 //! the other audiences' files. The filesystem semantics themselves are in
@@ -17,9 +17,14 @@ use cairn_common::ChunkId;
 use cairn_proto::meta as pm;
 use tonic::{Request, Response, Status};
 
-use super::MetaServer;
+use cairn_net::{authorize, Caller};
+
+use super::{MetaServer, MOUNTS};
+use crate::access;
+use crate::fs_access;
 use crate::liveness::NodeState;
-use crate::namespace::{default_redundancy, Command, CommandResult};
+use crate::namespace::grants::Access;
+use crate::namespace::{default_redundancy, Command, CommandResult, Namespace};
 
 /// Longest session name (a mount's description of itself, for logs).
 const MAX_SESSION_NAME: usize = 256;
@@ -43,15 +48,54 @@ impl MetaServer {
         &self,
         req: Request<pm::FsCallMessage>,
     ) -> Result<Response<pm::FsCallMessage>, Status> {
-        admin_call!(self, req, "FsCall" => fs_call, "use the filesystem protocol (mounts)");
+        authorize(&req, "FsCall", MOUNTS)?;
+        forward_unless_leader!(self, req, fs_call);
+        // A cluster admin's mount may touch every bucket; anyone else's needs grants.
+        self.caught_up().await?;
+        let restricted = {
+            let state = self.state.read().expect("state lock poisoned");
+            let caller = access::caller(&state.namespace, &req)?;
+            (!self.admins.is_admin(&caller)).then_some(caller)
+        };
         let request: cairn_common::fs::FsRequest = serde_json::from_slice(&req.into_inner().json)
             .map_err(|e| {
             Status::invalid_argument(format!("malformed filesystem request: {e}"))
         })?;
-        let result = self.serve_fs(request).await?;
+        let result = match restricted {
+            None => self.serve_fs(request).await?,
+            Some(caller) => self.serve_fs_granted(request, &caller).await?,
+        };
         let json = serde_json::to_vec(&result)
             .map_err(|e| Status::internal(format!("encode filesystem reply: {e}")))?;
         Ok(Response::new(pm::FsCallMessage { json: json.into() }))
+    }
+
+    /// Serves one request of a user who is not a cluster admin: only on the buckets the
+    /// user is granted (`fs_access.rs`).
+    async fn serve_fs_granted(
+        &self,
+        request: FsRequest,
+        caller: &Caller,
+    ) -> Result<FsResult, Status> {
+        let may = |ns: &Namespace, bucket: &str, need: Access| {
+            self.admins.allows(ns, caller, bucket, need)
+        };
+        {
+            let state = self.state.read().expect("state lock poisoned");
+            let ns = &state.namespace;
+            if let Err(refused) = fs_access::check(ns, &request, |b, need| may(ns, b, need)) {
+                tracing::info!(?caller, error = %refused, "filesystem request refused");
+                return Ok(Err(refused));
+            }
+        }
+        let lists_root = fs_access::lists_root(&request);
+        let mut result = self.serve_fs(request).await?;
+        if let (true, Ok(reply)) = (lists_root, &mut result) {
+            let state = self.state.read().expect("state lock poisoned");
+            let ns = &state.namespace;
+            fs_access::filter_root_listing(reply, |b, need| may(ns, b, need));
+        }
+        Ok(result)
     }
 
     /// Serves one request; a `Status` only for transport-level trouble (no leader,

@@ -1,6 +1,6 @@
 //! What storage nodes call: registering and heartbeats (which feed `Liveness`), the
 //! orphan sweep's `FilterUnknownChunks`, and `ReportShardLost`. Readers report lost
-//! shards too (clients, gateways, mounts: hence `CLIENTS_AND_NODES`, with a read grant on
+//! shards too (clients, gateways, mounts: hence `READERS`, with a read grant on
 //! the bucket they read); it lives here because it is about where shards are.
 //!
 //! Only the shared preamble and Raft plumbing of `service.rs`; nothing of the other
@@ -13,7 +13,7 @@ use cairn_proto::meta as pm;
 use cairn_shard_io::ShardSource;
 use tonic::{Request, Response, Status};
 
-use super::{MetaServer, CLIENTS_AND_NODES, MAX_FILTER_BATCH, NODES, NODES_AND_GATEWAYS};
+use super::{MetaServer, MAX_FILTER_BATCH, NODES, NODES_AND_GATEWAYS, READERS};
 use crate::liveness::Usage;
 use crate::namespace::grants::Access;
 use crate::namespace::Command;
@@ -63,7 +63,7 @@ impl MetaServer {
         let roles = if req.get_ref().bucket.is_empty() {
             NODES_AND_GATEWAYS
         } else {
-            CLIENTS_AND_NODES
+            READERS
         };
         authorize(&req, "ReportShardLost", roles)?;
         forward_unless_leader!(self, req, report_shard_lost);

@@ -16,7 +16,7 @@ use cairn_proto::convert;
 use cairn_proto::meta as pm;
 use tonic::{Request, Response, Status};
 
-use super::{now_secs, MetaServer, CLIENTS, MAX_FILTER_BATCH};
+use super::{now_secs, MetaServer, CLIENTS, CLIENTS_AND_MOUNTS, MAX_FILTER_BATCH};
 use crate::convert::{attrs_from_proto, extents_to_proto, status_from};
 use crate::liveness::{placement_candidates, NodeState};
 use crate::namespace::grants::Access;
@@ -85,7 +85,11 @@ impl MetaServer {
         &self,
         req: Request<pm::AllocateChunkRequest>,
     ) -> Result<Response<pm::AllocateChunkResponse>, Status> {
-        bucket_call!(self, req, "AllocateChunk" => allocate_chunk, bucket: Access::Write);
+        // Mounts allocate the chunks of their writes too.
+        authorize(&req, "AllocateChunk", CLIENTS_AND_MOUNTS)?;
+        forward_unless_leader!(self, req, allocate_chunk);
+        self.require(&req, &req.get_ref().bucket, Access::Write)
+            .await?;
         let req = req.into_inner();
         if req.in_progress.len() > MAX_FILTER_BATCH * 10 {
             return Err(Status::invalid_argument("too many in-progress chunk ids"));
