@@ -4,8 +4,10 @@
 //! reader reads just its bytes from the data shards. One load per chunk at a time: a
 //! reader and the read-ahead share it ([`LoadingChunk`]).
 //!
-//! Reads never store or commit anything, and nothing here depends on the upload path
-//! (`upload`).
+//! A read that fails on the file's extent map reloads the map and reads once more: a
+//! long-open file (a database's) outlives the placements it was opened with. Reads never
+//! store anything; before that reload they publish the file's buffered writes
+//! (`upload::flush_file`), as a lock does, so the fresh map holds them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use cairn_common::chunk::ChunkMeta;
 use cairn_common::fs::{ExtentMap, NodeAddr};
 use cairn_common::ChunkId;
 
+use super::open_files::OpenFile;
 use super::wire::unavailable;
 use super::ClusterBackend;
 use crate::backend::*;
@@ -34,6 +37,29 @@ impl ClusterBackend {
         let file = self.file_of(ino, handle)?;
         let mut file = file.lock().await;
         self.load_map(ino, &mut file).await?;
+        match self.read_mapped(&mut file, offset, len).await {
+            Err(e @ FsError::Unavailable { .. }) => {
+                // The map this file was opened with may be stale: its chunks moved (drain,
+                // repair, rebalance: the old shards are deleted once the move commits) or
+                // were replaced (another mount's overwrite). Publish this mount's buffered
+                // writes, fetch the map as committed now and read once more.
+                tracing::info!(ino, error = %e, "read failed on the open file's extent map; reloading it");
+                self.flush_file(ino, &mut file).await?;
+                file.map = None;
+                self.load_map(ino, &mut file).await?;
+                self.read_mapped(&mut file, offset, len).await
+            }
+            other => other,
+        }
+    }
+
+    /// `read` on the file's current extent map (loaded by the caller).
+    async fn read_mapped(
+        &self,
+        file: &mut OpenFile,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, FsError> {
         let size = file.size();
         if offset >= size {
             return Ok(Vec::new());
