@@ -168,14 +168,18 @@ impl Filesystem for CairnFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let (name, who, uid) = (name.to_owned(), self.caller(req), req.uid());
         self.spawn(|core| async move {
             let r = async {
-                core.guard(uid, Access::AddName { dir: parent.0 }).await?;
-                core.mknod(parent.0, &name, mode, umask, who).await
+                let access = Access::MakeNode {
+                    dir: parent.0,
+                    mode,
+                };
+                core.guard(uid, access).await?;
+                core.mknod(parent.0, &name, mode, umask, rdev, who).await
             }
             .await;
             reply_entry(&core, reply, "mknod", r);

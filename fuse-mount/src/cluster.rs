@@ -301,10 +301,14 @@ impl FsBackend for ClusterBackend {
         parent: Ino,
         name: &OsStr,
         mode: u32,
+        special: Option<Special>,
         caller: Caller,
     ) -> Result<FsAttr, FsError> {
-        self.create_node(parent, name, NewNode::File, mode, caller)
-            .await
+        let node = match special {
+            None => NewNode::File,
+            Some(special) => NewNode::Special(special),
+        };
+        self.create_node(parent, name, node, mode, caller).await
     }
 
     async fn mkdir(

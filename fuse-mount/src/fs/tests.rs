@@ -166,10 +166,10 @@ async fn readdir_cursor_stays_correct_while_the_directory_changes() {
         ..FsOptions::default()
     });
     for i in 0..100 {
-        fs.mknod(ROOT_INO, os(&format!("keep{i:03}")), 0o644, 0, ME)
+        fs.mknod(ROOT_INO, os(&format!("keep{i:03}")), 0o644, 0, 0, ME)
             .await
             .expect("mknod");
-        fs.mknod(ROOT_INO, os(&format!("gone{i:03}")), 0o644, 0, ME)
+        fs.mknod(ROOT_INO, os(&format!("gone{i:03}")), 0o644, 0, 0, ME)
             .await
             .expect("mknod");
     }
@@ -192,10 +192,10 @@ async fn readdir_cursor_stays_correct_while_the_directory_changes() {
                 .unlink(ROOT_INO, os(&format!("gone{:03}", round * 5 + j)))
                 .await;
         }
-        fs.mknod(ROOT_INO, os(&format!("aaa{round}")), 0o644, 0, ME)
+        fs.mknod(ROOT_INO, os(&format!("aaa{round}")), 0o644, 0, 0, ME)
             .await
             .expect("mknod");
-        fs.mknod(ROOT_INO, os(&format!("zzz{round}")), 0o644, 0, ME)
+        fs.mknod(ROOT_INO, os(&format!("zzz{round}")), 0o644, 0, 0, ME)
             .await
             .expect("mknod");
         round += 1;
@@ -239,13 +239,28 @@ async fn xattr_size_probe_and_short_buffer() {
 }
 
 #[tokio::test]
-async fn mknod_refuses_special_files_and_rename_refuses_unknown_flags() {
+async fn mknod_makes_special_files_and_rename_refuses_unknown_flags() {
     let (_, fs) = core();
+    let fifo = fs
+        .mknod(ROOT_INO, os("fifo"), libc::S_IFIFO | 0o666, 0o022, 77, ME)
+        .await
+        .expect("fifo");
+    assert_eq!(
+        (fifo.kind, fifo.mode, fifo.rdev),
+        (FileType::Fifo, 0o644, 0)
+    );
+    let dev = fs
+        .mknod(ROOT_INO, os("dev"), libc::S_IFBLK | 0o600, 0, 0x801, ME)
+        .await
+        .expect("block device");
+    assert_eq!((dev.kind, dev.rdev), (FileType::BlockDevice, 0x801));
     let r = fs
-        .mknod(ROOT_INO, os("fifo"), libc::S_IFIFO | 0o644, 0, ME)
+        .mknod(ROOT_INO, os("dir"), libc::S_IFDIR | 0o755, 0, 0, ME)
         .await;
     assert!(matches!(r, Err(FsError::NotPermitted)));
-    fs.mknod(ROOT_INO, os("f"), libc::S_IFREG | 0o644, 0, ME)
+    let r = fs.mknod(ROOT_INO, os("odd"), 0o170644, 0, 0, ME).await;
+    assert!(matches!(r, Err(FsError::InvalidArgument)));
+    fs.mknod(ROOT_INO, os("f"), libc::S_IFREG | 0o644, 0, 0, ME)
         .await
         .expect("regular");
     let r = fs
