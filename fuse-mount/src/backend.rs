@@ -135,7 +135,8 @@ pub enum FsError {
     /// The handle is unknown or not open for this access (`EBADF`).
     #[error("bad file handle")]
     BadHandle,
-    /// Not offered by this filesystem (`EOPNOTSUPP`): POSIX ACLs.
+    /// Not offered by this filesystem (`EOPNOTSUPP`): `fallocate` modes other than 0 and
+    /// `FALLOC_FL_KEEP_SIZE`, POSIX ACLs.
     #[error("operation not supported")]
     Unsupported,
     #[error("read-only filesystem")]
@@ -315,6 +316,11 @@ pub trait FsBackend: Send + Sync + 'static {
         offset: Option<u64>,
         data: &[u8],
     ) -> Result<u32, FsError>;
+    /// `fallocate` mode 0 past the end of file: makes the file (open for writing through
+    /// `handle`) at least `size` bytes long, never shorter, also when another writer grew
+    /// or wrote it meanwhile; the new bytes read as zeros. Reserves no space: storage is
+    /// taken when bytes are written (the core checked the free space first).
+    async fn grow(&self, ino: Ino, handle: HandleId, size: u64) -> Result<FsAttr, FsError>;
     /// Called at every `close(2)` of a descriptor: make written data visible to other
     /// mounts (close-to-open). Need not be durable.
     async fn flush(&self, ino: Ino, handle: HandleId) -> Result<(), FsError>;

@@ -442,6 +442,10 @@ impl FsBackend for ClusterBackend {
         self.write_buffered(ino, handle, offset, data).await
     }
 
+    async fn grow(&self, ino: Ino, handle: HandleId, size: u64) -> Result<FsAttr, FsError> {
+        self.grow_file(ino, handle, size).await
+    }
+
     async fn flush(&self, ino: Ino, handle: HandleId) -> Result<(), FsError> {
         self.flush_handle(ino, handle).await
     }

@@ -1,7 +1,7 @@
 //! The async filesystem core: FUSE semantics over an [`FsBackend`], without FUSE. Owns file
 //! and directory handles, open flags (`O_APPEND` becomes append-at-EOF in the backend,
 //! `O_TRUNC`, `O_CREAT` with and without `O_EXCL`), directory cursors, lock release on
-//! close, blocking lock waits, `mknod`'s file types, xattr buffer
+//! close, blocking lock waits, `mknod`'s file types, `fallocate`'s modes, xattr buffer
 //! sizing (and the refusal of POSIX ACLs) and cache TTLs. Permission checks are the
 //! kernel's (`default_permissions`), except for a squashed root's (`squash.rs`). Knows
 //! nothing of fuser: the adapter calls it, and unit tests call it directly over the
@@ -20,7 +20,7 @@ pub use self::squash::{Access, RootSquash};
 
 use crate::backend::{
     check_name, AccessMode, AttrChanges, Caller, FileLock, FileType, FsAttr, FsBackend, FsError,
-    FsStat, HandleId, Ino, LockKind, LockOwner, RenameFlags, Special, XattrMode,
+    FsStat, HandleId, Ino, LockKind, LockOwner, RenameFlags, Special, XattrMode, MAX_FILE_SIZE,
 };
 
 /// Tunables of the core (CLI flags of `cairn-mount` set them).
@@ -368,6 +368,47 @@ impl FsCore {
         };
         let released = self.backend.release(ino, h).await;
         unlocked.and(released)
+    }
+
+    /// `fallocate(2)` on an open file. Mode 0 makes the file at least `offset + length`
+    /// bytes long (the new bytes read as zeros); `FALLOC_FL_KEEP_SIZE` changes nothing;
+    /// both first check that the part of the range past the end of file fits in the free
+    /// space (`ENOSPC`), but reserve nothing: storage is allocated when bytes are written,
+    /// so a later write can still find the disks full. Every other mode (punching holes,
+    /// zeroing, collapsing or inserting ranges) is `Unsupported` (`EOPNOTSUPP`, after which
+    /// the kernel still sends the supported modes).
+    pub async fn fallocate(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> Result<(), FsError> {
+        let keep_size = match mode {
+            0 => false,
+            libc::FALLOC_FL_KEEP_SIZE => true,
+            _ => return Err(FsError::Unsupported),
+        };
+        let h = self.file_handle(ino, fh)?;
+        if length == 0 {
+            return Err(FsError::InvalidArgument);
+        }
+        let end = offset
+            .checked_add(length)
+            .filter(|&end| end <= MAX_FILE_SIZE)
+            .ok_or(FsError::FileTooBig)?;
+        let size = self.backend.getattr(ino).await.map_err(inode_gone)?.size;
+        if end <= size {
+            return Ok(());
+        }
+        if end - size > self.backend.statfs().await?.free_bytes {
+            return Err(FsError::NoSpace);
+        }
+        if !keep_size {
+            self.backend.grow(ino, h, end).await?;
+        }
+        Ok(())
     }
 
     pub async fn fsync(&self, ino: Ino, fh: u64, datasync: bool) -> Result<(), FsError> {

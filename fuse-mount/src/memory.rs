@@ -369,6 +369,27 @@ impl FsBackend for MemoryBackend {
         Ok(len)
     }
 
+    async fn grow(&self, ino: Ino, handle: HandleId, size: u64) -> Result<FsAttr, FsError> {
+        let mut s = self.state();
+        s.check_handle(ino, handle, true)?;
+        let inode = s.inode_mut(ino)?;
+        let Content::File(d) = &mut inode.content else {
+            return Err(FsError::IsDir);
+        };
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        if size > d.size() {
+            // Growing frees nothing and allocates nothing: the new bytes are a hole.
+            d.truncate(size);
+            let t = now();
+            inode.meta.mtime_ns = t;
+            inode.meta.ctime_ns = t;
+            inode.meta.generation += 1;
+        }
+        Ok(inode.attr())
+    }
+
     async fn flush(&self, ino: Ino, handle: HandleId) -> Result<(), FsError> {
         let s = self.state();
         match s.handles.get(&handle) {

@@ -272,6 +272,61 @@ async fn mknod_makes_special_files_and_rename_refuses_unknown_flags() {
         .expect("rename");
 }
 
+async fn size_of(fs: &FsCore, ino: Ino) -> u64 {
+    fs.getattr(ino).await.expect("attr").size
+}
+
+#[tokio::test]
+async fn fallocate_grows_keeps_or_refuses_by_mode_and_free_space() {
+    let backend = Arc::new(MemoryBackend::new(crate::memory::MemoryOptions {
+        capacity_bytes: 1 << 20,
+        ..Default::default()
+    }));
+    let fs = FsCore::new(backend, FsOptions::default());
+    let (a, fh) = fs
+        .create(ROOT_INO, os("f"), 0o644, 0, RW_CREATE, ME)
+        .await
+        .expect("create");
+    fs.write(a.ino, fh, 0, b"abc", libc::O_RDWR)
+        .await
+        .expect("write");
+    fs.fallocate(a.ino, fh, 0, 4096, 0).await.expect("mode 0");
+    assert_eq!(size_of(&fs, a.ino).await, 4096);
+    fs.fallocate(a.ino, fh, 0, 8192, libc::FALLOC_FL_KEEP_SIZE)
+        .await
+        .expect("keep size");
+    assert_eq!(size_of(&fs, a.ino).await, 4096);
+    for mode in [
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        libc::FALLOC_FL_ZERO_RANGE,
+        libc::FALLOC_FL_COLLAPSE_RANGE,
+        libc::FALLOC_FL_INSERT_RANGE,
+        libc::FALLOC_FL_UNSHARE_RANGE,
+    ] {
+        let r = fs.fallocate(a.ino, fh, 0, 4096, mode).await;
+        assert!(matches!(r, Err(FsError::Unsupported)), "mode {mode:#x}");
+    }
+    // More than the free megabyte past the end of file; inside the file it costs nothing.
+    let r = fs.fallocate(a.ino, fh, 0, 2 << 20, 0).await;
+    assert!(matches!(r, Err(FsError::NoSpace)));
+    let r = fs
+        .fallocate(a.ino, fh, 4096, 2 << 20, libc::FALLOC_FL_KEEP_SIZE)
+        .await;
+    assert!(matches!(r, Err(FsError::NoSpace)));
+    fs.fallocate(a.ino, fh, 0, 4096, 0).await.expect("inside");
+    let r = fs.fallocate(a.ino, fh, MAX_FILE_SIZE, 1, 0).await;
+    assert!(matches!(r, Err(FsError::FileTooBig)));
+    let r = fs.fallocate(a.ino, fh, 0, 0, 0).await;
+    assert!(matches!(r, Err(FsError::InvalidArgument)));
+    let r = fs.fallocate(a.ino, fh + 1000, 0, 1, 0).await;
+    assert!(matches!(r, Err(FsError::BadHandle)));
+    assert_eq!(size_of(&fs, a.ino).await, 4096);
+    assert_eq!(
+        fs.read(a.ino, fh, 0, 8192).await.expect("read"),
+        [b"abc".as_slice(), &[0u8; 4093]].concat()
+    );
+}
+
 fn whole(kind: LockKind) -> FileLock {
     FileLock {
         start: 0,
