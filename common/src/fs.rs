@@ -31,12 +31,64 @@ pub const MAX_EXTENTS_PER_WRITE: usize = 4096;
 /// Largest file size and end of any write: Linux's `MAX_LFS_FILESIZE` (`EFBIG` beyond).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
-/// What an inode is (FIFOs, sockets and devices are not supported yet).
+/// What an inode is. New kinds are added at the end, never renamed: the names are in the
+/// Raft log and in snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FileType {
     File,
     Dir,
     Symlink,
+    /// A named pipe (`mkfifo`).
+    Fifo,
+    /// A unix domain socket's name (`bind` of an `AF_UNIX` socket).
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+/// A special file: what `mknod(2)` makes besides a regular file. The filesystem stores
+/// it (type, device number) like any inode; its bytes never are (a FIFO's and a socket's
+/// data stay in the kernel of the host that opens them, and a device node names a device
+/// of the host that opens it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Special {
+    Fifo,
+    Socket,
+    /// `rdev`: the device number as FUSE carries it (the kernel's `new_encode_dev`: 12 bits
+    /// of major, 20 of minor).
+    CharDevice {
+        rdev: u32,
+    },
+    BlockDevice {
+        rdev: u32,
+    },
+}
+
+impl Special {
+    pub fn file_type(self) -> FileType {
+        match self {
+            Special::Fifo => FileType::Fifo,
+            Special::Socket => FileType::Socket,
+            Special::CharDevice { .. } => FileType::CharDevice,
+            Special::BlockDevice { .. } => FileType::BlockDevice,
+        }
+    }
+
+    /// The device number (0 for a FIFO or a socket).
+    pub fn rdev(self) -> u32 {
+        match self {
+            Special::Fifo | Special::Socket => 0,
+            Special::CharDevice { rdev } | Special::BlockDevice { rdev } => rdev,
+        }
+    }
+
+    /// Whether this is a device node (making one takes `CAP_MKNOD`).
+    pub fn is_device(self) -> bool {
+        matches!(
+            self,
+            Special::CharDevice { .. } | Special::BlockDevice { .. }
+        )
+    }
 }
 
 /// An inode's attributes, as `stat(2)` shows them. Times in nanoseconds since the epoch.
@@ -58,6 +110,9 @@ pub struct FsAttr {
     /// The version of the content, bumped by every change of it (not a FUSE inode
     /// generation: inode numbers are never reused).
     pub generation: u64,
+    /// A device node's device number ([`Special::rdev`]); 0 for everything else.
+    #[serde(default)]
+    pub rdev: u32,
 }
 
 /// What `Create` makes.
@@ -65,7 +120,11 @@ pub struct FsAttr {
 pub enum NewNode {
     File,
     Dir,
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
+    /// A FIFO, socket or device node.
+    Special(Special),
 }
 
 /// A new time for `setattr`.
@@ -111,8 +170,8 @@ pub enum XattrMode {
 /// A change to the namespace, applied through Raft.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FsChange {
-    /// A new file, directory or symlink. A directory at the root is a new bucket. `hold`:
-    /// the session opens the new file at once (see `Hold`).
+    /// A new file, directory, symlink or special file. A directory at the root is a new
+    /// bucket. `hold`: the session opens the new file at once (see `Hold`).
     Create {
         parent: Ino,
         name: String,

@@ -168,14 +168,18 @@ impl Filesystem for CairnFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let (name, who, uid) = (name.to_owned(), self.caller(req), req.uid());
         self.spawn(|core| async move {
             let r = async {
-                core.guard(uid, Access::AddName { dir: parent.0 }).await?;
-                core.mknod(parent.0, &name, mode, umask, who).await
+                let access = Access::MakeNode {
+                    dir: parent.0,
+                    mode,
+                };
+                core.guard(uid, access).await?;
+                core.mknod(parent.0, &name, mode, umask, rdev, who).await
             }
             .await;
             reply_entry(&core, reply, "mknod", r);
@@ -383,6 +387,40 @@ impl Filesystem for CairnFs {
         self.spawn(|core| async move {
             reply_empty(reply, "fsync", core.fsync(ino.0, fh.0, datasync).await)
         });
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(|core| async move {
+            let r = core.fallocate(ino.0, fh.0, offset, length, mode).await;
+            reply_empty(reply, "fallocate", r)
+        });
+    }
+
+    /// Not offered: `ENOSYS` makes the kernel copy through this mount's own reads and
+    /// writes (its splice fallback) from then on, which is what a copy here would do.
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -19,6 +19,9 @@
 //! - Names are raw bytes, at most [`NAME_MAX`] bytes, never empty, `.`, `..`, or containing
 //!   `/` or NUL ([`check_name`]). Every method that takes a name validates it.
 //! - Directory `nlink` is 2 plus the number of subdirectories; file `nlink` counts hard links.
+//! - Special files (FIFOs, sockets, device nodes) are inodes with a type, a device number
+//!   ([`FsAttr::rdev`]), owner and mode, linked, renamed and unlinked like regular files,
+//!   with no content: they are never opened through the backend and have no size to set.
 //! - A write is visible to every later read on this mount, whatever the handle (buffering,
 //!   if any, is per inode, not per handle). [`FsBackend::flush`] (on every `close`) makes the
 //!   data visible to other mounts (close-to-open); [`FsBackend::fsync`] returns only when data
@@ -55,8 +58,8 @@ use async_trait::async_trait;
 
 use cairn_common::fs::FsErrorKind;
 pub use cairn_common::fs::{
-    AttrChanges, FileType, FsAttr, FsStat, Ino, TimeSet, XattrMode, MAX_FILE_SIZE, NAME_MAX,
-    ROOT_INO, SYMLINK_MAX,
+    AttrChanges, FileType, FsAttr, FsStat, Ino, Special, TimeSet, XattrMode, MAX_FILE_SIZE,
+    NAME_MAX, ROOT_INO, SYMLINK_MAX,
 };
 
 /// Errors of every backend operation, each mapped to one errno in `errno.rs`.
@@ -78,7 +81,7 @@ pub enum FsError {
     #[error("permission denied")]
     PermissionDenied,
     /// The operation is never allowed on this object (`EPERM`): hard link to a directory,
-    /// device nodes.
+    /// a device node made by a squashed root.
     #[error("operation not permitted")]
     NotPermitted,
     #[error("invalid argument")]
@@ -132,6 +135,8 @@ pub enum FsError {
     /// The handle is unknown or not open for this access (`EBADF`).
     #[error("bad file handle")]
     BadHandle,
+    /// Not offered by this filesystem (`EOPNOTSUPP`): `fallocate` modes other than 0 and
+    /// `FALLOC_FL_KEEP_SIZE`, POSIX ACLs.
     #[error("operation not supported")]
     Unsupported,
     #[error("read-only filesystem")]
@@ -237,12 +242,15 @@ pub trait FsBackend: Send + Sync + 'static {
         caller: Caller,
         access: AccessMode,
     ) -> Result<(FsAttr, HandleId), FsError>;
-    /// Creates an empty regular file without opening it (`mknod` with `S_IFREG`).
+    /// `mknod`: creates an empty regular file without opening it (`special` is `None`),
+    /// or a FIFO, socket or device node, which is stored with its type and device number
+    /// and never opened through the backend (the kernel serves those itself).
     async fn mknod(
         &self,
         parent: Ino,
         name: &OsStr,
         mode: u32,
+        special: Option<Special>,
         caller: Caller,
     ) -> Result<FsAttr, FsError>;
     async fn mkdir(
@@ -308,6 +316,11 @@ pub trait FsBackend: Send + Sync + 'static {
         offset: Option<u64>,
         data: &[u8],
     ) -> Result<u32, FsError>;
+    /// `fallocate` mode 0 past the end of file: makes the file (open for writing through
+    /// `handle`) at least `size` bytes long, never shorter, also when another writer grew
+    /// or wrote it meanwhile; the new bytes read as zeros. Reserves no space: storage is
+    /// taken when bytes are written (the core checked the free space first).
+    async fn grow(&self, ino: Ino, handle: HandleId, size: u64) -> Result<FsAttr, FsError>;
     /// Called at every `close(2)` of a descriptor: make written data visible to other
     /// mounts (close-to-open). Need not be durable.
     async fn flush(&self, ino: Ino, handle: HandleId) -> Result<(), FsError>;

@@ -245,29 +245,36 @@ impl FsBackend for ClusterBackend {
     }
 
     async fn setattr(&self, ino: Ino, changes: AttrChanges) -> Result<FsAttr, FsError> {
-        let open = match changes.size {
-            Some(_) => self.open_file(ino),
-            None => None,
+        // A truncation, and a new mtime (`tar x` and `cp -a` set it before `close`), apply
+        // after the buffered bytes, whose commit would otherwise cut the file again or
+        // stamp it with the commit's time.
+        let open = if changes.size.is_some() || changes.mtime.is_some() {
+            self.open_file(ino)
+        } else {
+            None
         };
         let mut guard = match &open {
             Some(file) => Some(file.lock().await),
             None => None,
         };
         if let Some(file) = guard.as_deref_mut() {
-            // The buffered bytes go first, so the truncation applies after them.
             self.flush_file(ino, file).await?;
         }
         let reply = self.change(FsChange::SetAttr { ino, changes }).await?;
         let FsReply::Attr(a) = reply else {
             return Err(unexpected("setattr", reply));
         };
-        if let Some(file) = guard.as_deref_mut() {
+        if let (Some(file), Some(_)) = (guard.as_deref_mut(), changes.size) {
             file.size = a.size;
             file.map = None;
         }
         self.newest()
             .record(ino, a.generation, a.size, Instant::now());
-        Ok(a)
+        drop(guard);
+        // The kernel takes the size in this answer as the file's: a `chmod`, `chown` or
+        // `utimens` of a file with buffered writes (what `tar x` and `cp -a` do before
+        // `close`) must answer with the written size, not the committed one.
+        self.attr_reply(FsReply::Attr(a)).await
     }
 
     async fn create(
@@ -294,10 +301,14 @@ impl FsBackend for ClusterBackend {
         parent: Ino,
         name: &OsStr,
         mode: u32,
+        special: Option<Special>,
         caller: Caller,
     ) -> Result<FsAttr, FsError> {
-        self.create_node(parent, name, NewNode::File, mode, caller)
-            .await
+        let node = match special {
+            None => NewNode::File,
+            Some(special) => NewNode::Special(special),
+        };
+        self.create_node(parent, name, node, mode, caller).await
     }
 
     async fn mkdir(
@@ -429,6 +440,10 @@ impl FsBackend for ClusterBackend {
         data: &[u8],
     ) -> Result<u32, FsError> {
         self.write_buffered(ino, handle, offset, data).await
+    }
+
+    async fn grow(&self, ino: Ino, handle: HandleId, size: u64) -> Result<FsAttr, FsError> {
+        self.grow_file(ino, handle, size).await
     }
 
     async fn flush(&self, ino: Ino, handle: HandleId) -> Result<(), FsError> {

@@ -1,9 +1,11 @@
 //! The async filesystem core: FUSE semantics over an [`FsBackend`], without FUSE. Owns file
 //! and directory handles, open flags (`O_APPEND` becomes append-at-EOF in the backend,
 //! `O_TRUNC`, `O_CREAT` with and without `O_EXCL`), directory cursors, lock release on
-//! close, blocking lock waits, xattr buffer sizing and cache TTLs. Permission checks are the
-//! kernel's (`default_permissions`), except for a squashed root's (`squash.rs`). Knows nothing of fuser: the adapter calls it, and unit
-//! tests call it directly over the memory backend.
+//! close, blocking lock waits, `mknod`'s file types, `fallocate`'s modes, xattr buffer
+//! sizing (and the refusal of POSIX ACLs) and cache TTLs. Permission checks are the
+//! kernel's (`default_permissions`), except for a squashed root's (`squash.rs`). Knows
+//! nothing of fuser: the adapter calls it, and unit tests call it directly over the
+//! memory backend.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -18,7 +20,7 @@ pub use self::squash::{Access, RootSquash};
 
 use crate::backend::{
     check_name, AccessMode, AttrChanges, Caller, FileLock, FileType, FsAttr, FsBackend, FsError,
-    FsStat, HandleId, Ino, LockKind, LockOwner, RenameFlags, XattrMode,
+    FsStat, HandleId, Ino, LockKind, LockOwner, RenameFlags, Special, XattrMode, MAX_FILE_SIZE,
 };
 
 /// Tunables of the core (CLI flags of `cairn-mount` set them).
@@ -75,6 +77,9 @@ pub enum XattrReply {
     Data(Vec<u8>),
 }
 
+/// The attributes holding POSIX ACLs, which `setxattr` refuses.
+const POSIX_ACL_XATTRS: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
+
 /// FUSE offsets 1 and 2 are `.` and `..`; backend entries get cookies from here on.
 const FIRST_COOKIE: u64 = 3;
 
@@ -103,6 +108,19 @@ fn access_mode(flags: i32) -> AccessMode {
         libc::O_WRONLY => AccessMode::Write,
         libc::O_RDWR => AccessMode::ReadWrite,
         _ => AccessMode::Read,
+    }
+}
+
+/// What `mknod`'s `mode` asks for: `None` for a regular file.
+pub fn special_of(mode: u32, rdev: u32) -> Result<Option<Special>, FsError> {
+    match mode & libc::S_IFMT {
+        0 | libc::S_IFREG => Ok(None),
+        libc::S_IFIFO => Ok(Some(Special::Fifo)),
+        libc::S_IFSOCK => Ok(Some(Special::Socket)),
+        libc::S_IFCHR => Ok(Some(Special::CharDevice { rdev })),
+        libc::S_IFBLK => Ok(Some(Special::BlockDevice { rdev })),
+        libc::S_IFDIR => Err(FsError::NotPermitted),
+        _ => Err(FsError::InvalidArgument),
     }
 }
 
@@ -199,22 +217,25 @@ impl FsCore {
         self.backend.setattr(ino, changes).await.map_err(inode_gone)
     }
 
-    /// `mknod`: regular files only (`NotPermitted` for FIFOs, sockets and devices).
+    /// `mknod`: a regular file, FIFO, socket, or character or block device (`rdev` is the
+    /// device number as FUSE carries it, kept for devices only). A directory type is
+    /// `NotPermitted` and an unknown one `InvalidArgument`, as `mknod(2)` answers (the
+    /// kernel refuses both before asking).
     pub async fn mknod(
         &self,
         parent: Ino,
         name: &OsStr,
         mode: u32,
         umask: u32,
+        rdev: u32,
         caller: Caller,
     ) -> Result<FsAttr, FsError> {
         check_name(name)?;
-        let kind = mode & libc::S_IFMT;
-        if kind != 0 && kind != libc::S_IFREG {
-            return Err(FsError::NotPermitted);
-        }
+        let special = special_of(mode, rdev)?;
         let mode = mode & 0o7777 & !umask;
-        self.backend.mknod(parent, name, mode, caller).await
+        self.backend
+            .mknod(parent, name, mode, special, caller)
+            .await
     }
 
     pub async fn mkdir(
@@ -261,7 +282,12 @@ impl FsCore {
                 match existing.kind {
                     FileType::File => {}
                     FileType::Dir => return Err(FsError::IsDir),
-                    FileType::Symlink => return Err(FsError::Exists),
+                    // The kernel opens these itself; one created meanwhile is a conflict.
+                    FileType::Symlink
+                    | FileType::Fifo
+                    | FileType::Socket
+                    | FileType::CharDevice
+                    | FileType::BlockDevice => return Err(FsError::Exists),
                 }
                 let fh = self.open(existing.ino, flags).await?;
                 Ok((self.backend.getattr(existing.ino).await?, fh))
@@ -342,6 +368,47 @@ impl FsCore {
         };
         let released = self.backend.release(ino, h).await;
         unlocked.and(released)
+    }
+
+    /// `fallocate(2)` on an open file. Mode 0 makes the file at least `offset + length`
+    /// bytes long (the new bytes read as zeros); `FALLOC_FL_KEEP_SIZE` changes nothing;
+    /// both first check that the part of the range past the end of file fits in the free
+    /// space (`ENOSPC`), but reserve nothing: storage is allocated when bytes are written,
+    /// so a later write can still find the disks full. Every other mode (punching holes,
+    /// zeroing, collapsing or inserting ranges) is `Unsupported` (`EOPNOTSUPP`, after which
+    /// the kernel still sends the supported modes).
+    pub async fn fallocate(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> Result<(), FsError> {
+        let keep_size = match mode {
+            0 => false,
+            libc::FALLOC_FL_KEEP_SIZE => true,
+            _ => return Err(FsError::Unsupported),
+        };
+        let h = self.file_handle(ino, fh)?;
+        if length == 0 {
+            return Err(FsError::InvalidArgument);
+        }
+        let end = offset
+            .checked_add(length)
+            .filter(|&end| end <= MAX_FILE_SIZE)
+            .ok_or(FsError::FileTooBig)?;
+        let size = self.backend.getattr(ino).await.map_err(inode_gone)?.size;
+        if end <= size {
+            return Ok(());
+        }
+        if end - size > self.backend.statfs().await?.free_bytes {
+            return Err(FsError::NoSpace);
+        }
+        if !keep_size {
+            self.backend.grow(ino, h, end).await?;
+        }
+        Ok(())
     }
 
     pub async fn fsync(&self, ino: Ino, fh: u64, datasync: bool) -> Result<(), FsError> {
@@ -508,6 +575,13 @@ impl FsCore {
         };
         if position != 0 {
             return Err(FsError::InvalidArgument);
+        }
+        if POSIX_ACL_XATTRS.contains(&name.as_bytes()) {
+            // No POSIX ACLs. Without FUSE_POSIX_ACL the kernel passes them through as
+            // plain attributes and enforces nothing, while tools take a stored ACL as
+            // the mode set: `cp -a` (libacl) left copies at 0600. Refused, tools fall
+            // back to `chmod`, as on any filesystem without ACLs.
+            return Err(FsError::Unsupported);
         }
         self.backend.setxattr(ino, name, value, how).await
     }

@@ -146,6 +146,11 @@ pub fn mount_on(
         MountOption::Subtype("cairn".to_owned()),
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
+        // Device nodes are stored (another host's root may have made them) but never
+        // opened through the mount; no set-user-id programs either. fuser and
+        // fusermount3 default to both; said here so that no path differs.
+        MountOption::NoDev,
+        MountOption::NoSuid,
     ];
     config.acl = if options.allow_other {
         SessionACL::All

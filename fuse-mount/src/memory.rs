@@ -1,8 +1,8 @@
 //! `MemoryBackend`: a complete in-memory [`FsBackend`] with POSIX semantics, for tests and
 //! `cairn-mount --memory`. It is the reference every other backend is compared with, so it
 //! implements the rules exactly (see `backend.rs`): link counts, setgid directories,
-//! rename replacement rules, unlinked-but-open files, sparse data, byte-range locks,
-//! capacity (`ENOSPC`). Nothing is persisted; `fsync` is trivially durable for its lifetime.
+//! rename replacement rules, unlinked-but-open files, sparse data, special files,
+//! byte-range locks, capacity (`ENOSPC`). Nothing is persisted; `fsync` is trivially durable for its lifetime.
 //!
 //! Timestamps: atime is set at creation and by `setattr` only (no atime updates on read,
 //! like `noatime`); mtime/ctime follow POSIX for writes, truncates and namespace changes.
@@ -171,17 +171,16 @@ impl FsBackend for MemoryBackend {
         parent: Ino,
         name: &OsStr,
         mode: u32,
+        special: Option<Special>,
         caller: Caller,
     ) -> Result<FsAttr, FsError> {
         let mut s = self.state();
         s.check_free(parent, name)?;
-        let ino = s.new_inode(
-            parent,
-            name,
-            mode,
-            caller,
-            Content::File(SparseData::default()),
-        )?;
+        let content = match special {
+            None => Content::File(SparseData::default()),
+            Some(special) => Content::Special(special),
+        };
+        let ino = s.new_inode(parent, name, mode, caller, content)?;
         Ok(s.inode(ino)?.attr())
     }
 
@@ -368,6 +367,27 @@ impl FsBackend for MemoryBackend {
         inode.meta.generation += 1;
         s.used_pages += allocated;
         Ok(len)
+    }
+
+    async fn grow(&self, ino: Ino, handle: HandleId, size: u64) -> Result<FsAttr, FsError> {
+        let mut s = self.state();
+        s.check_handle(ino, handle, true)?;
+        let inode = s.inode_mut(ino)?;
+        let Content::File(d) = &mut inode.content else {
+            return Err(FsError::IsDir);
+        };
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        if size > d.size() {
+            // Growing frees nothing and allocates nothing: the new bytes are a hole.
+            d.truncate(size);
+            let t = now();
+            inode.meta.mtime_ns = t;
+            inode.meta.ctime_ns = t;
+            inode.meta.generation += 1;
+        }
+        Ok(inode.attr())
     }
 
     async fn flush(&self, ino: Ino, handle: HandleId) -> Result<(), FsError> {

@@ -7,6 +7,7 @@ mod common;
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -18,12 +19,47 @@ use common::{check, check_size, cstr, must_errno, wait_until, Mounted, TestMount
 on_both_backends!(
     xattrs_set_get_list_remove,
     chmod_chown_and_utimens,
+    attribute_changes_on_an_open_file_keep_its_written_size,
     non_root_user_gets_eacces,
     flock_between_processes,
     fcntl_locks_between_processes,
 );
 
 const NOBODY: u32 = 65534;
+
+/// What `tar x` and `cp -a` do: write a file, then set its times, owner and mode through
+/// the open descriptor, close it, and read it back at once. The size stays what was
+/// written all along and the mtime what was set. Before, on a cluster, the answer to
+/// each `setattr` carried the committed size, 0 while the bytes were still buffered, and
+/// the kernel believed it (the file read back empty until its attributes expired); and
+/// the commit of the buffered bytes at `close` stamped the file with its own time.
+fn attribute_changes_on_an_open_file_keep_its_written_size(m: &impl Mounted) {
+    let path = m.p("f");
+    let f = File::create(&path).expect("create");
+    (&f).write_all(b"written, not yet closed").expect("write");
+    let times = [libc::timespec {
+        tv_sec: 1_000_000,
+        tv_nsec: 0,
+    }; 2];
+    // SAFETY: a valid descriptor and two timespecs.
+    check(unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) }).expect("futimens");
+    assert_eq!(f.metadata().expect("fstat").len(), 23, "after futimens");
+    std::os::unix::fs::fchown(&f, Some(1000), Some(100)).expect("fchown");
+    f.set_permissions(fs::Permissions::from_mode(0o640))
+        .expect("fchmod");
+    assert_eq!(
+        f.metadata().expect("fstat").len(),
+        23,
+        "after fchown, fchmod"
+    );
+    drop(f);
+    assert_eq!(fs::read(&path).expect("read"), b"written, not yet closed");
+    let meta = fs::metadata(&path).expect("stat");
+    assert_eq!(
+        (meta.len(), meta.mode() & 0o7777, meta.uid(), meta.mtime()),
+        (23, 0o640, 1000, 1_000_000)
+    );
+}
 
 /// getxattr/setxattr/listxattr/removexattr with their errors (ENODATA, EEXIST, ERANGE).
 fn xattrs_set_get_list_remove(m: &impl Mounted) {

@@ -100,6 +100,24 @@ fn a_squashed_root_has_only_the_anonymous_users_rights() {
     assert_eq!(must_errno(chown(&s("shared/mine"), 0)), libc::EPERM);
     fs::rename(s("shared/mine"), s("sticky/mine")).expect("rename own file");
     fs::remove_file(s("sticky/mine")).expect("remove own file from sticky dir");
+    // FIFOs yes (its own), device nodes no: the anonymous user has no CAP_MKNOD.
+    let mknod = |path: &Path, mode: u32, dev: u64| {
+        let c = common::cstr(path);
+        // SAFETY: a valid NUL-terminated path; plain syscall.
+        common::check(unsafe { libc::mknod(c.as_ptr(), mode, dev) })
+    };
+    mknod(&s("shared/fifo"), libc::S_IFIFO | 0o600, 0).expect("mkfifo");
+    let meta = fs::symlink_metadata(p("shared/fifo")).expect("stat fifo");
+    assert_eq!((meta.uid(), meta.gid()), (ANON.uid, ANON.gid));
+    let dev = libc::makedev(1, 3);
+    assert_eq!(
+        must_errno(mknod(&s("shared/null"), libc::S_IFCHR | 0o666, dev)),
+        libc::EPERM
+    );
+    assert_eq!(
+        must_errno(mknod(&s("shared/disk"), libc::S_IFBLK | 0o600, dev)),
+        libc::EPERM
+    );
 
     // Nothing the squashed root tried changed the user's files; the plain mount's root
     // still reads them (the checks belong to the squashed mount only).

@@ -30,6 +30,10 @@ pub(super) fn file_type(kind: FileType) -> KernelFileType {
         FileType::File => KernelFileType::RegularFile,
         FileType::Dir => KernelFileType::Directory,
         FileType::Symlink => KernelFileType::Symlink,
+        FileType::Fifo => KernelFileType::NamedPipe,
+        FileType::Socket => KernelFileType::Socket,
+        FileType::CharDevice => KernelFileType::CharDevice,
+        FileType::BlockDevice => KernelFileType::BlockDevice,
     }
 }
 
@@ -58,7 +62,7 @@ pub(super) fn file_attr(a: &FsAttr, blksize: u32) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize,
         flags: 0,
     }

@@ -3,7 +3,8 @@
 //! `close` and `fsync`) packs its runs into as few chunks as possible, stores them durably
 //! and in parallel, then commits the new extents in one Raft commit. A flush is thus
 //! visible to every mount and durable when it returns. The chunks it stored go to the
-//! chunk cache, for reads that follow.
+//! chunk cache, for reads that follow. `fallocate` grows a file here too, by a commit of
+//! no extents.
 //!
 //! Every function here takes the open file already locked (or locks it itself), so that a
 //! flush and the writes, reads and attribute replies of the same file never interleave.
@@ -45,6 +46,38 @@ impl ClusterBackend {
             self.flush_file(ino, &mut file).await?;
         }
         Ok(data.len() as u32)
+    }
+
+    /// `fallocate` past the end of file: one commit that grows the file to at least
+    /// `size` (a `Write` of no extents), so it never shrinks a file another mount or this
+    /// one's buffered writes made longer meanwhile. The new bytes are a hole (zeros).
+    pub(super) async fn grow_file(
+        &self,
+        ino: Ino,
+        handle: HandleId,
+        size: u64,
+    ) -> Result<FsAttr, FsError> {
+        self.session.check()?;
+        let file = self.file_of(ino, handle)?;
+        let mut file = file.lock().await;
+        let reply = self
+            .change(FsChange::Write {
+                ino,
+                extents: Vec::new(),
+                chunks: Vec::new(),
+                size_at_least: size,
+            })
+            .await?;
+        let FsReply::Attr(a) = reply else {
+            return Err(unexpected("grow", reply));
+        };
+        // The extents did not change: the map stays, only the committed size moves.
+        file.size = a.size;
+        self.newest()
+            .record(ino, a.generation, a.size, Instant::now());
+        let mut attr = a;
+        attr.size = file.size();
+        Ok(attr)
     }
 
     /// `flush` (every `close`): the file's buffered writes are committed.

@@ -4,7 +4,8 @@
 //! through everything, so for root the core makes the same checks here against the
 //! anonymous identity: search on lookups, read/write on opens, write+search on the
 //! directories a name is added to or removed from (and the sticky bit), owner-only
-//! `chmod`/`utimes`, no `chown`. Files root creates belong to the anonymous user.
+//! `chmod`/`utimes`, no `chown`, no device nodes (`mknod` of a FIFO or socket is fine).
+//! Files root creates belong to the anonymous user.
 //!
 //! What stays unchecked: `access(2)` (the kernel answers it for root without asking the
 //! mount), and a lookup the kernel answers from its name cache (`--entry-ttl-ms`) without
@@ -47,9 +48,14 @@ pub enum Access<'a> {
     List {
         dir: Ino,
     },
-    /// Add a name to `dir`: mkdir, mknod, symlink, the new name of a hard link.
+    /// Add a name to `dir`: mkdir, symlink, the new name of a hard link.
     AddName {
         dir: Ino,
+    },
+    /// `mknod` in `dir` with this `mode` (its type bits say what it makes).
+    MakeNode {
+        dir: Ino,
+        mode: u32,
     },
     /// `create`: adds `name` to `dir`, or opens it with `flags` if it exists by then.
     Create {
@@ -183,6 +189,13 @@ impl RootSquash {
             }
             Access::List { dir } => self.need(&attr_of(backend, dir).await?, READ),
             Access::AddName { dir } => self.need(&attr_of(backend, dir).await?, WRITE | SEARCH),
+            Access::MakeNode { dir, mode } => {
+                // Device nodes take CAP_MKNOD, which an unprivileged user lacks.
+                if matches!(mode & libc::S_IFMT, libc::S_IFCHR | libc::S_IFBLK) {
+                    return Err(FsError::NotPermitted);
+                }
+                self.need(&attr_of(backend, dir).await?, WRITE | SEARCH)
+            }
             Access::Create { dir, name, flags } => match backend.lookup(dir, name).await {
                 Ok(existing) => self.need(&existing, open_wants(flags)),
                 Err(FsError::NotFound) => self.need(&attr_of(backend, dir).await?, WRITE | SEARCH),
@@ -242,6 +255,7 @@ mod tests {
             mtime_ns: 0,
             ctime_ns: 0,
             generation: 1,
+            rdev: 0,
         }
     }
 

@@ -166,10 +166,10 @@ async fn readdir_cursor_stays_correct_while_the_directory_changes() {
         ..FsOptions::default()
     });
     for i in 0..100 {
-        fs.mknod(ROOT_INO, os(&format!("keep{i:03}")), 0o644, 0, ME)
+        fs.mknod(ROOT_INO, os(&format!("keep{i:03}")), 0o644, 0, 0, ME)
             .await
             .expect("mknod");
-        fs.mknod(ROOT_INO, os(&format!("gone{i:03}")), 0o644, 0, ME)
+        fs.mknod(ROOT_INO, os(&format!("gone{i:03}")), 0o644, 0, 0, ME)
             .await
             .expect("mknod");
     }
@@ -192,10 +192,10 @@ async fn readdir_cursor_stays_correct_while_the_directory_changes() {
                 .unlink(ROOT_INO, os(&format!("gone{:03}", round * 5 + j)))
                 .await;
         }
-        fs.mknod(ROOT_INO, os(&format!("aaa{round}")), 0o644, 0, ME)
+        fs.mknod(ROOT_INO, os(&format!("aaa{round}")), 0o644, 0, 0, ME)
             .await
             .expect("mknod");
-        fs.mknod(ROOT_INO, os(&format!("zzz{round}")), 0o644, 0, ME)
+        fs.mknod(ROOT_INO, os(&format!("zzz{round}")), 0o644, 0, 0, ME)
             .await
             .expect("mknod");
         round += 1;
@@ -239,13 +239,28 @@ async fn xattr_size_probe_and_short_buffer() {
 }
 
 #[tokio::test]
-async fn mknod_refuses_special_files_and_rename_refuses_unknown_flags() {
+async fn mknod_makes_special_files_and_rename_refuses_unknown_flags() {
     let (_, fs) = core();
+    let fifo = fs
+        .mknod(ROOT_INO, os("fifo"), libc::S_IFIFO | 0o666, 0o022, 77, ME)
+        .await
+        .expect("fifo");
+    assert_eq!(
+        (fifo.kind, fifo.mode, fifo.rdev),
+        (FileType::Fifo, 0o644, 0)
+    );
+    let dev = fs
+        .mknod(ROOT_INO, os("dev"), libc::S_IFBLK | 0o600, 0, 0x801, ME)
+        .await
+        .expect("block device");
+    assert_eq!((dev.kind, dev.rdev), (FileType::BlockDevice, 0x801));
     let r = fs
-        .mknod(ROOT_INO, os("fifo"), libc::S_IFIFO | 0o644, 0, ME)
+        .mknod(ROOT_INO, os("dir"), libc::S_IFDIR | 0o755, 0, 0, ME)
         .await;
     assert!(matches!(r, Err(FsError::NotPermitted)));
-    fs.mknod(ROOT_INO, os("f"), libc::S_IFREG | 0o644, 0, ME)
+    let r = fs.mknod(ROOT_INO, os("odd"), 0o170644, 0, 0, ME).await;
+    assert!(matches!(r, Err(FsError::InvalidArgument)));
+    fs.mknod(ROOT_INO, os("f"), libc::S_IFREG | 0o644, 0, 0, ME)
         .await
         .expect("regular");
     let r = fs
@@ -255,6 +270,61 @@ async fn mknod_refuses_special_files_and_rename_refuses_unknown_flags() {
     fs.rename(ROOT_INO, os("f"), ROOT_INO, os("g"), libc::RENAME_NOREPLACE)
         .await
         .expect("rename");
+}
+
+async fn size_of(fs: &FsCore, ino: Ino) -> u64 {
+    fs.getattr(ino).await.expect("attr").size
+}
+
+#[tokio::test]
+async fn fallocate_grows_keeps_or_refuses_by_mode_and_free_space() {
+    let backend = Arc::new(MemoryBackend::new(crate::memory::MemoryOptions {
+        capacity_bytes: 1 << 20,
+        ..Default::default()
+    }));
+    let fs = FsCore::new(backend, FsOptions::default());
+    let (a, fh) = fs
+        .create(ROOT_INO, os("f"), 0o644, 0, RW_CREATE, ME)
+        .await
+        .expect("create");
+    fs.write(a.ino, fh, 0, b"abc", libc::O_RDWR)
+        .await
+        .expect("write");
+    fs.fallocate(a.ino, fh, 0, 4096, 0).await.expect("mode 0");
+    assert_eq!(size_of(&fs, a.ino).await, 4096);
+    fs.fallocate(a.ino, fh, 0, 8192, libc::FALLOC_FL_KEEP_SIZE)
+        .await
+        .expect("keep size");
+    assert_eq!(size_of(&fs, a.ino).await, 4096);
+    for mode in [
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        libc::FALLOC_FL_ZERO_RANGE,
+        libc::FALLOC_FL_COLLAPSE_RANGE,
+        libc::FALLOC_FL_INSERT_RANGE,
+        libc::FALLOC_FL_UNSHARE_RANGE,
+    ] {
+        let r = fs.fallocate(a.ino, fh, 0, 4096, mode).await;
+        assert!(matches!(r, Err(FsError::Unsupported)), "mode {mode:#x}");
+    }
+    // More than the free megabyte past the end of file; inside the file it costs nothing.
+    let r = fs.fallocate(a.ino, fh, 0, 2 << 20, 0).await;
+    assert!(matches!(r, Err(FsError::NoSpace)));
+    let r = fs
+        .fallocate(a.ino, fh, 4096, 2 << 20, libc::FALLOC_FL_KEEP_SIZE)
+        .await;
+    assert!(matches!(r, Err(FsError::NoSpace)));
+    fs.fallocate(a.ino, fh, 0, 4096, 0).await.expect("inside");
+    let r = fs.fallocate(a.ino, fh, MAX_FILE_SIZE, 1, 0).await;
+    assert!(matches!(r, Err(FsError::FileTooBig)));
+    let r = fs.fallocate(a.ino, fh, 0, 0, 0).await;
+    assert!(matches!(r, Err(FsError::InvalidArgument)));
+    let r = fs.fallocate(a.ino, fh + 1000, 0, 1, 0).await;
+    assert!(matches!(r, Err(FsError::BadHandle)));
+    assert_eq!(size_of(&fs, a.ino).await, 4096);
+    assert_eq!(
+        fs.read(a.ino, fh, 0, 8192).await.expect("read"),
+        [b"abc".as_slice(), &[0u8; 4093]].concat()
+    );
 }
 
 fn whole(kind: LockKind) -> FileLock {

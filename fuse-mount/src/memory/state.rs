@@ -27,10 +27,13 @@ pub(super) enum Content {
         parent: Ino,
     },
     Symlink(OsString),
+    /// A FIFO, socket or device node: a type and a device number, no content.
+    Special(Special),
 }
 
 pub(super) struct Inode {
-    /// Everything but `size`, `allocated` and `kind`, which `attr()` derives from `content`.
+    /// Everything but `size`, `allocated`, `kind` and `rdev`, which `attr()` derives from
+    /// `content`.
     pub(super) meta: FsAttr,
     pub(super) content: Content,
     pub(super) xattrs: BTreeMap<OsString, Vec<u8>>,
@@ -55,6 +58,12 @@ impl Inode {
             Content::Symlink(t) => {
                 a.kind = FileType::Symlink;
                 a.size = t.len() as u64;
+                a.allocated = 0;
+            }
+            Content::Special(special) => {
+                a.kind = special.file_type();
+                a.rdev = special.rdev();
+                a.size = 0;
                 a.allocated = 0;
             }
         }
@@ -88,6 +97,7 @@ impl State {
                 mtime_ns: t,
                 ctime_ns: t,
                 generation: 1,
+                rdev: 0,
             },
             content: Content::Dir {
                 entries: BTreeMap::new(),
@@ -202,6 +212,7 @@ impl State {
             mtime_ns: t,
             ctime_ns: t,
             generation: 1,
+            rdev: 0,
         };
         self.inodes.insert(
             ino,
@@ -239,7 +250,7 @@ impl State {
         match inode.content {
             Content::File(_) => {}
             Content::Dir { .. } => return Err(FsError::IsDir),
-            Content::Symlink(_) => return Err(FsError::InvalidArgument),
+            Content::Symlink(_) | Content::Special(_) => return Err(FsError::InvalidArgument),
         }
         inode.open_handles += 1;
         let h = HandleId(self.next_handle);

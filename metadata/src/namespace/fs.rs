@@ -321,6 +321,7 @@ impl Namespace {
                 (*size, extents::allocated(extents), inode.nlink)
             }
             InodeKind::Symlink { target } => (target.len() as u64, 0, inode.nlink),
+            InodeKind::Special(_) => (0, 0, inode.nlink),
             InodeKind::Dir { .. } => {
                 let subdirs = self.children.get(&ino).map_or(0, |c| {
                     c.values()
@@ -343,6 +344,7 @@ impl Namespace {
             mtime_ns: inode.mtime_ns,
             ctime_ns: inode.ctime_ns,
             generation: inode.generation,
+            rdev: inode.kind.rdev(),
         })
     }
 }

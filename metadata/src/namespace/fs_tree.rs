@@ -73,6 +73,7 @@ impl Namespace {
                 mode = 0o777;
                 InodeKind::Symlink { target }
             }
+            NewNode::Special(special) => InodeKind::Special(special),
         };
         let generation = self.bump_generation();
         let ino = self.alloc_inode(Inode::new(kind, now, generation, mode, (uid, gid), bucket));
@@ -277,6 +278,9 @@ impl Namespace {
                 }
                 InodeKind::Symlink { .. } => {
                     return fail(FsErrorKind::InvalidArgument, "truncate of a symlink")
+                }
+                InodeKind::Special(_) => {
+                    return fail(FsErrorKind::InvalidArgument, "truncate of a special file")
                 }
             }
         }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_common::fs::{AttrChanges, FileExtent, FsChange, NewNode, XattrMode};
+use cairn_common::fs::{AttrChanges, FileExtent, FsChange, NewNode, Special, XattrMode};
 use cairn_common::locks::{FileLock, LockKind};
 use cairn_common::{ChunkId, Redundancy};
 use proptest::prelude::*;
@@ -34,6 +34,8 @@ fn change() -> impl Strategy<Value = FsChange> {
         Just(NewNode::File),
         Just(NewNode::Dir),
         Just(NewNode::Symlink { target: "t".into() }),
+        Just(NewNode::Special(Special::Fifo)),
+        any::<u32>().prop_map(|rdev| NewNode::Special(Special::CharDevice { rdev })),
     ];
     prop_oneof![
         (ino(), name(), node, any::<bool>()).prop_map(|(parent, name, node, hold)| {
@@ -210,7 +212,7 @@ fn check_invariants(ns: &Namespace) {
                     *uses.entry(e.chunk).or_default() += 1;
                 }
             }
-            InodeKind::Symlink { .. } => {
+            InodeKind::Symlink { .. } | InodeKind::Special(_) => {
                 assert_eq!(inode.nlink, entries.get(ino).copied().unwrap_or(0));
             }
         }

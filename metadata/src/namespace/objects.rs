@@ -108,7 +108,7 @@ impl Namespace {
             match self.child(dir, part) {
                 Some(ino) => match self.inodes[&ino].kind {
                     InodeKind::Dir { .. } => dir = ino,
-                    InodeKind::File { .. } | InodeKind::Symlink { .. } => {
+                    InodeKind::File { .. } | InodeKind::Symlink { .. } | InodeKind::Special(_) => {
                         return Err(NamespaceError::NotDirectory {
                             bucket: bucket.into(),
                             path: parts[..=depth].join("/"),
@@ -331,7 +331,7 @@ impl Namespace {
                     path: key.into(),
                 })
             }
-            InodeKind::Symlink { .. } => {
+            InodeKind::Symlink { .. } | InodeKind::Special(_) => {
                 return Err(NamespaceError::NoSuchKey {
                     bucket: bucket.into(),
                     key: key.into(),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 pub use cairn_common::chunk::{ChunkMeta, Hash32};
-use cairn_common::fs::{FileType, SessionId};
+use cairn_common::fs::{FileType, SessionId, Special};
 use cairn_common::{ChunkId, NodeId, Redundancy};
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +105,8 @@ pub enum InodeKind {
     Symlink {
         target: String,
     },
+    /// A FIFO, socket or device node: only its type and device number are stored.
+    Special(Special),
 }
 
 impl InodeKind {
@@ -113,6 +115,15 @@ impl InodeKind {
             InodeKind::Dir { .. } => FileType::Dir,
             InodeKind::File { .. } => FileType::File,
             InodeKind::Symlink { .. } => FileType::Symlink,
+            InodeKind::Special(special) => special.file_type(),
+        }
+    }
+
+    /// A device node's device number, else 0.
+    pub fn rdev(&self) -> u32 {
+        match self {
+            InodeKind::Special(special) => special.rdev(),
+            _ => 0,
         }
     }
 
