@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cairn_common::ids::hex;
-use cairn_common::{ChunkId, NodeId};
+use cairn_common::{failpoint, ChunkId, NodeId};
 
 use crate::aligned::AlignedBuf;
 use crate::durable::{self, DurableWriteError, WriteMode};
@@ -404,7 +404,7 @@ impl ShardStore {
             })?;
         let read = |at: u64, n: u64| {
             let n = usize::try_from(n).expect("a validated shard's parts fit in memory");
-            self.engine.read_exact_at(&file, at, n)
+            self.read_at(id, &file, at, n)
         };
         let read_result = futures::future::try_join(
             read(plan.table_offset, plan.table_len),
@@ -476,6 +476,19 @@ impl ShardStore {
         Ok(true)
     }
 
+    /// Reads `len` bytes at `offset` of shard `id`'s open file: every shard read goes
+    /// through here (and past the `shard-read` failpoint, which fails it with EIO).
+    async fn read_at(
+        &self,
+        id: ShardKey,
+        file: &SharedFile,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        failpoint::hit_eio_for(failpoint::SHARD_READ, &id.file_name())?;
+        self.engine.read_exact_at(file, offset, len).await
+    }
+
     /// Opens shard `id` and parses its header; a bad header quarantines the file.
     async fn open_verified_header(
         &self,
@@ -500,8 +513,7 @@ impl ShardStore {
         };
         let head_len = file_len.min(HEADER_LEN as u64) as usize;
         let head = self
-            .engine
-            .read_exact_at(&file, 0, head_len)
+            .read_at(id, &file, 0, head_len)
             .await
             .map_err(io_error("read header of", &path))?;
         match ShardHeader::parse(&head, file_len) {
