@@ -17,6 +17,21 @@ use tonic::transport::Channel;
 use crate::error::ShardError;
 use cairn_net::Transport;
 
+/// What one scrub pass on a node found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScrubCounts {
+    /// Shards read and verified.
+    pub checked: u64,
+    /// Corrupt or unreadable shards: quarantined and reported lost.
+    pub corrupt: u64,
+    /// Of `corrupt`, those the disk could not read (EIO).
+    pub unreadable: u64,
+    /// Shards that could not be checked (left for the next pass).
+    pub failed: u64,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
 /// Deadline for one whole shard transfer.
 pub const SHARD_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -95,15 +110,21 @@ impl NodePool {
         Ok(())
     }
 
-    /// Runs one scrub pass on a node and returns (checked, corrupt, bytes).
-    pub async fn scrub(&self, addr: &str) -> Result<(u64, u64, u64), tonic::Status> {
+    /// Runs one scrub pass on a node and returns what it found.
+    pub async fn scrub(&self, addr: &str) -> Result<ScrubCounts, tonic::Status> {
         let mut client = self
             .client(addr)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         let mut request = tonic::Request::new(cairn_proto::node::ScrubRequest {});
         request.set_timeout(Duration::from_secs(24 * 3600));
         let r = client.scrub(request).await?.into_inner();
-        Ok((r.checked, r.corrupt, r.bytes))
+        Ok(ScrubCounts {
+            checked: r.checked,
+            corrupt: r.corrupt,
+            unreadable: r.unreadable,
+            failed: r.failed,
+            bytes: r.bytes,
+        })
     }
 
     /// Reads a whole shard and returns its bytes. The node verified them against its own

@@ -107,6 +107,23 @@ pub enum CorruptReason {
     Block(#[from] BlockMismatch),
     #[error("file ends before the data its header announces")]
     Truncated,
+    /// The disk could not read the file (EIO, or a file system's checksum error): a bad
+    /// sector is as lost as a flipped bit, and waiting does not bring it back.
+    #[error("unreadable: {}", io::Error::from_raw_os_error(*errno))]
+    Unreadable { errno: i32 },
+}
+
+impl CorruptReason {
+    /// The reason an I/O error reading a shard file stands for, if it is a media error
+    /// (the data under the file is gone) rather than a passing failure of the system.
+    pub fn of_read_error(e: &io::Error) -> Option<CorruptReason> {
+        match e.raw_os_error()? {
+            errno @ (libc::EIO | libc::EBADMSG | libc::EUCLEAN) => {
+                Some(CorruptReason::Unreadable { errno })
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +132,11 @@ pub enum StoreError {
     NotFound { id: ShardKey },
     #[error("shard {id} is corrupt ({reason}) and was quarantined")]
     Corrupt { id: ShardKey, reason: CorruptReason },
+    /// The shard's file cannot even be opened because the disk cannot read it (EIO on
+    /// its inode): lost like a corrupt shard, but left where it is (nothing to check a
+    /// quarantine against); a rebuilt copy replaces it.
+    #[error("shard {id} cannot be opened ({reason}); left in place")]
+    Unopenable { id: ShardKey, reason: CorruptReason },
     #[error(
         "shard {id}: data hashes to {} but {} was announced",
         hex(actual),
@@ -390,7 +412,8 @@ impl ShardStore {
     }
 
     /// Reads `len` bytes at `offset` (`len == 0`: to the end), verifying only the blocks
-    /// the range touches. A damaged file is quarantined and reported as `Corrupt`.
+    /// the range touches. A damaged file, or one the disk cannot read (EIO), is
+    /// quarantined and reported as `Corrupt`.
     #[tracing::instrument(level = "debug", skip_all, fields(shard = %id))]
     pub async fn get(&self, id: ShardKey, offset: u64, len: u64) -> Result<ShardRead, StoreError> {
         let (path, file, header) = self.open_verified_header(id).await?;
@@ -416,7 +439,12 @@ impl ShardStore {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(self.quarantine(id, &file, CorruptReason::Truncated).await)
             }
-            Err(e) => return Err(classify("read", path, e)),
+            Err(e) => {
+                return Err(match CorruptReason::of_read_error(&e) {
+                    Some(reason) => self.quarantine(id, &file, reason).await,
+                    None => classify("read", path, e),
+                })
+            }
         };
         let verified = {
             let plan = plan.clone();
@@ -508,14 +536,27 @@ impl ShardStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(StoreError::NotFound { id })
                 }
-                Err(e) => return Err(classify("open", path, e)),
+                Err(e) => {
+                    return Err(match CorruptReason::of_read_error(&e) {
+                        Some(reason) => {
+                            tracing::warn!(shard = %id, %reason, "cannot open shard file");
+                            StoreError::Unopenable { id, reason }
+                        }
+                        None => classify("open", path, e),
+                    })
+                }
             }
         };
         let head_len = file_len.min(HEADER_LEN as u64) as usize;
-        let head = self
-            .read_at(id, &file, 0, head_len)
-            .await
-            .map_err(io_error("read header of", &path))?;
+        let head = match self.read_at(id, &file, 0, head_len).await {
+            Ok(head) => head,
+            Err(e) => {
+                return Err(match CorruptReason::of_read_error(&e) {
+                    Some(reason) => self.quarantine(id, &file, reason).await,
+                    None => classify("read header of", path, e),
+                })
+            }
+        };
         match ShardHeader::parse(&head, file_len) {
             Ok(header) => Ok((path, file, header)),
             Err(e) => Err(self.quarantine(id, &file, e.into()).await),
@@ -524,7 +565,9 @@ impl ShardStore {
 
     /// Moves the damaged file `opened` (shard `id`) into quarantine — if it is still the
     /// file at the shard's path, not a good one written meanwhile — and returns the
-    /// `Corrupt` error to give the caller. Never deletes.
+    /// `Corrupt` error to give the caller. Never deletes. From then on the shard is
+    /// missing here (`NotFound`), which is what the node answers anyone who asks for it,
+    /// a leader verifying a loss report included.
     async fn quarantine(
         &self,
         id: ShardKey,

@@ -129,7 +129,11 @@ async fn an_unreadable_shard_is_quarantined_and_repaired_and_scrub_goes_on() {
     let shards = node_shards(&tc, "node-3");
     assert!(shards.len() >= 2, "node 3 holds {} shards", shards.len());
     let (unreadable, flipped) = (shards[0].clone(), shards[shards.len() - 1].clone());
-    let unreadable_name = unreadable.file_name().unwrap().to_string_lossy().to_string();
+    let unreadable_name = unreadable
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
     let flipped_name = flipped.file_name().unwrap().to_string_lossy().to_string();
 
     let spec = format!("{}=return({unreadable_name})", failpoint::SHARD_READ);
