@@ -10,7 +10,9 @@ use std::time::Duration;
 use cairn_common::ChunkId;
 use cairn_proto::common::ShardId;
 use cairn_proto::node::node_service_client::NodeServiceClient;
-use cairn_proto::node::{put_shard_request, GetShardRequest, PutShardHeader, PutShardRequest};
+use cairn_proto::node::{
+    put_shard_request, GetShardRequest, PutShardHeader, PutShardRequest, StatShardRequest,
+};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -34,6 +36,8 @@ pub struct ScrubCounts {
 
 /// Deadline for one whole shard transfer.
 pub const SHARD_TIMEOUT: Duration = Duration::from_secs(20);
+/// Deadline for one shard's header (`stat_shard`).
+pub const STAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct NodePool {
@@ -176,5 +180,37 @@ impl NodePool {
             out.extend_from_slice(&msg.data);
         }
         Ok(out)
+    }
+
+    /// The length and blake3 of a shard as its node's header records them (no data is
+    /// read: cheap enough to ask for every shard of a node). Only metadata replicas may
+    /// call it.
+    pub async fn stat_shard(
+        &self,
+        addr: &str,
+        chunk: ChunkId,
+        index: u32,
+    ) -> Result<(u64, [u8; 32]), ShardError> {
+        let mut client = self.client(addr)?;
+        let mut request = tonic::Request::new(StatShardRequest {
+            id: Some(ShardId {
+                chunk_id: chunk.as_bytes().to_vec().into(),
+                index,
+            }),
+        });
+        request.set_timeout(STAT_TIMEOUT);
+        let reply = client
+            .stat_shard(request)
+            .await
+            .map_err(|s| ShardError::from_status(s, addr, chunk, index))?
+            .into_inner();
+        let hash = reply.blake3[..]
+            .try_into()
+            .map_err(|_| ShardError::Failed {
+                addr: addr.to_string(),
+                code: tonic::Code::Internal,
+                message: format!("StatShard answered a {}-byte blake3", reply.blake3.len()),
+            })?;
+        Ok((reply.length, hash))
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Layout:
 //! ```text
-//! DATA/cairn-node.id                     the node id (see `marker`)
+//! DATA/cairn-node.id                     the node id and the directory's disk id (see `marker`)
 //! DATA/shards/<2 hex>/<chunk hex>.<idx>  shard files (see `shard_file`)
 //! DATA/quarantine/<chunk hex>.<idx>.<unix ns>.<random>   corrupt files, never deleted
 //! ```
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cairn_common::ids::hex;
-use cairn_common::{failpoint, ChunkId, NodeId};
+use cairn_common::{failpoint, ChunkId, DiskId, NodeId};
 
 use crate::aligned::AlignedBuf;
 use crate::durable::{self, DurableWriteError, WriteMode};
@@ -190,6 +190,8 @@ pub struct ShardStore {
     root: PathBuf,
     shards_dir: PathBuf,
     quarantine_dir: PathBuf,
+    /// This data directory's identity (from its marker).
+    disk_id: DiskId,
     engine: IoEngine,
     /// Direct when the data directory's file system supports it (probed at open).
     write_mode: WriteMode,
@@ -216,6 +218,7 @@ impl ShardStore {
         let mut store = ShardStore {
             shards_dir: root.join(SHARDS_DIR),
             quarantine_dir: root.join(QUARANTINE_DIR),
+            disk_id: DiskId([0; 16]),
             root,
             engine,
             write_mode: WriteMode::Buffered,
@@ -225,7 +228,8 @@ impl ShardStore {
                 .collect(),
         };
         let has_data = store.shards_dir.exists();
-        marker::check_or_create(&store.engine, &store.root, node_id, has_data).await?;
+        store.disk_id =
+            marker::check_or_create(&store.engine, &store.root, node_id, has_data).await?;
         store.create_layout().await?;
         if durable::direct_io_supported(&store.engine, &store.shards_dir).await {
             store.write_mode = WriteMode::Direct;
@@ -260,6 +264,11 @@ impl ShardStore {
 
     pub fn data_dir(&self) -> &Path {
         &self.root
+    }
+
+    /// The data directory's identity, which the node presents to the metadata service.
+    pub fn disk_id(&self) -> DiskId {
+        self.disk_id
     }
 
     /// Whether shard data is written with O_DIRECT or through the page cache.
