@@ -459,7 +459,7 @@ impl Client {
     }
 
     /// Runs a scrub pass on the storage node at `addr`: (shards checked, corrupt, bytes).
-    pub async fn scrub_node(&self, addr: &str) -> Result<(u64, u64, u64)> {
+    pub async fn scrub_node(&self, addr: &str) -> Result<cairn_shard_io::ScrubCounts> {
         Ok(self.nodes.scrub(addr).await?)
     }
 

@@ -11,7 +11,8 @@
 //! count `N*`, a probability `P%`, sequences with `->`). Two `return` arguments mean
 //! something here: `crash` ends the process at once with SIGKILL, exactly as `kill -9`
 //! would (no destructor, flush or reply runs), and `error` fails the step with an I/O
-//! error the caller handles like a real one.
+//! error the caller handles like a real one. [`SHARD_READ`] takes a shard file's name as
+//! its argument instead (see [`hit_eio_for`]).
 
 use std::io;
 
@@ -29,15 +30,20 @@ pub const REBALANCE_BEFORE_COMMIT: &str = "rebalance-before-commit";
 
 /// Client library: every chunk of an object is stored, the object not yet committed.
 pub const PUT_BEFORE_COMMIT: &str = "put-before-commit";
+/// Storage node, every read of a shard file (header, block table, data): `return(NAME)`
+/// fails the reads of shard file `NAME` (`<chunk hex>.<index>`) with EIO, as a bad sector
+/// under that file would; `return` without an argument fails every shard read so.
+pub const SHARD_READ: &str = "shard-read";
 
 /// Every failpoint, for `CAIRN_FAILPOINTS` validation.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     SHARD_WRITE_BEFORE_FSYNC,
     SHARD_WRITE_BEFORE_ACK,
     META_COMMIT_BEFORE_REPLY,
     REPAIR_BEFORE_COMMIT,
     REBALANCE_BEFORE_COMMIT,
     PUT_BEFORE_COMMIT,
+    SHARD_READ,
 ];
 
 /// The environment variable read by [`configure_from_env`].
@@ -132,6 +138,27 @@ pub fn hit(_name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Passes failpoint `name` on behalf of `target` (e.g. a file name): an armed
+/// `return(ARG)` fails with a real EIO (`raw_os_error() == Some(EIO)`, so the caller's
+/// handling of kernel I/O errors runs) when `ARG` is `target` or absent; any other
+/// action, or another target, passes.
+#[cfg(feature = "failpoints")]
+pub fn hit_eio_for(name: &str, target: &str) -> io::Result<()> {
+    match fail::eval(name, |arg| arg) {
+        Some(arg) if arg.as_deref().is_none_or(|a| a.is_empty() || a == target) => {
+            tracing::warn!(failpoint = name, target, "failpoint: injected EIO");
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit_eio_for(_name: &str, _target: &str) -> io::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +190,18 @@ mod tests {
         assert!(hit("unit-test-point").is_err());
         assert!(hit("unit-test-point").is_ok());
         fail::remove("unit-test-point");
+    }
+
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn an_eio_failpoint_hits_only_its_target() {
+        fail::cfg("unit-test-eio", "return(abc.1)").unwrap();
+        let err = hit_eio_for("unit-test-eio", "abc.1").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+        assert!(hit_eio_for("unit-test-eio", "abc.2").is_ok());
+        fail::cfg("unit-test-eio", "return").unwrap();
+        assert!(hit_eio_for("unit-test-eio", "anything").is_err());
+        fail::remove("unit-test-eio");
+        assert!(hit_eio_for("unit-test-eio", "abc.1").is_ok());
     }
 }

@@ -1,4 +1,4 @@
-//! Identifiers: storage node ids and chunk ids.
+//! Identifiers: storage node ids, data directory ids and chunk ids.
 
 use std::fmt;
 use std::str::FromStr;
@@ -79,6 +79,71 @@ impl<'de> Deserialize<'de> for ChunkId {
     }
 }
 
+/// The identity of one storage node's data directory: 128 random bits written into the
+/// directory when it is first used (`DATA/cairn-node.id`) and registered with the
+/// metadata service, so a node that comes back with a wiped, replaced or unmounted data
+/// directory is told apart from the node that held the data. Written as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DiskId(pub [u8; 16]);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("data directory id must be 16 bytes (32 hex digits), got {got:?}")]
+pub struct BadDiskId {
+    pub got: String,
+}
+
+impl DiskId {
+    pub fn random() -> Self {
+        DiskId(rand::random())
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, BadDiskId> {
+        let arr: [u8; 16] = bytes.try_into().map_err(|_| BadDiskId {
+            got: format!("{} bytes", bytes.len()),
+        })?;
+        Ok(DiskId(arr))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for DiskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for DiskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DiskId({self})")
+    }
+}
+
+impl FromStr for DiskId {
+    type Err = BadDiskId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<ChunkId>()
+            .map(|id| DiskId(id.0))
+            .map_err(|_| BadDiskId { got: s.to_string() })
+    }
+}
+
+impl Serialize for DiskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for DiskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Lower-case hex of any bytes (hashes in logs and CLI output).
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -93,6 +158,16 @@ mod tests {
         let id = ChunkId::random();
         assert_eq!(id.to_string().parse::<ChunkId>().unwrap(), id);
         assert_eq!(ChunkId::from_slice(id.as_bytes()).unwrap(), id);
+    }
+
+    #[test]
+    fn disk_id_round_trips_through_hex_and_serde() {
+        let id = DiskId::random();
+        assert_eq!(id.to_string().len(), 32);
+        assert_eq!(id.to_string().parse::<DiskId>().unwrap(), id);
+        assert_eq!(DiskId::from_slice(id.as_bytes()).unwrap(), id);
+        assert!("x".parse::<DiskId>().is_err());
+        assert!(DiskId::from_slice(&[0; 15]).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod redundancy;
 pub mod telemetry;
 pub mod token;
 
-pub use ids::{ChunkId, NodeId};
+pub use ids::{ChunkId, DiskId, NodeId};
 pub use precondition::Precondition;
 pub use redundancy::Redundancy;
 

@@ -56,6 +56,11 @@ pub struct MetaConfig {
     /// 104857600, 100 MiB/s).
     #[serde(default = "default_repair_bytes_per_sec")]
     pub repair_bytes_per_sec: u64,
+    /// Time between the leader's shard-count checks (default 10000 ms): each compares the
+    /// shards placed on every node with the count its heartbeats report, and checks the
+    /// shards of a node that reports clearly fewer (`node_check.rs`).
+    #[serde(default = "default_node_check_interval_ms")]
+    pub node_check_interval_ms: u64,
     /// How long an allocated chunk counts as a write in progress before commit (the storage
     /// nodes' orphan sweep spares it meanwhile); default 3600000 ms (1 h).
     #[serde(default = "default_pending_chunk_ttl_ms")]
@@ -101,6 +106,9 @@ fn default_repair_interval_ms() -> u64 {
 fn default_repair_bytes_per_sec() -> u64 {
     100 << 20
 }
+fn default_node_check_interval_ms() -> u64 {
+    10_000
+}
 fn default_pending_chunk_ttl_ms() -> u64 {
     3_600_000
 }
@@ -129,6 +137,7 @@ impl MetaConfig {
             node_out_after_ms: default_node_out_after_ms(),
             repair_interval_ms: default_repair_interval_ms(),
             repair_bytes_per_sec: default_repair_bytes_per_sec(),
+            node_check_interval_ms: default_node_check_interval_ms(),
             pending_chunk_ttl_ms: default_pending_chunk_ttl_ms(),
             session_lease_ms: default_session_lease_ms(),
             snapshot_every: default_snapshot_every(),
@@ -156,6 +165,8 @@ pub enum MetaConfigError {
         "`repair_interval_ms` must be at least 100 and `repair_bytes_per_sec` at least 1048576"
     )]
     Repair,
+    #[error("`node_check_interval_ms` must be at least 100")]
+    NodeCheckInterval,
     #[error("`bootstrap` and `join` exclude each other: a replica starts a cluster or joins one")]
     BootstrapAndJoin,
     #[error("`snapshot_every` must be at least 10")]
@@ -215,6 +226,9 @@ impl MetaConfig {
         }
         if self.repair_interval_ms < 100 || self.repair_bytes_per_sec < (1 << 20) {
             return Err(MetaConfigError::Repair);
+        }
+        if self.node_check_interval_ms < 100 {
+            return Err(MetaConfigError::NodeCheckInterval);
         }
         Ok(self)
     }

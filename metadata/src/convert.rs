@@ -85,6 +85,7 @@ pub fn status_from(e: NamespaceError) -> Status {
         | NamespaceError::NotDirectory { .. }
         | NamespaceError::PreconditionFailed { .. }
         | NamespaceError::BucketNotEmpty { .. }
-        | NamespaceError::NodeInUse { .. } => Status::failed_precondition(msg),
+        | NamespaceError::NodeInUse { .. }
+        | NamespaceError::WrongDisk { .. } => Status::failed_precondition(msg),
     }
 }

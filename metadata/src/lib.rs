@@ -19,6 +19,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod namespace;
 pub mod network;
+pub mod node_check;
 pub mod pending;
 pub mod raft_service;
 pub mod rebalance;
@@ -130,6 +131,17 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
             interval: Duration::from_millis(cfg.repair_interval_ms),
             bytes_per_sec: cfg.repair_bytes_per_sec,
             placement_lock: placement_lock.clone(),
+            transport: transport.clone(),
+        },
+        shutdown.clone(),
+    ));
+    tasks.spawn(node_check::run(
+        cfg.id,
+        raft.clone(),
+        state.clone(),
+        liveness.clone(),
+        node_check::NodeCheckConfig {
+            interval: Duration::from_millis(cfg.node_check_interval_ms),
             transport: transport.clone(),
         },
         shutdown.clone(),

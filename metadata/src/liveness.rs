@@ -97,6 +97,11 @@ impl Liveness {
             .unwrap_or(UNKNOWN_FREE_BYTES)
     }
 
+    /// When this leader received the node's last heartbeat, and what it reported.
+    pub fn last_heartbeat(&self, node: NodeId) -> Option<(Instant, Usage)> {
+        self.seen.get(&node).copied()
+    }
+
     /// Time since the node's last heartbeat, if one was seen by this leader.
     pub fn since_last(&self, node: NodeId, now: Instant) -> Option<Duration> {
         self.seen
@@ -173,6 +178,7 @@ mod tests {
             zone: "z".into(),
             draining,
             weight_pct,
+            disk: None,
         };
         let nodes = BTreeMap::from([
             (1, record(false, 100)),

@@ -55,6 +55,9 @@ struct Args {
     /// Repair bandwidth limit in bytes per second.
     #[arg(long, env = "CAIRN_META_REPAIR_BYTES_PER_SEC")]
     repair_bytes_per_sec: Option<u64>,
+    /// Milliseconds between the leader's checks of the nodes' shard counts.
+    #[arg(long, env = "CAIRN_META_NODE_CHECK_INTERVAL_MS")]
+    node_check_interval_ms: Option<u64>,
     /// Milliseconds without heartbeat before a storage node is down.
     #[arg(long, env = "CAIRN_META_NODE_DOWN_AFTER_MS")]
     node_down_after_ms: Option<u64>,
@@ -143,6 +146,9 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
     }
     if let Some(b) = args.repair_bytes_per_sec {
         cfg.repair_bytes_per_sec = b;
+    }
+    if let Some(ms) = args.node_check_interval_ms {
+        cfg.node_check_interval_ms = ms;
     }
     if args.tls_dir.is_some() {
         cfg.tls_dir = args.tls_dir;

@@ -17,5 +17,5 @@ pub mod pool;
 pub mod reader;
 
 pub use error::ShardError;
-pub use pool::NodePool;
+pub use pool::{NodePool, ScrubCounts};
 pub use reader::{ChunkReadError, ShardSource};

@@ -10,15 +10,34 @@ use std::time::Duration;
 use cairn_common::ChunkId;
 use cairn_proto::common::ShardId;
 use cairn_proto::node::node_service_client::NodeServiceClient;
-use cairn_proto::node::{put_shard_request, GetShardRequest, PutShardHeader, PutShardRequest};
+use cairn_proto::node::{
+    put_shard_request, GetShardRequest, PutShardHeader, PutShardRequest, StatShardRequest,
+};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 use crate::error::ShardError;
 use cairn_net::Transport;
 
+/// What one scrub pass on a node found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScrubCounts {
+    /// Shards read and verified.
+    pub checked: u64,
+    /// Corrupt or unreadable shards: quarantined and reported lost.
+    pub corrupt: u64,
+    /// Of `corrupt`, those the disk could not read (EIO).
+    pub unreadable: u64,
+    /// Shards that could not be checked (left for the next pass).
+    pub failed: u64,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
 /// Deadline for one whole shard transfer.
 pub const SHARD_TIMEOUT: Duration = Duration::from_secs(20);
+/// Deadline for one shard's header (`stat_shard`).
+pub const STAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct NodePool {
@@ -95,15 +114,21 @@ impl NodePool {
         Ok(())
     }
 
-    /// Runs one scrub pass on a node and returns (checked, corrupt, bytes).
-    pub async fn scrub(&self, addr: &str) -> Result<(u64, u64, u64), tonic::Status> {
+    /// Runs one scrub pass on a node and returns what it found.
+    pub async fn scrub(&self, addr: &str) -> Result<ScrubCounts, tonic::Status> {
         let mut client = self
             .client(addr)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         let mut request = tonic::Request::new(cairn_proto::node::ScrubRequest {});
         request.set_timeout(Duration::from_secs(24 * 3600));
         let r = client.scrub(request).await?.into_inner();
-        Ok((r.checked, r.corrupt, r.bytes))
+        Ok(ScrubCounts {
+            checked: r.checked,
+            corrupt: r.corrupt,
+            unreadable: r.unreadable,
+            failed: r.failed,
+            bytes: r.bytes,
+        })
     }
 
     /// Reads a whole shard and returns its bytes. The node verified them against its own
@@ -155,5 +180,37 @@ impl NodePool {
             out.extend_from_slice(&msg.data);
         }
         Ok(out)
+    }
+
+    /// The length and blake3 of a shard as its node's header records them (no data is
+    /// read: cheap enough to ask for every shard of a node). Only metadata replicas may
+    /// call it.
+    pub async fn stat_shard(
+        &self,
+        addr: &str,
+        chunk: ChunkId,
+        index: u32,
+    ) -> Result<(u64, [u8; 32]), ShardError> {
+        let mut client = self.client(addr)?;
+        let mut request = tonic::Request::new(StatShardRequest {
+            id: Some(ShardId {
+                chunk_id: chunk.as_bytes().to_vec().into(),
+                index,
+            }),
+        });
+        request.set_timeout(STAT_TIMEOUT);
+        let reply = client
+            .stat_shard(request)
+            .await
+            .map_err(|s| ShardError::from_status(s, addr, chunk, index))?
+            .into_inner();
+        let hash = reply.blake3[..]
+            .try_into()
+            .map_err(|_| ShardError::Failed {
+                addr: addr.to_string(),
+                code: tonic::Code::Internal,
+                message: format!("StatShard answered a {}-byte blake3", reply.blake3.len()),
+            })?;
+        Ok((reply.length, hash))
     }
 }

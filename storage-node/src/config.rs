@@ -82,6 +82,13 @@ pub struct NodeConfig {
     /// Plaintext gRPC, for development only (logged as a warning).
     #[serde(default)]
     pub insecure: bool,
+    /// When the metadata service knows this node id with another data directory (this
+    /// one was wiped, replaced or is an empty mount point), join anyway as a new, empty
+    /// node: the metadata service forgets every shard it placed on the node and repair
+    /// rebuilds them from the other nodes. Without it such a node is refused and exits.
+    /// Has no effect on a node whose data directory is the registered one. Default: false.
+    #[serde(default)]
+    pub replace_empty: bool,
 }
 
 fn default_quarantine_retention_ms() -> u64 {
@@ -202,6 +209,10 @@ pub struct ConfigOverrides {
     /// Plaintext gRPC without certificates: development only.
     #[arg(long, env = "CAIRN_NODE_INSECURE")]
     pub insecure: bool,
+    /// Join as a new, empty node if the metadata service knows this node id with another
+    /// data directory (it was wiped or replaced): its former shards are rebuilt elsewhere.
+    #[arg(long, env = "CAIRN_NODE_REPLACE_EMPTY")]
+    pub replace_empty: bool,
 }
 
 impl NodeConfig {
@@ -257,6 +268,7 @@ impl NodeConfig {
                 quarantine_retention_ms: default_quarantine_retention_ms(),
                 tls_dir: None,
                 insecure: false,
+                replace_empty: false,
             },
         };
         if let Some(id) = o.id {
@@ -267,6 +279,9 @@ impl NodeConfig {
         }
         if o.insecure {
             cfg.insecure = true;
+        }
+        if o.replace_empty {
+            cfg.replace_empty = true;
         }
         if let Some(listen) = o.listen {
             cfg.listen = listen;

@@ -1,15 +1,17 @@
 //! Registration with the metadata service and the periodic heartbeat. Calls go through the
 //! client library's metadata client (`cairn_client::meta_client`: any replica, the next one
 //! after a failure); this task retries forever with bounded backoff until shutdown, and
-//! re-registers when the metadata service no longer knows this node. Reads the store's
-//! in-memory usage; never touches shard files.
+//! re-registers when the metadata service no longer knows this node. Both calls present
+//! the data directory's disk id; a refusal of it (FAILED_PRECONDITION: the node id is
+//! registered with another data directory) ends the task with [`Refused`], which stops
+//! the node. Reads the store's in-memory usage; never touches shard files.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_client::meta_client::MetaClient;
 use cairn_client::ClientError;
-use cairn_common::NodeId;
+use cairn_common::{DiskId, NodeId};
 use cairn_proto::meta::{HeartbeatRequest, RegisterNodeRequest};
 use tokio_util::sync::CancellationToken;
 
@@ -36,11 +38,31 @@ pub struct HeartbeatConfig {
     pub capacity_override: Option<u64>,
     /// The node's own identity towards the metadata service.
     pub transport: cairn_net::Transport,
+    /// Join as a new, empty node if the node id is registered with another data
+    /// directory (`--replace-empty`).
+    pub replace_empty: bool,
 }
 
-/// Runs until `shutdown` is cancelled: register, then heartbeat every `interval`.
+/// The metadata service refused this node as it is: the node id is registered with
+/// another data directory. Not retried: the operator must mount the right disk, or
+/// restart the node with `--replace-empty`.
+#[derive(Debug, thiserror::Error)]
+#[error("the metadata service refused node {node}: {message}")]
+pub struct Refused {
+    pub node: NodeId,
+    pub disk: DiskId,
+    /// The metadata service's explanation.
+    pub message: String,
+}
+
+/// Runs until `shutdown` is cancelled (then `Ok`): register, then heartbeat every
+/// `interval`. Ends early with [`Refused`] when the metadata service refuses the node.
 /// Cancel safe: it only sends idempotent requests.
-pub async fn run(cfg: HeartbeatConfig, store: Arc<ShardStore>, shutdown: CancellationToken) {
+pub async fn run(
+    cfg: HeartbeatConfig,
+    store: Arc<ShardStore>,
+    shutdown: CancellationToken,
+) -> Result<(), Refused> {
     let meta = match MetaClient::new(&cfg.meta, &cfg.transport) {
         // One attempt per call: this task paces its own retries (and keeps heartbeating
         // on time while the metadata service is away).
@@ -49,7 +71,7 @@ pub async fn run(cfg: HeartbeatConfig, store: Arc<ShardStore>, shutdown: Cancell
             .with_retry_for(Duration::ZERO),
         Err(e) => {
             tracing::error!(meta = ?cfg.meta, error = %e, "no usable metadata address: this node will not register");
-            return;
+            return Ok(());
         }
     };
     let mut beat = Heartbeat {
@@ -58,11 +80,12 @@ pub async fn run(cfg: HeartbeatConfig, store: Arc<ShardStore>, shutdown: Cancell
         meta,
         warn: WarnLimiter::default(),
     };
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = beat.forever() => {}
-    }
+    let result = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        refused = beat.forever() => Err(refused),
+    };
     tracing::debug!("heartbeat task stopped");
+    result
 }
 
 struct Heartbeat {
@@ -73,10 +96,23 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    async fn forever(&mut self) {
+    /// Returns only when the node is refused.
+    async fn forever(&mut self) -> Refused {
         loop {
-            self.register().await;
-            self.beat_until_forgotten().await;
+            if let Err(refused) = self.register().await {
+                return refused;
+            }
+            if let Err(refused) = self.beat_until_forgotten().await {
+                return refused;
+            }
+        }
+    }
+
+    fn refused(&self, message: String) -> Refused {
+        Refused {
+            node: self.cfg.node_id,
+            disk: self.store.disk_id(),
+            message,
         }
     }
 
@@ -94,8 +130,8 @@ impl Heartbeat {
         (capacity, self.store.usage().used_bytes)
     }
 
-    /// Retries RegisterNode over the replicas until one accepts it.
-    async fn register(&mut self) {
+    /// Retries RegisterNode over the replicas until one accepts it or refuses the node.
+    async fn register(&mut self) -> Result<(), Refused> {
         let mut backoff = Backoff::new();
         loop {
             let (capacity_bytes, used_bytes) = self.capacity_and_used();
@@ -105,6 +141,8 @@ impl Heartbeat {
                 zone: self.cfg.zone.clone(),
                 capacity_bytes,
                 used_bytes,
+                disk_id: self.store.disk_id().as_bytes().to_vec().into(),
+                replace_empty: self.cfg.replace_empty,
             };
             let registered = self
                 .meta
@@ -114,10 +152,14 @@ impl Heartbeat {
                 Ok(_) => {
                     tracing::info!(
                         node = self.cfg.node_id,
+                        disk = %self.store.disk_id(),
                         "registered with the metadata service"
                     );
                     self.warn.reset();
-                    return;
+                    return Ok(());
+                }
+                Err(ClientError::FailedPrecondition { message }) => {
+                    return Err(self.refused(message))
                 }
                 Err(e) => {
                     self.failed("register", &e);
@@ -127,8 +169,9 @@ impl Heartbeat {
         }
     }
 
-    /// Heartbeats every interval; returns when the metadata service answers NOT_FOUND.
-    async fn beat_until_forgotten(&mut self) {
+    /// Heartbeats every interval; returns when the metadata service answers NOT_FOUND
+    /// (`Ok`: register again) or refuses the node.
+    async fn beat_until_forgotten(&mut self) -> Result<(), Refused> {
         let mut ticker = tokio::time::interval(self.cfg.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -141,6 +184,7 @@ impl Heartbeat {
                 used_bytes,
                 shard_count: usage.shard_count,
                 quarantined_count: usage.quarantined_count,
+                disk_id: self.store.disk_id().as_bytes().to_vec().into(),
             };
             let beat = self
                 .meta
@@ -155,7 +199,10 @@ impl Heartbeat {
                 }
                 Err(ClientError::NotFound { .. }) => {
                     tracing::info!("metadata service does not know this node; registering again");
-                    return;
+                    return Ok(());
+                }
+                Err(ClientError::FailedPrecondition { message }) => {
+                    return Err(self.refused(message))
                 }
                 Err(e) => self.failed("heartbeat", &e),
             }

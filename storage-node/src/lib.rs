@@ -45,7 +45,8 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result
 /// in the data directory), open the store (node-id marker check, usage scan), start the
 /// heartbeat task, serve gRPC.
 ///
-/// Shutdown order, once `shutdown` is cancelled (or the server fails):
+/// Shutdown order, once `shutdown` is cancelled (or the server fails, or the metadata
+/// service refuses the node: then this returns that refusal as the error):
 /// 1. the gRPC server stops accepting and lets in-flight RPCs finish, so every
 ///    acknowledged PutShard is durable and no write is cut midway;
 /// 2. the heartbeat task is cancelled (the metadata service then marks the node down);
@@ -93,20 +94,35 @@ pub async fn run_with_listener(
     );
 
     let tasks = TaskTracker::new();
+    // Stops the server: on `shutdown`, or when the metadata service refuses the node.
+    let stop = shutdown.child_token();
     let heartbeat_stop = shutdown.child_token();
-    tasks.spawn(heartbeat::run(
-        HeartbeatConfig {
-            node_id: cfg.id,
-            advertise,
-            zone: cfg.zone.clone(),
-            meta: cfg.meta.clone(),
-            interval: cfg.heartbeat_interval(),
-            capacity_override: cfg.capacity_bytes,
-            transport: transport.clone(),
-        },
-        store.clone(),
-        heartbeat_stop.clone(),
-    ));
+    let refused = Arc::new(std::sync::Mutex::new(None));
+    {
+        let heartbeat = heartbeat::run(
+            HeartbeatConfig {
+                node_id: cfg.id,
+                advertise,
+                zone: cfg.zone.clone(),
+                meta: cfg.meta.clone(),
+                interval: cfg.heartbeat_interval(),
+                capacity_override: cfg.capacity_bytes,
+                transport: transport.clone(),
+                replace_empty: cfg.replace_empty,
+            },
+            store.clone(),
+            heartbeat_stop.clone(),
+        );
+        let (refused, stop) = (refused.clone(), stop.clone());
+        tasks.spawn(async move {
+            if let Err(e) = heartbeat.await {
+                // The refusal itself is the error `run` returns (and `main` prints).
+                tracing::error!(disk = %e.disk, "the metadata service refuses this node; stopping");
+                *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                stop.cancel();
+            }
+        });
+    }
 
     // The object API and the orphan sweep use the cluster through the client library.
     let cluster = cairn_common::config::ClusterFile {
@@ -185,7 +201,7 @@ pub async fn run_with_listener(
         // ACK (tens of milliseconds).
         .serve_with_incoming_shutdown(
             cairn_net::incoming(listener, transport.clone(), "cairn-node"),
-            shutdown.clone().cancelled_owned(),
+            stop.cancelled_owned(),
         )
         .await;
 
@@ -193,6 +209,10 @@ pub async fn run_with_listener(
     tasks.wait().await;
     drop(store);
     tracing::info!(node = cfg.id, "cairn-node stopped");
+    let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(refused) = refused {
+        return Err(anyhow::Error::new(refused));
+    }
     served.context("serve gRPC")
 }
 

@@ -1,7 +1,9 @@
-//! Scrub: re-read every shard on this node, verifying each 64 KiB block against the
-//! shard's hash table. A corrupt shard is quarantined by the store (kept aside, never
-//! deleted) and reported to the metadata service, whose repair worker rebuilds it on
-//! another node. Runs on a schedule and on demand (`cairn scrub`), throttled so client IO
+//! Scrub: re-read every shard on this node, in shard order, verifying each 64 KiB block
+//! against the shard's hash table. A corrupt shard, or one the disk cannot read (EIO), is
+//! quarantined by the store (kept aside, never deleted) and reported to the metadata
+//! service, whose repair worker rebuilds it on another node. A shard that cannot be
+//! checked for another reason is counted and left for the next pass: one bad file never
+//! ends a pass. Runs on a schedule and on demand (`cairn scrub`), throttled so client IO
 //! keeps priority; one pass at a time.
 
 use std::sync::Arc;
@@ -11,12 +13,19 @@ use cairn_client::Client;
 use cairn_common::NodeId;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{ShardStore, StoreError};
+use crate::io_engine::error_chain;
+use crate::store::{CorruptReason, ShardStore, StoreError};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScrubReport {
     pub checked: u64,
+    /// Shards found corrupt or unreadable: quarantined and reported lost.
     pub corrupt: u64,
+    /// Of `corrupt`, those the disk could not read (EIO).
+    pub unreadable: u64,
+    /// Shards that could not be checked (an error other than corruption); the next pass
+    /// tries them again.
+    pub failed: u64,
     pub bytes: u64,
 }
 
@@ -39,29 +48,38 @@ impl Scrubber {
         }
     }
 
-    /// One full pass over the node's shards.
+    /// One full pass over the node's shards. Fails only when the shards cannot be listed.
     pub async fn pass(&self) -> Result<ScrubReport, StoreError> {
         let _one_at_a_time = self.running.lock().await;
         let started = Instant::now();
-        let keys = self
+        let mut keys = self
             .store
             .shards_older_than(Duration::ZERO, usize::MAX)
             .await?;
+        keys.sort_unstable();
         let mut report = ScrubReport::default();
         for key in keys {
             match self.store.get(key, 0, 0).await {
                 Ok(read) => report.bytes += read.data.len() as u64,
-                Err(StoreError::Corrupt { id, reason }) => {
+                Err(StoreError::Corrupt { id, reason } | StoreError::Unopenable { id, reason }) => {
                     report.corrupt += 1;
+                    if matches!(reason, CorruptReason::Unreadable { .. }) {
+                        report.unreadable += 1;
+                    }
                     metrics::counter!("cairn_node_scrub_corrupt_shards_total").increment(1);
-                    tracing::warn!(shard = %id, ?reason, "scrub found a corrupt shard");
+                    tracing::warn!(shard = %id, %reason, "scrub found a corrupt shard");
                     self.client
                         .report_lost(id.chunk, &[(id.index, self.node)])
                         .await;
                 }
                 // Deleted meanwhile (garbage collection): nothing to verify.
                 Err(StoreError::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    report.failed += 1;
+                    metrics::counter!("cairn_node_scrub_failed_shards_total").increment(1);
+                    tracing::warn!(shard = %key, error = %error_chain(&e), "scrub could not check a shard");
+                    continue;
+                }
             }
             report.checked += 1;
             metrics::counter!("cairn_node_scrub_checked_shards_total").increment(1);
@@ -73,6 +91,8 @@ impl Scrubber {
         tracing::info!(
             checked = report.checked,
             corrupt = report.corrupt,
+            unreadable = report.unreadable,
+            failed = report.failed,
             bytes = report.bytes,
             "scrub pass finished"
         );

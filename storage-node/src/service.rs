@@ -62,7 +62,9 @@ impl NodeServiceImpl {
 pub fn status_of(err: StoreError) -> Status {
     match &err {
         StoreError::NotFound { .. } => Status::not_found(err.to_string()),
-        StoreError::Corrupt { .. } => Status::data_loss(err.to_string()),
+        StoreError::Corrupt { .. } | StoreError::Unopenable { .. } => {
+            Status::data_loss(err.to_string())
+        }
         StoreError::HashMismatch { .. } => Status::invalid_argument(err.to_string()),
         StoreError::RangeOutOfBounds { .. } => Status::out_of_range(err.to_string()),
         StoreError::NoSpace { .. } => cairn_proto::status::with_reason(
@@ -236,6 +238,8 @@ impl NodeService for NodeServiceImpl {
             checked: report.checked,
             corrupt: report.corrupt,
             bytes: report.bytes,
+            unreadable: report.unreadable,
+            failed: report.failed,
         }))
     }
 }

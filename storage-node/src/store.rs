@@ -4,7 +4,7 @@
 //!
 //! Layout:
 //! ```text
-//! DATA/cairn-node.id                     the node id (see `marker`)
+//! DATA/cairn-node.id                     the node id and the directory's disk id (see `marker`)
 //! DATA/shards/<2 hex>/<chunk hex>.<idx>  shard files (see `shard_file`)
 //! DATA/quarantine/<chunk hex>.<idx>.<unix ns>.<random>   corrupt files, never deleted
 //! ```
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cairn_common::ids::hex;
-use cairn_common::{ChunkId, NodeId};
+use cairn_common::{failpoint, ChunkId, DiskId, NodeId};
 
 use crate::aligned::AlignedBuf;
 use crate::durable::{self, DurableWriteError, WriteMode};
@@ -107,6 +107,23 @@ pub enum CorruptReason {
     Block(#[from] BlockMismatch),
     #[error("file ends before the data its header announces")]
     Truncated,
+    /// The disk could not read the file (EIO, or a file system's checksum error): a bad
+    /// sector is as lost as a flipped bit, and waiting does not bring it back.
+    #[error("unreadable: {}", io::Error::from_raw_os_error(*errno))]
+    Unreadable { errno: i32 },
+}
+
+impl CorruptReason {
+    /// The reason an I/O error reading a shard file stands for, if it is a media error
+    /// (the data under the file is gone) rather than a passing failure of the system.
+    pub fn of_read_error(e: &io::Error) -> Option<CorruptReason> {
+        match e.raw_os_error()? {
+            errno @ (libc::EIO | libc::EBADMSG | libc::EUCLEAN) => {
+                Some(CorruptReason::Unreadable { errno })
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +132,11 @@ pub enum StoreError {
     NotFound { id: ShardKey },
     #[error("shard {id} is corrupt ({reason}) and was quarantined")]
     Corrupt { id: ShardKey, reason: CorruptReason },
+    /// The shard's file cannot even be opened because the disk cannot read it (EIO on
+    /// its inode): lost like a corrupt shard, but left where it is (nothing to check a
+    /// quarantine against); a rebuilt copy replaces it.
+    #[error("shard {id} cannot be opened ({reason}); left in place")]
+    Unopenable { id: ShardKey, reason: CorruptReason },
     #[error(
         "shard {id}: data hashes to {} but {} was announced",
         hex(actual),
@@ -168,6 +190,8 @@ pub struct ShardStore {
     root: PathBuf,
     shards_dir: PathBuf,
     quarantine_dir: PathBuf,
+    /// This data directory's identity (from its marker).
+    disk_id: DiskId,
     engine: IoEngine,
     /// Direct when the data directory's file system supports it (probed at open).
     write_mode: WriteMode,
@@ -194,6 +218,7 @@ impl ShardStore {
         let mut store = ShardStore {
             shards_dir: root.join(SHARDS_DIR),
             quarantine_dir: root.join(QUARANTINE_DIR),
+            disk_id: DiskId([0; 16]),
             root,
             engine,
             write_mode: WriteMode::Buffered,
@@ -203,7 +228,8 @@ impl ShardStore {
                 .collect(),
         };
         let has_data = store.shards_dir.exists();
-        marker::check_or_create(&store.engine, &store.root, node_id, has_data).await?;
+        store.disk_id =
+            marker::check_or_create(&store.engine, &store.root, node_id, has_data).await?;
         store.create_layout().await?;
         if durable::direct_io_supported(&store.engine, &store.shards_dir).await {
             store.write_mode = WriteMode::Direct;
@@ -238,6 +264,11 @@ impl ShardStore {
 
     pub fn data_dir(&self) -> &Path {
         &self.root
+    }
+
+    /// The data directory's identity, which the node presents to the metadata service.
+    pub fn disk_id(&self) -> DiskId {
+        self.disk_id
     }
 
     /// Whether shard data is written with O_DIRECT or through the page cache.
@@ -390,7 +421,8 @@ impl ShardStore {
     }
 
     /// Reads `len` bytes at `offset` (`len == 0`: to the end), verifying only the blocks
-    /// the range touches. A damaged file is quarantined and reported as `Corrupt`.
+    /// the range touches. A damaged file, or one the disk cannot read (EIO), is
+    /// quarantined and reported as `Corrupt`.
     #[tracing::instrument(level = "debug", skip_all, fields(shard = %id))]
     pub async fn get(&self, id: ShardKey, offset: u64, len: u64) -> Result<ShardRead, StoreError> {
         let (path, file, header) = self.open_verified_header(id).await?;
@@ -404,7 +436,7 @@ impl ShardStore {
             })?;
         let read = |at: u64, n: u64| {
             let n = usize::try_from(n).expect("a validated shard's parts fit in memory");
-            self.engine.read_exact_at(&file, at, n)
+            self.read_at(id, &file, at, n)
         };
         let read_result = futures::future::try_join(
             read(plan.table_offset, plan.table_len),
@@ -416,7 +448,12 @@ impl ShardStore {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(self.quarantine(id, &file, CorruptReason::Truncated).await)
             }
-            Err(e) => return Err(classify("read", path, e)),
+            Err(e) => {
+                return Err(match CorruptReason::of_read_error(&e) {
+                    Some(reason) => self.quarantine(id, &file, reason).await,
+                    None => classify("read", path, e),
+                })
+            }
         };
         let verified = {
             let plan = plan.clone();
@@ -476,6 +513,19 @@ impl ShardStore {
         Ok(true)
     }
 
+    /// Reads `len` bytes at `offset` of shard `id`'s open file: every shard read goes
+    /// through here (and past the `shard-read` failpoint, which fails it with EIO).
+    async fn read_at(
+        &self,
+        id: ShardKey,
+        file: &SharedFile,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        failpoint::hit_eio_for(failpoint::SHARD_READ, &id.file_name())?;
+        self.engine.read_exact_at(file, offset, len).await
+    }
+
     /// Opens shard `id` and parses its header; a bad header quarantines the file.
     async fn open_verified_header(
         &self,
@@ -495,15 +545,27 @@ impl ShardStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(StoreError::NotFound { id })
                 }
-                Err(e) => return Err(classify("open", path, e)),
+                Err(e) => {
+                    return Err(match CorruptReason::of_read_error(&e) {
+                        Some(reason) => {
+                            tracing::warn!(shard = %id, %reason, "cannot open shard file");
+                            StoreError::Unopenable { id, reason }
+                        }
+                        None => classify("open", path, e),
+                    })
+                }
             }
         };
         let head_len = file_len.min(HEADER_LEN as u64) as usize;
-        let head = self
-            .engine
-            .read_exact_at(&file, 0, head_len)
-            .await
-            .map_err(io_error("read header of", &path))?;
+        let head = match self.read_at(id, &file, 0, head_len).await {
+            Ok(head) => head,
+            Err(e) => {
+                return Err(match CorruptReason::of_read_error(&e) {
+                    Some(reason) => self.quarantine(id, &file, reason).await,
+                    None => classify("read header of", path, e),
+                })
+            }
+        };
         match ShardHeader::parse(&head, file_len) {
             Ok(header) => Ok((path, file, header)),
             Err(e) => Err(self.quarantine(id, &file, e.into()).await),
@@ -512,7 +574,9 @@ impl ShardStore {
 
     /// Moves the damaged file `opened` (shard `id`) into quarantine — if it is still the
     /// file at the shard's path, not a good one written meanwhile — and returns the
-    /// `Corrupt` error to give the caller. Never deletes.
+    /// `Corrupt` error to give the caller. Never deletes. From then on the shard is
+    /// missing here (`NotFound`), which is what the node answers anyone who asks for it,
+    /// a leader verifying a loss report included.
     async fn quarantine(
         &self,
         id: ShardKey,

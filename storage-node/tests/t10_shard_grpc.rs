@@ -40,6 +40,7 @@ fn config(id: u64, data_dir: &Path) -> NodeConfig {
         quarantine_retention_ms: 7 * 24 * 3600 * 1000,
         tls_dir: None,
         insecure: true,
+        replace_empty: false,
     }
 }
 

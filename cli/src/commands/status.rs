@@ -247,17 +247,23 @@ pub async fn scrub(client: &Client, only: Option<u64>) -> anyhow::Result<()> {
     });
     let results = futures::future::join_all(passes).await;
     println!(
-        "{:<6} {:>10} {:>8} {:>11}",
-        "NODE", "CHECKED", "CORRUPT", "READ"
+        "{:<6} {:>10} {:>8} {:>10} {:>8} {:>11}",
+        "NODE", "CHECKED", "CORRUPT", "UNREADABLE", "FAILED", "READ"
     );
-    let (mut corrupt, mut failed) = (0, Vec::new());
+    let (mut corrupt, mut unreadable, mut unchecked, mut failed) = (0, 0, 0, Vec::new());
     for (node, result) in results {
         match result {
-            Ok((checked, bad, bytes)) => {
-                corrupt += bad;
+            Ok(c) => {
+                corrupt += c.corrupt;
+                unreadable += c.unreadable;
+                unchecked += c.failed;
                 println!(
-                    "{node:<6} {checked:>10} {bad:>8} {:>11}",
-                    human_bytes(bytes)
+                    "{node:<6} {:>10} {:>8} {:>10} {:>8} {:>11}",
+                    c.checked,
+                    c.corrupt,
+                    c.unreadable,
+                    c.failed,
+                    human_bytes(c.bytes)
                 );
             }
             Err(e) => {
@@ -266,7 +272,14 @@ pub async fn scrub(client: &Client, only: Option<u64>) -> anyhow::Result<()> {
             }
         }
     }
-    println!("{corrupt} corrupt shards found, quarantined and queued for repair");
+    println!(
+        "{corrupt} corrupt shards found ({unreadable} unreadable), quarantined and queued for repair"
+    );
+    if unchecked > 0 {
+        println!(
+            "{unchecked} shards could not be checked (see the nodes' logs); the next pass retries them"
+        );
+    }
     if !failed.is_empty() {
         anyhow::bail!("scrub failed on {}", failed.join("; "));
     }

@@ -4,7 +4,7 @@
 //! configuration (`crate::types`) is built on these, never the other way round.
 
 use cairn_common::fs::{FsChange, FsResult, SessionId};
-use cairn_common::{ChunkId, NodeId, Redundancy};
+use cairn_common::{ChunkId, DiskId, NodeId, Redundancy};
 use serde::{Deserialize, Serialize};
 
 use super::{ChunkMeta, NamespaceError, ObjectAttrs, Precondition};
@@ -17,10 +17,19 @@ pub enum Command {
         redundancy: Redundancy,
         mtime: u64,
     },
+    /// A storage node (re)registers. Refused (`WrongDisk`) when the node is registered
+    /// with another data directory than `disk`, unless `replace_empty`: then the node's
+    /// placements are forgotten (its chunks are degraded and repaired) and `disk` is
+    /// recorded.
     RegisterNode {
         id: NodeId,
         addr: String,
         zone: String,
+        /// `None` from nodes older than disk ids (and in older log entries).
+        #[serde(default)]
+        disk: Option<DiskId>,
+        #[serde(default)]
+        replace_empty: bool,
     },
     /// Point `bucket/key` at already durable chunks, replacing any older version.
     CommitObject {

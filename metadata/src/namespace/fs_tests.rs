@@ -39,6 +39,8 @@ impl Fs {
                 id,
                 addr: format!("127.0.0.{id}:1"),
                 zone: "z".into(),
+                disk: None,
+                replace_empty: false,
             });
         }
         let session = match ns.apply(Command::OpenSession {

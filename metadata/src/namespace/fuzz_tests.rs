@@ -240,7 +240,7 @@ proptest! {
     fn arbitrary_filesystem_commands_keep_the_invariants(steps in prop::collection::vec(step(), 1..60)) {
         let mut ns = Namespace::new();
         for id in 1..=3 {
-            ns.apply(Command::RegisterNode { id, addr: format!("127.0.0.{id}:1"), zone: "z".into() });
+            ns.apply(Command::RegisterNode { id, addr: format!("127.0.0.{id}:1"), zone: "z".into(), disk: None, replace_empty: false });
         }
         for name in ["s1", "s2", "s3"] {
             ns.apply(Command::OpenSession { name: name.into(), now_ns: 1 });

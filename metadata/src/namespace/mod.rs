@@ -17,6 +17,7 @@ mod fs_tree;
 mod fuzz_tests;
 pub mod grants;
 mod list;
+mod nodes;
 mod objects;
 mod repair;
 mod sessions;
@@ -140,22 +141,13 @@ impl Namespace {
             } => self
                 .create_bucket(name, redundancy, objects::secs_to_ns(mtime))
                 .map(|_| CommandResult::Done),
-            Command::RegisterNode { id, addr, zone } => {
-                let (draining, weight_pct) = self
-                    .nodes
-                    .get(&id)
-                    .map_or((false, 100), |n| (n.draining, n.weight_pct));
-                self.nodes.insert(
-                    id,
-                    NodeRecord {
-                        addr,
-                        zone,
-                        draining,
-                        weight_pct,
-                    },
-                );
-                Ok(CommandResult::Done)
-            }
+            Command::RegisterNode {
+                id,
+                addr,
+                zone,
+                disk,
+                replace_empty,
+            } => self.register_node(id, addr, zone, disk, replace_empty),
             Command::SetDraining { node, draining } => match self.nodes.get_mut(&node) {
                 Some(record) => {
                     record.draining = draining;

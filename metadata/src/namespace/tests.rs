@@ -2,7 +2,7 @@
 
 use super::Command;
 use super::*;
-use cairn_common::{ChunkId, Redundancy};
+use cairn_common::{ChunkId, DiskId, NodeId, Redundancy};
 
 const EC: Redundancy = Redundancy::Ec { k: 2, m: 1 };
 
@@ -422,6 +422,8 @@ fn node_with_shards_cannot_be_removed_and_draining_survives_reregistration() {
             id,
             addr: format!("n{id}"),
             zone: "z".into(),
+            disk: None,
+            replace_empty: false,
         });
     }
     put(&mut ns, "k", 10);
@@ -438,12 +440,16 @@ fn node_with_shards_cannot_be_removed_and_draining_survives_reregistration() {
         id: 2,
         addr: "n2".into(),
         zone: "z".into(),
+        disk: None,
+        replace_empty: false,
     });
     assert!(ns.nodes()[&2].draining, "a restart does not end a drain");
     ns.apply(Command::RegisterNode {
         id: 9,
         addr: "n9".into(),
         zone: "z".into(),
+        disk: None,
+        replace_empty: false,
     });
     assert_eq!(
         ns.apply(Command::RemoveNode { node: 9 }),
@@ -538,4 +544,112 @@ fn absurd_sizes_are_rejected_not_panicking() {
         matches!(r, CommandResult::Rejected(NamespaceError::BadChunk { .. })),
         "{r:?}"
     );
+}
+
+fn register(
+    ns: &mut Namespace,
+    id: NodeId,
+    disk: Option<DiskId>,
+    replace_empty: bool,
+) -> CommandResult {
+    ns.apply(Command::RegisterNode {
+        id,
+        addr: format!("n{id}"),
+        zone: "z".into(),
+        disk,
+        replace_empty,
+    })
+}
+
+#[test]
+fn a_node_is_bound_to_the_data_directory_it_registered_with() {
+    let mut ns = ns_with_bucket();
+    let (first, wiped) = (DiskId([1; 16]), DiskId([2; 16]));
+    for id in 1..=3 {
+        register(&mut ns, id, Some(DiskId([id as u8; 16])), false);
+    }
+    put(&mut ns, "k", 10);
+    assert_eq!(ns.disk_of(1), Some(first));
+    // The same directory again (a restart), or a node too old to say: accepted.
+    assert_eq!(
+        register(&mut ns, 1, Some(first), false),
+        CommandResult::Done
+    );
+    assert_eq!(register(&mut ns, 1, None, false), CommandResult::Done);
+    assert_eq!(
+        ns.disk_of(1),
+        Some(first),
+        "an old node does not erase the id"
+    );
+    // Another directory: refused, and nothing changes.
+    let before = ns.clone();
+    match register(&mut ns, 1, Some(wiped), false) {
+        CommandResult::Rejected(e @ NamespaceError::WrongDisk { node: 1, .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("wiped or replaced"), "{text}");
+            assert!(text.contains("--replace-empty"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ns, before);
+    assert_eq!(ns.counts().degraded_chunks, 0);
+}
+
+#[test]
+fn replacing_a_node_with_an_empty_directory_forgets_its_shards() {
+    let mut ns = ns_with_bucket();
+    for id in 1..=3 {
+        register(&mut ns, id, Some(DiskId([id as u8; 16])), false);
+    }
+    put(&mut ns, "k", 10);
+    put(&mut ns, "l", 10);
+    ns.apply(Command::SetNodeWeight {
+        node: 2,
+        weight_pct: 300,
+    });
+    let gc_before = ns.counts().pending_gc;
+    let new = DiskId([9; 16]);
+    assert_eq!(register(&mut ns, 2, Some(new), true), CommandResult::Done);
+    assert_eq!(ns.disk_of(2), Some(new));
+    assert_eq!(ns.nodes()[&2].weight_pct, 300, "settings survive");
+    assert_eq!(ns.shards_per_node().get(&2), None, "nothing placed on it");
+    assert_eq!(ns.counts().degraded_chunks, 2, "both chunks to repair");
+    assert_eq!(ns.counts().pending_gc, gc_before, "nothing to delete");
+    // Asking again with the now registered directory changes nothing.
+    let before = ns.clone();
+    assert_eq!(register(&mut ns, 2, Some(new), true), CommandResult::Done);
+    assert_eq!(ns, before);
+}
+
+#[test]
+fn a_record_without_a_disk_id_adopts_the_first_presented() {
+    let mut ns = ns_with_bucket();
+    register(&mut ns, 1, None, false);
+    put(&mut ns, "k", 10);
+    let disk = DiskId([5; 16]);
+    assert_eq!(register(&mut ns, 1, Some(disk), true), CommandResult::Done);
+    assert_eq!(ns.disk_of(1), Some(disk));
+    assert_eq!(
+        ns.counts().degraded_chunks,
+        0,
+        "nothing to compare with: the shard-count check covers it"
+    );
+}
+
+#[test]
+fn old_register_node_entries_still_decode() {
+    let json = r#"{"RegisterNode":{"id":4,"addr":"a:1","zone":"z"}}"#;
+    let cmd: Command = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        cmd,
+        Command::RegisterNode {
+            id: 4,
+            addr: "a:1".into(),
+            zone: "z".into(),
+            disk: None,
+            replace_empty: false,
+        }
+    );
+    let record: NodeRecord = serde_json::from_str(r#"{"addr":"a:1","zone":"z"}"#).unwrap();
+    assert_eq!(record.disk, None);
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 pub use cairn_common::chunk::{ChunkMeta, Hash32};
 use cairn_common::fs::{FileType, SessionId, Special};
-use cairn_common::{ChunkId, NodeId, Redundancy};
+use cairn_common::{ChunkId, DiskId, NodeId, Redundancy};
 use serde::{Deserialize, Serialize};
 
 use super::Ino;
@@ -44,6 +44,17 @@ pub enum NamespaceError {
     NoSuchNode { node: NodeId },
     #[error("storage node {node} still holds {shards} shards; drain it first")]
     NodeInUse { node: NodeId, shards: u64 },
+    #[error(
+        "storage node {node} is registered with data directory {registered}, but this one is \
+         {presented}: it was wiped or replaced, or the disk is not mounted. Mount the node's \
+         own disk, or start the node with --replace-empty to join as a new, empty node (its \
+         shards are then rebuilt from the other nodes)"
+    )]
+    WrongDisk {
+        node: NodeId,
+        registered: DiskId,
+        presented: DiskId,
+    },
     #[error("API token {id} already exists")]
     TokenExists { id: String },
     #[error("API token {id} does not exist (revoked already?)")]
@@ -211,6 +222,12 @@ pub struct NodeRecord {
     /// target.
     #[serde(default = "default_weight_pct")]
     pub weight_pct: u32,
+    /// The identity of the node's data directory, as it registered (`None`: registered
+    /// by a node older than disk ids; the next registration that presents one sets it).
+    /// A registration presenting another one is refused unless it asks to replace the
+    /// node (`Command::RegisterNode::replace_empty`).
+    #[serde(default)]
+    pub disk: Option<DiskId>,
 }
 
 fn default_weight_pct() -> u32 {

@@ -16,8 +16,19 @@ use tonic::{Request, Response, Status};
 use super::{MetaServer, MAX_FILTER_BATCH, NODES, NODES_AND_GATEWAYS, READERS};
 use crate::liveness::Usage;
 use crate::namespace::grants::Access;
-use crate::namespace::Command;
+use crate::namespace::{Command, NamespaceError};
+use cairn_common::DiskId;
 use cairn_proto::convert::chunk_id;
+
+/// The disk id a node presents: empty from nodes older than disk ids.
+fn presented_disk(bytes: &[u8]) -> Result<Option<DiskId>, Status> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    DiskId::from_slice(bytes)
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
 
 impl MetaServer {
     pub(super) async fn filter_unknown_chunks(
@@ -125,12 +136,43 @@ impl MetaServer {
         if req.addr.is_empty() {
             return Err(Status::invalid_argument("node address is empty"));
         }
-        self.write(Command::RegisterNode {
-            id: req.node_id,
-            addr: req.addr.clone(),
-            zone: req.zone,
-        })
-        .await?;
+        let disk = presented_disk(&req.disk_id)?;
+        // Only for the log: how many shards a replacement forgets (the decision is the
+        // state machine's, in apply).
+        let forgotten = {
+            let state = self.state.read().expect("state lock poisoned");
+            let ns = &state.namespace;
+            match (ns.disk_of(req.node_id), disk) {
+                (Some(registered), Some(presented))
+                    if registered != presented && req.replace_empty =>
+                {
+                    Some(ns.shards_per_node().get(&req.node_id).copied().unwrap_or(0))
+                }
+                _ => None,
+            }
+        };
+        let registered = self
+            .write(Command::RegisterNode {
+                id: req.node_id,
+                addr: req.addr.clone(),
+                zone: req.zone,
+                disk,
+                replace_empty: req.replace_empty,
+            })
+            .await;
+        if let Err(status) = &registered {
+            if status.code() == tonic::Code::FailedPrecondition {
+                tracing::warn!(node = req.node_id, addr = %req.addr, reason = status.message(), "storage node refused");
+            }
+        }
+        registered?;
+        if let Some(shards) = forgotten {
+            tracing::warn!(
+                node = req.node_id,
+                shards,
+                "storage node replaced by an empty data directory (--replace-empty): its shards are forgotten and rebuilt"
+            );
+        }
         self.liveness
             .lock()
             .expect("liveness lock poisoned")
@@ -154,15 +196,31 @@ impl MetaServer {
         authorize(&req, "Heartbeat", NODES)?;
         forward_unless_leader!(self, req, heartbeat);
         let req = req.into_inner();
-        let known = {
+        let presented = presented_disk(&req.disk_id)?;
+        let registered = {
             let state = self.state.read().expect("state lock poisoned");
-            state.namespace.nodes().contains_key(&req.node_id)
+            let ns = &state.namespace;
+            ns.nodes()
+                .contains_key(&req.node_id)
+                .then(|| ns.disk_of(req.node_id))
         };
-        if !known {
-            return Err(Status::not_found(format!(
-                "storage node {} is not registered",
-                req.node_id
-            )));
+        match (registered, presented) {
+            (None, _) => {
+                return Err(Status::not_found(format!(
+                    "storage node {} is not registered",
+                    req.node_id
+                )))
+            }
+            // Another process now holds this node id with another data directory (it
+            // registered with --replace-empty): this one must stop.
+            (Some(Some(registered)), Some(presented)) if registered != presented => {
+                return Err(crate::convert::status_from(NamespaceError::WrongDisk {
+                    node: req.node_id,
+                    registered,
+                    presented,
+                }))
+            }
+            _ => {}
         }
         self.liveness
             .lock()

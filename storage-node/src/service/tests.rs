@@ -339,4 +339,16 @@ fn every_store_error_maps_to_its_code() {
     });
     assert!(corrupt.message().contains("corrupt"));
     assert!(corrupt.message().contains("quarantined"));
+    // A shard the disk cannot read is lost like a corrupt one: readers report it.
+    let unreadable = status_of(StoreError::Corrupt {
+        id,
+        reason: crate::store::CorruptReason::Unreadable { errno: libc::EIO },
+    });
+    assert_eq!(unreadable.code(), tonic::Code::DataLoss);
+    assert!(unreadable.message().contains("unreadable"));
+    let unopenable = status_of(StoreError::Unopenable {
+        id,
+        reason: crate::store::CorruptReason::Unreadable { errno: libc::EIO },
+    });
+    assert_eq!(unopenable.code(), tonic::Code::DataLoss);
 }

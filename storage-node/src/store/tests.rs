@@ -155,6 +155,66 @@ async fn flipped_byte_is_detected_and_quarantined() {
 }
 
 #[tokio::test]
+async fn an_unreadable_shard_is_quarantined_and_then_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = must_open(dir.path()).await;
+    let (bad, good) = (key(0xe1, 4), key(0xe2, 4));
+    must_put(&store, bad, &sample(200_000, 9)).await;
+    must_put(&store, good, &sample(200_000, 10)).await;
+    // EIO on every read of `bad`'s file (a build without failpoints cannot inject it).
+    let spec = format!("return({})", bad.file_name());
+    if failpoint::configure(failpoint::SHARD_READ, &spec).is_err() {
+        eprintln!("skipped: this build has no failpoints");
+        return;
+    }
+    let err = store.get(bad, 0, 0).await.unwrap_err();
+    failpoint::configure(failpoint::SHARD_READ, "off").unwrap();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                reason: CorruptReason::Unreadable { errno: libc::EIO },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("unreadable"), "{err}");
+    assert!(!store.path_of(&bad).exists());
+    let quarantined = files_in(&dir.path().join("quarantine"));
+    assert_eq!(quarantined.len(), 1);
+    assert!(quarantined[0].starts_with(&bad.file_name()));
+    assert_eq!(store.usage().shard_count, 1);
+    assert_eq!(store.usage().quarantined_count, 1);
+    // From now on the node has no such shard; the other one is untouched.
+    assert!(matches!(
+        store.stat(bad).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        store.get(good, 0, 0).await.unwrap().data,
+        sample(200_000, 10)
+    );
+}
+
+#[test]
+fn only_media_errors_make_a_shard_unreadable() {
+    let of = |errno| CorruptReason::of_read_error(&io::Error::from_raw_os_error(errno));
+    assert_eq!(
+        of(libc::EIO),
+        Some(CorruptReason::Unreadable { errno: libc::EIO })
+    );
+    assert!(of(libc::EUCLEAN).is_some() && of(libc::EBADMSG).is_some());
+    for passing in [libc::EACCES, libc::EMFILE, libc::ENOMEM, libc::EINTR] {
+        assert_eq!(of(passing), None, "errno {passing}");
+    }
+    assert_eq!(
+        CorruptReason::of_read_error(&io::Error::other("no errno")),
+        None
+    );
+}
+
+#[tokio::test]
 async fn ranged_read_verifies_only_touched_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let store = must_open(dir.path()).await;
