@@ -251,6 +251,25 @@ pub enum FsChange {
     },
 }
 
+impl FsChange {
+    /// Whether applying this change twice differs from applying it once, so that the
+    /// answer to it is remembered for retries (see `FsRequest::Change`). Writes and
+    /// compactions are recognised by their new chunks; holds, releases and locks are
+    /// idempotent for one session and owner.
+    pub fn needs_first_answer(&self) -> bool {
+        matches!(
+            self,
+            FsChange::Create { .. }
+                | FsChange::Link { .. }
+                | FsChange::Unlink { .. }
+                | FsChange::Rename { .. }
+                | FsChange::SetAttr { .. }
+                | FsChange::SetXattr { .. }
+                | FsChange::RemoveXattr { .. }
+        )
+    }
+}
+
 /// A read, answered from the leader's applied state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FsQuery {
@@ -306,9 +325,15 @@ pub enum FsRequest {
     CloseSession {
         session: SessionId,
     },
+    /// `seq` numbers the session's changes (from 1; a retry of a change carries its
+    /// number again): the metadata service answers a change it has applied already with
+    /// the answer it gave the first time, so a retry after a lost reply neither fails
+    /// (`rename`: ENOENT, `mkdir`: EEXIST) nor applies twice. 0: not numbered.
     Change {
         session: SessionId,
         change: FsChange,
+        #[serde(default)]
+        seq: u64,
     },
     Query {
         session: SessionId,

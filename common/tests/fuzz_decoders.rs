@@ -67,6 +67,7 @@ proptest! {
         ][which];
         let request = FsRequest::Change {
             session: 1,
+            seq: 1,
             change: FsChange::Create {
                 parent: 2,
                 name: "n".into(),

@@ -4,6 +4,7 @@
 //! core's and errors to errno (through `errno.rs`); no filesystem logic lives here.
 
 mod convert;
+mod pending_signal;
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -649,7 +650,7 @@ impl Filesystem for CairnFs {
 
     fn setlk(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         lock_owner: LockOwner,
@@ -660,6 +661,7 @@ impl Filesystem for CairnFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        let waiter = req.pid();
         self.spawn(|core| async move {
             let r = match lock_kind(typ) {
                 Ok(kind) => {
@@ -669,7 +671,9 @@ impl Filesystem for CairnFs {
                         kind,
                         pid,
                     };
-                    core.setlk(ino.0, lock_owner.0, lock, sleep).await
+                    let interrupted = move || pending_signal::signal_pending(waiter);
+                    core.setlk(ino.0, lock_owner.0, lock, sleep, &interrupted)
+                        .await
                 }
                 Err(e) => Err(e),
             };

@@ -39,8 +39,10 @@
 //!   The core releases an owner's locks on `close` (POSIX) and last close (`flock`) through
 //!   [`FsBackend::unlock_all`]; a cluster backend must also drop them when its session
 //!   lease expires. Lock pids of other hosts mean nothing here (the kernel cannot map them).
-//!   fuser 0.18 answers FUSE_INTERRUPT with ENOSYS, so a signal (`flock -w`'s alarm) does
-//!   not end a blocked wait; `FsOptions::lock_wait_limit` bounds it if set.
+//!   fuser 0.18 answers FUSE_INTERRUPT with ENOSYS, so the adapter tells a waiting lock
+//!   that its caller was signalled (`flock -w`'s alarm) by looking for the caller's
+//!   pending signal (`adapter/pending_signal.rs`): the wait ends with `EINTR`;
+//!   `FsOptions::lock_wait_limit` bounds it too if set.
 //! - Permissions are checked by the kernel (`default_permissions`) against the attributes
 //!   the backend returns; backends do not check them again. New inodes get `mode` with the
 //!   umask already applied.

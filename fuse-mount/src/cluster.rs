@@ -37,7 +37,7 @@ mod wire;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -89,6 +89,9 @@ pub struct ClusterBackend {
     files: Mutex<HashMap<Ino, FileRef>>,
     handles: Mutex<HashMap<HandleId, Ino>>,
     next_handle: AtomicU64,
+    /// The number of this session's next change (`FsRequest::Change::seq`); the client
+    /// resends a change with its number when a reply is lost.
+    next_change: AtomicU64,
     cache: Mutex<ChunkCache>,
     /// Chunks being loaded now (so a reader and the read-ahead share one load).
     loading: Mutex<HashMap<ChunkId, LoadingChunk>>,
@@ -119,6 +122,7 @@ impl ClusterBackend {
             newest: Mutex::default(),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            next_change: AtomicU64::new(1),
             kernel: std::sync::OnceLock::new(),
         }))
     }
@@ -149,6 +153,7 @@ impl ClusterBackend {
         self.call(FsRequest::Change {
             session: self.session.id,
             change,
+            seq: self.next_change.fetch_add(1, Ordering::Relaxed),
         })
         .await
     }

@@ -36,9 +36,8 @@ pub struct FsOptions {
     /// Longest sleep between two attempts of a blocking lock (default 100 ms); backends
     /// that implement `wait_lock_change` wake waiters sooner.
     pub lock_retry: Duration,
-    /// Give up a blocking lock after this long with `EINTR` (default: wait until granted or
-    /// unmounted; fuser 0.18 does not deliver FUSE_INTERRUPT, so a signal cannot end the
-    /// wait early).
+    /// Give up a blocking lock after this long with `EINTR` (default: wait until granted,
+    /// the caller is signalled or the filesystem unmounted).
     pub lock_wait_limit: Option<Duration>,
     /// Entries asked from the backend per `readdir` call (default 256).
     pub readdir_batch: usize,
@@ -602,19 +601,24 @@ impl FsCore {
 
     /// `F_SETLK` (`wait` false: `WouldBlock` on conflict) or `F_SETLKW` / blocking `flock`
     /// (`wait` true): retries after the backend's `wait_lock_change`, at most
-    /// `lock_retry` apart, until granted or `lock_wait_limit` passes (`Interrupted`).
+    /// `lock_retry` apart, until granted, the caller is `interrupted` (a signal arrived:
+    /// `Interrupted`, which is `EINTR`) or `lock_wait_limit` passes (`Interrupted`).
     pub async fn setlk(
         &self,
         ino: Ino,
         owner: u64,
         lock: FileLock,
         wait: bool,
+        interrupted: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<(), FsError> {
         let deadline = self.opts.lock_wait_limit.map(|d| Instant::now() + d);
         loop {
             match self.backend.setlk(ino, LockOwner(owner), lock).await {
                 Err(FsError::WouldBlock) if wait => {}
                 other => return other,
+            }
+            if interrupted() {
+                return Err(FsError::Interrupted);
             }
             let mut pause = self.opts.lock_retry;
             if let Some(deadline) = deadline {

@@ -130,7 +130,11 @@ mod tests {
     }
 
     fn change(change: FsChange) -> FsRequest {
-        FsRequest::Change { session: 1, change }
+        FsRequest::Change {
+            session: 1,
+            change,
+            seq: 1,
+        }
     }
 
     fn query(query: FsQuery) -> FsRequest {

@@ -343,10 +343,12 @@ async fn flush_releases_the_posix_locks_of_its_owner() {
         .create(ROOT_INO, os("f"), 0o644, 0, RW_CREATE, ME)
         .await
         .expect("create");
-    fs.setlk(a.ino, 1, whole(LockKind::Write), false)
+    fs.setlk(a.ino, 1, whole(LockKind::Write), false, &never)
         .await
         .expect("lock");
-    let r = fs.setlk(a.ino, 2, whole(LockKind::Read), false).await;
+    let r = fs
+        .setlk(a.ino, 2, whole(LockKind::Read), false, &never)
+        .await;
     assert!(matches!(r, Err(FsError::WouldBlock)));
     assert_eq!(
         fs.getlk(a.ino, 2, whole(LockKind::Read))
@@ -356,7 +358,7 @@ async fn flush_releases_the_posix_locks_of_its_owner() {
         LockKind::Write
     );
     fs.flush(a.ino, fh, 1).await.expect("flush");
-    fs.setlk(a.ino, 2, whole(LockKind::Read), false)
+    fs.setlk(a.ino, 2, whole(LockKind::Read), false, &never)
         .await
         .expect("free after close");
     assert_eq!(
@@ -375,11 +377,11 @@ async fn release_drops_flock_locks_of_the_open_file() {
         .create(ROOT_INO, os("f"), 0o644, 0, RW_CREATE, ME)
         .await
         .expect("create");
-    fs.setlk(a.ino, 10, whole(LockKind::Write), false)
+    fs.setlk(a.ino, 10, whole(LockKind::Write), false, &never)
         .await
         .expect("flock");
     fs.release(a.ino, fh, Some(10)).await.expect("release");
-    fs.setlk(a.ino, 11, whole(LockKind::Write), false)
+    fs.setlk(a.ino, 11, whole(LockKind::Write), false, &never)
         .await
         .expect("free after release");
 }
@@ -392,19 +394,22 @@ async fn blocking_lock_waits_until_the_holder_unlocks() {
         .create(ROOT_INO, os("f"), 0o644, 0, RW_CREATE, ME)
         .await
         .expect("create");
-    fs.setlk(a.ino, 1, whole(LockKind::Write), false)
+    fs.setlk(a.ino, 1, whole(LockKind::Write), false, &never)
         .await
         .expect("lock");
     let waiter = {
         let fs = fs.clone();
-        tokio::spawn(async move { fs.setlk(a.ino, 2, whole(LockKind::Write), true).await })
+        tokio::spawn(async move {
+            fs.setlk(a.ino, 2, whole(LockKind::Write), true, &never)
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
         !waiter.is_finished(),
         "the waiter blocks while the lock is held"
     );
-    fs.setlk(a.ino, 1, whole(LockKind::Unlock), false)
+    fs.setlk(a.ino, 1, whole(LockKind::Unlock), false, &never)
         .await
         .expect("unlock");
     let granted = tokio::time::timeout(Duration::from_secs(5), waiter).await;
@@ -412,6 +417,47 @@ async fn blocking_lock_waits_until_the_holder_unlocks() {
         .expect("granted soon after unlock")
         .expect("task")
         .expect("lock");
+}
+
+/// A lock wait's caller that is never signalled.
+fn never() -> bool {
+    false
+}
+
+#[tokio::test]
+async fn a_signalled_waiter_gives_up_with_eintr_while_the_lock_is_held() {
+    let (_, fs) = core_with(FsOptions {
+        lock_retry: Duration::from_millis(10),
+        ..FsOptions::default()
+    });
+    let fs = Arc::new(fs);
+    let (a, _) = fs
+        .create(ROOT_INO, os("f"), 0o644, 0, RW_CREATE, ME)
+        .await
+        .expect("create");
+    fs.setlk(a.ino, 1, whole(LockKind::Write), false, &never)
+        .await
+        .expect("lock");
+    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waiter = {
+        let (fs, signalled) = (fs.clone(), signalled.clone());
+        tokio::spawn(async move {
+            let interrupted = move || signalled.load(std::sync::atomic::Ordering::Relaxed);
+            fs.setlk(a.ino, 2, whole(LockKind::Write), true, &interrupted)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the waiter blocks while the lock is held"
+    );
+    signalled.store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the wait ends")
+        .expect("task");
+    assert!(matches!(r, Err(FsError::Interrupted)), "{r:?}");
 }
 
 #[tokio::test]
@@ -425,9 +471,11 @@ async fn blocking_lock_gives_up_after_the_wait_limit() {
         .create(ROOT_INO, os("f"), 0o644, 0, RW_CREATE, ME)
         .await
         .expect("create");
-    fs.setlk(a.ino, 1, whole(LockKind::Read), false)
+    fs.setlk(a.ino, 1, whole(LockKind::Read), false, &never)
         .await
         .expect("lock");
-    let r = fs.setlk(a.ino, 2, whole(LockKind::Write), true).await;
+    let r = fs
+        .setlk(a.ino, 2, whole(LockKind::Write), true, &never)
+        .await;
     assert!(matches!(r, Err(FsError::Interrupted)));
 }

@@ -87,10 +87,13 @@ pub enum Command {
     /// Forget an API token: calls carrying it are refused from now on.
     RevokeToken { id: String },
     /// A filesystem change from a mount's session; `now_ns` is the leader's clock.
+    /// `seq`: the session's number for the change (`FsRequest::Change`; 0: none).
     Fs {
         session: SessionId,
         change: FsChange,
         now_ns: u64,
+        #[serde(default)]
+        seq: u64,
     },
     /// A mount starts a session.
     OpenSession { name: String, now_ns: u64 },

@@ -64,6 +64,7 @@ impl Fs {
             session,
             change,
             now_ns: 10,
+            seq: 0,
         }) {
             CommandResult::Fs(r) => r,
             other => panic!("{other:?}"),

@@ -246,10 +246,19 @@ proptest! {
             ns.apply(Command::OpenSession { name: name.into(), now_ns: 1 });
         }
         ns.apply(Command::CreateBucket { name: "bkt".into(), redundancy: Redundancy::Ec { k: 2, m: 1 }, mtime: 1 });
-        for step in steps {
+        for (i, step) in steps.into_iter().enumerate() {
             match step {
                 Step::Change { session, change } => {
-                    ns.apply(Command::Fs { session, change, now_ns: 5 });
+                    // Every fifth change is also retried (a lost reply): same number, same
+                    // answer, applied once.
+                    let seq = i as u64 + 1;
+                    let retried = i % 5 == 0 && change.needs_first_answer();
+                    let fs = |change| Command::Fs { session, change, now_ns: 5, seq };
+                    let first = ns.apply(fs(change.clone()));
+                    if retried {
+                        check_invariants(&ns);
+                        prop_assert_eq!(ns.apply(fs(change)), first);
+                    }
                 }
                 Step::EndSession(session) => {
                     ns.apply(Command::EndSession { session });

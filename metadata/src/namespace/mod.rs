@@ -214,7 +214,8 @@ impl Namespace {
                 session,
                 change,
                 now_ns,
-            } => return CommandResult::Fs(self.apply_fs(session, change, now_ns)),
+                seq,
+            } => return CommandResult::Fs(self.apply_numbered(session, seq, change, now_ns)),
             Command::OpenSession { name, now_ns } => {
                 return CommandResult::Fs(Ok(self.open_session(name, now_ns)))
             }

@@ -196,6 +196,10 @@ impl Inode {
 pub struct SessionRecord {
     pub name: String,
     pub opened_ns: u64,
+    /// The answers to the session's latest numbered changes, by number (at most
+    /// `MAX_REMEMBERED_ANSWERS`), so that a retry gets the first answer.
+    #[serde(default)]
+    pub answers: BTreeMap<u64, cairn_common::fs::FsResult>,
 }
 
 /// Who holds a lock in the cluster: a session and the mount's lock owner within it.

@@ -148,7 +148,24 @@ impl MetaServer {
                 tracing::info!(session, "mount session closed");
                 Ok(Ok(FsReply::Done))
             }
-            FsRequest::Change { session, change } => {
+            FsRequest::Change {
+                session,
+                change,
+                seq,
+            } => {
+                // A retry of a change applied already (its answer was lost, e.g. with a
+                // leader): the first answer, without another Raft write. The state machine
+                // answers the same for a retry that gets past this check.
+                {
+                    let state = self.state.read().expect("state lock poisoned");
+                    if let Some(first) = state.namespace.first_answer(session, seq) {
+                        let mut first = first.clone();
+                        if let Ok(reply) = &mut first {
+                            self.add_node_addresses(&state.namespace, reply, Instant::now());
+                        }
+                        return Ok(first);
+                    }
+                }
                 let written: Vec<ChunkId> = match &change {
                     cairn_common::fs::FsChange::Write { chunks, .. }
                     | cairn_common::fs::FsChange::Compact { chunks, .. } => {
@@ -170,6 +187,7 @@ impl MetaServer {
                         session,
                         change,
                         now_ns: now_ns(),
+                        seq,
                     })
                     .await;
                 // Committed or refused, these chunks are no longer a write in progress.
