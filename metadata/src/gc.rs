@@ -13,6 +13,7 @@ use cairn_proto::node::DeleteShardRequest;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::leadership::leads_with_quorum;
 use crate::liveness::{Liveness, NodeState};
 use crate::namespace::Command;
 use crate::network::lazy_channel;
@@ -44,9 +45,12 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
-        if raft.metrics().borrow().current_leader != Some(id) {
+        // A leader cut off from the other replicas must not delete from its queue
+        // (`leadership.rs`); nodes also refuse deletions of an older term than they saw.
+        if !leads_with_quorum(&raft, id, PERIOD).await {
             continue;
         }
+        let term = raft.metrics().borrow().current_term;
         let up: std::collections::BTreeSet<u64> = {
             let l = liveness.lock().expect("liveness lock poisoned");
             let s = state.read().expect("state lock poisoned");
@@ -100,6 +104,7 @@ pub async fn run(
                     chunk_id: entry.chunk.as_bytes().to_vec().into(),
                     index: entry.index,
                 }),
+                term,
             });
             req.set_timeout(Duration::from_secs(5));
             deletes.push(async move { (seq, entry.node, client.delete_shard(req).await) });

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod fs_access;
 pub mod gc;
 pub mod join;
+pub mod leadership;
 pub mod leases;
 pub mod liveness;
 pub mod log_store;

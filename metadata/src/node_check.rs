@@ -24,6 +24,7 @@ use cairn_shard_io::NodePool;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::leadership::leads_with_quorum;
 use crate::liveness::{Liveness, NodeState};
 use crate::namespace::Command;
 use crate::state_machine::SharedState;
@@ -92,7 +93,7 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(config.interval) => {}
         }
-        if raft.metrics().borrow().current_leader != Some(id) {
+        if !leads_with_quorum(&raft, id, Duration::from_secs(1)).await {
             snapshot = None;
             continue;
         }

@@ -20,6 +20,7 @@ use cairn_shard_io::{NodePool, ShardSource};
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
+use crate::leadership::leads_with_quorum;
 use crate::liveness::{placement_candidates, Liveness, NodeState};
 use crate::namespace::Command;
 use crate::namespace::{ChunkMeta, NodeRecord};
@@ -172,7 +173,8 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(config.interval) => {}
         }
-        if raft.metrics().borrow().current_leader != Some(id) {
+        // Only a leader a majority acknowledges repairs and moves shards (`leadership.rs`).
+        if !leads_with_quorum(&raft, id, Duration::from_secs(1)).await {
             continue;
         }
         let (nodes, bytes_per_sec) = {

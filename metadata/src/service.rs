@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_common::failpoint;
 use cairn_common::{ChunkId, NodeId};
@@ -28,6 +28,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::convert::status_from;
+use crate::leadership::{self, QuorumCheck};
 use crate::leases::Leases;
 use crate::liveness::{Liveness, NodeState};
 use crate::namespace::Namespace;
@@ -62,6 +63,8 @@ pub struct MetaServer {
     pool: NodePool,
     /// Bounds the lost-shard reports being checked at once (each reads a shard).
     verifications: tokio::sync::Semaphore,
+    /// Whether this replica, when it believes it leads, has a majority behind it.
+    quorum: QuorumCheck,
 }
 
 /// Lost-shard reports checked at once; more are asked to retry.
@@ -78,7 +81,10 @@ macro_rules! forward_unless_leader {
         ::metrics::counter!("cairn_meta_requests_total", "method" => stringify!($method))
             .increment(1);
         let $req = match $self.route(&$req)? {
-            $crate::service::Route::Local => $req,
+            $crate::service::Route::Local => {
+                $self.require_quorum().await?;
+                $req
+            }
             $crate::service::Route::Forward(mut client) => {
                 // The leader checks grants (and resolves tokens): it must know whose
                 // call this is.
@@ -147,8 +153,10 @@ impl MetaServer {
         leases: Arc<Mutex<Leases>>,
         transport: cairn_net::Transport,
     ) -> Self {
+        let election = Duration::from_millis(raft.config().election_timeout_min);
         MetaServer {
             id,
+            quorum: QuorumCheck::new(raft.clone(), id, leadership::confirmation_lasts(election)),
             raft,
             state,
             liveness,
@@ -242,6 +250,20 @@ impl MetaServer {
                 "no metadata leader is elected yet; retry shortly",
             )),
         }
+    }
+
+    /// Refuses a call this replica would serve as leader unless a majority of replicas
+    /// acknowledges it (see `leadership.rs`): a leader cut off from the others answers
+    /// UNAVAILABLE, and callers (storage nodes' heartbeats among them) turn to another
+    /// replica, which forwards them to the leader the majority elected.
+    async fn require_quorum(&self) -> Result<(), Status> {
+        if self.quorum.confirm().await {
+            return Ok(());
+        }
+        Err(Status::unavailable(format!(
+            "metadata replica {} cannot reach a majority of the replicas; retry another",
+            self.id
+        )))
     }
 
     async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {

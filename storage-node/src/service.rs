@@ -30,6 +30,8 @@ pub struct NodeServiceImpl {
     store: Arc<ShardStore>,
     scrubber: Option<Arc<Scrubber>>,
     inflight: Arc<InflightBudget>,
+    /// The newest metadata term a deletion came with (`DeleteShardRequest::term`).
+    delete_term: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl NodeServiceImpl {
@@ -41,6 +43,7 @@ impl NodeServiceImpl {
                 inflight::DEFAULT_PER_CLIENT_BYTES,
                 inflight::DEFAULT_NODE_BYTES,
             )),
+            delete_term: Arc::default(),
         }
     }
 
@@ -206,7 +209,20 @@ impl NodeService for NodeServiceImpl {
         request: Request<DeleteShardRequest>,
     ) -> Result<Response<DeleteShardResponse>, Status> {
         authorize(&request, "DeleteShard", METADATA)?;
-        let id = shard_key(request.into_inner().id)?;
+        let request = request.into_inner();
+        // A deletion from a leader that has been deposed (its term is older than one
+        // seen here) is refused: its garbage-collection queue may be stale.
+        let newest = self
+            .delete_term
+            .fetch_max(request.term, std::sync::atomic::Ordering::SeqCst);
+        if request.term != 0 && request.term < newest {
+            return Err(Status::failed_precondition(format!(
+                "a deletion of metadata term {} is older than term {newest}, seen already: \
+                 it comes from a deposed leader",
+                request.term
+            )));
+        }
+        let id = shard_key(request.id)?;
         let existed = self.store.delete(id).await.map_err(status_of)?;
         Ok(Response::new(DeleteShardResponse { existed }))
     }

@@ -202,7 +202,7 @@ async fn roles_limit_what_each_certificate_may_call() {
             })
         };
         let delete = shards
-            .delete_shard(DeleteShardRequest { id: id() })
+            .delete_shard(DeleteShardRequest { id: id(), term: 1 })
             .await
             .unwrap_err();
         assert_eq!(

@@ -248,12 +248,56 @@ async fn stat_and_delete_report_the_shard() {
         .into_inner();
     assert_eq!(stat.length, 4);
     assert_eq!(stat.blake3[..], hash(b"abcd"));
-    let delete = |id| DeleteShardRequest { id: Some(id) };
-    let first = h.client.delete_shard(delete(shard_id(4, 1))).await.unwrap();
+    let delete = |id, term| DeleteShardRequest { id: Some(id), term };
+    let first = h
+        .client
+        .delete_shard(delete(shard_id(4, 1), 3))
+        .await
+        .unwrap();
     assert!(first.into_inner().existed);
-    let second = h.client.delete_shard(delete(shard_id(4, 1))).await.unwrap();
+    let second = h
+        .client
+        .delete_shard(delete(shard_id(4, 1), 3))
+        .await
+        .unwrap();
     assert!(!second.into_inner().existed);
     assert!(!h.store.delete(key(4, 1)).await.unwrap());
+}
+
+/// A deletion from a deposed metadata leader (an older term than one already seen) is
+/// refused and deletes nothing; the current term's and newer ones are served.
+#[tokio::test]
+async fn deletions_of_an_older_leader_term_are_refused() {
+    let mut h = must_start().await;
+    put(
+        &mut h,
+        vec![header(shard_id(6, 0), 4, &hash(b"live")), data(b"live")],
+    )
+    .await
+    .unwrap();
+    let delete = |term| DeleteShardRequest {
+        id: Some(shard_id(6, 0)),
+        term,
+    };
+    h.client.delete_shard(delete(7)).await.unwrap();
+    put(
+        &mut h,
+        vec![header(shard_id(6, 0), 4, &hash(b"live")), data(b"live")],
+    )
+    .await
+    .unwrap();
+    let stale = h.client.delete_shard(delete(6)).await.unwrap_err();
+    assert_eq!(stale.code(), tonic::Code::FailedPrecondition, "{stale:?}");
+    assert!(stale.message().contains("deposed leader"), "{stale:?}");
+    assert_eq!(h.store.stat(key(6, 0)).await.unwrap().length, 4, "kept");
+    assert!(
+        h.client
+            .delete_shard(delete(8))
+            .await
+            .unwrap()
+            .into_inner()
+            .existed
+    );
 }
 
 #[tokio::test]
