@@ -13,6 +13,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::Command;
 
+use cairn_tests::lstat_shape;
 use common::{check, cstr, must_errno, Mounted};
 
 on_both_backends!(
@@ -37,19 +38,6 @@ fn mkfifo(path: &Path, mode: u32) -> std::io::Result<()> {
     let c = cstr(path);
     // SAFETY: as above.
     check(unsafe { libc::mkfifo(c.as_ptr(), mode) }).map(drop)
-}
-
-/// What `ls -l` would show of `path` (not following a symlink): the file type bits, the
-/// permission bits, owner, group and device number.
-fn shape(path: &Path) -> (u32, u32, u32, u32, u64) {
-    let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {path:?}: {e}"));
-    (
-        m.mode() & libc::S_IFMT,
-        m.mode() & 0o7777,
-        m.uid(),
-        m.gid(),
-        m.rdev(),
-    )
 }
 
 /// Each kind of special file is created (before: `EPERM`), then shows its type, its mode
@@ -78,7 +66,7 @@ fn special_files_keep_type_mode_owner_and_device_number(m: &impl Mounted) {
     }
     for (i, (name, kind, mode, dev)) in expected.iter().enumerate() {
         assert_eq!(
-            shape(&m.p(name)),
+            lstat_shape(&m.p(name)),
             (*kind, *mode, 1000 + i as u32, 100, *dev),
             "{name}: type, mode, owner, group, rdev"
         );
@@ -225,7 +213,10 @@ fn cp_a_copies_every_kind_with_its_mode_and_owner(m: &impl Mounted) {
         .expect("run cp -a");
     assert!(out.status.success(), "cp -a: {out:?}");
     for (name, mode) in modes {
-        let (from, to) = (shape(&src.join(name)), shape(&m.p("copy").join(name)));
+        let (from, to) = (
+            lstat_shape(&src.join(name)),
+            lstat_shape(&m.p("copy").join(name)),
+        );
         assert_eq!(from.1, mode, "{name}: the source's mode");
         assert_eq!(to, from, "copy/{name}: type, mode, owner, group, rdev");
     }

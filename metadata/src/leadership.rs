@@ -5,8 +5,9 @@
 //! reach it would then feed it heartbeats and calls the real leader never sees, and its
 //! garbage collection would keep deleting from its stale queue. So everything that only a
 //! leader does checks that a majority acknowledged it recently: the request path
-//! ([`QuorumCheck`]) and the background work (GC, repair and rebalance, the node check,
-//! session leases: [`leads_with_quorum`]).
+//! ([`QuorumCheck`]) and the background work (GC, repair and rebalance, the node check:
+//! [`leads_with_quorum`]). Session leases are left alone: a cut-off leader cannot commit
+//! the session ends it would decide on.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -113,12 +113,15 @@ macro_rules! admin_call {
     };
 }
 
-/// The preamble of a call `"Rpc" => method` on one bucket: a client's role, forwarded to
-/// the leader unless this replica is it, then the caller needs `$need` on the bucket the
-/// request's field `$bucket` names.
+/// The preamble of a call `"Rpc" => method` on one bucket: a client's role (or one of
+/// `$roles`), forwarded to the leader unless this replica is it, then the caller needs
+/// `$need` on the bucket the request's field `$bucket` names.
 macro_rules! bucket_call {
     ($self:ident, $req:ident, $rpc:literal => $method:ident, $bucket:ident: $need:expr) => {
-        ::cairn_net::authorize(&$req, $rpc, $crate::service::CLIENTS)?;
+        bucket_call!($self, $req, $rpc => $method, $crate::service::CLIENTS, $bucket: $need)
+    };
+    ($self:ident, $req:ident, $rpc:literal => $method:ident, $roles:expr, $bucket:ident: $need:expr) => {
+        ::cairn_net::authorize(&$req, $rpc, $roles)?;
         forward_unless_leader!($self, $req, $method);
         $self.require(&$req, &$req.get_ref().$bucket, $need).await?;
     };

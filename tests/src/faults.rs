@@ -44,6 +44,38 @@ impl TestCluster {
         clock
     }
 
+    /// Restarts every metadata replica with `CAIRN_FAILPOINTS=spec`, one at a time, each
+    /// once a leader is elected again: whichever replica leads has the failpoint.
+    pub async fn arm_every_replica(&mut self, spec: &str) {
+        for i in 1..=self.cluster.spec().meta {
+            self.arm(&format!("meta-{i}"), spec);
+            self.leader().await;
+        }
+    }
+
+    /// Starts a put of `data` as `bucket/key` that stores its shards, then stalls for
+    /// `stall_ms` before committing (the client's `put-before-commit` failpoint blocks its
+    /// thread, so it runs on a thread of its own, with a runtime of its own).
+    pub fn put_stalled_before_commit(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Vec<u8>,
+        stall_ms: u64,
+    ) -> std::thread::JoinHandle<cairn_client::Result<cairn_client::PutOutcome>> {
+        let (client, bucket, key) = (self.client.clone(), bucket.to_owned(), key.to_owned());
+        std::thread::spawn(move || {
+            failpoint::configure(
+                failpoint::PUT_BEFORE_COMMIT,
+                &format!("1*sleep({stall_ms})"),
+            )
+            .unwrap();
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(client.put(&bucket, &key, &data[..]))
+        })
+    }
+
     /// Restarts `daemon` (kill -9, then start) with `CAIRN_FAILPOINTS=spec`.
     pub fn arm(&mut self, daemon: &str, spec: &str) {
         self.cluster

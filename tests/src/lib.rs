@@ -40,6 +40,20 @@ pub async fn read_object(
     Ok(out)
 }
 
+/// What `ls -l` shows of `path` without following a symlink: the file type bits, the
+/// permission bits, owner, group and device number.
+pub fn lstat_shape(path: &Path) -> (u32, u32, u32, u32, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {path:?}: {e}"));
+    (
+        m.mode() & libc::S_IFMT,
+        m.mode() & 0o7777,
+        m.uid(),
+        m.gid(),
+        m.rdev(),
+    )
+}
+
 /// How many lines of the log at `path` contain every one of `parts` (0 if it is missing).
 pub fn log_lines(path: &Path, parts: &[&str]) -> usize {
     std::fs::read_to_string(path)

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cairn_common::Redundancy;
-use cairn_tests::TestCluster;
+use cairn_tests::{lstat_shape, TestCluster};
 
 /// Runs a command; panics with its output if it fails.
 fn must_run(mut cmd: Command) {
@@ -33,18 +33,6 @@ fn sh(program: &str, args: &[&str]) -> Command {
 
 /// One entry of the tree: name, file type bits, permission bits, owner, group, device.
 type Shape = (&'static str, u32, u32, u32, u32, u64);
-
-/// What `stat` shows of `path` without following a symlink.
-fn shape_of(path: &Path) -> (u32, u32, u32, u32, u64) {
-    let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {path:?}: {e}"));
-    (
-        m.mode() & libc::S_IFMT,
-        m.mode() & 0o7777,
-        m.uid(),
-        m.gid(),
-        m.rdev(),
-    )
-}
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
@@ -161,7 +149,7 @@ async fn special_files_survive_cp_a_and_tar_and_read_back_through_another_mount(
         );
         for (name, kind, mode, uid, gid, dev) in wanted {
             assert_eq!(
-                shape_of(&dir.join(name)),
+                lstat_shape(&dir.join(name)),
                 (*kind, *mode, *uid, *gid, *dev),
                 "{tree}/{name} on mount B: type, mode, owner, group, device"
             );

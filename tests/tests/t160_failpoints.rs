@@ -158,13 +158,8 @@ async fn leader_crash_between_commit_and_reply_loses_nothing_acknowledged() {
         small_chunks_fast_repair(s)
     })
     .await;
-    for i in 1..=3 {
-        tc.arm(
-            &format!("meta-{i}"),
-            "meta-commit-before-reply=3*off->1*return(crash)",
-        );
-        tc.leader().await;
-    }
+    tc.arm_every_replica("meta-commit-before-reply=3*off->1*return(crash)")
+        .await;
     let (acked, crashed) = put_through_crashes(&mut tc, "obj", 20, 100_000).await;
     assert!(
         crashed.iter().any(|n| n.starts_with("meta-")),
@@ -184,13 +179,8 @@ async fn leader_crash_between_commit_and_reply_loses_nothing_acknowledged() {
 async fn a_delete_whose_answer_was_lost_is_reported_done() {
     let mut tc = TestCluster::start(3, 3, Redundancy::Ec { k: 2, m: 1 }).await;
     tc.must_put("default", "victim", b"short-lived").await;
-    for i in 1..=3 {
-        tc.arm(
-            &format!("meta-{i}"),
-            "meta-commit-before-reply=1*return(error)",
-        );
-        tc.leader().await;
-    }
+    tc.arm_every_replica("meta-commit-before-reply=1*return(error)")
+        .await;
     tc.wait_status("every node up", Duration::from_secs(30), |s| {
         s.nodes.iter().all(|n| n.state == "up")
     })

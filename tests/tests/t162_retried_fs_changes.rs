@@ -20,13 +20,8 @@ async fn mkdir_and_mv_succeed_when_their_first_answer_is_lost() {
     std::fs::write(dir.join("a"), b"first version").unwrap();
 
     // Every replica loses the answers to its next two writes, whichever leads.
-    for i in 1..=3 {
-        tc.arm(
-            &format!("meta-{i}"),
-            "meta-commit-before-reply=2*return(error)",
-        );
-        tc.leader().await;
-    }
+    tc.arm_every_replica("meta-commit-before-reply=2*return(error)")
+        .await;
     tc.wait_status("every node up", Duration::from_secs(30), |s| {
         s.nodes.iter().all(|n| n.state == "up")
     })

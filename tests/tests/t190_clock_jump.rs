@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use cairn_common::{failpoint, Redundancy};
+use cairn_common::Redundancy;
 use cairn_tests::{random_bytes, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,20 +36,9 @@ async fn a_clock_jump_and_a_leader_change_do_not_lose_a_write_in_progress() {
     // than the sweep's one-hour grace.
     std::fs::write(&clock, "+2h\n").unwrap();
 
-    // A put that stores its shards, then stalls for 6 s before committing (the client's
-    // failpoint blocks its thread, so it runs on a thread of its own).
+    // A put that stores its shards, then stalls for 6 s before committing.
     let data = random_bytes(100_000, 190);
-    let put = {
-        let (client, data) = (tc.client.clone(), data.clone());
-        std::thread::spawn(move || {
-            failpoint::configure(failpoint::PUT_BEFORE_COMMIT, "1*sleep(6000)").unwrap();
-            tokio::runtime::Runtime::new().unwrap().block_on(client.put(
-                "default",
-                "in-progress",
-                &data[..],
-            ))
-        })
-    };
+    let put = tc.put_stalled_before_commit("default", "in-progress", data.clone(), 6000);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The leader, which knew the write was in progress, dies; the next one does not.
     let leader = tc.leader().await;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use cairn_client::ClientError;
-use cairn_common::{failpoint, Redundancy};
+use cairn_common::Redundancy;
 use cairn_tests::{random_bytes, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,20 +25,9 @@ async fn a_commit_after_its_chunks_expired_is_refused_not_acknowledged() {
     tc.must_put("default", "before", b"committed in time").await;
     let shards_before = tc.shard_files().len();
 
-    // A put that stores its shards, then stalls for 6 s before committing (the client's
-    // failpoint blocks its thread, so it runs on a thread of its own).
+    // A put that stores its shards, then stalls for 6 s before committing.
     let data = random_bytes(150_000, 192);
-    let put = {
-        let (client, data) = (tc.client.clone(), data.clone());
-        std::thread::spawn(move || {
-            failpoint::configure(failpoint::PUT_BEFORE_COMMIT, "1*sleep(6000)").unwrap();
-            tokio::runtime::Runtime::new().unwrap().block_on(client.put(
-                "default",
-                "stalled",
-                &data[..],
-            ))
-        })
-    };
+    let put = tc.put_stalled_before_commit("default", "stalled", data.clone(), 6000);
     // The stalled put's shards appear, then the sweep takes them (bounded wait).
     let mut grew = false;
     for _ in 0..100 {

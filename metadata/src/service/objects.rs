@@ -86,10 +86,7 @@ impl MetaServer {
         req: Request<pm::AllocateChunkRequest>,
     ) -> Result<Response<pm::AllocateChunkResponse>, Status> {
         // Mounts allocate the chunks of their writes too.
-        authorize(&req, "AllocateChunk", CLIENTS_AND_MOUNTS)?;
-        forward_unless_leader!(self, req, allocate_chunk);
-        self.require(&req, &req.get_ref().bucket, Access::Write)
-            .await?;
+        bucket_call!(self, req, "AllocateChunk" => allocate_chunk, CLIENTS_AND_MOUNTS, bucket: Access::Write);
         let req = req.into_inner();
         if req.in_progress.len() > MAX_FILTER_BATCH * 10 {
             return Err(Status::invalid_argument("too many in-progress chunk ids"));
