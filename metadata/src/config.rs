@@ -69,9 +69,18 @@ pub struct MetaConfig {
     /// its locks are released and its writes refused from then on (default 10000 ms).
     #[serde(default = "default_session_lease_ms")]
     pub session_lease_ms: u64,
-    /// Build a snapshot after this many log entries (default 5000).
+    /// Build a snapshot after this many log entries (default 5000). A snapshot is a
+    /// checkpoint of the state database: its cost is a memtable flush, not the namespace.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// Block cache of the state database in MiB, index and filter blocks included
+    /// (default 256): with the memtables, what bounds a replica's memory, whatever the
+    /// number of files.
+    #[serde(default = "default_state_cache_mib")]
+    pub state_cache_mib: u64,
+    /// Memtables of the state database in MiB, every table together (default 64).
+    #[serde(default = "default_state_memtable_mib")]
+    pub state_memtable_mib: u64,
     /// Directory with `ca.pem` and this replica's certificate and key (`cairn cert`).
     /// Exactly one of `tls_dir` and `insecure` must be set.
     #[serde(default)]
@@ -118,6 +127,12 @@ fn default_session_lease_ms() -> u64 {
 fn default_snapshot_every() -> u64 {
     5000
 }
+fn default_state_cache_mib() -> u64 {
+    256
+}
+fn default_state_memtable_mib() -> u64 {
+    64
+}
 
 impl MetaConfig {
     /// A configuration with the required settings and every other one at its default.
@@ -141,6 +156,8 @@ impl MetaConfig {
             pending_chunk_ttl_ms: default_pending_chunk_ttl_ms(),
             session_lease_ms: default_session_lease_ms(),
             snapshot_every: default_snapshot_every(),
+            state_cache_mib: default_state_cache_mib(),
+            state_memtable_mib: default_state_memtable_mib(),
             tls_dir: None,
             tls_name: None,
             insecure: false,
@@ -173,6 +190,8 @@ pub enum MetaConfigError {
     SnapshotEvery,
     #[error("`session_lease_ms` must be at least 1000")]
     SessionLease,
+    #[error("`state_cache_mib` must be at least 8 and `state_memtable_mib` at least 4")]
+    StateMemory,
 }
 
 impl MetaConfig {
@@ -184,6 +203,14 @@ impl MetaConfig {
             cairn_net::TlsFiles::new(dir, name.unwrap_or_else(|| format!("meta-{}", self.id)))
         });
         cairn_net::Transport::choose(files, self.insecure).map(|t| t.from_source(self.listen.ip()))
+    }
+
+    /// The state database's memory budget.
+    pub fn state_cache(&self) -> crate::state_db::CacheConfig {
+        crate::state_db::CacheConfig {
+            block_cache_bytes: (self.state_cache_mib << 20) as usize,
+            memtable_bytes: (self.state_memtable_mib << 20) as usize,
+        }
     }
 
     pub fn advertise_addr(&self) -> String {
@@ -211,6 +238,9 @@ impl MetaConfig {
         }
         if self.snapshot_every < 10 {
             return Err(MetaConfigError::SnapshotEvery);
+        }
+        if self.state_cache_mib < 8 || self.state_memtable_mib < 4 {
+            return Err(MetaConfigError::StateMemory);
         }
         if self.election_timeout_ms <= 3 * self.raft_heartbeat_ms {
             return Err(MetaConfigError::Timeouts {

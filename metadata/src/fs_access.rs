@@ -26,7 +26,7 @@ pub fn check(
 ) -> Result<(), FsFailure> {
     let need = |ino: Ino, need: Access| -> Result<(), FsFailure> {
         match ns.bucket_name_of(ino) {
-            Some(bucket) if !may(bucket, need) => Err(FsFailure::new(
+            Some(bucket) if !may(&bucket, need) => Err(FsFailure::new(
                 FsErrorKind::AccessDenied,
                 format!("this mount's user has no {need} grant on bucket {bucket:?}"),
             )),
@@ -119,7 +119,7 @@ mod tests {
         let mut ns = Namespace::new();
         let mut inos = Vec::new();
         for b in buckets {
-            ns.apply(Command::CreateBucket {
+            ns.apply_and_write(Command::CreateBucket {
                 name: b.to_string(),
                 redundancy: Redundancy::Replicas { n: 1 },
                 mtime: 0,

@@ -99,7 +99,12 @@ pub async fn run(
         }
         let open: Vec<SessionId> = {
             let state = state.read().expect("state lock poisoned");
-            state.namespace.sessions().map(|(id, _)| *id).collect()
+            state
+                .namespace
+                .sessions()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect()
         };
         let expired = leases
             .lock()

@@ -26,6 +26,8 @@ pub mod raft_service;
 pub mod rebalance;
 pub mod repair;
 pub mod service;
+pub mod snapshot_archive;
+pub mod state_db;
 pub mod state_machine;
 pub mod store;
 pub mod types;
@@ -76,8 +78,8 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
         .with_context(|| format!("listen on {}", cfg.listen))?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("create data directory {:?}", cfg.data_dir))?;
-    let (log_store, state_machine) =
-        store::open(&cfg.data_dir.join("raft")).context("open metadata store")?;
+    let (log_store, state_machine) = store::open(&cfg.data_dir.join("raft"), cfg.state_cache())
+        .context("open metadata store")?;
     let state = state_machine.shared();
     let raft = Raft::new(
         cfg.id,

@@ -406,4 +406,6 @@ dispatch! {
     revoke_token(RevokeTokenRequest) -> RevokeTokenResponse;
     // mounts.rs
     fs_call(FsCallMessage) -> FsCallMessage;
+    // admin.rs
+    state_digest(StateDigestRequest) -> StateDigestResponse;
 }

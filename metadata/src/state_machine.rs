@@ -1,26 +1,38 @@
-//! The Raft state machine (openraft `RaftStateMachine`): the in-memory `Namespace`
-//! image, persisted as RocksDB snapshots. After a restart the image is the last snapshot,
-//! and openraft re-applies the committed log after it. Queries read the image through
-//! `SharedState`; writes come only from `apply`.
+//! The Raft state machine (openraft `RaftStateMachine`) on the state database.
+//!
+//! Each `apply` call turns its entries into one RocksDB write batch that also records the
+//! applied log id and the membership, so after a crash state and applied index agree and
+//! openraft re-applies only the log after it. The batch is not synced: the log is.
+//!
+//! A snapshot is a RocksDB checkpoint (hard links to the table files), built without
+//! any lock on the namespace; a lagging replica is sent the checkpoint's files as one
+//! stream (`snapshot_archive`) and swaps them in as its new database.
+//!
+//! Layout of the state directory:
+//! - `CURRENT_DB`: the name of the live database directory (replaced atomically);
+//! - `db-N/`: the live database (older ones are removed at the next start);
+//! - `snapshots/<id>/` and `snapshots/<id>.meta`: the latest snapshot and its metadata;
+//! - `incoming-*`: snapshots being received.
 
-use std::io::Cursor;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::AnyError;
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership,
+    AnyError, BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
-use rocksdb::{WriteBatch, WriteOptions, DB};
 
-use crate::log_store::CF_STORE;
-use crate::namespace::CommandResult;
-use crate::namespace::Namespace;
+use crate::namespace::{CommandResult, Namespace};
+use crate::snapshot_archive::{self, ArchiveReader, SnapshotData};
+use crate::state_db::{CacheConfig, StateDb, StateDbError, ALL_CFS, KEY_APPLIED};
 use crate::types::TypeConfig;
 
-const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
-const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const CURRENT_DB: &str = "CURRENT_DB";
+const SNAPSHOTS: &str = "snapshots";
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -33,111 +45,215 @@ pub struct SmData {
 /// Read access to the applied state, shared with the gRPC services.
 pub type SharedState = Arc<RwLock<SmData>>;
 
+/// A handle on the live state database (it outlives a snapshot install that replaces it).
+pub fn live_db(state: &SharedState) -> StateDb {
+    state
+        .read()
+        .expect("state lock poisoned")
+        .namespace
+        .db()
+        .clone()
+}
+
 #[derive(Clone)]
 pub struct StateMachine {
-    db: Arc<DB>,
+    dir: Arc<PathBuf>,
+    cache: CacheConfig,
     state: SharedState,
-    snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
+    seq: Arc<AtomicU64>,
+}
+
+fn io_err(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: impl std::fmt::Display,
+) -> StorageError<u64> {
+    StorageIOError::new(subject, verb, AnyError::error(e)).into()
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<u64> {
+    io_err(ErrorSubject::StateMachine, verb, e)
+}
+
+fn snap_err(
+    meta: Option<&SnapshotMeta<u64, BasicNode>>,
+    verb: ErrorVerb,
+    e: impl std::fmt::Display,
+) -> StorageError<u64> {
+    io_err(ErrorSubject::Snapshot(meta.map(|m| m.signature())), verb, e)
+}
+
+/// The applied log id and membership recorded in a state database.
+fn applied_in(db: &StateDb) -> (Option<LogId<u64>>, StoredMembership<u64, BasicNode>) {
+    let json = |key| {
+        db.raw()
+            .get_cf(db.cf(crate::state_db::CF_META), key)
+            .ok()
+            .flatten()
+    };
+    let applied = json(KEY_APPLIED)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .flatten();
+    let membership = json(KEY_MEMBERSHIP)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    (applied, membership)
+}
+
+/// Writes `contents` to `path` atomically (a synced temporary file renamed over it).
+fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path.parent().expect("a file in a directory"))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl StateMachine {
-    /// Loads the image from the last snapshot, or starts empty.
-    pub fn open(db: Arc<DB>) -> StorageResult<Self> {
-        let sm = StateMachine {
-            db,
-            state: Arc::new(RwLock::new(SmData {
-                last_applied: None,
-                membership: StoredMembership::default(),
-                namespace: Namespace::new(),
-            })),
-            snapshot_seq: Arc::default(),
+    /// Opens the state in `dir` (creating an empty one).
+    pub fn open(dir: &Path, cache: CacheConfig) -> Result<Self, StateDbError> {
+        let open_err = |source: io::Error| StateDbError::Directory {
+            path: dir.into(),
+            source,
         };
-        if let Some(snapshot) = sm.load_snapshot()? {
-            let namespace = decode_namespace(&snapshot.meta, snapshot.snapshot.get_ref())?;
-            let mut state = sm.state.write().expect("state lock poisoned");
-            state.last_applied = snapshot.meta.last_log_id;
-            state.membership = snapshot.meta.last_membership.clone();
-            state.namespace = namespace;
+        std::fs::create_dir_all(dir.join(SNAPSHOTS)).map_err(open_err)?;
+        let current = match std::fs::read_to_string(dir.join(CURRENT_DB)) {
+            Ok(name) => name.trim().to_string(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                replace_file(&dir.join(CURRENT_DB), b"db-0").map_err(open_err)?;
+                "db-0".to_string()
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+        // Left behind by an install that was interrupted or replaced.
+        for entry in std::fs::read_dir(dir).map_err(open_err)?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if (name.starts_with("db-") && name != current) || name.starts_with("incoming-") {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
         }
-        Ok(sm)
+        let db = StateDb::open(&dir.join(&current), &cache)?;
+        let (last_applied, membership) = applied_in(&db);
+        let seq = current
+            .strip_prefix("db-")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok(StateMachine {
+            dir: Arc::new(dir.into()),
+            cache,
+            state: Arc::new(RwLock::new(SmData {
+                last_applied,
+                membership,
+                namespace: Namespace::open(db),
+            })),
+            seq: Arc::new(AtomicU64::new(seq + 1)),
+        })
     }
 
     pub fn shared(&self) -> SharedState {
         self.state.clone()
     }
 
-    fn load_snapshot(&self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let cf = self
-            .db
-            .cf_handle(CF_STORE)
-            .expect("column family created at open");
-        let Some(meta) = self
-            .db
-            .get_cf(cf, KEY_SNAPSHOT_META)
-            .map_err(|e| read_err(&e))?
-        else {
-            return Ok(None);
-        };
-        let meta: SnapshotMeta<u64, BasicNode> =
-            serde_json::from_slice(&meta).map_err(|e| read_err(&e))?;
-        let data = self
-            .db
-            .get_cf(cf, KEY_SNAPSHOT_DATA)
-            .map_err(|e| read_err(&e))?
-            .unwrap_or_default();
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+    fn snapshots(&self) -> PathBuf {
+        self.dir.join(SNAPSHOTS)
     }
 
-    fn save_snapshot(&self, meta: &SnapshotMeta<u64, BasicNode>, data: &[u8]) -> StorageResult<()> {
-        // The builder runs in its own task: never let an older snapshot replace a newer
-        // installed one (the log before the newer one may already be purged).
-        if let Some(stored) = self.load_snapshot()? {
-            if stored.meta.last_log_id > meta.last_log_id {
-                return Ok(());
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The newest snapshot on disk: its metadata and directory.
+    fn newest_snapshot(&self) -> io::Result<Option<(SnapshotMeta<u64, BasicNode>, PathBuf)>> {
+        let mut newest: Option<(SnapshotMeta<u64, BasicNode>, PathBuf)> = None;
+        for entry in std::fs::read_dir(self.snapshots())? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "meta") {
+                continue;
+            }
+            let Ok(meta) =
+                serde_json::from_slice::<SnapshotMeta<u64, BasicNode>>(&std::fs::read(&path)?)
+            else {
+                continue;
+            };
+            let dir = path.with_extension("");
+            if dir.is_dir()
+                && newest
+                    .as_ref()
+                    .is_none_or(|(n, _)| meta.last_log_id > n.last_log_id)
+            {
+                newest = Some((meta, dir));
             }
         }
-        let cf = self
-            .db
-            .cf_handle(CF_STORE)
-            .expect("column family created at open");
-        let write_err = |e: &dyn std::fmt::Display| {
-            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error(e))
-        };
-        let meta_bytes = serde_json::to_vec(meta).map_err(|e| write_err(&e))?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(cf, KEY_SNAPSHOT_META, meta_bytes);
-        batch.put_cf(cf, KEY_SNAPSHOT_DATA, data);
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db
-            .write_opt(batch, &opts)
-            .map_err(|e| write_err(&e).into())
+        Ok(newest)
     }
-}
 
-fn read_err(e: &impl std::fmt::Display) -> StorageIOError<u64> {
-    StorageIOError::read_snapshot(None, AnyError::error(e))
-}
+    /// Keeps `checkpoint` as the snapshot `meta` (unless a newer one exists) and removes
+    /// older snapshots (a transfer still reading one keeps its open files).
+    fn keep_snapshot(
+        &self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        checkpoint: &Path,
+    ) -> io::Result<bool> {
+        if let Some((newest, _)) = self.newest_snapshot()? {
+            if newest.last_log_id > meta.last_log_id {
+                std::fs::remove_dir_all(checkpoint)?;
+                return Ok(false);
+            }
+        }
+        let dir = self.snapshots().join(&meta.snapshot_id);
+        if dir != checkpoint {
+            std::fs::rename(checkpoint, &dir)?;
+        }
+        replace_file(
+            &dir.with_extension("meta"),
+            &serde_json::to_vec(meta).expect("snapshot meta encodes"),
+        )?;
+        for entry in std::fs::read_dir(self.snapshots())? {
+            let path = entry?.path();
+            let stem = path.with_extension("");
+            if stem != dir {
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
+        Ok(true)
+    }
 
-fn decode_namespace(meta: &SnapshotMeta<u64, BasicNode>, data: &[u8]) -> StorageResult<Namespace> {
-    serde_json::from_slice(data)
-        .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e).into())
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let (data, last_applied, membership) = {
-            let state = self.state.read().expect("state lock poisoned");
-            let data = serde_json::to_vec(&state.namespace)
-                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            (data, state.last_applied, state.membership.clone())
+    /// Checkpoints `db` into a new directory and reads what it holds.
+    fn checkpoint(&self, db: &StateDb) -> Result<(SnapshotMeta<u64, BasicNode>, PathBuf), String> {
+        let seq = self.next_seq();
+        let tmp = self.snapshots().join(format!("building-{seq}"));
+        db.checkpoint(&tmp).map_err(|e| e.to_string())?;
+        // The checkpoint's own applied id: applies went on while it was taken.
+        let (last_applied, membership) = {
+            let mut opts = rocksdb::Options::default();
+            opts.set_max_open_files(16);
+            let copy = rocksdb::DB::open_cf_for_read_only(&opts, &tmp, ALL_CFS, false)
+                .map_err(|e| e.to_string())?;
+            let read = |key: &[u8]| {
+                copy.cf_handle(crate::state_db::CF_META)
+                    .and_then(|cf| copy.get_cf(cf, key).ok().flatten())
+            };
+            let applied: Option<LogId<u64>> = read(KEY_APPLIED)
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .flatten();
+            let membership: StoredMembership<u64, BasicNode> = read(KEY_MEMBERSHIP)
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            (applied, membership)
         };
-        let seq = self
-            .snapshot_seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
             None => format!("empty-{seq}"),
@@ -147,10 +263,54 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        self.save_snapshot(&meta, &data)?;
+        Ok((meta, tmp))
+    }
+}
+
+/// Removes the database a snapshot install replaced once nothing uses it any more (a
+/// snapshot being built or a digest may still read it); a restart removes it otherwise.
+fn remove_when_unused(old: Namespace) {
+    let db = old.db().clone();
+    drop(old);
+    std::thread::spawn(move || {
+        for _ in 0..600 {
+            if db.handles() == 1 {
+                let path = db.path().to_path_buf();
+                drop(db);
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(?path, "remove a replaced state database: {e}");
+                }
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    });
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let db = live_db(&self.state);
+        let this = self.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let (meta, tmp) = this.checkpoint(&db)?;
+            this.keep_snapshot(&meta, &tmp).map_err(|e| e.to_string())?;
+            let dir = this.snapshots().join(&meta.snapshot_id);
+            let reader = ArchiveReader::open(&dir).map_err(|e| e.to_string())?;
+            tracing::info!(
+                last_log_id = ?meta.last_log_id,
+                bytes = reader.total_bytes(),
+                ms = started.elapsed().as_millis() as u64,
+                "built a snapshot (a checkpoint of the state database)"
+            );
+            Ok::<_, String>((meta, reader))
+        })
+        .await
+        .map_err(|e| snap_err(None, ErrorVerb::Write, e))?
+        .map_err(|e| snap_err(None, ErrorVerb::Write, e))?;
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+            meta: built.0,
+            snapshot: Box::new(SnapshotData::Outgoing(built.1)),
         })
     }
 }
@@ -171,6 +331,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut state = self.state.write().expect("state lock poisoned");
+        let state = &mut *state;
         let mut results = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
@@ -184,6 +345,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             results.push(result);
         }
+        let mut batch = state.namespace.write_batch();
+        let db = state.namespace.db();
+        let meta = db.cf(crate::state_db::CF_META);
+        batch.put_cf(
+            meta,
+            KEY_APPLIED,
+            serde_json::to_vec(&state.last_applied).expect("encodes"),
+        );
+        batch.put_cf(
+            meta,
+            KEY_MEMBERSHIP,
+            serde_json::to_vec(&state.membership).expect("encodes"),
+        );
+        db.write(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         Ok(results)
     }
 
@@ -191,27 +366,68 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotData>> {
+        let path = self.dir.join(format!("incoming-{}", self.next_seq()));
+        let data = SnapshotData::receive_into(path)
+            .await
+            .map_err(|e| snap_err(None, ErrorVerb::Write, e))?;
+        Ok(Box::new(data))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<SnapshotData>,
     ) -> StorageResult<()> {
-        let data = snapshot.into_inner();
-        let namespace = decode_namespace(meta, &data)?;
-        self.save_snapshot(meta, &data)?;
-        let mut state = self.state.write().expect("state lock poisoned");
-        state.last_applied = meta.last_log_id;
-        state.membership = meta.last_membership.clone();
-        state.namespace = namespace;
+        use tokio::io::AsyncSeekExt;
+        let err = |e: &dyn std::fmt::Display| snap_err(Some(meta), ErrorVerb::Write, e);
+        let name = format!("db-{}", self.next_seq());
+        let new_dir = self.dir.join(&name);
+        snapshot
+            .seek(io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| err(&e))?;
+        snapshot_archive::unpack(&mut *snapshot, &new_dir)
+            .await
+            .map_err(|e| err(&e))?;
+        if let Some(path) = snapshot.received_path() {
+            let _ = std::fs::remove_file(path);
+        }
+        let db = StateDb::open(&new_dir, &self.cache).map_err(|e| err(&e))?;
+        let (last_applied, membership) = applied_in(&db);
+        if last_applied != meta.last_log_id {
+            return Err(err(&format!(
+                "the snapshot's database is at {last_applied:?}, its metadata says {:?}",
+                meta.last_log_id
+            )));
+        }
+        // Keep it as this replica's snapshot too, for replicas that lag behind it.
+        let copy = self
+            .snapshots()
+            .join(format!("building-{}", self.next_seq()));
+        db.checkpoint(&copy).map_err(|e| err(&e))?;
+        self.keep_snapshot(meta, &copy).map_err(|e| err(&e))?;
+        let old = {
+            let mut state = self.state.write().expect("state lock poisoned");
+            replace_file(&self.dir.join(CURRENT_DB), name.as_bytes()).map_err(|e| err(&e))?;
+            state.last_applied = last_applied;
+            state.membership = membership;
+            std::mem::replace(&mut state.namespace, Namespace::open(db))
+        };
+        remove_when_unused(old);
         tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot from the leader");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        self.load_snapshot()
+        let read_err = |e: io::Error| snap_err(None, ErrorVerb::Read, e);
+        let Some((meta, dir)) = self.newest_snapshot().map_err(read_err)? else {
+            return Ok(None);
+        };
+        let reader = ArchiveReader::open(&dir).map_err(read_err)?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotData::Outgoing(reader)),
+        }))
     }
 }

@@ -1,5 +1,5 @@
-//! Opens the replica's RocksDB (log, vote and snapshots) and builds the two openraft
-//! storage halves on it.
+//! Opens a replica's two databases, the Raft log (with the vote) and the applied state,
+//! as the two openraft storage halves.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
 use crate::log_store::{LogStore, CF_LOGS, CF_STORE};
+use crate::state_db::{CacheConfig, StateDbError};
 use crate::state_machine::StateMachine;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,29 +18,41 @@ pub enum OpenStoreError {
         #[source]
         source: rocksdb::Error,
     },
-    #[error("load the state-machine snapshot: {0}")]
-    Snapshot(#[from] openraft::StorageError<u64>),
+    #[error(
+        "{path:?} holds metadata written by a release before the on-disk state database \
+         (its log and whole-namespace snapshots are in one RocksDB there). This release \
+         cannot read it: start a fresh cluster and copy the data over (README, \"Upgrading\")"
+    )]
+    OldLayout { path: std::path::PathBuf },
+    #[error(transparent)]
+    State(#[from] StateDbError),
 }
 
-/// Memtable memory of a replica's RocksDB, all column families together.
-const METADATA_MEMTABLE_BYTES: usize = 32 << 20;
+/// Memtable memory of the Raft log's RocksDB.
+const LOG_MEMTABLE_BYTES: usize = 32 << 20;
 
-pub fn open(path: &Path) -> Result<(LogStore, StateMachine), OpenStoreError> {
+/// Opens a replica's store in `path`: the Raft log and vote in `path/log`, the applied
+/// state in `path/state`.
+pub fn open(path: &Path, cache: CacheConfig) -> Result<(LogStore, StateMachine), OpenStoreError> {
+    if path.join("CURRENT").exists() {
+        return Err(OpenStoreError::OldLayout { path: path.into() });
+    }
+    let log_path = path.join("log");
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    // A fixed memtable budget for the whole database (RocksDB's default is 64 MiB per
-    // column family, which a replica filled over minutes of load: BENCHMARKS.md, memory).
-    opts.set_db_write_buffer_size(METADATA_MEMTABLE_BYTES);
+    // A fixed memtable budget (RocksDB's default is 64 MiB per column family, which a
+    // replica filled over minutes of load: BENCHMARKS.md, memory).
+    opts.set_db_write_buffer_size(LOG_MEMTABLE_BYTES);
     let cfs = [CF_LOGS, CF_STORE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    let db =
-        DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| OpenStoreError::RocksDb {
-            path: path.into(),
+    let db = DB::open_cf_descriptors(&opts, &log_path, cfs).map_err(|source| {
+        OpenStoreError::RocksDb {
+            path: log_path.clone(),
             source,
-        })?;
-    let db = Arc::new(db);
-    let sm = StateMachine::open(db.clone())?;
-    Ok((LogStore::new(db), sm))
+        }
+    })?;
+    let sm = StateMachine::open(&path.join("state"), cache)?;
+    Ok((LogStore::new(Arc::new(db)), sm))
 }
 
 #[cfg(test)]
@@ -56,7 +69,7 @@ mod tests {
             &self,
         ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
             let dir = tempfile::tempdir().expect("create temp dir");
-            let (log, sm) = open(dir.path()).expect("open store");
+            let (log, sm) = open(dir.path(), CacheConfig::default()).expect("open store");
             Ok((dir, log, sm))
         }
     }
@@ -75,7 +88,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let (_, mut sm) = open(dir.path()).unwrap();
+            let (_, mut sm) = open(dir.path(), CacheConfig::default()).unwrap();
             let entry = Entry::<TypeConfig> {
                 log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
                 payload: EntryPayload::Normal(Command::CreateBucket {
@@ -91,7 +104,7 @@ mod tests {
                 .await
                 .unwrap();
         });
-        let (_, sm) = open(dir.path()).unwrap();
+        let (_, sm) = open(dir.path(), CacheConfig::default()).unwrap();
         let state = sm.shared();
         let state = state.read().unwrap();
         assert!(state.namespace.bucket("keep").is_ok());

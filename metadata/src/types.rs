@@ -1,8 +1,6 @@
 //! The Raft type configuration: the namespace's commands in, their results out, a node
 //! address as the node type.
 
-use std::io::Cursor;
-
 use crate::namespace::{Command, CommandResult};
 
 openraft::declare_raft_types!(
@@ -12,7 +10,7 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot_archive::SnapshotData,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -8,6 +8,7 @@
 //! `fs_tree.rs`, a file's content and xattrs in `fs_content.rs`.
 
 use std::collections::BTreeSet;
+use std::ops::Bound;
 
 use cairn_common::fs::{
     check_name, DirEntry, ExtentMap, FileExtent, FsAttr, FsChange, FsErrorKind, FsFailure, FsQuery,
@@ -64,7 +65,9 @@ impl Namespace {
                     return self.fs_attr(ino).map(FsReply::Attr);
                 }
                 // Created open: the mount gets the (empty) extent map at once.
-                self.holds.entry(ino).or_default().insert(session);
+                self.holds
+                    .entry_or_insert_with(ino, BTreeSet::new)
+                    .insert(session);
                 let (bucket, redundancy) = self.bucket_of(ino)?;
                 Ok(FsReply::Extents(Box::new(ExtentMap {
                     attr: self.fs_attr(ino)?,
@@ -143,7 +146,9 @@ impl Namespace {
                 if !matches!(self.inode(ino)?.kind, InodeKind::File { .. }) {
                     return fail(FsErrorKind::IsDir, "only regular files are opened");
                 }
-                self.holds.entry(ino).or_default().insert(session);
+                self.holds
+                    .entry_or_insert_with(ino, BTreeSet::new)
+                    .insert(session);
                 // An open: the mount needs the file's extents next, so they come along.
                 self.fs_query(
                     session,
@@ -159,14 +164,14 @@ impl Namespace {
                     holders.remove(&session);
                 }
                 self.free_if_unused(ino);
-                if self.holds.get(&ino).is_some_and(BTreeSet::is_empty) {
+                if self.holds.get(&ino).is_some_and(|h| h.is_empty()) {
                     self.holds.remove(&ino);
                 }
                 Ok(FsReply::Done)
             }
             FsChange::SetLock { ino, owner, lock } => {
                 self.inode(ino)?;
-                let table = self.locks.entry(ino).or_default();
+                let table = self.locks.entry_or_insert_with(ino, Default::default);
                 let result = table.set((session, owner), &lock);
                 if table.is_empty() {
                     self.locks.remove(&ino);
@@ -200,36 +205,33 @@ impl Namespace {
         match query {
             FsQuery::Lookup { parent, name } => {
                 check_name(&name)?;
-                let children = self.dir_entries(parent)?;
-                match children.get(&name) {
-                    Some(&ino) => self.fs_attr(ino).map(FsReply::Attr),
+                match self.dir_entry(parent, &name)? {
+                    Some(ino) => self.fs_attr(ino).map(FsReply::Attr),
                     None => fail(FsErrorKind::NotFound, format!("no entry {name:?}")),
                 }
             }
             FsQuery::GetAttr { ino } => self.fs_attr(ino).map(FsReply::Attr),
             FsQuery::ReadDir { ino, after, limit } => {
-                let children = self.dir_entries(ino)?;
-                let range = match &after {
-                    Some(a) => children.range::<String, _>((
-                        std::ops::Bound::Excluded(a),
-                        std::ops::Bound::Unbounded,
-                    )),
-                    None => children.range::<String, _>(..),
+                self.require_dir(ino)?;
+                let from = match &after {
+                    Some(a) => Bound::Excluded(a.as_str()),
+                    None => Bound::Unbounded,
                 };
-                let entries = range
+                let entries = self
+                    .entries_from(ino, from)
                     .take(limit.clamp(1, 10_000) as usize)
                     .filter_map(|(name, ino)| {
-                        self.inodes.get(ino).map(|inode| DirEntry {
-                            name: name.clone(),
-                            ino: *ino,
+                        self.inodes.get(&ino).map(|inode| DirEntry {
+                            name,
+                            ino,
                             kind: inode.kind.file_type(),
                         })
                     })
                     .collect();
                 Ok(FsReply::Entries(entries))
             }
-            FsQuery::ReadLink { ino } => match &self.inode(ino)?.kind {
-                InodeKind::Symlink { target } => Ok(FsReply::Target(target.clone())),
+            FsQuery::ReadLink { ino } => match self.inode(ino)?.kind {
+                InodeKind::Symlink { target } => Ok(FsReply::Target(target)),
                 _ => fail(FsErrorKind::InvalidArgument, "not a symlink"),
             },
             FsQuery::Extents { ino, offset, len } => {
@@ -239,21 +241,22 @@ impl Namespace {
                 };
                 let (bucket, redundancy) = self.bucket_of(ino)?;
                 let extents = extents::in_range(extents, offset, len);
+                let extents: Vec<Extent> = extents.to_vec();
                 Ok(FsReply::Extents(Box::new(ExtentMap {
                     attr: self.fs_attr(ino)?,
                     bucket,
                     redundancy,
                     extents: extents.iter().map(to_file_extent).collect(),
-                    chunks: self.chunks_of(extents),
+                    chunks: self.chunks_of(&extents),
                     nodes: Vec::new(),
                 })))
             }
-            FsQuery::GetXattr { ino, name } => match self.inode(ino)?.xattrs.get(&name) {
-                Some(v) => Ok(FsReply::Value(v.clone())),
+            FsQuery::GetXattr { ino, name } => match self.inode(ino)?.xattrs.remove(&name) {
+                Some(v) => Ok(FsReply::Value(v)),
                 None => fail(FsErrorKind::NoData, format!("no attribute {name:?}")),
             },
             FsQuery::ListXattr { ino } => Ok(FsReply::Names(
-                self.inode(ino)?.xattrs.keys().cloned().collect(),
+                self.inode(ino)?.xattrs.into_keys().collect(),
             )),
             FsQuery::GetLock { ino, owner, lock } => {
                 self.inode(ino)?;
@@ -277,20 +280,18 @@ impl Namespace {
 
     /// The name and redundancy of the bucket `ino` lives in.
     pub(super) fn bucket_of(&self, ino: Ino) -> FsRes<(String, Redundancy)> {
-        let bucket = self.inode(ino)?.bucket;
-        self.buckets
-            .iter()
-            .find(|(_, b)| b.ino == bucket)
-            .map(|(name, b)| (name.clone(), b.redundancy))
-            .ok_or_else(|| FsFailure::new(FsErrorKind::NotFound, "the file's bucket is gone"))
+        let gone = || FsFailure::new(FsErrorKind::NotFound, "the file's bucket is gone");
+        let name = self.bucket_name_of(ino).ok_or_else(gone)?;
+        let bucket = self.bucket(&name).map_err(|_| gone())?;
+        Ok((name, bucket.redundancy))
     }
 
     /// Number of inodes (for `statfs`).
     pub fn inode_count(&self) -> u64 {
-        self.inodes.len() as u64
+        self.counters.inodes
     }
 
-    pub(super) fn inode(&self, ino: Ino) -> FsRes<&Inode> {
+    pub(super) fn inode(&self, ino: Ino) -> FsRes<Inode> {
         self.inodes
             .get(&ino)
             .ok_or_else(|| FsFailure::new(FsErrorKind::NotFound, format!("no inode {ino}")))
@@ -302,16 +303,21 @@ impl Namespace {
             .ok_or_else(|| FsFailure::new(FsErrorKind::NotFound, format!("no inode {ino}")))
     }
 
-    pub(super) fn dir_entries(&self, ino: Ino) -> FsRes<&std::collections::BTreeMap<String, Ino>> {
+    /// Fails unless `ino` is a directory.
+    pub(super) fn require_dir(&self, ino: Ino) -> FsRes<()> {
         if !self.inode(ino)?.kind.is_dir() {
             return fail(
                 FsErrorKind::NotDir,
                 format!("inode {ino} is not a directory"),
             );
         }
-        self.children
-            .get(&ino)
-            .ok_or_else(|| FsFailure::new(FsErrorKind::NotFound, format!("no directory {ino}")))
+        Ok(())
+    }
+
+    /// The inode `name` in directory `dir` names, if any (fails unless `dir` is one).
+    pub(super) fn dir_entry(&self, dir: Ino, name: &str) -> FsRes<Option<Ino>> {
+        self.require_dir(dir)?;
+        Ok(self.child(dir, name))
     }
 
     pub fn fs_attr(&self, ino: Ino) -> FsRes<FsAttr> {
@@ -322,14 +328,7 @@ impl Namespace {
             }
             InodeKind::Symlink { target } => (target.len() as u64, 0, inode.nlink),
             InodeKind::Special(_) => (0, 0, inode.nlink),
-            InodeKind::Dir { .. } => {
-                let subdirs = self.children.get(&ino).map_or(0, |c| {
-                    c.values()
-                        .filter(|i| self.inodes.get(i).is_some_and(|n| n.kind.is_dir()))
-                        .count()
-                });
-                (DIR_SIZE, DIR_SIZE, 2 + subdirs as u32)
-            }
+            InodeKind::Dir { .. } => (DIR_SIZE, DIR_SIZE, inode.nlink),
         };
         Ok(FsAttr {
             ino,

@@ -78,10 +78,7 @@ impl Namespace {
             return fail(FsErrorKind::FileTooBig, format!("size {end}"));
         }
         for (id, chunk) in chunks {
-            if chunk.is_degraded() {
-                self.degraded.insert(id);
-            }
-            self.chunks.insert(id, chunk);
+            self.put_chunk(id, chunk);
         }
         let generation = self.bump_generation();
         let mut refs = Vec::new();
@@ -179,10 +176,7 @@ impl Namespace {
             );
         }
         for (id, chunk) in chunks {
-            if chunk.is_degraded() {
-                self.degraded.insert(id);
-            }
-            self.chunks.insert(id, chunk);
+            self.put_chunk(id, chunk);
         }
         let mut refs = Vec::new();
         let inode = self.inode_mut(ino)?;

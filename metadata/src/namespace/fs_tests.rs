@@ -35,7 +35,7 @@ impl Fs {
     fn new() -> Fs {
         let mut ns = Namespace::new();
         for id in 1..=3 {
-            ns.apply(Command::RegisterNode {
+            ns.apply_and_write(Command::RegisterNode {
                 id,
                 addr: format!("127.0.0.{id}:1"),
                 zone: "z".into(),
@@ -43,7 +43,7 @@ impl Fs {
                 replace_empty: false,
             });
         }
-        let session = match ns.apply(Command::OpenSession {
+        let session = match ns.apply_and_write(Command::OpenSession {
             name: "test".into(),
             now_ns: 1,
         }) {
@@ -60,7 +60,7 @@ impl Fs {
     }
 
     fn change_as(&mut self, session: SessionId, change: FsChange) -> FsResult {
-        match self.ns.apply(Command::Fs {
+        match self.ns.apply_and_write(Command::Fs {
             session,
             change,
             now_ns: 10,
@@ -136,7 +136,7 @@ impl Fs {
 fn changes_from_a_session_that_ended_are_fenced() {
     let mut fs = Fs::new();
     let ino = fs.must_create(fs.bucket, "f", NewNode::File);
-    fs.ns.apply(Command::EndSession {
+    fs.ns.apply_and_write(Command::EndSession {
         session: fs.session,
     });
     let r = fs.write(ino, 0, chunk(10));
@@ -234,7 +234,7 @@ fn an_ended_session_frees_what_only_it_held_and_its_locks() {
         lock,
     })
     .expect("lock");
-    let other = match fs.ns.apply(Command::OpenSession {
+    let other = match fs.ns.apply_and_write(Command::OpenSession {
         name: "other".into(),
         now_ns: 2,
     }) {
@@ -258,7 +258,7 @@ fn an_ended_session_frees_what_only_it_held_and_its_locks() {
         dir: false,
     })
     .expect("unlink");
-    fs.ns.apply(Command::EndSession {
+    fs.ns.apply_and_write(Command::EndSession {
         session: fs.session,
     });
     assert!(
@@ -364,7 +364,7 @@ fn deleting_one_name_of_a_hard_linked_object_keeps_the_other() {
         name: "b".into(),
     })
     .expect("link");
-    fs.ns.apply(Command::DeleteObject {
+    fs.ns.apply_and_write(Command::DeleteObject {
         bucket: "bkt".into(),
         key: "a".into(),
         if_generation: None,
@@ -490,8 +490,8 @@ fn older_log_entries_and_snapshots_decode_and_special_files_survive_a_snapshot()
         "blk",
         NewNode::Special(Special::BlockDevice { rdev: 0x801 }),
     );
-    let text = serde_json::to_vec(&fs.ns).expect("encode");
-    let back: Namespace = serde_json::from_slice(&text).expect("decode");
+    fs.ns.write_pending();
+    let back = Namespace::open(fs.ns.db().clone());
     let attr = back.fs_attr(ino).expect("still there");
     assert_eq!(
         (attr.kind, attr.rdev),

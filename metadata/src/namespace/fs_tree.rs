@@ -23,7 +23,7 @@ impl Namespace {
         now: u64,
     ) -> FsRes<Ino> {
         check_name(name)?;
-        if self.dir_entries(parent)?.contains_key(name) {
+        if self.dir_entry(parent, name)?.is_some() {
             return fail(FsErrorKind::Exists, format!("{name:?} exists"));
         }
         if parent == ROOT_INO {
@@ -36,7 +36,7 @@ impl Namespace {
             if let Err(e) = validate_bucket(name) {
                 return fail(FsErrorKind::InvalidArgument, e.to_string());
             }
-            let redundancy = default_redundancy(self.nodes.len());
+            let redundancy = default_redundancy(self.nodes.iter().count());
             let ino = self
                 .create_bucket(name.to_string(), redundancy, now)
                 .map_err(|e| FsFailure::new(FsErrorKind::InvalidArgument, e.to_string()))?;
@@ -92,7 +92,7 @@ impl Namespace {
             return fail(FsErrorKind::NotFound, "the file was deleted");
         }
         let bucket = inode.bucket;
-        if self.dir_entries(parent)?.contains_key(name) {
+        if self.dir_entry(parent, name)?.is_some() {
             return fail(FsErrorKind::Exists, format!("{name:?} exists"));
         }
         if self.inode(parent)?.bucket != bucket {
@@ -111,7 +111,7 @@ impl Namespace {
 
     pub(super) fn fs_unlink(&mut self, parent: Ino, name: &str, dir: bool, now: u64) -> FsRes<()> {
         check_name(name)?;
-        let Some(&ino) = self.dir_entries(parent)?.get(name) else {
+        let Some(ino) = self.dir_entry(parent, name)? else {
             return fail(FsErrorKind::NotFound, format!("no entry {name:?}"));
         };
         let is_dir = self.inode(ino)?.kind.is_dir();
@@ -123,7 +123,7 @@ impl Namespace {
             _ => {}
         }
         if is_dir {
-            if self.children.get(&ino).is_some_and(|c| !c.is_empty()) {
+            if !self.dir_is_empty(ino) {
                 return fail(FsErrorKind::NotEmpty, format!("{name:?} is not empty"));
             }
             if parent == ROOT_INO {
@@ -144,7 +144,6 @@ impl Namespace {
     /// Removes an empty directory's entry and inode.
     pub(super) fn remove_dir(&mut self, parent: Ino, name: &str, ino: Ino) {
         self.remove_entry(parent, name);
-        self.children.remove(&ino);
         self.inodes.remove(&ino);
         self.locks.remove(&ino);
     }
@@ -155,18 +154,20 @@ impl Namespace {
             return true;
         }
         let mut stack = vec![dir];
-        let mut steps = 0usize;
+        // A guard against a cycle (a tree has none): no walk visits more directories
+        // than there are inodes.
+        let mut steps = 0u64;
         while let Some(d) = stack.pop() {
-            for &child in self.children.get(&d).into_iter().flat_map(|c| c.values()) {
+            for (_, child) in self.entries_from(d, std::ops::Bound::Unbounded) {
                 if child == ino {
                     return true;
                 }
-                if self.children.contains_key(&child) {
+                if self.inodes.get(&child).is_some_and(|i| i.kind.is_dir()) {
                     stack.push(child);
                 }
             }
             steps += 1;
-            if steps > self.inodes.len() {
+            if steps > self.counters.next_ino {
                 break;
             }
         }
@@ -183,10 +184,10 @@ impl Namespace {
     ) -> FsRes<()> {
         check_name(name)?;
         check_name(new_name)?;
-        let Some(&src) = self.dir_entries(parent)?.get(name) else {
+        let Some(src) = self.dir_entry(parent, name)? else {
             return fail(FsErrorKind::NotFound, format!("no entry {name:?}"));
         };
-        let dst = self.dir_entries(new_parent)?.get(new_name).copied();
+        let dst = self.dir_entry(new_parent, new_name)?;
         if parent == ROOT_INO || new_parent == ROOT_INO {
             return fail(
                 FsErrorKind::NotPermitted,
@@ -243,7 +244,7 @@ impl Namespace {
                 (false, true) => {
                     return fail(FsErrorKind::IsDir, format!("{new_name:?} is a directory"))
                 }
-                (true, true) if self.children.get(&dst).is_some_and(|c| !c.is_empty()) => {
+                (true, true) if !self.dir_is_empty(dst) => {
                     return fail(FsErrorKind::NotEmpty, format!("{new_name:?} is not empty"))
                 }
                 (true, true) => self.remove_dir(new_parent, new_name, dst),

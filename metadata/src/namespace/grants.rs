@@ -46,7 +46,7 @@ impl std::fmt::Display for Access {
 impl Namespace {
     /// `user`'s access to `bucket`, if any.
     pub fn access(&self, bucket: &str, user: &str) -> Option<Access> {
-        self.grants.get(bucket)?.get(user).copied()
+        self.grants.get(&bucket.to_string())?.get(user).copied()
     }
 
     /// Gives `user` `access` to an existing bucket (`None`: revokes it).
@@ -59,7 +59,9 @@ impl Namespace {
         self.bucket(&bucket)?;
         match access {
             Some(access) => {
-                self.grants.entry(bucket).or_default().insert(user, access);
+                self.grants
+                    .entry_or_insert_with(bucket, Default::default)
+                    .insert(user, access);
             }
             None => {
                 if let Some(users) = self.grants.get_mut(&bucket) {
@@ -75,7 +77,7 @@ impl Namespace {
 
     /// Forgets every grant on `bucket` (it was deleted).
     pub(super) fn drop_grants(&mut self, bucket: &str) {
-        self.grants.remove(bucket);
+        self.grants.remove(&bucket.to_string());
     }
 }
 
@@ -94,24 +96,24 @@ mod tests {
             access,
         };
         assert!(matches!(
-            ns.apply(grant("nope", "alice", Some(Access::Read))),
+            ns.apply_and_write(grant("nope", "alice", Some(Access::Read))),
             CommandResult::Rejected(NamespaceError::NoSuchBucket { .. })
         ));
-        ns.apply(Command::CreateBucket {
+        ns.apply_and_write(Command::CreateBucket {
             name: "bkt".into(),
             redundancy: Redundancy::Ec { k: 2, m: 1 },
             mtime: 0,
         });
-        ns.apply(grant("bkt", "alice", Some(Access::Read)));
+        ns.apply_and_write(grant("bkt", "alice", Some(Access::Read)));
         assert_eq!(ns.access("bkt", "alice"), Some(Access::Read));
         assert_eq!(ns.access("bkt", "bob"), None);
-        ns.apply(grant("bkt", "alice", Some(Access::Write)));
+        ns.apply_and_write(grant("bkt", "alice", Some(Access::Write)));
         assert_eq!(ns.access("bkt", "alice"), Some(Access::Write));
         assert!(Access::Write >= Access::Read && Access::Admin > Access::Write);
-        ns.apply(grant("bkt", "alice", None));
+        ns.apply_and_write(grant("bkt", "alice", None));
         assert_eq!(ns.access("bkt", "alice"), None);
-        ns.apply(grant("bkt", "bob", Some(Access::Admin)));
-        ns.apply(Command::DeleteBucket { name: "bkt".into() });
+        ns.apply_and_write(grant("bkt", "bob", Some(Access::Admin)));
+        ns.apply_and_write(Command::DeleteBucket { name: "bkt".into() });
         assert_eq!(ns.access("bkt", "bob"), None);
         assert_eq!(Access::parse("none"), Ok(None));
         assert!(Access::parse("root").is_err());

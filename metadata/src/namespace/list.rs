@@ -58,7 +58,7 @@ impl Namespace {
         if !dir_part.is_empty() {
             for part in dir_part.split('/') {
                 match self.child(dir, part) {
-                    Some(ino) if matches!(self.inodes[&ino].kind, InodeKind::Dir { .. }) => {
+                    Some(ino) if matches!(self.entry_inode(ino).kind, InodeKind::Dir { .. }) => {
                         dir = ino;
                         base.push_str(part);
                         base.push('/');
@@ -107,15 +107,12 @@ impl Walk<'_> {
 
     fn dir(&mut self, dir: Ino, base: &str, name_prefix: &str, top: bool) {
         let ns = self.ns;
-        let Some(children) = ns.children.get(&dir) else {
-            return;
-        };
         // A directory `d` holds keys `d/...`, so it sorts as "d/" among its siblings.
-        let mut entries: Vec<(String, Ino, bool)> = children
-            .range(name_prefix.to_string()..)
+        let mut entries: Vec<(String, Ino, bool)> = ns
+            .entries_from(dir, std::ops::Bound::Included(name_prefix))
             .take_while(|(name, _)| name.starts_with(name_prefix))
-            .map(|(name, &ino)| {
-                let is_dir = matches!(ns.inodes[&ino].kind, InodeKind::Dir { .. });
+            .map(|(name, ino)| {
+                let is_dir = matches!(ns.entry_inode(ino).kind, InodeKind::Dir { .. });
                 let sort_key = if is_dir {
                     format!("{base}{name}/")
                 } else {
@@ -156,7 +153,7 @@ impl Walk<'_> {
                 return;
             }
         }
-        let inode = &self.ns.inodes[&ino];
+        let inode = self.ns.entry_inode(ino);
         if let InodeKind::File { size, .. } = inode.kind {
             self.out.push(ListItem::Object(ObjectEntry {
                 key,

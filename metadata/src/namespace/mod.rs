@@ -27,11 +27,19 @@ pub mod tokens;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
-use cairn_common::fs::SessionId;
+use cairn_common::fs::{FsResult, SessionId};
 use cairn_common::locks::LockTable;
 use cairn_common::{ChunkId, NodeId};
+use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
+
+use crate::state_db::{
+    StateDb, Table, CF_ANSWERS, CF_BUCKETS, CF_BUCKET_NAMES, CF_CHUNKS, CF_CHUNK_REFS, CF_DEGRADED,
+    CF_DENTRIES, CF_GC, CF_GRANTS, CF_HOLDS, CF_INODES, CF_LOCKS, CF_NODES, CF_NODE_SHARDS,
+    CF_RETIRED, CF_RETIRED_ORDER, CF_SESSIONS, CF_TOKENS,
+};
 
 pub use command::{Command, CommandResult};
 pub use fs::default_redundancy;
@@ -44,52 +52,70 @@ pub use cairn_common::fs::{Ino, ROOT_INO};
 pub const OBJECT_FILE_MODE: u32 = 0o644;
 pub const OBJECT_DIR_MODE: u32 = 0o755;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The namespace: typed tables over the state database, plus the counters every
+/// command may advance. Changes made by `apply` stay in the tables' overlays until
+/// `write_batch` turns them into one RocksDB write batch.
 pub struct Namespace {
+    db: StateDb,
+    counters: Counters,
+    /// Cluster-wide settings an operator changes at run time.
+    settings: ClusterSettings,
+    inodes: Table<Ino, Inode>,
+    /// (directory inode, name) -> child inode.
+    children: Table<(Ino, String), Ino>,
+    buckets: Table<String, Bucket>,
+    /// Bucket root inode -> bucket name.
+    bucket_names: Table<Ino, String>,
+    chunks: Table<ChunkId, ChunkMeta>,
+    degraded: Table<ChunkId, ()>,
+    /// (node, chunk, index) of every placed shard, derived from `chunks` when written.
+    node_shards: Table<(NodeId, ChunkId, u32), ()>,
+    nodes: Table<NodeId, NodeRecord>,
+    gc: Table<u64, GcEntry>,
+    /// Recently released chunk ids (id -> release order), so that a late retry of a
+    /// commit cannot point an object at a chunk whose shards are being deleted.
+    retired: Table<ChunkId, u64>,
+    retired_order: Table<u64, ChunkId>,
+    /// Extents pointing into each chunk; a chunk is released when its count drops to 0.
+    chunk_refs: Table<ChunkId, u32>,
+    /// Open mount sessions; ids below `next_session` that are absent here are fenced.
+    sessions: Table<SessionId, SessionRecord>,
+    /// (session, sequence number) -> the first answer to a numbered change.
+    answers: Table<(SessionId, u64), FsResult>,
+    /// Sessions that have an inode open (an unlinked inode lives while any holds it).
+    holds: Table<Ino, BTreeSet<SessionId>>,
+    /// Byte-range and `flock` locks, by inode.
+    locks: Table<Ino, LockTable<LockHolder>>,
+    /// Bucket -> user -> access.
+    grants: Table<String, BTreeMap<String, grants::Access>>,
+    /// API tokens by id (only their secrets' hashes).
+    tokens: Table<String, tokens::TokenRecord>,
+}
+
+/// The namespace's counters: the next ids to hand out (advanced by commands, so equal on
+/// every replica) and the sizes of the large tables (kept as they are written).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Counters {
     next_ino: Ino,
     next_generation: u64,
     next_gc_seq: u64,
-    inodes: BTreeMap<Ino, Inode>,
-    /// Directory inode -> name -> child inode.
-    children: BTreeMap<Ino, BTreeMap<String, Ino>>,
-    buckets: BTreeMap<String, Bucket>,
-    chunks: BTreeMap<ChunkId, ChunkMeta>,
-    degraded: BTreeSet<ChunkId>,
-    nodes: BTreeMap<NodeId, NodeRecord>,
-    gc: BTreeMap<u64, GcEntry>,
-    /// Cluster-wide settings an operator changes at run time.
-    #[serde(default)]
-    settings: ClusterSettings,
-    /// Recently released chunk ids (id -> release order), so that a late retry of a
-    /// commit cannot point an object at a chunk whose shards are being deleted.
-    #[serde(default)]
-    retired: BTreeMap<ChunkId, u64>,
-    #[serde(default)]
-    retired_order: BTreeMap<u64, ChunkId>,
-    /// Extents pointing into each chunk; a chunk is released when its count drops to 0.
-    #[serde(default)]
-    chunk_refs: BTreeMap<ChunkId, u32>,
-    /// Open mount sessions; ids below `next_session` that are absent here are fenced.
-    #[serde(default)]
-    sessions: BTreeMap<SessionId, SessionRecord>,
-    #[serde(default)]
     next_session: SessionId,
-    /// Sessions that have an inode open (an unlinked inode lives while any holds it).
-    #[serde(default)]
-    holds: BTreeMap<Ino, std::collections::BTreeSet<SessionId>>,
-    /// Byte-range and `flock` locks, by inode.
-    #[serde(default)]
-    locks: BTreeMap<Ino, LockTable<LockHolder>>,
-    /// Bucket -> user -> access.
-    #[serde(default)]
-    grants: BTreeMap<String, BTreeMap<String, grants::Access>>,
-    /// API tokens by id (only their secrets' hashes).
-    #[serde(default)]
-    tokens: BTreeMap<String, tokens::TokenRecord>,
+    next_retired_seq: u64,
+    retired: u64,
+    /// Shards placed on each node.
+    node_shards: BTreeMap<NodeId, u64>,
+    inodes: u64,
+    files: u64,
+    chunks: u64,
+    degraded: u64,
+    gc: u64,
 }
 
+const KEY_COUNTERS: &[u8] = b"counters";
+const KEY_SETTINGS: &[u8] = b"settings";
+
 /// How many released chunk ids are remembered (oldest forgotten first).
-const RETIRED_MAX: usize = 1_000_000;
+const RETIRED_MAX: u64 = 1_000_000;
 
 /// Cluster-wide settings changed at run time (replicated, so every leader uses them).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +129,8 @@ pub struct ClusterSettings {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub buckets: u64,
+    /// Inodes of every kind, the root and bucket directories included.
+    pub inodes: u64,
     pub objects: u64,
     pub chunks: u64,
     pub degraded_chunks: u64,
@@ -110,26 +138,150 @@ pub struct Counts {
 }
 
 impl Namespace {
-    pub fn new() -> Self {
+    /// The namespace stored in `db` (an empty database gets the root directory).
+    pub fn open(db: StateDb) -> Self {
+        let table = |cf| Table::new(db.clone(), cf);
         let mut ns = Namespace {
-            next_ino: ROOT_INO + 1,
-            next_generation: 1,
-            next_session: 1,
-            ..Default::default()
+            counters: db.get_meta(KEY_COUNTERS).unwrap_or_default(),
+            settings: db.get_meta(KEY_SETTINGS).unwrap_or_default(),
+            inodes: table(CF_INODES),
+            children: Table::new(db.clone(), CF_DENTRIES),
+            buckets: Table::new(db.clone(), CF_BUCKETS),
+            bucket_names: Table::new(db.clone(), CF_BUCKET_NAMES),
+            chunks: Table::new(db.clone(), CF_CHUNKS),
+            degraded: Table::new(db.clone(), CF_DEGRADED),
+            node_shards: Table::new(db.clone(), CF_NODE_SHARDS),
+            nodes: Table::new(db.clone(), CF_NODES),
+            gc: Table::new(db.clone(), CF_GC),
+            retired: Table::new(db.clone(), CF_RETIRED),
+            retired_order: Table::new(db.clone(), CF_RETIRED_ORDER),
+            chunk_refs: Table::new(db.clone(), CF_CHUNK_REFS),
+            sessions: Table::new(db.clone(), CF_SESSIONS),
+            answers: Table::new(db.clone(), CF_ANSWERS),
+            holds: Table::new(db.clone(), CF_HOLDS),
+            locks: Table::new(db.clone(), CF_LOCKS),
+            grants: Table::new(db.clone(), CF_GRANTS),
+            tokens: Table::new(db.clone(), CF_TOKENS),
+            db,
         };
-        ns.inodes.insert(
-            ROOT_INO,
-            Inode::new(
-                InodeKind::Dir { implicit: false },
-                0,
-                0,
-                OBJECT_DIR_MODE,
-                (0, 0),
-                0,
-            ),
-        );
-        ns.children.insert(ROOT_INO, BTreeMap::new());
+        if ns.counters.next_ino == 0 {
+            ns.counters.next_ino = ROOT_INO + 1;
+            ns.counters.next_generation = 1;
+            ns.counters.next_session = 1;
+            ns.inodes.insert(
+                ROOT_INO,
+                Inode::new(
+                    InodeKind::Dir { implicit: false },
+                    0,
+                    0,
+                    OBJECT_DIR_MODE,
+                    (0, 0),
+                    0,
+                ),
+            );
+        }
         ns
+    }
+
+    /// An empty namespace in a temporary database (unit tests).
+    #[cfg(test)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Namespace::open(StateDb::temporary())
+    }
+
+    /// Applies `cmd` and writes it to the database at once (unit tests).
+    #[cfg(test)]
+    pub fn apply_and_write(&mut self, cmd: Command) -> CommandResult {
+        let result = self.apply(cmd);
+        self.write_pending();
+        result
+    }
+
+    /// Writes what was applied since the last batch (unit tests).
+    #[cfg(test)]
+    pub fn write_pending(&mut self) {
+        let batch = self.write_batch();
+        self.db.write(batch).expect("write the state database");
+    }
+
+    /// The digest after writing what is pending (unit tests).
+    #[cfg(test)]
+    pub fn state_digest(&mut self) -> blake3::Hash {
+        self.write_pending();
+        self.db.digest().1
+    }
+
+    pub fn db(&self) -> &StateDb {
+        &self.db
+    }
+
+    /// Every change applied since the last batch, as one write batch (with the counters
+    /// and settings); the tables' overlays are empty afterwards. The caller adds the
+    /// applied log id and writes it.
+    pub fn write_batch(&mut self) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for change in self.inodes.take_changes() {
+            let is_file = |i: &Option<Inode>| {
+                i.as_ref()
+                    .is_some_and(|i| matches!(i.kind, InodeKind::File { .. }))
+            };
+            adjust(
+                &mut self.counters.inodes,
+                change.old.is_some(),
+                change.new.is_some(),
+            );
+            adjust(
+                &mut self.counters.files,
+                is_file(&change.old),
+                is_file(&change.new),
+            );
+            self.inodes
+                .write(&mut batch, &change.key, change.new.as_ref());
+        }
+        for change in self.chunks.take_changes() {
+            adjust(
+                &mut self.counters.chunks,
+                change.old.is_some(),
+                change.new.is_some(),
+            );
+            self.chunks
+                .write(&mut batch, &change.key, change.new.as_ref());
+        }
+        for change in self.degraded.take_changes() {
+            adjust(
+                &mut self.counters.degraded,
+                change.old.is_some(),
+                change.new.is_some(),
+            );
+            self.degraded
+                .write(&mut batch, &change.key, change.new.as_ref());
+        }
+        for change in self.gc.take_changes() {
+            adjust(
+                &mut self.counters.gc,
+                change.old.is_some(),
+                change.new.is_some(),
+            );
+            self.gc.write(&mut batch, &change.key, change.new.as_ref());
+        }
+        self.node_shards.flush(&mut batch);
+        self.children.flush(&mut batch);
+        self.buckets.flush(&mut batch);
+        self.bucket_names.flush(&mut batch);
+        self.nodes.flush(&mut batch);
+        self.retired.flush(&mut batch);
+        self.retired_order.flush(&mut batch);
+        self.chunk_refs.flush(&mut batch);
+        self.sessions.flush(&mut batch);
+        self.answers.flush(&mut batch);
+        self.holds.flush(&mut batch);
+        self.locks.flush(&mut batch);
+        self.grants.flush(&mut batch);
+        self.tokens.flush(&mut batch);
+        self.db.put_meta(&mut batch, KEY_COUNTERS, &self.counters);
+        self.db.put_meta(&mut batch, KEY_SETTINGS, &self.settings);
+        batch
     }
 
     pub fn apply(&mut self, cmd: Command) -> CommandResult {
@@ -197,11 +349,12 @@ impl Namespace {
                 deleted
             }
             Command::ShardLost { chunk, index, node } => {
-                if let Some(meta) = self.chunks.get_mut(&chunk) {
-                    if meta.shards.get(&index) == Some(&node) {
-                        meta.shards.remove(&index);
-                        self.degraded.insert(chunk);
-                    }
+                let placed = self
+                    .chunk(&chunk)
+                    .and_then(|m| m.shards.get(&index).copied());
+                if placed == Some(node) {
+                    self.update_chunk(chunk, |meta| meta.shards.remove(&index));
+                    self.degraded.insert(chunk, ());
                 }
                 Ok(CommandResult::Done)
             }
@@ -234,8 +387,19 @@ impl Namespace {
     }
 
     pub(super) fn remove_entry(&mut self, dir: Ino, name: &str) {
-        if let Some(c) = self.children.get_mut(&dir) {
-            c.remove(name);
+        if let Some(child) = self.children.remove(&(dir, name.to_string())) {
+            self.count_subdir(dir, child, -1);
+        }
+    }
+
+    /// Keeps a directory's link count (2 + its subdirectories) as an entry naming
+    /// `child` comes (`+1`) or goes (`-1`).
+    fn count_subdir(&mut self, dir: Ino, child: Ino, delta: i32) {
+        if !self.inodes.get(&child).is_some_and(|i| i.kind.is_dir()) {
+            return;
+        }
+        if let Some(parent) = self.inodes.get_mut(&dir) {
+            parent.nlink = parent.nlink.saturating_add_signed(delta);
         }
     }
 
@@ -251,26 +415,75 @@ impl Namespace {
 
     /// One more extent points into `chunk`.
     pub(super) fn ref_chunk(&mut self, chunk: ChunkId) {
-        *self.chunk_refs.entry(chunk).or_insert(0) += 1;
+        *self.chunk_refs.entry_or_insert_with(chunk, || 0) += 1;
     }
 
     /// One extent fewer points into `chunk`; at zero, queue its shards for deletion.
     pub(super) fn unref_chunk(&mut self, chunk: ChunkId) {
-        let left = match self.chunk_refs.get_mut(&chunk) {
-            Some(n) if *n > 1 => {
+        if let Some(n) = self.chunk_refs.get_mut(&chunk) {
+            if *n > 1 {
                 *n -= 1;
                 return;
             }
-            _ => 0,
-        };
-        debug_assert_eq!(left, 0);
+        }
         self.chunk_refs.remove(&chunk);
         self.release_chunk(chunk);
     }
 
+    /// Records a chunk (new, or with changed placements).
+    pub(super) fn put_chunk(&mut self, id: ChunkId, meta: ChunkMeta) {
+        if meta.is_degraded() {
+            self.degraded.insert(id, ());
+        }
+        let old = self.chunks.get(&id);
+        self.index_placements(id, old.as_ref(), Some(&meta));
+        self.chunks.insert(id, meta);
+    }
+
+    /// Changes a chunk's record with `change`; `None` if there is no such chunk.
+    pub(super) fn update_chunk<R>(
+        &mut self,
+        id: ChunkId,
+        change: impl FnOnce(&mut ChunkMeta) -> R,
+    ) -> Option<R> {
+        let old = self.chunks.get(&id)?;
+        let mut meta = old.clone();
+        let result = change(&mut meta);
+        self.index_placements(id, Some(&old), Some(&meta));
+        self.chunks.insert(id, meta);
+        Some(result)
+    }
+
+    /// Keeps the node -> shards index and the per-node counts in step with a chunk's
+    /// placements (as commands apply, so every command sees them current).
+    fn index_placements(&mut self, id: ChunkId, old: Option<&ChunkMeta>, new: Option<&ChunkMeta>) {
+        let placed = |c: Option<&ChunkMeta>| -> BTreeSet<(NodeId, ChunkId, u32)> {
+            c.iter()
+                .flat_map(|c| c.shards.iter())
+                .map(|(index, node)| (*node, id, *index))
+                .collect()
+        };
+        let (before, after) = (placed(old), placed(new));
+        for gone in before.difference(&after) {
+            self.node_shards.remove(gone);
+            if let Some(count) = self.counters.node_shards.get_mut(&gone.0) {
+                *count -= 1;
+                if *count == 0 {
+                    self.counters.node_shards.remove(&gone.0);
+                }
+            }
+        }
+        for new in after.difference(&before) {
+            self.node_shards.insert(*new, ());
+            *self.counters.node_shards.entry(new.0).or_default() += 1;
+        }
+    }
+
     /// Forgets a chunk and queues every shard of it for deletion.
     pub(super) fn release_chunk(&mut self, id: ChunkId) {
-        if let Some(chunk) = self.chunks.remove(&id) {
+        let chunk = self.chunks.remove(&id);
+        self.index_placements(id, chunk.as_ref(), None);
+        if let Some(chunk) = chunk {
             self.degraded.remove(&id);
             self.retire(id);
             for (index, node) in chunk.shards {
@@ -284,17 +497,22 @@ impl Namespace {
     }
 
     fn retire(&mut self, chunk: ChunkId) {
-        let seq = self
-            .retired_order
-            .last_key_value()
-            .map_or(0, |(s, _)| s + 1);
+        let seq = self.counters.next_retired_seq;
+        self.counters.next_retired_seq += 1;
+        if let Some(old_seq) = self.retired.get(&chunk) {
+            self.retired_order.remove(&old_seq);
+        } else {
+            self.counters.retired += 1;
+        }
         self.retired.insert(chunk, seq);
         self.retired_order.insert(seq, chunk);
-        while self.retired.len() > RETIRED_MAX {
-            let Some((_, oldest)) = self.retired_order.pop_first() else {
+        while self.counters.retired > RETIRED_MAX {
+            let Some((oldest_seq, oldest)) = self.retired_order.iter().next() else {
                 break;
             };
+            self.retired_order.remove(&oldest_seq);
             self.retired.remove(&oldest);
+            self.counters.retired -= 1;
         }
     }
 
@@ -304,23 +522,37 @@ impl Namespace {
 
     /// Shards placed on each node (nodes without shards are absent).
     pub fn shards_per_node(&self) -> BTreeMap<NodeId, u64> {
-        let mut counts = BTreeMap::new();
-        for chunk in self.chunks.values() {
-            for node in chunk.shards.values() {
-                *counts.entry(*node).or_insert(0) += 1;
-            }
-        }
-        counts
+        self.counters.node_shards.clone()
+    }
+
+    /// The shards placed on `node` (index `(node, chunk, shard index)`), in chunk order.
+    fn placements_on(&self, node: NodeId) -> impl Iterator<Item = (ChunkId, u32)> + '_ {
+        self.node_shards
+            .range(
+                Bound::Included((node, ChunkId([0; 16]), 0)),
+                match node.checked_add(1) {
+                    Some(next) => Bound::Excluded((next, ChunkId([0; 16]), 0)),
+                    None => Bound::Unbounded,
+                },
+            )
+            .map(|((_, chunk, index), ())| (chunk, index))
     }
 
     /// Chunks with a shard on `node`, at most `limit`.
     pub fn chunks_on_node(&self, node: NodeId, limit: usize) -> Vec<(ChunkId, ChunkMeta)> {
-        self.chunks
-            .iter()
-            .filter(|(_, c)| c.shards.values().any(|n| *n == node))
-            .take(limit)
-            .map(|(id, c)| (*id, c.clone()))
-            .collect()
+        let mut out: Vec<(ChunkId, ChunkMeta)> = Vec::new();
+        for (chunk, _) in self.placements_on(node) {
+            if out.len() >= limit {
+                break;
+            }
+            if out.last().is_some_and(|(last, _)| *last == chunk) {
+                continue;
+            }
+            if let Some(meta) = self.chunks.get(&chunk) {
+                out.push((chunk, meta));
+            }
+        }
+        out
     }
 
     fn remove_node(&mut self, node: NodeId) -> Result<CommandResult, NamespaceError> {
@@ -337,28 +569,26 @@ impl Namespace {
 
     /// Queues one shard for deletion from its node.
     pub(super) fn queue_gc(&mut self, entry: GcEntry) {
-        let seq = self.next_gc_seq;
-        self.next_gc_seq += 1;
+        let seq = self.counters.next_gc_seq;
+        self.counters.next_gc_seq += 1;
         self.gc.insert(seq, entry);
     }
 
-    /// A new inode with the next generation (a directory gets its empty entry table).
+    /// A new inode with the next number.
     pub(super) fn alloc_inode(&mut self, inode: Inode) -> Ino {
-        let ino = self.next_ino;
-        self.next_ino += 1;
-        if inode.kind.is_dir() {
-            self.children.insert(ino, BTreeMap::new());
-        }
+        let ino = self.counters.next_ino;
+        self.counters.next_ino += 1;
         self.inodes.insert(ino, inode);
         ino
     }
 
     /// Adds `name -> ino` to directory `dir`.
     pub(super) fn add_entry(&mut self, dir: Ino, name: &str, ino: Ino) {
-        self.children
-            .entry(dir)
-            .or_default()
-            .insert(name.to_string(), ino);
+        if let Some(replaced) = self.child(dir, name) {
+            self.count_subdir(dir, replaced, -1);
+        }
+        self.count_subdir(dir, ino, 1);
+        self.children.insert((dir, name.to_string()), ino);
     }
 
     /// Removes one link to a file or symlink; frees it when no link and no open session
@@ -386,40 +616,66 @@ impl Namespace {
     }
 
     pub(super) fn bump_generation(&mut self) -> u64 {
-        let g = self.next_generation;
-        self.next_generation += 1;
+        let g = self.counters.next_generation;
+        self.counters.next_generation += 1;
         g
     }
 
     pub(super) fn child(&self, dir: Ino, name: &str) -> Option<Ino> {
-        self.children.get(&dir)?.get(name).copied()
+        self.children.get(&(dir, name.to_string()))
     }
 
-    pub fn bucket(&self, name: &str) -> Result<&Bucket, NamespaceError> {
+    /// The entries of directory `dir` with names in `(from, ..)`, in name order.
+    pub(super) fn entries_from(
+        &self,
+        dir: Ino,
+        from: Bound<&str>,
+    ) -> impl Iterator<Item = (String, Ino)> + '_ {
+        let from = match from {
+            Bound::Included(name) => Bound::Included((dir, name.to_string())),
+            Bound::Excluded(name) => Bound::Excluded((dir, name.to_string())),
+            Bound::Unbounded => Bound::Included((dir, String::new())),
+        };
+        let to = match dir.checked_add(1) {
+            Some(next) => Bound::Excluded((next, String::new())),
+            None => Bound::Unbounded,
+        };
+        self.children
+            .range(from, to)
+            .map(|((_, name), ino)| (name, ino))
+    }
+
+    /// Whether directory `dir` has no entries.
+    pub(super) fn dir_is_empty(&self, dir: Ino) -> bool {
+        self.entries_from(dir, Bound::Unbounded).next().is_none()
+    }
+
+    pub fn bucket(&self, name: &str) -> Result<Bucket, NamespaceError> {
         self.buckets
-            .get(name)
+            .get(&name.to_string())
             .ok_or_else(|| NamespaceError::NoSuchBucket { name: name.into() })
     }
 
     /// The name of the bucket inode `ino` lives in (`None` for the root and for an
     /// inode that does not exist).
-    pub fn bucket_name_of(&self, ino: Ino) -> Option<&str> {
+    pub fn bucket_name_of(&self, ino: Ino) -> Option<String> {
         let bucket = self.inodes.get(&ino)?.bucket;
-        self.buckets
-            .iter()
-            .find(|(_, b)| b.ino == bucket)
-            .map(|(name, _)| name.as_str())
+        self.bucket_names.get(&bucket)
     }
 
-    pub fn buckets(&self) -> impl Iterator<Item = (&String, &Bucket)> {
-        self.buckets.iter()
+    pub fn buckets(&self) -> Vec<(String, Bucket)> {
+        self.buckets.iter().collect()
     }
 
-    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeRecord> {
-        &self.nodes
+    pub fn nodes(&self) -> BTreeMap<NodeId, NodeRecord> {
+        self.nodes.iter().collect()
     }
 
-    pub fn chunk(&self, id: &ChunkId) -> Option<&ChunkMeta> {
+    pub fn node(&self, node: NodeId) -> Option<NodeRecord> {
+        self.nodes.get(&node)
+    }
+
+    pub fn chunk(&self, id: &ChunkId) -> Option<ChunkMeta> {
         self.chunks.get(id)
     }
 
@@ -430,7 +686,6 @@ impl Namespace {
             .iter()
             .filter(|(_, e)| ready(e.node))
             .take(limit)
-            .map(|(s, e)| (*s, e.clone()))
             .collect()
     }
 
@@ -443,23 +698,35 @@ impl Namespace {
 
     /// Drops queued deletions of a shard that is being placed again.
     pub(super) fn cancel_gc(&mut self, chunk: ChunkId, index: u32, node: NodeId) {
-        self.gc
-            .retain(|_, e| !(e.chunk == chunk && e.index == index && e.node == node));
+        let obsolete: Vec<u64> = self
+            .gc
+            .iter()
+            .filter(|(_, e)| e.chunk == chunk && e.index == index && e.node == node)
+            .map(|(seq, _)| seq)
+            .collect();
+        for seq in obsolete {
+            self.gc.remove(&seq);
+        }
     }
 
     pub fn counts(&self) -> Counts {
-        let objects = self
-            .inodes
-            .values()
-            .filter(|i| matches!(i.kind, InodeKind::File { .. }))
-            .count();
         Counts {
-            buckets: self.buckets.len() as u64,
-            objects: objects as u64,
-            chunks: self.chunks.len() as u64,
-            degraded_chunks: self.degraded.len() as u64,
-            pending_gc: self.gc.len() as u64,
+            buckets: self.buckets.iter().count() as u64,
+            inodes: self.counters.inodes,
+            objects: self.counters.files,
+            chunks: self.counters.chunks,
+            degraded_chunks: self.counters.degraded,
+            pending_gc: self.counters.gc,
         }
+    }
+}
+
+/// Counts one entry in or out of a table.
+fn adjust(count: &mut u64, before: bool, after: bool) {
+    match (before, after) {
+        (false, true) => *count += 1,
+        (true, false) => *count = count.saturating_sub(1),
+        _ => {}
     }
 }
 

@@ -22,8 +22,9 @@ impl Namespace {
         replace_empty: bool,
     ) -> Result<CommandResult, NamespaceError> {
         let old = self.nodes.get(&id);
-        let (draining, weight_pct, registered) =
-            old.map_or((false, 100, None), |n| (n.draining, n.weight_pct, n.disk));
+        let (draining, weight_pct, registered) = old
+            .as_ref()
+            .map_or((false, 100, None), |n| (n.draining, n.weight_pct, n.disk));
         if let (Some(registered), Some(presented)) = (registered, disk) {
             if registered != presented {
                 if !replace_empty {
@@ -52,29 +53,29 @@ impl Namespace {
     /// Drops every placement on `node` (its data is gone) and marks those chunks
     /// degraded. Nothing is queued for deletion: the shards no longer exist.
     fn forget_placements_on(&mut self, node: NodeId) {
-        for (id, meta) in self.chunks.iter_mut() {
-            let before = meta.shards.len();
-            meta.shards.retain(|_, n| *n != node);
-            if meta.shards.len() < before {
-                self.degraded.insert(*id);
-            }
+        let chunks: std::collections::BTreeSet<ChunkId> =
+            self.placements_on(node).map(|(chunk, _)| chunk).collect();
+        for id in chunks {
+            self.update_chunk(id, |meta| meta.shards.retain(|_, n| *n != node));
+            self.degraded.insert(id, ());
         }
     }
 
     /// Every shard placed on `node`: its chunk, index and blake3.
     pub fn shards_on_node(&self, node: NodeId) -> Vec<(ChunkId, u32, Hash32)> {
-        self.chunks
-            .iter()
-            .flat_map(|(id, meta)| {
-                meta.shards
-                    .iter()
-                    .filter(move |(_, n)| **n == node)
-                    .filter_map(move |(index, _)| {
-                        let hash = meta.shard_hashes.get(*index as usize)?;
-                        Some((*id, *index, *hash))
-                    })
-            })
-            .collect()
+        let mut out = Vec::new();
+        let mut meta: Option<(ChunkId, super::ChunkMeta)> = None;
+        for (chunk, index) in self.placements_on(node) {
+            if meta.as_ref().is_none_or(|(id, _)| *id != chunk) {
+                meta = self.chunk(&chunk).map(|m| (chunk, m));
+            }
+            if let Some((_, m)) = &meta {
+                if let Some(hash) = m.shard_hashes.get(index as usize) {
+                    out.push((chunk, index, *hash));
+                }
+            }
+        }
+        out
     }
 
     /// The data directory node `node` registered with, if known.

@@ -45,6 +45,7 @@ impl Namespace {
         self.inodes.get_mut(&ino).expect("just inserted").bucket = ino;
         self.add_entry(ROOT_INO, &name, ino);
         self.touch(ROOT_INO, now_ns);
+        self.bucket_names.insert(ino, name.clone());
         self.buckets.insert(name, Bucket { ino, redundancy });
         Ok(ino)
     }
@@ -106,7 +107,7 @@ impl Namespace {
                 break;
             }
             match self.child(dir, part) {
-                Some(ino) => match self.inodes[&ino].kind {
+                Some(ino) => match self.entry_inode(ino).kind {
                     InodeKind::Dir { .. } => dir = ino,
                     InodeKind::File { .. } | InodeKind::Symlink { .. } | InodeKind::Special(_) => {
                         return Err(NamespaceError::NotDirectory {
@@ -120,7 +121,7 @@ impl Namespace {
         }
         if existing_path {
             if let Some(ino) = self.child(dir, file_name[0]) {
-                if matches!(self.inodes[&ino].kind, InodeKind::Dir { .. }) {
+                if matches!(self.entry_inode(ino).kind, InodeKind::Dir { .. }) {
                     return Err(NamespaceError::IsDirectory {
                         bucket: bucket.into(),
                         path: key.into(),
@@ -162,10 +163,7 @@ impl Namespace {
                 self.ref_chunk(id);
             }
             offset += chunk.size;
-            if chunk.is_degraded() {
-                self.degraded.insert(id);
-            }
-            self.chunks.insert(id, chunk);
+            self.put_chunk(id, chunk);
         }
         let generation = self.bump_generation();
         let kind = InodeKind::File {
@@ -247,13 +245,13 @@ impl Namespace {
 
     pub(super) fn delete_bucket(&mut self, name: &str) -> Result<CommandResult, NamespaceError> {
         let ino = self.bucket(name)?.ino;
-        if self.children.get(&ino).is_some_and(|c| !c.is_empty()) {
+        if !self.dir_is_empty(ino) {
             return Err(NamespaceError::BucketNotEmpty { name: name.into() });
         }
         self.remove_entry(ROOT_INO, name);
-        self.children.remove(&ino);
         self.inodes.remove(&ino);
-        self.buckets.remove(name);
+        self.buckets.remove(&name.to_string());
+        self.bucket_names.remove(&ino);
         Ok(CommandResult::Done)
     }
 
@@ -280,7 +278,7 @@ impl Namespace {
             path.push(self.child(dir, part).ok_or_else(no_such)?);
         }
         let ino = path.pop().expect("key has a component");
-        if matches!(self.inodes[&ino].kind, InodeKind::Dir { .. }) {
+        if matches!(self.entry_inode(ino).kind, InodeKind::Dir { .. }) {
             return Err(NamespaceError::IsDirectory {
                 bucket: bucket.into(),
                 path: key.into(),
@@ -294,15 +292,17 @@ impl Namespace {
         // Remove implicit directories left empty, innermost first.
         for depth in (1..path.len()).rev() {
             let dir = path[depth];
-            let empty = self.children.get(&dir).is_none_or(|c| c.is_empty());
-            let implicit = matches!(self.inodes[&dir].kind, InodeKind::Dir { implicit: true });
+            let empty = self.dir_is_empty(dir);
+            let implicit = matches!(
+                self.entry_inode(dir).kind,
+                InodeKind::Dir { implicit: true }
+            );
             if !(empty && implicit) {
                 break;
             }
             self.remove_entry(path[depth - 1], parts[depth - 1]);
             self.touch(path[depth - 1], now_ns);
             self.inodes.remove(&dir);
-            self.children.remove(&dir);
         }
         Ok(CommandResult::Done)
     }
@@ -318,7 +318,7 @@ impl Namespace {
                     key: key.into(),
                 })?;
         }
-        let inode = &self.inodes[&ino];
+        let inode = self.entry_inode(ino);
         let (size, extents, attrs) = match &inode.kind {
             InodeKind::File {
                 size,
@@ -388,12 +388,19 @@ impl Namespace {
                     .chunks
                     .get(&e.chunk)
                     .expect("a file's chunks exist while it references them");
-                (e.chunk, meta.clone())
+                (e.chunk, meta)
             })
             .collect()
     }
 
     /// Sets a directory's mtime and ctime (an entry was added or removed).
+    /// The inode a directory entry names (an entry always names one).
+    pub(super) fn entry_inode(&self, ino: Ino) -> Inode {
+        self.inodes
+            .get(&ino)
+            .expect("a directory entry names an inode")
+    }
+
     pub(super) fn touch(&mut self, dir: Ino, now_ns: u64) {
         if let Some(inode) = self.inodes.get_mut(&dir) {
             inode.mtime_ns = now_ns;

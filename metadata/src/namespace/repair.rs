@@ -15,33 +15,33 @@ impl Namespace {
         out: &BTreeSet<NodeId>,
         limit: usize,
     ) -> Vec<(ChunkId, ChunkMeta)> {
-        let mut found: Vec<(usize, ChunkId)> = self
-            .chunks
-            .iter()
-            .filter_map(|(id, c)| {
+        let mut candidates: BTreeSet<ChunkId> = self.degraded.iter().map(|(id, ())| id).collect();
+        for &node in out {
+            candidates.extend(self.placements_on(node).map(|(chunk, _)| chunk));
+        }
+        let mut found: Vec<(usize, ChunkId, ChunkMeta)> = candidates
+            .into_iter()
+            .filter_map(|id| {
+                let c = self.chunks.get(&id)?;
                 let usable = c.shards.values().filter(|n| !out.contains(n)).count();
-                (usable < c.redundancy.total_shards()).then_some((usable, *id))
+                (usable < c.redundancy.total_shards()).then_some((usable, id, c))
             })
             .collect();
-        found.sort();
+        found.sort_by_key(|(usable, id, _)| (*usable, *id));
         found
             .into_iter()
             .take(limit)
-            .map(|(_, id)| (id, self.chunks[&id].clone()))
+            .map(|(_, id, c)| (id, c))
             .collect()
     }
 
-    /// Records rebuilt or moved shards (`placed`) and forgets the placements they replace
-    /// (`dropped`, queued for deletion in case the node returns). A new shard whose index
-    /// was meanwhile placed elsewhere is queued for deletion instead; one already recorded
-    /// at that very node is left alone.
     pub(super) fn repair_chunk(
         &mut self,
         chunk: ChunkId,
         placed: Vec<(u32, NodeId)>,
         dropped: Vec<(u32, NodeId)>,
     ) -> Result<CommandResult, NamespaceError> {
-        let Some(meta) = self.chunks.get_mut(&chunk) else {
+        let Some(mut meta) = self.chunks.get(&chunk) else {
             return Err(NamespaceError::NoSuchChunk { chunk });
         };
         let total = meta.redundancy.total_shards() as u32;
@@ -66,8 +66,10 @@ impl Namespace {
                 _ => garbage.push(GcEntry { chunk, index, node }),
             }
         }
-        if meta.is_degraded() {
-            self.degraded.insert(chunk);
+        let degraded = meta.is_degraded();
+        self.update_chunk(chunk, |stored| *stored = meta);
+        if degraded {
+            self.degraded.insert(chunk, ());
         } else {
             self.degraded.remove(&chunk);
         }

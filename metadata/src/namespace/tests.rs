@@ -8,7 +8,7 @@ const EC: Redundancy = Redundancy::Ec { k: 2, m: 1 };
 
 fn ns_with_bucket() -> Namespace {
     let mut ns = Namespace::new();
-    let r = ns.apply(Command::CreateBucket {
+    let r = ns.apply_and_write(Command::CreateBucket {
         name: "bkt".into(),
         redundancy: EC,
         mtime: 1,
@@ -30,7 +30,7 @@ fn chunk(size: u64, shards: u32) -> (ChunkId, ChunkMeta) {
 }
 
 fn put(ns: &mut Namespace, key: &str, size: u64) -> CommandResult {
-    ns.apply(Command::CommitObject {
+    ns.apply_and_write(Command::CommitObject {
         bucket: "bkt".into(),
         key: key.into(),
         size,
@@ -115,9 +115,9 @@ fn recommitting_the_same_chunks_is_idempotent() {
         precondition: None,
         mtime: 0,
     };
-    let first = ns.apply(commit.clone());
+    let first = ns.apply_and_write(commit.clone());
     assert!(matches!(first, CommandResult::Committed { .. }));
-    assert_eq!(ns.apply(commit), first);
+    assert_eq!(ns.apply_and_write(commit), first);
     assert_eq!(ns.counts().pending_gc, 0);
 }
 
@@ -125,7 +125,7 @@ fn recommitting_the_same_chunks_is_idempotent() {
 fn file_and_directory_cannot_share_a_name() {
     let mut ns = ns_with_bucket();
     put(&mut ns, "a/b", 1);
-    let before = ns.clone();
+    let before = ns.state_digest();
     assert!(matches!(
         put(&mut ns, "a/b/c", 1),
         CommandResult::Rejected(NamespaceError::NotDirectory { .. })
@@ -134,7 +134,7 @@ fn file_and_directory_cannot_share_a_name() {
         put(&mut ns, "a", 1),
         CommandResult::Rejected(NamespaceError::IsDirectory { .. })
     ));
-    assert_eq!(ns, before, "rejected commits change nothing");
+    assert_eq!(ns.state_digest(), before, "rejected commits change nothing");
 }
 
 #[test]
@@ -142,7 +142,7 @@ fn delete_removes_empty_implicit_directories() {
     let mut ns = ns_with_bucket();
     put(&mut ns, "x/y/z", 1);
     put(&mut ns, "x/keep", 1);
-    ns.apply(Command::DeleteObject {
+    ns.apply_and_write(Command::DeleteObject {
         mtime: 0,
         bucket: "bkt".into(),
         key: "x/y/z".into(),
@@ -150,17 +150,17 @@ fn delete_removes_empty_implicit_directories() {
     });
     assert_eq!(keys(&ns, "", "", 10).0, vec!["x/keep"]);
     assert!(ns.lookup("bkt", "x/y").is_err());
-    ns.apply(Command::DeleteObject {
+    ns.apply_and_write(Command::DeleteObject {
         mtime: 0,
         bucket: "bkt".into(),
         key: "x/keep".into(),
         if_generation: None,
     });
     assert_eq!(ns.counts().objects, 0);
-    assert_eq!(ns.children[&ns.buckets["bkt"].ino].len(), 0);
+    assert!(ns.dir_is_empty(ns.bucket("bkt").unwrap().ino));
     assert_eq!(ns.counts().pending_gc, 6);
     assert_eq!(
-        ns.apply(Command::DeleteObject {
+        ns.apply_and_write(Command::DeleteObject {
             mtime: 0,
             bucket: "bkt".into(),
             key: "x/keep".into(),
@@ -203,7 +203,7 @@ fn list_is_in_byte_order_with_prefix_and_pagination() {
 #[test]
 fn commit_checks_sizes_and_durable_minimum() {
     let mut ns = ns_with_bucket();
-    let r = ns.apply(Command::CommitObject {
+    let r = ns.apply_and_write(Command::CommitObject {
         bucket: "bkt".into(),
         key: "k".into(),
         size: 99,
@@ -216,7 +216,7 @@ fn commit_checks_sizes_and_durable_minimum() {
         r,
         CommandResult::Rejected(NamespaceError::SizeMismatch { .. })
     ));
-    let r = ns.apply(Command::CommitObject {
+    let r = ns.apply_and_write(Command::CommitObject {
         bucket: "bkt".into(),
         key: "k".into(),
         size: 10,
@@ -236,7 +236,7 @@ fn shard_lost_marks_the_chunk_degraded() {
     let mut ns = ns_with_bucket();
     put(&mut ns, "k", 10);
     let (id, _) = ns.lookup("bkt", "k").unwrap().chunks[0].clone();
-    ns.apply(Command::ShardLost {
+    ns.apply_and_write(Command::ShardLost {
         chunk: id,
         index: 0,
         node: 1,
@@ -246,16 +246,21 @@ fn shard_lost_marks_the_chunk_degraded() {
 }
 
 #[test]
-fn namespace_survives_a_json_round_trip() {
+fn namespace_reopens_from_its_database_unchanged() {
     let mut ns = ns_with_bucket();
     put(&mut ns, "a/b", 3);
-    let text = serde_json::to_vec(&ns).unwrap();
-    let back: Namespace = serde_json::from_slice(&text).unwrap();
-    assert_eq!(back, ns);
+    let digest = ns.state_digest();
+    let mut back = Namespace::open(ns.db().clone());
+    assert_eq!(back.state_digest(), digest);
+    assert_eq!(back.counts(), ns.counts());
+    assert_eq!(
+        back.lookup("bkt", "a/b").unwrap(),
+        ns.lookup("bkt", "a/b").unwrap()
+    );
 }
 
 fn commit_with(ns: &mut Namespace, key: &str, pre: Option<Precondition>) -> CommandResult {
-    ns.apply(Command::CommitObject {
+    ns.apply_and_write(Command::CommitObject {
         bucket: "bkt".into(),
         key: key.into(),
         size: 1,
@@ -289,7 +294,7 @@ fn preconditions_allow_exactly_one_writer() {
         stale,
         CommandResult::Rejected(NamespaceError::PreconditionFailed { .. })
     ));
-    let gone = ns.apply(Command::DeleteObject {
+    let gone = ns.apply_and_write(Command::DeleteObject {
         mtime: 0,
         bucket: "bkt".into(),
         key: "k".into(),
@@ -299,7 +304,7 @@ fn preconditions_allow_exactly_one_writer() {
         gone,
         CommandResult::Rejected(NamespaceError::PreconditionFailed { .. })
     ));
-    let gone = ns.apply(Command::DeleteObject {
+    let gone = ns.apply_and_write(Command::DeleteObject {
         mtime: 0,
         bucket: "bkt".into(),
         key: "k".into(),
@@ -312,23 +317,23 @@ fn preconditions_allow_exactly_one_writer() {
 fn only_empty_buckets_can_be_deleted() {
     let mut ns = ns_with_bucket();
     put(&mut ns, "a/b", 1);
-    let refused = ns.apply(Command::DeleteBucket { name: "bkt".into() });
+    let refused = ns.apply_and_write(Command::DeleteBucket { name: "bkt".into() });
     assert!(matches!(
         refused,
         CommandResult::Rejected(NamespaceError::BucketNotEmpty { .. })
     ));
-    ns.apply(Command::DeleteObject {
+    ns.apply_and_write(Command::DeleteObject {
         mtime: 0,
         bucket: "bkt".into(),
         key: "a/b".into(),
         if_generation: None,
     });
     assert_eq!(
-        ns.apply(Command::DeleteBucket { name: "bkt".into() }),
+        ns.apply_and_write(Command::DeleteBucket { name: "bkt".into() }),
         CommandResult::Done
     );
     assert!(ns.bucket("bkt").is_err());
-    assert_eq!(ns.children[&ROOT_INO].len(), 0);
+    assert!(ns.dir_is_empty(ROOT_INO));
 }
 
 fn page(ns: &Namespace, q: ListQuery) -> (Vec<String>, Vec<String>, bool) {
@@ -418,7 +423,7 @@ fn delimiter_rolls_keys_up_into_common_prefixes() {
 fn node_with_shards_cannot_be_removed_and_draining_survives_reregistration() {
     let mut ns = ns_with_bucket();
     for id in 1..=3 {
-        ns.apply(Command::RegisterNode {
+        ns.apply_and_write(Command::RegisterNode {
             id,
             addr: format!("n{id}"),
             zone: "z".into(),
@@ -428,15 +433,15 @@ fn node_with_shards_cannot_be_removed_and_draining_survives_reregistration() {
     }
     put(&mut ns, "k", 10);
     assert!(matches!(
-        ns.apply(Command::RemoveNode { node: 1 }),
+        ns.apply_and_write(Command::RemoveNode { node: 1 }),
         CommandResult::Rejected(NamespaceError::NodeInUse { node: 1, shards: 1 })
     ));
     assert_eq!(ns.shards_per_node().get(&2), Some(&1));
-    ns.apply(Command::SetDraining {
+    ns.apply_and_write(Command::SetDraining {
         node: 2,
         draining: true,
     });
-    ns.apply(Command::RegisterNode {
+    ns.apply_and_write(Command::RegisterNode {
         id: 2,
         addr: "n2".into(),
         zone: "z".into(),
@@ -444,7 +449,7 @@ fn node_with_shards_cannot_be_removed_and_draining_survives_reregistration() {
         replace_empty: false,
     });
     assert!(ns.nodes()[&2].draining, "a restart does not end a drain");
-    ns.apply(Command::RegisterNode {
+    ns.apply_and_write(Command::RegisterNode {
         id: 9,
         addr: "n9".into(),
         zone: "z".into(),
@@ -452,7 +457,7 @@ fn node_with_shards_cannot_be_removed_and_draining_survives_reregistration() {
         replace_empty: false,
     });
     assert_eq!(
-        ns.apply(Command::RemoveNode { node: 9 }),
+        ns.apply_and_write(Command::RemoveNode { node: 9 }),
         CommandResult::Done
     );
     assert!(!ns.nodes().contains_key(&9));
@@ -470,8 +475,8 @@ fn recommitting_a_placement_does_not_garbage_collect_the_live_shard() {
         placed: vec![(0, 7)],
         dropped: vec![(0, 1)],
     };
-    ns.apply(mv.clone());
-    ns.apply(mv);
+    ns.apply_and_write(mv.clone());
+    ns.apply_and_write(mv);
     assert_eq!(ns.chunk(&id).unwrap().shards.get(&0), Some(&7));
     assert_eq!(
         ns.counts().pending_gc,
@@ -496,12 +501,12 @@ fn late_retry_of_a_commit_cannot_revive_a_released_chunk() {
         mtime: 0,
     };
     assert!(matches!(
-        ns.apply(commit.clone()),
+        ns.apply_and_write(commit.clone()),
         CommandResult::Committed { .. }
     ));
     // Another writer overwrites the key; the first chunk's shards go to GC.
     put(&mut ns, "k", 3);
-    let late = ns.apply(commit);
+    let late = ns.apply_and_write(commit);
     assert!(
         matches!(
             late,
@@ -518,7 +523,7 @@ fn absurd_sizes_are_rejected_not_panicking() {
     let (mut a, mut b) = (chunk(1, 3), chunk(1, 3));
     a.1.size = u64::MAX;
     b.1.size = 1;
-    let r = ns.apply(Command::CommitObject {
+    let r = ns.apply_and_write(Command::CommitObject {
         bucket: "bkt".into(),
         key: "k".into(),
         size: 0,
@@ -531,7 +536,7 @@ fn absurd_sizes_are_rejected_not_panicking() {
         r,
         CommandResult::Rejected(NamespaceError::SizeMismatch { .. })
     ));
-    let r = ns.apply(Command::CommitObject {
+    let r = ns.apply_and_write(Command::CommitObject {
         bucket: "bkt".into(),
         key: "k".into(),
         size: 2,
@@ -552,7 +557,7 @@ fn register(
     disk: Option<DiskId>,
     replace_empty: bool,
 ) -> CommandResult {
-    ns.apply(Command::RegisterNode {
+    ns.apply_and_write(Command::RegisterNode {
         id,
         addr: format!("n{id}"),
         zone: "z".into(),
@@ -582,7 +587,7 @@ fn a_node_is_bound_to_the_data_directory_it_registered_with() {
         "an old node does not erase the id"
     );
     // Another directory: refused, and nothing changes.
-    let before = ns.clone();
+    let before = ns.state_digest();
     match register(&mut ns, 1, Some(wiped), false) {
         CommandResult::Rejected(e @ NamespaceError::WrongDisk { node: 1, .. }) => {
             let text = e.to_string();
@@ -591,7 +596,7 @@ fn a_node_is_bound_to_the_data_directory_it_registered_with() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(ns, before);
+    assert_eq!(ns.state_digest(), before);
     assert_eq!(ns.counts().degraded_chunks, 0);
 }
 
@@ -603,7 +608,7 @@ fn replacing_a_node_with_an_empty_directory_forgets_its_shards() {
     }
     put(&mut ns, "k", 10);
     put(&mut ns, "l", 10);
-    ns.apply(Command::SetNodeWeight {
+    ns.apply_and_write(Command::SetNodeWeight {
         node: 2,
         weight_pct: 300,
     });
@@ -616,9 +621,9 @@ fn replacing_a_node_with_an_empty_directory_forgets_its_shards() {
     assert_eq!(ns.counts().degraded_chunks, 2, "both chunks to repair");
     assert_eq!(ns.counts().pending_gc, gc_before, "nothing to delete");
     // Asking again with the now registered directory changes nothing.
-    let before = ns.clone();
+    let before = ns.state_digest();
     assert_eq!(register(&mut ns, 2, Some(new), true), CommandResult::Done);
-    assert_eq!(ns, before);
+    assert_eq!(ns.state_digest(), before);
 }
 
 #[test]

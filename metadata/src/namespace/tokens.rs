@@ -19,14 +19,14 @@ pub struct TokenRecord {
 
 impl Namespace {
     /// The user `token` acts as; `None` if it is unknown, revoked or forged.
-    pub fn token_user(&self, token: &ApiToken) -> Option<&str> {
-        let record = self.tokens.get(token.id())?;
-        token.matches(&record.hash).then_some(record.user.as_str())
+    pub fn token_user(&self, token: &ApiToken) -> Option<String> {
+        let record = self.tokens.get(&token.id().to_string())?;
+        token.matches(&record.hash).then_some(record.user)
     }
 
     /// Every token by id.
-    pub fn tokens(&self) -> impl Iterator<Item = (&String, &TokenRecord)> {
-        self.tokens.iter()
+    pub fn tokens(&self) -> Vec<(String, TokenRecord)> {
+        self.tokens.iter().collect()
     }
 
     pub(super) fn add_token(
@@ -47,7 +47,7 @@ impl Namespace {
     }
 
     pub(super) fn revoke_token(&mut self, id: &str) -> Result<CommandResult, NamespaceError> {
-        match self.tokens.remove(id) {
+        match self.tokens.remove(&id.to_string()) {
             Some(_) => Ok(CommandResult::Done),
             None => Err(NamespaceError::NoSuchToken { id: id.into() }),
         }
@@ -73,30 +73,37 @@ mod tests {
         };
         assert_eq!(ns.token_user(&token), None);
         assert!(matches!(
-            ns.apply(add(&token, "alice")),
+            ns.apply_and_write(add(&token, "alice")),
             CommandResult::Done
         ));
-        assert_eq!(ns.token_user(&token), Some("alice"));
+        assert_eq!(ns.token_user(&token).as_deref(), Some("alice"));
         // A retried add of the same token succeeds; another user under its id does not.
         assert!(matches!(
-            ns.apply(add(&token, "alice")),
+            ns.apply_and_write(add(&token, "alice")),
             CommandResult::Done
         ));
         assert!(matches!(
-            ns.apply(add(&token, "mallory")),
+            ns.apply_and_write(add(&token, "mallory")),
             CommandResult::Rejected(NamespaceError::TokenExists { .. })
         ));
-        assert_eq!(ns.token_user(&token), Some("alice"), "not replaced");
+        assert_eq!(
+            ns.token_user(&token).as_deref(),
+            Some("alice"),
+            "not replaced"
+        );
         let forged = ApiToken::parse(&format!("cairn_{}_{}", token.id(), "0".repeat(64))).unwrap();
         assert_eq!(ns.token_user(&forged), None);
-        assert_eq!(ns.tokens().count(), 1);
+        assert_eq!(ns.tokens().len(), 1);
         let revoke = Command::RevokeToken {
             id: token.id().into(),
         };
-        assert!(matches!(ns.apply(revoke.clone()), CommandResult::Done));
+        assert!(matches!(
+            ns.apply_and_write(revoke.clone()),
+            CommandResult::Done
+        ));
         assert_eq!(ns.token_user(&token), None);
         assert!(matches!(
-            ns.apply(revoke),
+            ns.apply_and_write(revoke),
             CommandResult::Rejected(NamespaceError::NoSuchToken { .. })
         ));
     }

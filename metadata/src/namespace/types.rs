@@ -156,7 +156,8 @@ pub struct Inode {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Directory entries naming a file or symlink (directories derive theirs).
+    /// Directory entries naming a file or symlink; for a directory 2 + its
+    /// subdirectories (kept as entries come and go).
     pub nlink: u32,
     /// The bucket directory this inode lives in (its own number for a bucket, 0 for the
     /// root). Renames and links never cross buckets, so it never changes.
@@ -174,6 +175,8 @@ impl Inode {
         (uid, gid): (u32, u32),
         bucket: super::Ino,
     ) -> Self {
+        // A directory's links: its entry, its own `.`, and each subdirectory's `..`.
+        let nlink = if kind.is_dir() { 2 } else { 1 };
         Inode {
             kind,
             mtime_ns: now_ns,
@@ -183,7 +186,7 @@ impl Inode {
             mode: mode & 0o7777,
             uid,
             gid,
-            nlink: 1,
+            nlink,
             bucket,
             xattrs: BTreeMap::new(),
         }
@@ -196,10 +199,6 @@ impl Inode {
 pub struct SessionRecord {
     pub name: String,
     pub opened_ns: u64,
-    /// The answers to the session's latest numbered changes, by number (at most
-    /// `MAX_REMEMBERED_ANSWERS`), so that a retry gets the first answer.
-    #[serde(default)]
-    pub answers: BTreeMap<u64, cairn_common::fs::FsResult>,
 }
 
 /// Who holds a lock in the cluster: a session and the mount's lock owner within it.

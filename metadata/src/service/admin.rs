@@ -138,6 +138,23 @@ impl MetaServer {
         Ok(Response::new(pm::AddReplicaResponse {}))
     }
 
+    pub(super) async fn state_digest(
+        &self,
+        req: Request<pm::StateDigestRequest>,
+    ) -> Result<Response<pm::StateDigestResponse>, Status> {
+        ::cairn_net::authorize(&req, "StateDigest", super::CLIENTS)?;
+        self.require_admin(&req, "read the state digest").await?;
+        let db = crate::state_machine::live_db(&self.state);
+        let (applied, digest) = tokio::task::spawn_blocking(move || db.digest())
+            .await
+            .map_err(|e| Status::internal(format!("digest task: {e}")))?;
+        Ok(Response::new(pm::StateDigestResponse {
+            applied_index: applied.map_or(0, |id| id.index),
+            applied_term: applied.map_or(0, |id| id.leader_id.term),
+            digest: digest.to_hex().to_string(),
+        }))
+    }
+
     pub(super) async fn remove_replica(
         &self,
         req: Request<pm::RemoveReplicaRequest>,

@@ -73,9 +73,10 @@ impl MetaServer {
         let tokens = self
             .read(|ns| {
                 ns.tokens()
+                    .into_iter()
                     .map(|(id, t)| pm::TokenInfo {
-                        id: id.clone(),
-                        user: t.user.clone(),
+                        id,
+                        user: t.user,
                         created: t.created,
                     })
                     .collect()

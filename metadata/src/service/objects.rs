@@ -69,9 +69,10 @@ impl MetaServer {
                 let caller = crate::access::caller(ns, &req)?;
                 Ok::<_, Status>(
                     ns.buckets()
+                        .into_iter()
                         .filter(|(name, _)| self.admins.may_see(ns, &caller, name))
                         .map(|(name, b)| pm::Bucket {
-                            name: name.clone(),
+                            name,
                             redundancy: Some(b.redundancy.into()),
                         })
                         .collect(),
