@@ -103,6 +103,9 @@ pub struct ClusterSettings {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub buckets: u64,
+    /// Every inode: files, directories (buckets and the root included), symlinks and
+    /// special files.
+    pub inodes: u64,
     pub objects: u64,
     pub chunks: u64,
     pub degraded_chunks: u64,
@@ -455,6 +458,7 @@ impl Namespace {
             .count();
         Counts {
             buckets: self.buckets.len() as u64,
+            inodes: self.inodes.len() as u64,
             objects: objects as u64,
             chunks: self.chunks.len() as u64,
             degraded_chunks: self.degraded.len() as u64,
