@@ -99,8 +99,8 @@ enum Command {
         #[command(subcommand)]
         command: MetaCommand,
     },
-    /// Load generator: put/get/mixed/small-object workloads with throughput and latency
-    /// percentiles.
+    /// Load generator: put/get/mixed/small-object workloads, and metadata operations
+    /// (meta), with throughput and latency percentiles.
     Bench(bench::BenchArgs),
     /// The cluster's certificate authority and certificates (mutual TLS).
     Cert {

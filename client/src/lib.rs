@@ -9,6 +9,7 @@ pub mod fs;
 pub mod get;
 pub mod meta_client;
 pub mod put;
+pub mod replicas;
 
 use std::path::Path;
 
@@ -22,6 +23,7 @@ pub use cairn_shard_io::ChunkReadError;
 pub use error::{ClientError, Result};
 pub use get::{ObjectStat, OpenObject};
 pub use put::{Precondition, PutOptions, PutOutcome};
+pub use replicas::{ReplicaReport, ReplicaStatus};
 
 use crate::meta_client::MetaClient;
 use cairn_shard_io::NodePool;

@@ -249,6 +249,39 @@ pub enum FsChange {
         ino: Ino,
         owner: u64,
     },
+    /// Creates `count` empty regular files named [`bulk_name`]`(prefix, first + i)` in
+    /// `parent`, exactly as `count` `Create`s of files would, in one Raft entry: all or
+    /// none (a name that exists or is invalid refuses the whole batch). At most
+    /// [`MAX_BULK_FILES`]. For filling a namespace in benchmarks and tests; cluster
+    /// admins only.
+    CreateMany {
+        parent: Ino,
+        prefix: String,
+        first: u64,
+        count: u32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// Removes the files `CreateMany` with the same `parent`, `prefix`, `first` and
+    /// `count` made, exactly as `count` `Unlink`s would: all or none (a name that is
+    /// missing or a directory refuses the whole batch). At most [`MAX_BULK_FILES`];
+    /// cluster admins only.
+    RemoveMany {
+        parent: Ino,
+        prefix: String,
+        first: u64,
+        count: u32,
+    },
+}
+
+/// Most files one `CreateMany` or `RemoveMany` may name: the batch is applied in one
+/// Raft entry, holding the state machine for its whole length.
+pub const MAX_BULK_FILES: u32 = 10_000;
+
+/// The name of file `n` of a bulk batch with `prefix` (`CreateMany`, `RemoveMany`).
+pub fn bulk_name(prefix: &str, n: u64) -> String {
+    format!("{prefix}{n}")
 }
 
 impl FsChange {
@@ -266,6 +299,8 @@ impl FsChange {
                 | FsChange::SetAttr { .. }
                 | FsChange::SetXattr { .. }
                 | FsChange::RemoveXattr { .. }
+                | FsChange::CreateMany { .. }
+                | FsChange::RemoveMany { .. }
         )
     }
 }

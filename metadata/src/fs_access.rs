@@ -4,6 +4,8 @@
 //! inode it names: `read` to look, open and lock, `write` to change. The root holds the
 //! buckets: anyone may stat it and list it (a listing shows only the buckets the user may
 //! read), and only cluster admins may change it (create, remove or rename a bucket).
+//! Bulk creation and removal (`CreateMany`, `RemoveMany`, for benchmarks) are for
+//! cluster admins only, whatever the user's grants.
 //! Sessions (open, renew, close) need no grant.
 //!
 //! Pure logic over the namespace: the caller decides what the user may do on a bucket
@@ -58,6 +60,12 @@ pub fn check(
         },
         FsRequest::Change { change, .. } => {
             let (inos, access): (&[Ino], Access) = match change {
+                FsChange::CreateMany { .. } | FsChange::RemoveMany { .. } => {
+                    return Err(FsFailure::new(
+                        FsErrorKind::AccessDenied,
+                        "bulk creation and removal of files are for cluster admins only",
+                    ));
+                }
                 FsChange::Create { parent, .. } | FsChange::Unlink { parent, .. } => {
                     (std::slice::from_ref(parent), Access::Write)
                 }
@@ -198,5 +206,32 @@ mod tests {
         assert!(check(&ns, &query(FsQuery::StatFs), may).is_ok());
         // An inode that does not exist tells nothing: the namespace answers it.
         assert!(check(&ns, &query(FsQuery::GetAttr { ino: 999_999 }), may).is_ok());
+    }
+
+    #[test]
+    fn bulk_changes_are_refused_even_with_a_write_grant() {
+        let (ns, inos) = ns_with(&["mine"]);
+        let may = |_: &str, _: Access| true;
+        for bulk in [
+            FsChange::CreateMany {
+                parent: inos[0],
+                prefix: "f".into(),
+                first: 0,
+                count: 1,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+            FsChange::RemoveMany {
+                parent: inos[0],
+                prefix: "f".into(),
+                first: 0,
+                count: 1,
+            },
+        ] {
+            let refused = check(&ns, &change(bulk), may).unwrap_err();
+            assert_eq!(refused.kind, FsErrorKind::AccessDenied);
+            assert!(refused.detail.contains("cluster admins"), "{refused}");
+        }
     }
 }

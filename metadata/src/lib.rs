@@ -25,6 +25,7 @@ pub mod pending;
 pub mod raft_service;
 pub mod rebalance;
 pub mod repair;
+pub mod resident;
 pub mod service;
 pub mod snapshot_archive;
 pub mod state_db;

@@ -1,6 +1,7 @@
-//! Prometheus gauges of a metadata replica, refreshed every second: Raft state on every
-//! replica; cluster health (nodes by state, chunks, degraded chunks, repair progress,
-//! garbage-collection backlog) on the leader, which is the replica that knows it.
+//! Prometheus gauges of a metadata replica, refreshed every second: Raft state and the
+//! process's resident memory on every replica; cluster health (nodes by state, inodes,
+//! chunks, degraded chunks, repair progress, garbage-collection backlog) on the leader,
+//! which is the replica that knows it.
 //! Request counters are incremented where requests are handled (`service.rs`).
 
 use std::sync::atomic::Ordering;
@@ -41,6 +42,9 @@ pub async fn run(
         gauge!("cairn_meta_raft_term").set(term as f64);
         gauge!("cairn_meta_raft_last_applied_index").set(applied as f64);
         gauge!("cairn_meta_raft_last_log_index").set(last_log as f64);
+        if let Some(rss) = crate::resident::resident_bytes() {
+            gauge!("cairn_meta_resident_memory_bytes").set(rss as f64);
+        }
         if !leader {
             continue;
         }
@@ -72,6 +76,7 @@ pub async fn run(
         gauge!("cairn_cluster_used_bytes").set(used as f64);
         gauge!("cairn_cluster_buckets").set(counts.buckets as f64);
         gauge!("cairn_cluster_objects").set(counts.objects as f64);
+        gauge!("cairn_cluster_inodes").set(counts.inodes as f64);
         gauge!("cairn_cluster_chunks").set(counts.chunks as f64);
         gauge!("cairn_cluster_degraded_chunks").set(counts.degraded_chunks as f64);
         gauge!("cairn_cluster_gc_pending_shards").set(counts.pending_gc as f64);

@@ -392,6 +392,7 @@ dispatch! {
     report_shard_lost(ReportShardLostRequest) -> ReportShardLostResponse;
     // admin.rs
     cluster_status(ClusterStatusRequest) -> ClusterStatusResponse;
+    replica_status(ReplicaStatusRequest) -> ReplicaStatusResponse;
     add_replica(AddReplicaRequest) -> AddReplicaResponse;
     remove_replica(RemoveReplicaRequest) -> RemoveReplicaResponse;
     set_node_draining(SetNodeDrainingRequest) -> SetNodeDrainingResponse;

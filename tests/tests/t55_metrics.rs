@@ -52,6 +52,8 @@ async fn daemons_serve_prometheus_metrics() {
             &[
                 "cairn_meta_is_leader 1",
                 "cairn_meta_raft_term",
+                "cairn_meta_resident_memory_bytes",
+                "cairn_cluster_inodes",
                 "cairn_cluster_nodes{state=\"up\"} 3",
                 "cairn_cluster_chunks 1",
                 "cairn_cluster_degraded_chunks 0",

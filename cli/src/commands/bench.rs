@@ -1,6 +1,11 @@
 //! `cairn bench`: a load generator against a running cluster, like `rados bench` or
 //! `warp`. Workers put and get objects through the client library for a fixed time; the
-//! report gives throughput (MB/s, ops/s) and latency percentiles per phase.
+//! report gives throughput (MB/s, ops/s) and latency percentiles per phase. The `meta`
+//! workload (`bench/meta.rs`) loads the metadata service alone with the mounts'
+//! filesystem operations on empty files.
+
+mod fs_session;
+mod meta;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +25,11 @@ pub enum Workload {
     Mixed,
     /// Put, then get, then delete small objects (each phase for the duration).
     Small,
+    /// Metadata only: create, stat, list, rename and delete empty files through the
+    /// mounts' filesystem protocol, over --dirs directories (--files N: one pass of N
+    /// per phase; else each phase for the duration); --fill N first adds N files in bulk.
+    /// Reports each metadata replica's resident memory after every phase.
+    Meta,
 }
 
 #[derive(clap::Args, Debug)]
@@ -41,12 +51,24 @@ pub struct BenchArgs {
     /// per worker).
     #[arg(long, default_value_t = 64)]
     keys: usize,
-    /// Key prefix, so that runs do not collide.
+    /// Key prefix, so that runs do not collide (meta: the directory under which each run
+    /// makes its own `meta-PID-SECS`).
     #[arg(long, default_value = "bench/")]
     prefix: String,
-    /// Keep the objects written (default: delete them at the end).
+    /// Keep the objects or files written (default: delete them at the end).
     #[arg(long)]
     keep: bool,
+    /// Meta: directories the files are spread over.
+    #[arg(long, default_value_t = 16)]
+    dirs: usize,
+    /// Meta: every phase makes one pass over this many files instead of running for the
+    /// duration.
+    #[arg(long)]
+    files: Option<u64>,
+    /// Meta: first add this many empty files in bulk (10,000 per Raft entry; cluster
+    /// admins only), so the phases run against a large namespace.
+    #[arg(long, default_value_t = 0)]
+    fill: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -120,6 +142,12 @@ struct Phase {
 }
 
 pub async fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
+    if args.workload == Workload::Meta {
+        return meta::run(client, &args).await;
+    }
+    if args.files.is_some() || args.fill > 0 {
+        bail!("--files and --fill belong to --workload meta");
+    }
     let default_size = if args.workload == Workload::Small {
         "4KiB"
     } else {
@@ -168,6 +196,7 @@ pub async fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
             },
         ],
         Workload::Small => vec![put_phase, get_phase, delete],
+        Workload::Meta => unreachable!("the meta workload returned above"),
     };
     let mut report = BenchReport {
         workload: format!("{:?}", args.workload).to_lowercase(),

@@ -1,4 +1,4 @@
-//! Progress bars for long transfers, shown on stderr only when it is a terminal (scripts
+//! Progress bars for long transfers and bulk work, shown on stderr only when it is a terminal (scripts
 //! and pipes get clean output).
 
 use std::io::IsTerminal;
@@ -17,6 +17,19 @@ pub fn bar(total: u64) -> ProgressBar {
     if let Ok(style) =
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
     {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// A bar for `total` items called `what`, or a hidden one when stderr is not a terminal.
+pub fn count_bar(total: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}} eta {{eta}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style);
     }
     bar

@@ -19,6 +19,8 @@ pub fn human_bytes(n: u64) -> String {
 
 pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
     let s = client.status().await?;
+    // Each replica's own figures (resident memory), asked of each one directly.
+    let own = client.replica_statuses(&s.replicas).await;
     let up = s.nodes.iter().filter(|n| n.state == "up").count();
     let out = s.nodes.iter().filter(|n| n.state == "out").count();
     let capacity: u64 = s.nodes.iter().map(|n| n.capacity_bytes).sum();
@@ -27,8 +29,12 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "leader": s.leader_id,
             "term": s.term,
-            "replicas": s.replicas.iter().map(|r| serde_json::json!({
-                "id": r.id, "addr": r.addr, "voter": r.voter})).collect::<Vec<_>>(),
+            "replicas": own.iter().map(|r| serde_json::json!({
+                "id": r.id, "addr": r.addr, "voter": r.voter,
+                "resident_bytes": r.status.as_ref().ok().map(|o| o.resident_bytes),
+                "applied_index": r.status.as_ref().ok().map(|o| o.last_applied_index),
+                "error": r.status.as_ref().err().map(|e| e.to_string()),
+            })).collect::<Vec<_>>(),
             "nodes": s.nodes.iter().map(|n| serde_json::json!({
                 "id": n.node_id, "addr": n.addr, "zone": n.zone, "state": n.state,
                 "capacity_bytes": n.capacity_bytes, "used_bytes": n.used_bytes,
@@ -40,6 +46,7 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
             "capacity_bytes": capacity,
             "used_bytes": used,
             "buckets": s.buckets,
+            "inodes": s.inodes,
             "objects": s.objects,
             "chunks": s.chunks,
             "degraded_chunks": s.degraded_chunks,
@@ -54,15 +61,20 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let replicas: Vec<String> = s
-        .replicas
+    let replicas: Vec<String> = own
         .iter()
         .map(|r| {
             format!(
-                "{}@{}{}",
+                "{}@{}{} ({})",
                 r.id,
                 r.addr,
-                if r.voter { "" } else { " (learner)" }
+                if r.voter { "" } else { " learner" },
+                match &r.status {
+                    Ok(o) if o.resident_bytes > 0 =>
+                        format!("{} resident", human_bytes(o.resident_bytes)),
+                    Ok(_) => "resident memory unknown".to_string(),
+                    Err(_) => "unreachable".to_string(),
+                }
             )
         })
         .collect();
@@ -79,8 +91,8 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
         human_bytes(capacity)
     );
     println!(
-        "data:     {} buckets, {} objects, {} chunks, {} degraded, {} shards awaiting gc",
-        s.buckets, s.objects, s.chunks, s.degraded_chunks, s.pending_gc_shards
+        "data:     {} buckets, {} inodes ({} files), {} chunks, {} degraded, {} shards awaiting gc",
+        s.buckets, s.inodes, s.objects, s.chunks, s.degraded_chunks, s.pending_gc_shards
     );
     println!(
         "repair:   {} chunks waiting{}, {} chunks ({}) rebuilt, {} shards moved since the leader started",

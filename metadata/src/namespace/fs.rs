@@ -196,6 +196,25 @@ impl Namespace {
                 }
                 Ok(FsReply::Done)
             }
+            FsChange::CreateMany {
+                parent,
+                prefix,
+                first,
+                count,
+                mode,
+                uid,
+                gid,
+            } => self
+                .fs_create_many(parent, &prefix, first, count, mode, (uid, gid), now)
+                .map(|()| FsReply::Done),
+            FsChange::RemoveMany {
+                parent,
+                prefix,
+                first,
+                count,
+            } => self
+                .fs_remove_many(parent, &prefix, first, count, now)
+                .map(|()| FsReply::Done),
         }
     }
 

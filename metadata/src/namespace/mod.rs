@@ -6,6 +6,7 @@
 //! `a/b/c` is the file `c` in directory `b` in directory `a` of its bucket; directories
 //! created implicitly by a put are removed again when their last entry is deleted.
 
+mod bulk;
 mod command;
 mod extents;
 mod fs;

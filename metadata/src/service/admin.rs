@@ -1,6 +1,6 @@
-//! Cluster administration: `ClusterStatus` (anyone), and for cluster admins only the
-//! metadata membership (add/remove replica), storage nodes' draining, removal and
-//! weight, the repair throttle and the rebalance plan.
+//! Cluster administration: `ClusterStatus` and `ReplicaStatus` (anyone), and for cluster
+//! admins only the metadata membership (add/remove replica), storage nodes' draining,
+//! removal and weight, the repair throttle and the rebalance plan.
 //!
 //! Only the shared preamble and Raft plumbing of `service.rs`; nothing of the other
 //! audiences.
@@ -88,6 +88,7 @@ impl MetaServer {
             replicas,
             nodes,
             buckets: counts.buckets,
+            inodes: counts.inodes,
             objects: counts.objects,
             chunks: counts.chunks,
             degraded_chunks: counts.degraded_chunks,
@@ -99,6 +100,32 @@ impl MetaServer {
             repair_bytes_per_sec: self.repair.bytes_per_sec.load(Ordering::Relaxed),
             repair_rate_bytes_per_sec: self.repair.rate_bytes_per_sec.load(Ordering::Relaxed),
             repair_eta_secs: self.repair.eta_secs(),
+        }))
+    }
+
+    /// This replica's own figures, answered here (never forwarded) so that a client can
+    /// ask each replica in turn, followers included.
+    pub(super) async fn replica_status(
+        &self,
+        req: Request<pm::ReplicaStatusRequest>,
+    ) -> Result<Response<pm::ReplicaStatusResponse>, Status> {
+        authorize(&req, "ReplicaStatus", ANYONE)?;
+        metrics::counter!("cairn_meta_requests_total", "method" => "replica_status").increment(1);
+        let (leader_id, term, last_applied_index) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (
+                m.current_leader.unwrap_or(0),
+                m.current_term,
+                m.last_applied.map_or(0, |l| l.index),
+            )
+        };
+        Ok(Response::new(pm::ReplicaStatusResponse {
+            replica_id: self.id,
+            leader_id,
+            term,
+            last_applied_index,
+            resident_bytes: crate::resident::resident_bytes().unwrap_or(0),
         }))
     }
 
