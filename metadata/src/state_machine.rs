@@ -33,6 +33,8 @@ use crate::types::TypeConfig;
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const CURRENT_DB: &str = "CURRENT_DB";
 const SNAPSHOTS: &str = "snapshots";
+/// Prefix of a checkpoint being taken in `snapshots/`.
+const BUILDING: &str = "building-";
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -61,6 +63,8 @@ pub struct StateMachine {
     cache: CacheConfig,
     state: SharedState,
     seq: Arc<AtomicU64>,
+    /// Serialises choosing the snapshot to keep (a build and an install may overlap).
+    keeping: Arc<std::sync::Mutex<()>>,
 }
 
 fn io_err(
@@ -129,7 +133,14 @@ impl StateMachine {
             }
             Err(e) => return Err(open_err(e)),
         };
-        // Left behind by an install that was interrupted or replaced.
+        // Left behind by an install that was interrupted or replaced, or by a snapshot
+        // build that was.
+        let snapshots = std::fs::read_dir(dir.join(SNAPSHOTS)).map_err(open_err)?;
+        for entry in snapshots.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(BUILDING) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         for entry in std::fs::read_dir(dir).map_err(open_err)?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             if (name.starts_with("db-") && name != current) || name.starts_with("incoming-") {
@@ -156,6 +167,7 @@ impl StateMachine {
                 namespace: Namespace::open(db),
             })),
             seq: Arc::new(AtomicU64::new(seq + 1)),
+            keeping: Arc::default(),
         })
     }
 
@@ -203,6 +215,7 @@ impl StateMachine {
         meta: &SnapshotMeta<u64, BasicNode>,
         checkpoint: &Path,
     ) -> io::Result<bool> {
+        let _keeping = self.keeping.lock().expect("snapshot keeping lock poisoned");
         if let Some((newest, _)) = self.newest_snapshot()? {
             if newest.last_log_id > meta.last_log_id {
                 std::fs::remove_dir_all(checkpoint)?;
@@ -220,7 +233,10 @@ impl StateMachine {
         for entry in std::fs::read_dir(self.snapshots())? {
             let path = entry?.path();
             let stem = path.with_extension("");
-            if stem != dir {
+            let building = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(BUILDING));
+            if stem != dir && !building {
                 let _ = if path.is_dir() {
                     std::fs::remove_dir_all(&path)
                 } else {
@@ -234,7 +250,7 @@ impl StateMachine {
     /// Checkpoints `db` into a new directory and reads what it holds.
     fn checkpoint(&self, db: &StateDb) -> Result<(SnapshotMeta<u64, BasicNode>, PathBuf), String> {
         let seq = self.next_seq();
-        let tmp = self.snapshots().join(format!("building-{seq}"));
+        let tmp = self.snapshots().join(format!("{BUILDING}{seq}"));
         db.checkpoint(&tmp).map_err(|e| e.to_string())?;
         // The checkpoint's own applied id: applies went on while it was taken.
         let (last_applied, membership) = {
@@ -404,7 +420,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Keep it as this replica's snapshot too, for replicas that lag behind it.
         let copy = self
             .snapshots()
-            .join(format!("building-{}", self.next_seq()));
+            .join(format!("{BUILDING}{}", self.next_seq()));
         db.checkpoint(&copy).map_err(|e| err(&e))?;
         self.keep_snapshot(meta, &copy).map_err(|e| err(&e))?;
         let old = {
