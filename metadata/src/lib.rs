@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod access;
+pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod fs_access;
@@ -16,6 +17,7 @@ pub mod join;
 pub mod leadership;
 pub mod leases;
 pub mod liveness;
+pub mod log_format;
 pub mod log_store;
 pub mod metrics;
 pub mod namespace;

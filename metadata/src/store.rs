@@ -1,11 +1,12 @@
 //! Opens the replica's RocksDB (log, vote and snapshots) and builds the two openraft
-//! storage halves on it.
+//! storage halves on it. The log store checks (and once converts) its format first.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
+use crate::log_format::LogFormatError;
 use crate::log_store::{LogStore, CF_LOGS, CF_STORE};
 use crate::state_machine::StateMachine;
 
@@ -16,6 +17,12 @@ pub enum OpenStoreError {
         path: std::path::PathBuf,
         #[source]
         source: rocksdb::Error,
+    },
+    #[error("open the Raft log store at {path:?}: {source}")]
+    LogFormat {
+        path: std::path::PathBuf,
+        #[source]
+        source: LogFormatError,
     },
     #[error("load the state-machine snapshot: {0}")]
     Snapshot(#[from] openraft::StorageError<u64>),
@@ -38,8 +45,12 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachine), OpenStoreError> {
             source,
         })?;
     let db = Arc::new(db);
-    let sm = StateMachine::open(db.clone())?;
-    Ok((LogStore::new(db), sm))
+    let log = LogStore::open(db.clone()).map_err(|source| OpenStoreError::LogFormat {
+        path: path.into(),
+        source,
+    })?;
+    let sm = StateMachine::open(db)?;
+    Ok((log, sm))
 }
 
 #[cfg(test)]
