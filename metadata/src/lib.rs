@@ -68,8 +68,8 @@ fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
 /// Runs a metadata replica until `shutdown` is cancelled.
 ///
 /// Shutdown order: stop accepting gRPC calls (in-flight calls finish), stop the GC and
-/// leadership tasks, then shut down Raft (which flushes nothing: every log write was
-/// already synced).
+/// leadership tasks, then shut down Raft (which flushes nothing: every log write that
+/// must be durable was synced; the committed id need not be, see `log_store.rs`).
 pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let transport = cfg.transport().context("set up gRPC transport security")?;
     cairn_net::transport::reload_on_sighup("cairn-meta", vec![transport.clone()]);

@@ -1,8 +1,22 @@
 //! The Raft log and vote on RocksDB (openraft `RaftLogStorage`), in the binary format of
 //! `codec.rs` (the store records its version: `log_format.rs`).
 //!
-//! Every write is synced: `append` is one synced write batch for all the entries of the
-//! call, and `LogFlushed` is signalled only after it.
+//! Durability, write by write (openraft 0.9.25 `storage/v2.rs` states what each needs):
+//! - `append`: one synced write batch for all the entries of the call; `LogFlushed` is
+//!   signalled only after it. An entry counts towards a commit quorum from then on.
+//! - `save_vote`: synced before returning (openraft: "The vote must be persisted on disk
+//!   before returning"): a replica that forgot its vote could vote twice in one term.
+//! - `truncate` and `purge`: synced. Neither is on the commit path (conflicts after a
+//!   leader change; purges after a snapshot), so they keep the simplest guarantee.
+//! - `save_committed`: NOT synced. The committed id is a hint openraft reads at start-up
+//!   to re-apply the log up to it (the state machine here is rebuilt from its last
+//!   snapshot plus the log); its docs make saving it optional (`docs::data::log_pointers`,
+//!   "optionally persisted committed"). A lost update only means a replica re-applies
+//!   less at start and learns the rest from the leader. It can never be ahead of the
+//!   entries it names: RocksDB recovers a prefix of its write-ahead log, and every entry
+//!   up to a committed id was appended (synced) before the committed id was written.
+//!   Syncing it cost a second fsync per commit on every replica, on the path of every
+//!   client write (`Command::Commit` runs inside openraft's RaftCore task).
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -165,8 +179,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get(KEY_VOTE)
     }
 
+    /// Not synced: see the module doc.
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
-        self.put(KEY_COMMITTED, &committed, true)
+        self.put(KEY_COMMITTED, &committed, false)
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
