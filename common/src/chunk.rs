@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{NodeId, Redundancy};
 
-/// A 32-byte hash, serialised as hex.
+/// A 32-byte hash, serialised as hex in human-readable formats (JSON) and as 32 raw bytes
+/// in binary ones (the Raft log and Raft messages).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Hash32(pub [u8; 32]);
 
@@ -19,12 +20,19 @@ impl std::fmt::Debug for Hash32 {
 
 impl Serialize for Hash32 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::ids::hex(&self.0))
+        if s.is_human_readable() {
+            s.serialize_str(&crate::ids::hex(&self.0))
+        } else {
+            self.0.serialize(s)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Hash32 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return <[u8; 32]>::deserialize(d).map(Hash32);
+        }
         let s = String::deserialize(d)?;
         let bad = || serde::de::Error::custom(format!("bad hash {s:?}"));
         if s.len() != 64 || !s.is_ascii() {
@@ -68,4 +76,21 @@ pub struct NodeAddr {
     pub addr: String,
     /// The node missed its heartbeats: readers try it last.
     pub down: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_hex_in_json_and_raw_bytes_in_binary_formats() {
+        let hash = Hash32(std::array::from_fn(|i| i as u8));
+        let json = serde_json::to_string(&hash).unwrap();
+        assert_eq!(json.len(), 64 + 2);
+        assert_eq!(serde_json::from_str::<Hash32>(&json).unwrap(), hash);
+        let binary = postcard::to_allocvec(&hash).unwrap();
+        assert_eq!(binary, hash.0);
+        assert_eq!(postcard::from_bytes::<Hash32>(&binary).unwrap(), hash);
+        assert!(postcard::from_bytes::<Hash32>(&binary[..31]).is_err());
+    }
 }

@@ -66,16 +66,26 @@ impl FromStr for ChunkId {
     }
 }
 
+/// 32 hex digits in human-readable formats (JSON: the mounts' protocol, snapshots), 16
+/// raw bytes in binary ones (the Raft log and Raft messages).
 impl Serialize for ChunkId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_string())
+        } else {
+            self.0.serialize(s)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for ChunkId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 16]>::deserialize(d).map(ChunkId)
+        }
     }
 }
 
@@ -131,16 +141,25 @@ impl FromStr for DiskId {
     }
 }
 
+/// Like [`ChunkId`]: hex when human-readable, 16 raw bytes in binary formats.
 impl Serialize for DiskId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_string())
+        } else {
+            self.0.serialize(s)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for DiskId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 16]>::deserialize(d).map(DiskId)
+        }
     }
 }
 
@@ -168,6 +187,29 @@ mod tests {
         assert_eq!(DiskId::from_slice(id.as_bytes()).unwrap(), id);
         assert!("x".parse::<DiskId>().is_err());
         assert!(DiskId::from_slice(&[0; 15]).is_err());
+    }
+
+    #[test]
+    fn ids_are_hex_in_json_and_raw_bytes_in_binary_formats() {
+        let chunk = ChunkId([0xab; 16]);
+        let disk = DiskId([0x01; 16]);
+        let json = serde_json::to_string(&(chunk, disk)).unwrap();
+        assert_eq!(
+            json,
+            format!("[\"{}\",\"{}\"]", "ab".repeat(16), "01".repeat(16))
+        );
+        assert_eq!(
+            serde_json::from_str::<(ChunkId, DiskId)>(&json).unwrap(),
+            (chunk, disk)
+        );
+        let binary = postcard::to_allocvec(&(chunk, disk)).unwrap();
+        assert_eq!(binary.len(), 32, "16 raw bytes each, no length or hex");
+        assert_eq!(&binary[..16], chunk.as_bytes());
+        assert_eq!(
+            postcard::from_bytes::<(ChunkId, DiskId)>(&binary).unwrap(),
+            (chunk, disk)
+        );
+        assert!(postcard::from_bytes::<ChunkId>(&binary[..15]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod access;
+pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod fs_access;
@@ -16,6 +17,7 @@ pub mod join;
 pub mod leadership;
 pub mod leases;
 pub mod liveness;
+pub mod log_format;
 pub mod log_store;
 pub mod metrics;
 pub mod namespace;
@@ -69,8 +71,8 @@ fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
 /// Runs a metadata replica until `shutdown` is cancelled.
 ///
 /// Shutdown order: stop accepting gRPC calls (in-flight calls finish), stop the GC and
-/// leadership tasks, then shut down Raft (which flushes nothing: every log write was
-/// already synced).
+/// leadership tasks, then shut down Raft (which flushes nothing: every log write that
+/// must be durable was synced; the committed id need not be, see `log_store.rs`).
 pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let transport = cfg.transport().context("set up gRPC transport security")?;
     cairn_net::transport::reload_on_sighup("cairn-meta", vec![transport.clone()]);

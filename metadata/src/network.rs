@@ -1,5 +1,6 @@
 //! Raft traffic between replicas: the openraft network client over the gRPC
-//! `RaftService`, whose payloads are openraft's own types as JSON.
+//! `RaftService`, whose payloads are openraft's own types in the binary format of
+//! `codec.rs`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::codec;
 use crate::types::TypeConfig;
 
 /// Largest Raft message (log batches and snapshot chunks), bigger than client messages.
@@ -87,8 +89,8 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftPayload { json: json.into() });
+        let data = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftPayload { data: data.into() });
         request.set_timeout(option.hard_ttl());
         let response = match which {
             Rpc::Append => self.client.append_entries(request).await,
@@ -106,8 +108,8 @@ impl PeerClient {
                 })
             }
         };
-        let result: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&payload.json)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<u64, E>> =
+            codec::decode(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

@@ -1,4 +1,5 @@
-//! The gRPC `RaftService`: hands peers' Raft messages to the local openraft instance.
+//! The gRPC `RaftService`: hands peers' Raft messages (binary, `codec.rs`) to the local
+//! openraft instance.
 
 use cairn_proto::meta::raft_service_server::RaftService;
 use cairn_proto::meta::RaftPayload;
@@ -8,23 +9,34 @@ use tonic::{Request, Response, Status};
 
 use cairn_net::{authorize, Role};
 
+use crate::codec::{self, CodecError};
 use crate::types::Raft;
 
 pub struct RaftServer {
     pub raft: Raft,
 }
 
-/// Checks that the caller is a metadata replica, then decodes the message.
+/// Checks that the caller is a metadata replica, then decodes the message. A message in
+/// another format (a replica of another release) is refused as an invalid argument
+/// naming the format, and logged at the first such message (Raft retries without end).
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>, method: &str) -> Result<T, Status> {
     authorize(&req, method, &[Role::Meta])?;
-    serde_json::from_slice(&req.into_inner().json)
-        .map_err(|e| Status::invalid_argument(format!("malformed Raft message: {e}")))
+    codec::decode(&req.into_inner().data).map_err(|e| {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        if matches!(
+            e,
+            CodecError::LegacyJson | CodecError::UnknownVersion { .. }
+        ) {
+            WARNED.call_once(|| tracing::warn!(method, "refused a Raft message: {e}"));
+        }
+        Status::invalid_argument(format!("Raft {method} message refused: {e}"))
+    })
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
-    let json = serde_json::to_vec(value)
-        .map_err(|e| Status::internal(format!("encode Raft reply: {e}")))?;
-    Ok(Response::new(RaftPayload { json: json.into() }))
+    let data =
+        codec::encode(value).map_err(|e| Status::internal(format!("encode Raft reply: {e}")))?;
+    Ok(Response::new(RaftPayload { data: data.into() }))
 }
 
 #[tonic::async_trait]

@@ -1,11 +1,12 @@
 //! Opens a replica's two databases, the Raft log (with the vote) and the applied state,
-//! as the two openraft storage halves.
+//! as the two openraft storage halves. The log store checks its format first.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
+use crate::log_format::LogFormatError;
 use crate::log_store::{LogStore, CF_LOGS, CF_STORE};
 use crate::state_db::{CacheConfig, StateDbError};
 use crate::state_machine::StateMachine;
@@ -24,6 +25,12 @@ pub enum OpenStoreError {
          cannot read it: start a fresh cluster and copy the data over (README, \"Upgrading\")"
     )]
     OldLayout { path: std::path::PathBuf },
+    #[error("open the Raft log store at {path:?}: {source}")]
+    LogFormat {
+        path: std::path::PathBuf,
+        #[source]
+        source: LogFormatError,
+    },
     #[error(transparent)]
     State(#[from] StateDbError),
 }
@@ -51,8 +58,12 @@ pub fn open(path: &Path, cache: CacheConfig) -> Result<(LogStore, StateMachine),
             source,
         }
     })?;
+    let log = LogStore::open(Arc::new(db)).map_err(|source| OpenStoreError::LogFormat {
+        path: log_path.clone(),
+        source,
+    })?;
     let sm = StateMachine::open(&path.join("state"), cache)?;
-    Ok((LogStore::new(Arc::new(db)), sm))
+    Ok((log, sm))
 }
 
 #[cfg(test)]

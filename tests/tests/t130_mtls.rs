@@ -181,7 +181,7 @@ async fn roles_limit_what_each_certificate_may_call() {
         let mut raft = RaftServiceClient::new(channel(&client, &spec.meta_addr(i)).await);
         let status = raft
             .vote(RaftPayload {
-                json: b"{}".to_vec().into(),
+                data: b"{}".to_vec().into(),
             })
             .await
             .unwrap_err();
