@@ -152,6 +152,21 @@ fn every_fs_change() -> Vec<FsChange> {
             },
         },
         FsChange::UnlockAll { ino: 9, owner: 1 },
+        FsChange::CreateMany {
+            parent: 4,
+            prefix: "f".into(),
+            first: u64::MAX - 10,
+            count: 10,
+            mode: 0o644,
+            uid: 1000,
+            gid: 100,
+        },
+        FsChange::RemoveMany {
+            parent: 4,
+            prefix: "f".into(),
+            first: 3,
+            count: 10_000,
+        },
     ]);
     all
 }
@@ -173,6 +188,8 @@ fn fs_change_variant(c: &FsChange) -> &'static str {
         FsChange::Release { .. } => "Release",
         FsChange::SetLock { .. } => "SetLock",
         FsChange::UnlockAll { .. } => "UnlockAll",
+        FsChange::CreateMany { .. } => "CreateMany",
+        FsChange::RemoveMany { .. } => "RemoveMany",
     }
 }
 
@@ -190,6 +207,8 @@ const FS_CHANGE_VARIANTS: &[&str] = &[
     "Release",
     "SetLock",
     "UnlockAll",
+    "CreateMany",
+    "RemoveMany",
 ];
 
 /// One of every `Command` variant (several for the ones with optional parts), with
