@@ -68,9 +68,10 @@ impl Namespace {
                 self.holds
                     .entry_or_insert_with(ino, BTreeSet::new)
                     .insert(session);
-                let (bucket, redundancy) = self.bucket_of(ino)?;
+                let inode = self.inode(ino)?;
+                let (bucket, redundancy) = self.bucket_of(&inode)?;
                 Ok(FsReply::Extents(Box::new(ExtentMap {
-                    attr: self.fs_attr(ino)?,
+                    attr: attr_of(ino, &inode),
                     bucket,
                     redundancy,
                     extents: Vec::new(),
@@ -258,15 +259,14 @@ impl Namespace {
                 let InodeKind::File { extents, .. } = &inode.kind else {
                     return fail(FsErrorKind::IsDir, "not a regular file");
                 };
-                let (bucket, redundancy) = self.bucket_of(ino)?;
+                let (bucket, redundancy) = self.bucket_of(&inode)?;
                 let extents = extents::in_range(extents, offset, len);
-                let extents: Vec<Extent> = extents.to_vec();
                 Ok(FsReply::Extents(Box::new(ExtentMap {
-                    attr: self.fs_attr(ino)?,
+                    attr: attr_of(ino, &inode),
                     bucket,
                     redundancy,
                     extents: extents.iter().map(to_file_extent).collect(),
-                    chunks: self.chunks_of(&extents),
+                    chunks: self.chunks_of(extents),
                     nodes: Vec::new(),
                 })))
             }
@@ -298,9 +298,9 @@ impl Namespace {
     }
 
     /// The name and redundancy of the bucket `ino` lives in.
-    pub(super) fn bucket_of(&self, ino: Ino) -> FsRes<(String, Redundancy)> {
+    pub(super) fn bucket_of(&self, inode: &Inode) -> FsRes<(String, Redundancy)> {
         let gone = || FsFailure::new(FsErrorKind::NotFound, "the file's bucket is gone");
-        let name = self.bucket_name_of(ino).ok_or_else(gone)?;
+        let name = self.bucket_names.get(&inode.bucket).ok_or_else(gone)?;
         let bucket = self.bucket(&name).map_err(|_| gone())?;
         Ok((name, bucket.redundancy))
     }
@@ -340,30 +340,32 @@ impl Namespace {
     }
 
     pub fn fs_attr(&self, ino: Ino) -> FsRes<FsAttr> {
-        let inode = self.inode(ino)?;
-        let (size, allocated, nlink) = match &inode.kind {
-            InodeKind::File { size, extents, .. } => {
-                (*size, extents::allocated(extents), inode.nlink)
-            }
-            InodeKind::Symlink { target } => (target.len() as u64, 0, inode.nlink),
-            InodeKind::Special(_) => (0, 0, inode.nlink),
-            InodeKind::Dir { .. } => (DIR_SIZE, DIR_SIZE, inode.nlink),
-        };
-        Ok(FsAttr {
-            ino,
-            kind: inode.kind.file_type(),
-            size,
-            allocated,
-            mode: inode.mode,
-            uid: inode.uid,
-            gid: inode.gid,
-            nlink,
-            atime_ns: inode.atime_ns,
-            mtime_ns: inode.mtime_ns,
-            ctime_ns: inode.ctime_ns,
-            generation: inode.generation,
-            rdev: inode.kind.rdev(),
-        })
+        Ok(attr_of(ino, &self.inode(ino)?))
+    }
+}
+
+/// What `stat` shows of inode `ino`.
+fn attr_of(ino: Ino, inode: &Inode) -> FsAttr {
+    let (size, allocated, nlink) = match &inode.kind {
+        InodeKind::File { size, extents, .. } => (*size, extents::allocated(extents), inode.nlink),
+        InodeKind::Symlink { target } => (target.len() as u64, 0, inode.nlink),
+        InodeKind::Special(_) => (0, 0, inode.nlink),
+        InodeKind::Dir { .. } => (DIR_SIZE, DIR_SIZE, inode.nlink),
+    };
+    FsAttr {
+        ino,
+        kind: inode.kind.file_type(),
+        size,
+        allocated,
+        mode: inode.mode,
+        uid: inode.uid,
+        gid: inode.gid,
+        nlink,
+        atime_ns: inode.atime_ns,
+        mtime_ns: inode.mtime_ns,
+        ctime_ns: inode.ctime_ns,
+        generation: inode.generation,
+        rdev: inode.kind.rdev(),
     }
 }
 

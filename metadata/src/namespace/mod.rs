@@ -36,6 +36,7 @@ use cairn_common::{ChunkId, NodeId};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
+use crate::state_db::table::count_change;
 use crate::state_db::{
     StateDb, Table, CF_ANSWERS, CF_BUCKETS, CF_BUCKET_NAMES, CF_CHUNKS, CF_CHUNK_REFS, CF_DEGRADED,
     CF_DENTRIES, CF_GC, CF_GRANTS, CF_HOLDS, CF_INODES, CF_LOCKS, CF_NODES, CF_NODE_SHARDS,
@@ -227,12 +228,12 @@ impl Namespace {
                 i.as_ref()
                     .is_some_and(|i| matches!(i.kind, InodeKind::File { .. }))
             };
-            adjust(
+            count_change(
                 &mut self.counters.inodes,
                 change.old.is_some(),
                 change.new.is_some(),
             );
-            adjust(
+            count_change(
                 &mut self.counters.files,
                 is_file(&change.old),
                 is_file(&change.new),
@@ -240,32 +241,11 @@ impl Namespace {
             self.inodes
                 .write(&mut batch, &change.key, change.new.as_ref());
         }
-        for change in self.chunks.take_changes() {
-            adjust(
-                &mut self.counters.chunks,
-                change.old.is_some(),
-                change.new.is_some(),
-            );
-            self.chunks
-                .write(&mut batch, &change.key, change.new.as_ref());
-        }
-        for change in self.degraded.take_changes() {
-            adjust(
-                &mut self.counters.degraded,
-                change.old.is_some(),
-                change.new.is_some(),
-            );
-            self.degraded
-                .write(&mut batch, &change.key, change.new.as_ref());
-        }
-        for change in self.gc.take_changes() {
-            adjust(
-                &mut self.counters.gc,
-                change.old.is_some(),
-                change.new.is_some(),
-            );
-            self.gc.write(&mut batch, &change.key, change.new.as_ref());
-        }
+        self.chunks
+            .flush_counted(&mut batch, &mut self.counters.chunks);
+        self.degraded
+            .flush_counted(&mut batch, &mut self.counters.degraded);
+        self.gc.flush_counted(&mut batch, &mut self.counters.gc);
         self.node_shards.flush(&mut batch);
         self.children.flush(&mut batch);
         self.buckets.flush(&mut batch);
@@ -719,15 +699,6 @@ impl Namespace {
             degraded_chunks: self.counters.degraded,
             pending_gc: self.counters.gc,
         }
-    }
-}
-
-/// Counts one entry in or out of a table.
-fn adjust(count: &mut u64, before: bool, after: bool) {
-    match (before, after) {
-        (false, true) => *count += 1,
-        (true, false) => *count = count.saturating_sub(1),
-        _ => {}
     }
 }
 

@@ -168,9 +168,22 @@ impl<K: Key, V: Value> Table<K, V> {
         }
     }
 
-    /// Forgets changes not written (after a failed batch).
-    pub fn discard(&mut self) {
-        self.overlay.clear();
+    /// Writes the overlay's changes to `batch`, keeping `count` (the table's entries)
+    /// in step.
+    pub fn flush_counted(&mut self, batch: &mut WriteBatch, count: &mut u64) {
+        for change in self.take_changes() {
+            count_change(count, change.old.is_some(), change.new.is_some());
+            self.write(batch, &change.key, change.new.as_ref());
+        }
+    }
+}
+
+/// Counts one entry in (absent before, present after) or out of a table.
+pub fn count_change(count: &mut u64, before: bool, after: bool) {
+    match (before, after) {
+        (false, true) => *count += 1,
+        (true, false) => *count = count.saturating_sub(1),
+        _ => {}
     }
 }
 
