@@ -7,9 +7,10 @@
 # majority, committed and applied (plus the gRPC round trip and the leader's checks).
 # Each concurrency runs REPS times; prints one Markdown row per concurrency with the
 # median of the runs' commits/s, p50 and p99, and from the replicas' Prometheus counters
-# (`cairn_meta_raft_log_*`, absent before they existed) the entries per log append on the
-# leader and on the followers and the synced RocksDB writes per commit, all replicas
-# together. Cleans up everything.
+# (absent before they existed) the commands per log entry on the leader (group commit,
+# `cairn_meta_group_commit_*`), the entries per log append on the leader and on the
+# followers and the synced RocksDB writes per commit, all replicas together
+# (`cairn_meta_raft_log_*`). Cleans up everything.
 #
 #   benches/scripts/raft-commit.sh [SECONDS per run (default 10)] [REPS (default 3)]
 #
@@ -55,8 +56,8 @@ scrape() {
   done
 }
 
-echo "| writers | commits/s | p50 ms | p99 ms | runs (commits/s) | entries per append: leader, followers | synced writes per commit |"
-echo "|---|---|---|---|---|---|---|"
+echo "| writers | commits/s | p50 ms | p99 ms | runs (commits/s) | commands per entry (leader) | entries per append: leader, followers | synced writes per commit |"
+echo "|---|---|---|---|---|---|---|---|"
 for writers in 1 8 64; do
   scrape "$work/before"
   runs=()
@@ -78,10 +79,12 @@ def metrics(path):
             out[name] = float(value)
     return out
 
-leader_ratio, follower_ratio, synced, commits = "n/a", [], 0.0, 0
+leader_ratio, follower_ratio, synced, commits, per_entry = "n/a", [], 0.0, 0, "n/a"
 for i in "123":
     before, after = metrics(f"{work}/before/{i}"), metrics(f"{work}/after/{i}")
     delta = lambda k: after.get(k, 0.0) - before.get(k, 0.0)
+    if delta("cairn_meta_group_commit_entries_total"):
+        per_entry = f'{delta("cairn_meta_group_commit_commands_total") / delta("cairn_meta_group_commit_entries_total"):.2f}'
     appends = delta("cairn_meta_raft_log_appends_total")
     entries = delta("cairn_meta_raft_log_entries_appended_total")
     synced += delta("cairn_meta_raft_log_synced_writes_total")
@@ -99,6 +102,6 @@ if errors:
     sys.exit(f"{errors} commits failed at {writers} writers")
 med = lambda k: statistics.median(r[k] for r in runs)
 each = ", ".join(f'{r["ops_per_sec"]:.0f}' for r in runs)
-print(f'| {writers} | {med("ops_per_sec"):.0f} | {med("p50_ms"):.2f} | {med("p99_ms"):.2f} | {each} | {ratios} | {per_commit} |')
+print(f'| {writers} | {med("ops_per_sec"):.0f} | {med("p50_ms"):.2f} | {med("p99_ms"):.2f} | {each} | {per_entry} | {ratios} | {per_commit} |')
 PY
 done

@@ -87,5 +87,6 @@ pub fn status_from(e: NamespaceError) -> Status {
         | NamespaceError::BucketNotEmpty { .. }
         | NamespaceError::NodeInUse { .. }
         | NamespaceError::WrongDisk { .. } => Status::failed_precondition(msg),
+        NamespaceError::NestedBatch => Status::internal(msg),
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod convert;
 pub mod fs_access;
 pub mod gc;
+pub mod group_commit;
 pub mod join;
 pub mod leadership;
 pub mod leases;
@@ -61,7 +62,9 @@ fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
         // Followers that lag by less than this catch up from the log, not a snapshot.
         max_in_snapshot_log_to_keep: cfg.snapshot_every.min(1000),
-        snapshot_max_chunk_size: 1024 * 1024,
+        // One install RPC per chunk, one after the other: large chunks keep the round
+        // trips few (a 64 MiB Raft message holds one with room to spare).
+        snapshot_max_chunk_size: 16 * 1024 * 1024,
         install_snapshot_timeout: 10_000,
         ..Default::default()
     };

@@ -1,5 +1,6 @@
-//! Prometheus gauges of a metadata replica, refreshed every second: Raft state and the
-//! process's resident memory on every replica; cluster health (nodes by state, inodes,
+//! Prometheus gauges of a metadata replica, refreshed every second: Raft state, the
+//! process's resident memory and the state database's (block cache, memtables, table
+//! readers) on every replica; cluster health (nodes by state, inodes,
 //! chunks, degraded chunks, repair progress, garbage-collection backlog) on the leader,
 //! which is the replica that knows it.
 //! Request counters are incremented where requests are handled (`service.rs`).
@@ -44,6 +45,16 @@ pub async fn run(
         gauge!("cairn_meta_raft_last_log_index").set(last_log as f64);
         if let Some(rss) = crate::resident::resident_bytes() {
             gauge!("cairn_meta_resident_memory_bytes").set(rss as f64);
+        }
+        let memory = crate::state_machine::live_db(&state).memory();
+        for (kind, bytes) in [
+            ("block_cache", memory.block_cache),
+            ("memtables", memory.memtables),
+            ("table_readers", memory.table_readers),
+        ] {
+            if let Some(bytes) = bytes {
+                gauge!("cairn_meta_state_memory_bytes", "kind" => kind).set(bytes as f64);
+            }
         }
         if !leader {
             continue;

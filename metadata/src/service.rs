@@ -28,6 +28,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::convert::status_from;
+use crate::group_commit::{GroupCommit, WriteError};
 use crate::leadership::{self, QuorumCheck};
 use crate::leases::Leases;
 use crate::liveness::{Liveness, NodeState};
@@ -65,6 +66,8 @@ pub struct MetaServer {
     verifications: tokio::sync::Semaphore,
     /// Whether this replica, when it believes it leads, has a majority behind it.
     quorum: QuorumCheck,
+    /// Client writes, batched into shared log entries.
+    writes: GroupCommit,
 }
 
 /// Lost-shard reports checked at once; more are asked to retry.
@@ -160,6 +163,7 @@ impl MetaServer {
         MetaServer {
             id,
             quorum: QuorumCheck::new(raft.clone(), id, leadership::confirmation_lasts(election)),
+            writes: GroupCommit::start(raft.clone()),
             raft,
             state,
             liveness,
@@ -269,20 +273,28 @@ impl MetaServer {
         )))
     }
 
+    /// Commits `cmd` through the group commit (`group_commit.rs`) and returns its
+    /// result once applied; a refusal is an error status.
     async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
-        let written = self.raft.client_write(cmd).await;
+        let written = self.writes.write(cmd).await;
         if written.is_ok() {
             failpoint::hit(failpoint::META_COMMIT_BEFORE_REPLY)
                 .map_err(|e| Status::unavailable(e.to_string()))?;
         }
         match written {
-            Ok(resp) => match resp.data {
-                CommandResult::Rejected(e) => Err(status_from(e)),
-                other => Ok(other),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
-                Status::unavailable("metadata leadership changed during the write; retry"),
-            ),
+            Ok(CommandResult::Rejected(e)) => Err(status_from(e)),
+            Ok(other) => Ok(other),
+            Err(WriteError::Raft(e))
+                if matches!(
+                    *e,
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(_))
+                ) =>
+            {
+                Err(Status::unavailable(
+                    "metadata leadership changed during the write; retry",
+                ))
+            }
+            Err(e @ WriteError::ResultCount { .. }) => Err(Status::internal(e.to_string())),
             Err(e) => Err(Status::unavailable(format!("metadata write failed: {e}"))),
         }
     }

@@ -99,6 +99,9 @@ impl ArchiveReader {
     }
 }
 
+/// Bytes moved per read and write while unpacking.
+const COPY_BUF: usize = 1 << 20;
+
 /// openraft's snapshot data: an archive to send, or one being received.
 pub enum SnapshotData {
     Outgoing(ArchiveReader),
@@ -241,7 +244,10 @@ pub async fn unpack(input: &mut (impl AsyncRead + Unpin), dir: &Path) -> io::Res
     tokio::fs::create_dir(dir).await?;
     for (name, len) in files {
         let mut out = tokio::fs::File::create(dir.join(&name)).await?;
-        let copied = tokio::io::copy(&mut (&mut *input).take(len), &mut out).await?;
+        // 1 MiB at a time: each read and write of a tokio file is a trip to the blocking
+        // pool, and `tokio::io::copy`'s 8 KiB buffer made that 30,000 trips per 235 MB.
+        let mut from = tokio::io::BufReader::with_capacity(COPY_BUF, (&mut *input).take(len));
+        let copied = tokio::io::copy_buf(&mut from, &mut out).await?;
         if copied != len {
             return Err(invalid(format!("{name}: {copied} of {len} bytes")));
         }

@@ -319,6 +319,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 ms = started.elapsed().as_millis() as u64,
                 "built a snapshot (a checkpoint of the state database)"
             );
+            metrics::counter!("cairn_meta_snapshots_built_total").increment(1);
             Ok::<_, String>((meta, reader))
         })
         .await

@@ -53,6 +53,9 @@ async fn daemons_serve_prometheus_metrics() {
                 "cairn_meta_is_leader 1",
                 "cairn_meta_raft_term",
                 "cairn_meta_resident_memory_bytes",
+                "cairn_meta_state_memory_bytes{kind=\"block_cache\"}",
+                "cairn_meta_state_memory_bytes{kind=\"memtables\"}",
+                "cairn_meta_group_commit_commands_total",
                 "cairn_cluster_inodes",
                 "cairn_cluster_nodes{state=\"up\"} 3",
                 "cairn_cluster_chunks 1",
@@ -67,6 +70,13 @@ async fn daemons_serve_prometheus_metrics() {
         meta.contains("# TYPE cairn_meta_requests_total counter"),
         "{meta}"
     );
+    // The put's commit is in the state database's memtables (written, not yet flushed).
+    let memtables = meta
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_meta_state_memory_bytes{kind=\"memtables\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("memtables gauge");
+    assert!(memtables > 0.0, "{meta}");
     let spec = tc.cluster.spec().clone();
     tokio::task::spawn_blocking(move || {
         must_scrape(

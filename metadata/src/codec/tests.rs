@@ -24,7 +24,7 @@ use serde::Serialize;
 use super::*;
 use crate::namespace::grants::Access;
 use crate::namespace::tokens::TokenRecord;
-use crate::namespace::{Command, ObjectAttrs};
+use crate::namespace::{Batch, Command, ObjectAttrs};
 use crate::types::TypeConfig;
 
 /// Encodes, decodes, and checks that the value and its encoding survive unchanged
@@ -322,6 +322,9 @@ pub(super) fn every_command() -> Vec<Command> {
         now_ns: u64::MAX,
         seq: 99,
     }));
+    let batched = all.clone();
+    all.push(Command::Batch(Batch(batched)));
+    all.push(Command::Batch(Batch::default()));
     all
 }
 
@@ -346,6 +349,7 @@ fn command_variant(c: &Command) -> &'static str {
         Command::OpenSession { .. } => "OpenSession",
         Command::EndSession { .. } => "EndSession",
         Command::GcDone { .. } => "GcDone",
+        Command::Batch(_) => "Batch",
     }
 }
 
@@ -368,6 +372,7 @@ const COMMAND_VARIANTS: &[&str] = &[
     "OpenSession",
     "EndSession",
     "GcDone",
+    "Batch",
 ];
 
 fn membership() -> Membership<u64, BasicNode> {
@@ -548,4 +553,32 @@ fn decode_names_what_it_refuses() {
     ));
     let message = CodecError::LegacyJson.to_string();
     assert!(message.contains("same release"), "{message}");
+}
+
+/// A batch inside a batch is refused by the decoder (`Batch`'s `Deserialize`), however
+/// deep: a hostile record cannot recurse the decoder off the stack.
+#[test]
+fn a_nested_batch_does_not_decode() {
+    let inner = Command::Batch(Batch(vec![Command::RemoveNode { node: 1 }]));
+    let nested = encode(&Command::Batch(Batch(vec![inner]))).unwrap();
+    assert!(matches!(
+        decode::<Command>(&nested),
+        Err(CodecError::Malformed { .. })
+    ));
+    // The variant index of `Batch`, then a one-element sequence, a million times over.
+    let batch_tag = encode(&Command::Batch(Batch::default())).unwrap()[1];
+    let mut deep = vec![FORMAT_VERSION];
+    for _ in 0..1_000_000 {
+        deep.extend([batch_tag, 1]);
+    }
+    assert!(matches!(
+        decode::<Command>(&deep),
+        Err(CodecError::Malformed { .. })
+    ));
+    // And a flat batch after a refused one decodes: the guard was reset.
+    let flat = encode(&Command::Batch(Batch(vec![Command::RemoveNode {
+        node: 1,
+    }])))
+    .unwrap();
+    assert!(decode::<Command>(&flat).is_ok());
 }

@@ -102,6 +102,40 @@ pub enum Command {
     EndSession { session: SessionId },
     /// These garbage-collection entries were deleted from their nodes.
     GcDone { seqs: Vec<u64> },
+    /// Several client writes in one log entry (group commit, `group_commit.rs`): applied
+    /// in order, each exactly as if it had its own entry, each with its own result
+    /// (`CommandResult::Batch`). Never nested.
+    Batch(Batch),
+}
+
+/// The commands of a [`Command::Batch`]. Decoding refuses a batch inside a batch, so
+/// that a corrupt or hostile record cannot nest batches until the decoder's recursion
+/// exhausts the stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Batch(pub Vec<Command>);
+
+thread_local! {
+    /// Whether this thread is decoding the commands of a batch.
+    static IN_BATCH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Inside;
+        impl Drop for Inside {
+            fn drop(&mut self) {
+                IN_BATCH.with(|b| b.set(false));
+            }
+        }
+        if IN_BATCH.with(|b| b.replace(true)) {
+            return Err(serde::de::Error::custom(
+                "a command batch inside a command batch",
+            ));
+        }
+        let _inside = Inside;
+        Vec::<Command>::deserialize(deserializer).map(Batch)
+    }
 }
 
 /// What applying a command produced. Rejections are results, not Raft errors: every
@@ -115,4 +149,6 @@ pub enum CommandResult {
     Rejected(NamespaceError),
     /// The outcome of a filesystem command (its refusals included).
     Fs(FsResult),
+    /// The result of each command of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResult>),
 }

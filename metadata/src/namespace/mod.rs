@@ -43,7 +43,7 @@ use crate::state_db::{
     CF_RETIRED, CF_RETIRED_ORDER, CF_SESSIONS, CF_TOKENS,
 };
 
-pub use command::{Command, CommandResult};
+pub use command::{Batch, Command, CommandResult};
 pub use fs::default_redundancy;
 pub use list::{ListPage, ListQuery};
 pub use types::*;
@@ -362,6 +362,15 @@ impl Namespace {
                     self.gc.remove(&seq);
                 }
                 Ok(CommandResult::Done)
+            }
+            Command::Batch(Batch(commands)) => {
+                if commands.iter().any(|c| matches!(c, Command::Batch(_))) {
+                    Err(NamespaceError::NestedBatch)
+                } else {
+                    Ok(CommandResult::Batch(
+                        commands.into_iter().map(|c| self.apply(c)).collect(),
+                    ))
+                }
             }
         };
         result.unwrap_or_else(CommandResult::Rejected)

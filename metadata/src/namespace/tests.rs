@@ -658,3 +658,95 @@ fn old_register_node_entries_still_decode() {
     let record: NodeRecord = serde_json::from_str(r#"{"addr":"a:1","zone":"z"}"#).unwrap();
     assert_eq!(record.disk, None);
 }
+
+/// A batch (group commit) is the same as its commands applied one by one: each has its
+/// own result, a refused one changes nothing for the others, and the state is the same.
+#[test]
+fn a_batch_applies_like_its_commands_one_by_one() {
+    let commit = |key: &str| Command::CommitObject {
+        bucket: "bkt2".into(),
+        key: key.into(),
+        size: 10,
+        chunks: vec![chunk(10, 3)],
+        attrs: ObjectAttrs::default(),
+        precondition: None,
+        mtime: 2,
+    };
+    let commands = vec![
+        Command::CreateBucket {
+            name: "bkt2".into(),
+            redundancy: EC,
+            mtime: 1,
+        },
+        commit("k1"),
+        Command::CreateBucket {
+            name: "bkt2".into(),
+            redundancy: EC,
+            mtime: 1,
+        },
+        Command::DeleteObject {
+            bucket: "bkt2".into(),
+            key: "missing".into(),
+            if_generation: None,
+            mtime: 3,
+        },
+        commit("k2"),
+        Command::DeleteObject {
+            bucket: "bkt2".into(),
+            key: "k1".into(),
+            if_generation: None,
+            mtime: 4,
+        },
+    ];
+    let mut one_by_one = Namespace::new();
+    let results: Vec<_> = commands
+        .iter()
+        .map(|c| one_by_one.apply_and_write(c.clone()))
+        .collect();
+    assert!(
+        matches!(
+            results[2],
+            CommandResult::Rejected(NamespaceError::BucketExists { .. })
+        ),
+        "{results:?}"
+    );
+    assert!(matches!(
+        results[3],
+        CommandResult::Rejected(NamespaceError::NoSuchKey { .. })
+    ));
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| matches!(r, CommandResult::Rejected(_)))
+            .count(),
+        2
+    );
+
+    let mut batched = Namespace::new();
+    let result = batched.apply_and_write(Command::Batch(Batch(commands)));
+    assert_eq!(result, CommandResult::Batch(results));
+    assert_eq!(batched.state_digest(), one_by_one.state_digest());
+    assert!(batched.lookup("bkt2", "k2").is_ok());
+    assert!(batched.lookup("bkt2", "k1").is_err());
+}
+
+/// A nested batch (never written by Cairn; decoding refuses one) is refused whole.
+#[test]
+fn a_nested_batch_is_refused_whole() {
+    let mut ns = Namespace::new();
+    let before = ns.state_digest();
+    let create = Command::CreateBucket {
+        name: "bkt3".into(),
+        redundancy: EC,
+        mtime: 1,
+    };
+    let nested = Command::Batch(Batch(vec![
+        create.clone(),
+        Command::Batch(Batch(vec![create])),
+    ]));
+    assert_eq!(
+        ns.apply_and_write(nested),
+        CommandResult::Rejected(NamespaceError::NestedBatch)
+    );
+    assert_eq!(ns.state_digest(), before);
+}

@@ -59,6 +59,10 @@ pub enum NamespaceError {
     TokenExists { id: String },
     #[error("API token {id} does not exist (revoked already?)")]
     NoSuchToken { id: String },
+    /// Never written by Cairn (`group_commit.rs` never nests batches, and decoding
+    /// refuses one): a corrupt or foreign log entry.
+    #[error("a command batch inside a command batch; no command of it was applied")]
+    NestedBatch,
 }
 
 fn describe_generation(current: Option<u64>) -> String {

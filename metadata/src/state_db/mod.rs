@@ -127,6 +127,14 @@ pub enum StateDbError {
     },
 }
 
+/// The state database's memory by kind, in bytes (`StateDb::memory`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StateMemory {
+    pub block_cache: Option<u64>,
+    pub memtables: Option<u64>,
+    pub table_readers: Option<u64>,
+}
+
 /// A handle on the state database (cheap to clone).
 #[derive(Clone)]
 pub struct StateDb {
@@ -198,6 +206,31 @@ impl StateDb {
         let mut db = StateDb::open(dir.path(), &CacheConfig::default()).expect("open state db");
         db._dir = Some(Arc::new(dir));
         db
+    }
+
+    /// What the database holds in memory now, from RocksDB's own accounting: the block
+    /// cache (data, index and filter blocks), the memtables of every table, and table
+    /// readers outside the cache. `None` for a figure RocksDB does not report.
+    pub fn memory(&self) -> StateMemory {
+        let sum = |property: &str| -> Option<u64> {
+            ALL_CFS.iter().try_fold(0u64, |total, name| {
+                let v = self
+                    .db
+                    .property_int_value_cf(self.cf(name), property)
+                    .ok()??;
+                Some(total + v)
+            })
+        };
+        StateMemory {
+            // One cache shared by every table: any table reports all of it.
+            block_cache: self
+                .db
+                .property_int_value_cf(self.cf(CF_META), "rocksdb.block-cache-usage")
+                .ok()
+                .flatten(),
+            memtables: sum("rocksdb.cur-size-all-mem-tables"),
+            table_readers: sum("rocksdb.estimate-table-readers-mem"),
+        }
     }
 
     pub fn raw(&self) -> &DB {
