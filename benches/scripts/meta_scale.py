@@ -109,12 +109,14 @@ class Cluster:
         return report
 
     def state_memory_mib(self):
-        """Each replica's state database memory by kind (`cairn_meta_state_memory_bytes`)."""
+        """Each replica's state and log databases' memory by kind
+        (`cairn_meta_{state,log}_memory_bytes`) and its resident memory, in MiB."""
         out = {}
         for i in (1, 2, 3):
             m = self.metrics(i)
-            out[i] = {k.split('"')[1]: round(v / 2**20) for k, v in m.items()
-                      if k.startswith("cairn_meta_state_memory_bytes{")}
+            out[i] = {f'{db}_{k.split(chr(34))[1]}': round(v / 2**20)
+                      for db in ("state", "log") for k, v in m.items()
+                      if k.startswith(f"cairn_meta_{db}_memory_bytes{{")}
             out[i]["resident"] = round(m.get("cairn_meta_resident_memory_bytes", 0) / 2**20)
         return out
 

@@ -87,6 +87,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
     let (log_store, state_machine) = store::open(&cfg.data_dir.join("raft"), cfg.state_cache())
         .context("open metadata store")?;
     let state = state_machine.shared();
+    let log = log_store.clone();
     let raft = Raft::new(
         cfg.id,
         raft_config(&cfg)?,
@@ -177,6 +178,7 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
             cfg.id,
             raft.clone(),
             state.clone(),
+            log,
             liveness.clone(),
             repair_stats.clone(),
             shutdown.clone(),

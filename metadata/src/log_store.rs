@@ -68,6 +68,11 @@ impl LogStore {
         Ok(LogStore { db })
     }
 
+    /// The log database's memory (`state_db::db_memory`).
+    pub fn memory(&self) -> crate::state_db::DbMemory {
+        crate::state_db::db_memory(&self.db, &[self.logs(), self.store()])
+    }
+
     fn logs(&self) -> &ColumnFamily {
         self.db
             .cf_handle(CF_LOGS)

@@ -1,6 +1,6 @@
 //! Prometheus gauges of a metadata replica, refreshed every second: Raft state, the
-//! process's resident memory and the state database's (block cache, memtables, table
-//! readers) on every replica; cluster health (nodes by state, inodes,
+//! process's resident memory and its two databases' (state and log: block cache,
+//! memtables, table readers) on every replica; cluster health (nodes by state, inodes,
 //! chunks, degraded chunks, repair progress, garbage-collection backlog) on the leader,
 //! which is the replica that knows it.
 //! Request counters are incremented where requests are handled (`service.rs`).
@@ -13,6 +13,7 @@ use metrics::gauge;
 use tokio_util::sync::CancellationToken;
 
 use crate::liveness::{Liveness, NodeState};
+use crate::log_store::LogStore;
 use crate::repair::RepairStats;
 use crate::state_machine::SharedState;
 use crate::types::Raft;
@@ -21,6 +22,7 @@ pub async fn run(
     id: u64,
     raft: Raft,
     state: SharedState,
+    log: LogStore,
     liveness: Arc<Mutex<Liveness>>,
     repair: Arc<RepairStats>,
     shutdown: CancellationToken,
@@ -46,14 +48,20 @@ pub async fn run(
         if let Some(rss) = crate::resident::resident_bytes() {
             gauge!("cairn_meta_resident_memory_bytes").set(rss as f64);
         }
-        let memory = crate::state_machine::live_db(&state).memory();
-        for (kind, bytes) in [
-            ("block_cache", memory.block_cache),
-            ("memtables", memory.memtables),
-            ("table_readers", memory.table_readers),
-        ] {
-            if let Some(bytes) = bytes {
-                gauge!("cairn_meta_state_memory_bytes", "kind" => kind).set(bytes as f64);
+        let databases = [
+            ("state", crate::state_machine::live_db(&state).memory()),
+            ("log", log.memory()),
+        ];
+        for (database, memory) in databases {
+            for (kind, bytes) in [
+                ("block_cache", memory.block_cache),
+                ("memtables", memory.memtables),
+                ("table_readers", memory.table_readers),
+            ] {
+                if let Some(bytes) = bytes {
+                    let name = format!("cairn_meta_{database}_memory_bytes");
+                    gauge!(name, "kind" => kind).set(bytes as f64);
+                }
             }
         }
         if !leader {

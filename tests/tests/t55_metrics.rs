@@ -55,6 +55,7 @@ async fn daemons_serve_prometheus_metrics() {
                 "cairn_meta_resident_memory_bytes",
                 "cairn_meta_state_memory_bytes{kind=\"block_cache\"}",
                 "cairn_meta_state_memory_bytes{kind=\"memtables\"}",
+                "cairn_meta_log_memory_bytes{kind=\"memtables\"}",
                 "cairn_meta_group_commit_commands_total",
                 "cairn_cluster_inodes",
                 "cairn_cluster_nodes{state=\"up\"} 3",

@@ -127,12 +127,32 @@ pub enum StateDbError {
     },
 }
 
-/// The state database's memory by kind, in bytes (`StateDb::memory`).
+/// A RocksDB database's memory by kind, in bytes, from RocksDB's own accounting: the
+/// block cache (data, index and filter blocks), the memtables of every column family,
+/// and table readers outside the cache. `None` for a figure RocksDB does not report.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct StateMemory {
+pub struct DbMemory {
     pub block_cache: Option<u64>,
     pub memtables: Option<u64>,
     pub table_readers: Option<u64>,
+}
+
+/// `db`'s memory over the column families `cfs` (which share one block cache).
+pub fn db_memory(db: &DB, cfs: &[&ColumnFamily]) -> DbMemory {
+    let sum = |property: &str| -> Option<u64> {
+        cfs.iter().try_fold(0u64, |total, cf| {
+            Some(total + db.property_int_value_cf(*cf, property).ok()??)
+        })
+    };
+    DbMemory {
+        // Every column family reports the whole shared cache: ask one.
+        block_cache: cfs.first().and_then(|cf| {
+            db.property_int_value_cf(*cf, "rocksdb.block-cache-usage")
+                .ok()?
+        }),
+        memtables: sum("rocksdb.cur-size-all-mem-tables"),
+        table_readers: sum("rocksdb.estimate-table-readers-mem"),
+    }
 }
 
 /// A handle on the state database (cheap to clone).
@@ -208,29 +228,10 @@ impl StateDb {
         db
     }
 
-    /// What the database holds in memory now, from RocksDB's own accounting: the block
-    /// cache (data, index and filter blocks), the memtables of every table, and table
-    /// readers outside the cache. `None` for a figure RocksDB does not report.
-    pub fn memory(&self) -> StateMemory {
-        let sum = |property: &str| -> Option<u64> {
-            ALL_CFS.iter().try_fold(0u64, |total, name| {
-                let v = self
-                    .db
-                    .property_int_value_cf(self.cf(name), property)
-                    .ok()??;
-                Some(total + v)
-            })
-        };
-        StateMemory {
-            // One cache shared by every table: any table reports all of it.
-            block_cache: self
-                .db
-                .property_int_value_cf(self.cf(CF_META), "rocksdb.block-cache-usage")
-                .ok()
-                .flatten(),
-            memtables: sum("rocksdb.cur-size-all-mem-tables"),
-            table_readers: sum("rocksdb.estimate-table-readers-mem"),
-        }
+    /// What the database holds in memory now (`db_memory`).
+    pub fn memory(&self) -> DbMemory {
+        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().map(|name| self.cf(name)).collect();
+        db_memory(&self.db, &cfs)
     }
 
     pub fn raw(&self) -> &DB {
