@@ -61,8 +61,8 @@ fn write_options(sync: bool) -> WriteOptions {
 
 impl LogStore {
     /// The log store on `db` (whose column families [`CF_LOGS`] and [`CF_STORE`] exist),
-    /// after checking the format of what it holds: a store of an older release is
-    /// converted once, one of a newer one refused (`log_format.rs`).
+    /// after checking the format of what it holds: a store in another format, or in
+    /// none, is refused with the fix (`log_format.rs`).
     pub fn open(db: Arc<DB>) -> Result<Self, LogFormatError> {
         log_format::check(&db)?;
         Ok(LogStore { db })

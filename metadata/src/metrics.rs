@@ -49,17 +49,19 @@ pub async fn run(
             gauge!("cairn_meta_resident_memory_bytes").set(rss as f64);
         }
         let databases = [
-            ("state", crate::state_machine::live_db(&state).memory()),
-            ("log", log.memory()),
+            (
+                "cairn_meta_state_memory_bytes",
+                crate::state_machine::live_db(&state).memory(),
+            ),
+            ("cairn_meta_log_memory_bytes", log.memory()),
         ];
-        for (database, memory) in databases {
+        for (name, memory) in databases {
             for (kind, bytes) in [
                 ("block_cache", memory.block_cache),
                 ("memtables", memory.memtables),
                 ("table_readers", memory.table_readers),
             ] {
                 if let Some(bytes) = bytes {
-                    let name = format!("cairn_meta_{database}_memory_bytes");
                     gauge!(name, "kind" => kind).set(bytes as f64);
                 }
             }
