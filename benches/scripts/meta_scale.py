@@ -15,7 +15,9 @@ BIN_DIR, one after the other, under WORK_DIR (removed at the end):
   from the restart until it answers `ReplicaStatus` with everything applied that the
   cluster had applied when it died. Then a fourth replica joins (`cairn-meta --join`)
   and catches up by snapshot: the time from its start until it has applied the
-  leader's index, and its state database's size, give its catch-up rate.
+  leader's index, and its state database's size, give its catch-up rate; the
+  snapshot's bytes over the time from the stream's first byte until it is installed
+  (both from the replica's log) give the transfer rate.
 - **B**, snapshots disabled (every 10^12 entries): filled to INODES, then the same
   bench, for the p99 of creates with no snapshot at all.
 
@@ -29,6 +31,7 @@ WORK_DIR.failed-logs then).
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -238,6 +241,15 @@ def create_phase(report):
     return next(p for p in report["phases"] if p["phase"] == "create")
 
 
+def log_fields(path, message):
+    """The numeric fields (`name=123`) of the first line of log `path` with `message`."""
+    for line in open(path, errors="replace"):
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        if message in line:
+            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)\b", line)}
+    raise RuntimeError(f"no {message!r} in {path}")
+
+
 def du_bytes(path):
     """Bytes of the files under `path`, each hard-linked file once (a replica's
     snapshots are hard links into its database)."""
@@ -281,11 +293,18 @@ def cluster_a(bin_dir, work, inodes, files, out):
         c.add_replica(4)
         secs = poll_status(
             c, lambda st: ((replica(st, 4) or {}).get("applied_index") or 0) >= target, 1800)
+        elapsed = time.monotonic() - start
         state = f"{c.dir}/cluster/meta-4/raft/state"
         size = du_bytes(state)
+        received = log_fields(f"{c.dir}/cluster/logs/meta-4.log", "received a snapshot stream")
+        installed = log_fields(f"{c.dir}/cluster/logs/meta-4.log", "installed a snapshot")
+        transfer_s = (received["ms"] + installed["ms"]) / 1000
         out["catch_up"] = {
-            "seconds": round(time.monotonic() - start, 2), "polled_s": round(secs, 2),
-            "state_bytes": size, "mib_per_s": round(size / 2**20 / (time.monotonic() - start), 1),
+            "seconds": round(elapsed, 2), "polled_s": round(secs, 2), "state_bytes": size,
+            "mib_per_s": round(size / 2**20 / elapsed, 1),
+            "snapshot_bytes": received["bytes"], "stream_s": received["ms"] / 1000,
+            "install_s": installed["ms"] / 1000,
+            "snapshot_mib_per_s": round(received["bytes"] / 2**20 / transfer_s, 1),
         }
         ok = True
     finally:
@@ -306,15 +325,23 @@ def ratios(out):
     """The ratios #17 asks for, from one run's figures."""
     last = lambda rep: max(r["resident_bytes"] or 0 for r in rep["phases"][-1]["replicas"])
     create = lambda rep: create_phase(rep)
+    outside_cache = lambda rep: max(m["resident"] - m.get("state_block_cache", 0)
+                                    for m in rep["state_memory_mib"].values())
     return {
         "rss_full_mib": round(last(out["a_full"]) / 2**20),
         "rss_1m_mib": round(last(out["a_1m"]) / 2**20),
         "rss_full_over_1m": round(last(out["a_full"]) / last(out["a_1m"]), 2),
+        # The same without the state database's block cache, which fills towards its
+        # configured bound (`state_cache_mib`) as the namespace grows past it.
+        "rss_outside_block_cache_full_over_1m": round(
+            outside_cache(out["a_full"]) / outside_cache(out["a_1m"]), 2),
         "create_rate_full_over_empty": round(
             create(out["a_full"])["ops_per_sec"] / create(out["a_empty"])["ops_per_sec"], 2),
         "create_p99_snapshots_over_none": round(
             create(out["a_full"])["p99_ms"] / create(out["b_full"])["p99_ms"], 2),
         "catch_up_over_fio": round(out["catch_up"]["mib_per_s"] / out["fio_seq_write_mib_s"], 2),
+        "snapshot_transfer_over_fio":
+            round(out["catch_up"]["snapshot_mib_per_s"] / out["fio_seq_write_mib_s"], 2),
     }
 
 

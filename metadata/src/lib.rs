@@ -31,6 +31,7 @@ pub mod repair;
 pub mod resident;
 pub mod service;
 pub mod snapshot_archive;
+pub mod snapshot_stream;
 pub mod state_db;
 pub mod state_machine;
 pub mod store;
@@ -53,6 +54,9 @@ use crate::raft_service::RaftServer;
 use crate::service::MetaServer;
 use crate::types::Raft;
 
+/// HTTP/2 flow-control window of one stream accepted by a replica.
+const SNAPSHOT_STREAM_WINDOW: u32 = 8 * snapshot_stream::CHUNK_BYTES as u32;
+
 fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
     let config = openraft::Config {
         cluster_name: "cairn-meta".into(),
@@ -62,9 +66,6 @@ fn raft_config(cfg: &MetaConfig) -> anyhow::Result<Arc<openraft::Config>> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
         // Followers that lag by less than this catch up from the log, not a snapshot.
         max_in_snapshot_log_to_keep: cfg.snapshot_every.min(1000),
-        // One install RPC per chunk, one after the other: large chunks keep the round
-        // trips few (a 64 MiB Raft message holds one with room to spare).
-        snapshot_max_chunk_size: 16 * 1024 * 1024,
         install_snapshot_timeout: 10_000,
         ..Default::default()
     };
@@ -211,6 +212,11 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = ?cfg.data_dir, "cairn-meta serving");
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(cairn_net::MAX_STREAMS_PER_CONNECTION))
+        // HTTP/2 windows of several snapshot chunks (`snapshot_stream`) keep the leader
+        // sending while this replica writes the chunk before: with hyper's 1 MiB
+        // default a stream had one chunk in flight at a time.
+        .initial_stream_window_size(Some(SNAPSHOT_STREAM_WINDOW))
+        .initial_connection_window_size(Some(2 * SNAPSHOT_STREAM_WINDOW))
         .add_service(
             MetaServiceServer::new(meta)
                 .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)

@@ -3,6 +3,7 @@
 //! `codec.rs`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
 use cairn_net::Transport;
@@ -10,22 +11,24 @@ use cairn_net::Transport;
 use cairn_proto::meta::raft_service_client::RaftServiceClient;
 use cairn_proto::meta::RaftPayload;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{AnyError, BasicNode, OptionalSend, Snapshot, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec;
+use crate::snapshot_stream;
 use crate::types::TypeConfig;
 
-/// Largest Raft message (log batches and snapshot chunks), bigger than client messages.
+/// Largest Raft message (a batch of log entries), bigger than client messages.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Makes the Raft clients of one replica, over its transport.
@@ -95,7 +98,6 @@ impl PeerClient {
         let response = match which {
             Rpc::Append => self.client.append_entries(request).await,
             Rpc::Vote => self.client.vote(request).await,
-            Rpc::Snapshot => self.client.install_snapshot(request).await,
         };
         let payload = match response {
             Ok(r) => r.into_inner(),
@@ -118,7 +120,6 @@ impl PeerClient {
 enum Rpc {
     Append,
     Vote,
-    Snapshot,
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
@@ -130,12 +131,34 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.call(Rpc::Append, &rpc, &option).await
     }
 
+    /// Never called: `full_snapshot` sends snapshots whole.
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        self.call(Rpc::Snapshot, &rpc, &option).await
+        Err(RPCError::Network(NetworkError::new(&AnyError::error(
+            "snapshots are sent whole (StreamSnapshot), not in install RPCs",
+        ))))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<u64>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
+        let timeout = option.hard_ttl();
+        snapshot_stream::send(
+            &mut self.client,
+            self.target,
+            vote,
+            snapshot,
+            cancel,
+            timeout,
+        )
+        .await
     }
 
     async fn vote(

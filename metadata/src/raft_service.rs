@@ -5,11 +5,12 @@ use cairn_proto::meta::raft_service_server::RaftService;
 use cairn_proto::meta::RaftPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use cairn_net::{authorize, Role};
 
 use crate::codec::{self, CodecError};
+use crate::snapshot_stream;
 use crate::types::Raft;
 
 pub struct RaftServer {
@@ -54,11 +55,12 @@ impl RaftService for RaftServer {
         encode(&self.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(
+    async fn stream_snapshot(
         &self,
-        req: Request<RaftPayload>,
+        req: Request<Streaming<RaftPayload>>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req, "InstallSnapshot")?;
-        encode(&self.raft.install_snapshot(rpc).await)
+        authorize(&req, "StreamSnapshot", &[Role::Meta])?;
+        let reply = snapshot_stream::receive(&self.raft, req.into_inner()).await?;
+        encode(&reply)
     }
 }

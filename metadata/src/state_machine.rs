@@ -26,7 +26,7 @@ use openraft::{
 };
 
 use crate::namespace::{CommandResult, Namespace};
-use crate::snapshot_archive::{self, ArchiveReader, SnapshotData};
+use crate::snapshot_archive::{ArchiveReader, ArchiveWriter, SnapshotData};
 use crate::state_db::{CacheConfig, StateDb, StateDbError, ALL_CFS, KEY_APPLIED};
 use crate::types::TypeConfig;
 
@@ -384,32 +384,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotData>> {
-        let path = self.dir.join(format!("incoming-{}", self.next_seq()));
-        let data = SnapshotData::receive_into(path)
-            .await
-            .map_err(|e| snap_err(None, ErrorVerb::Write, e))?;
-        Ok(Box::new(data))
+        let dir = self.dir.join(format!("incoming-{}", self.next_seq()));
+        let writer = ArchiveWriter::create(dir).map_err(|e| snap_err(None, ErrorVerb::Write, e))?;
+        Ok(Box::new(SnapshotData::Incoming(writer)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        mut snapshot: Box<SnapshotData>,
+        snapshot: Box<SnapshotData>,
     ) -> StorageResult<()> {
-        use tokio::io::AsyncSeekExt;
         let err = |e: &dyn std::fmt::Display| snap_err(Some(meta), ErrorVerb::Write, e);
+        let started = std::time::Instant::now();
         let name = format!("db-{}", self.next_seq());
         let new_dir = self.dir.join(&name);
-        snapshot
-            .seek(io::SeekFrom::Start(0))
+        let target = new_dir.clone();
+        tokio::task::spawn_blocking(move || snapshot.into_dir(&target))
             .await
+            .map_err(|e| err(&e))?
             .map_err(|e| err(&e))?;
-        snapshot_archive::unpack(&mut *snapshot, &new_dir)
-            .await
-            .map_err(|e| err(&e))?;
-        if let Some(path) = snapshot.received_path() {
-            let _ = std::fs::remove_file(path);
-        }
         let db = StateDb::open(&new_dir, &self.cache).map_err(|e| err(&e))?;
         let (last_applied, membership) = applied_in(&db);
         if last_applied != meta.last_log_id {
@@ -432,7 +425,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             std::mem::replace(&mut state.namespace, Namespace::open(db))
         };
         remove_when_unused(old);
-        tracing::info!(last_log_id = ?meta.last_log_id, "installed a snapshot from the leader");
+        tracing::info!(
+            last_log_id = ?meta.last_log_id,
+            ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
         Ok(())
     }
 

@@ -6,11 +6,8 @@ use std::collections::BTreeMap;
 
 use cairn_common::chunk::Hash32;
 use cairn_common::ChunkId;
-use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
+use openraft::error::RaftError;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::{Entry, LogId, Vote};
 use proptest::prelude::*;
 
@@ -28,9 +25,8 @@ fn decode_as_everything(bytes: &[u8]) {
     let _ = decode::<Result<AppendEntriesResponse<u64>, RaftError<u64>>>(bytes);
     let _ = decode::<VoteRequest<u64>>(bytes);
     let _ = decode::<Result<VoteResponse<u64>, RaftError<u64>>>(bytes);
-    let _ = decode::<InstallSnapshotRequest<TypeConfig>>(bytes);
-    let _ =
-        decode::<Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>>(bytes);
+    let _ = decode::<crate::snapshot_stream::StreamHeader>(bytes);
+    let _ = decode::<crate::snapshot_stream::StreamReply>(bytes);
 }
 
 fn valid_records() -> Vec<Vec<u8>> {

@@ -9,14 +9,13 @@ use cairn_common::chunk::{ChunkMeta, Hash32};
 use cairn_common::fs::{AttrChanges, FileExtent, FsChange, NewNode, Special, TimeSet, XattrMode};
 use cairn_common::locks::{FileLock, LockKind};
 use cairn_common::{ChunkId, DiskId, Precondition, Redundancy};
-use openraft::error::{Fatal, InstallSnapshotError, RaftError, SnapshotMismatch};
+use openraft::error::{Fatal, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{
     AnyError, BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta,
-    SnapshotSegmentId, StorageError, StorageIOError, StoredMembership, Vote,
+    StorageError, StorageIOError, StoredMembership, Vote,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -477,28 +476,15 @@ fn raft_rpcs_and_their_errors_round_trip() {
         last_membership: StoredMembership::new(Some(log_id(1, 2)), membership()),
         snapshot_id: "3-40-1".into(),
     };
-    must_round_trip(&InstallSnapshotRequest::<TypeConfig> {
-        vote,
-        meta,
-        offset: 1 << 20,
-        data: (0..=255).collect(),
-        done: true,
-    });
-    type SnapshotReply = Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>;
-    let segment = |offset| SnapshotSegmentId {
-        id: "s".into(),
-        offset,
-    };
+    must_round_trip(&crate::snapshot_stream::StreamHeader { vote, meta });
     for reply in [
-        Ok(InstallSnapshotResponse { vote }),
-        Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(
-            SnapshotMismatch {
-                expect: segment(0),
-                got: segment(9),
-            },
-        ))),
+        Ok(SnapshotResponse { vote }),
+        Err(Fatal::Stopped),
+        Err(Fatal::StorageError(StorageError::IO {
+            source: StorageIOError::write_snapshot(None, AnyError::error("disk full")),
+        })),
     ] {
-        must_round_trip::<SnapshotReply>(&reply);
+        must_round_trip::<crate::snapshot_stream::StreamReply>(&reply);
     }
 }
 
