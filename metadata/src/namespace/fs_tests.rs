@@ -200,6 +200,57 @@ fn a_retried_write_applies_once() {
 }
 
 #[test]
+fn answers_are_kept_for_the_last_window_and_forgotten_from_the_session_floor() {
+    use super::sessions::MAX_REMEMBERED_ANSWERS as WINDOW;
+    let mut fs = Fs::new();
+    let (session, bucket) = (fs.session, fs.bucket);
+    let create = |fs: &mut Fs, seq: u64| {
+        let change = FsChange::Create {
+            parent: bucket,
+            name: format!("f{seq}"),
+            node: NewNode::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            hold: false,
+        };
+        match fs.ns.apply_and_write(Command::Fs {
+            session,
+            change,
+            now_ns: 10,
+            seq,
+        }) {
+            CommandResult::Fs(r) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    let last = 3 * WINDOW;
+    for seq in 1..=last {
+        create(&mut fs, seq).expect("create");
+    }
+    let remembered = |fs: &Fs| -> Vec<u64> {
+        fs.ns
+            .answers
+            .range(
+                Bound::Included((session, 0)),
+                Bound::Included((session, u64::MAX)),
+            )
+            .map(|((_, seq), _)| seq)
+            .collect()
+    };
+    let floor = last - WINDOW;
+    assert_eq!(remembered(&fs), (floor..=last).collect::<Vec<_>>());
+    assert_eq!(fs.ns.sessions.get(&session).unwrap().answers_from, floor);
+    // A retry inside the window gets its first answer; one outside applies again.
+    create(&mut fs, last).expect("the retry is answered as the first time");
+    let again = create(&mut fs, 10).expect_err("applied again");
+    assert_eq!(again.kind, FsErrorKind::Exists);
+    // Ending the session forgets the rest.
+    fs.ns.apply_and_write(Command::EndSession { session });
+    assert_eq!(remembered(&fs), Vec::<u64>::new());
+}
+
+#[test]
 fn an_unlinked_file_lives_while_a_session_holds_it() {
     let mut fs = Fs::new();
     let ino = fs.must_create(fs.bucket, "f", NewNode::File);

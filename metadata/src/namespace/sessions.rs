@@ -28,19 +28,31 @@ impl Namespace {
         }
         let remember = seq != 0 && change.needs_first_answer();
         let result = self.apply_fs(session, change, now_ns);
-        if remember && self.sessions.contains_key(&session) {
-            self.answers.insert((session, seq), result.clone());
-            let forget_below = seq.saturating_sub(MAX_REMEMBERED_ANSWERS);
-            let old: Vec<(SessionId, u64)> = self
-                .answers
-                .range(
-                    Bound::Included((session, 0)),
-                    Bound::Excluded((session, forget_below)),
-                )
-                .map(|(key, _)| key)
-                .collect();
-            for key in old {
-                self.answers.remove(&key);
+        if remember {
+            // An answer below the session's floor would never be forgotten: a change
+            // that old is not remembered again.
+            if let Some(mut record) = self
+                .sessions
+                .get(&session)
+                .filter(|r| seq >= r.answers_from)
+            {
+                self.answers.insert((session, seq), result.clone());
+                let forget_below = seq.saturating_sub(MAX_REMEMBERED_ANSWERS);
+                if forget_below > record.answers_from {
+                    let old: Vec<(SessionId, u64)> = self
+                        .answers
+                        .range(
+                            Bound::Included((session, record.answers_from)),
+                            Bound::Excluded((session, forget_below)),
+                        )
+                        .map(|(key, _)| key)
+                        .collect();
+                    for key in old {
+                        self.answers.remove(&key);
+                    }
+                    record.answers_from = forget_below;
+                    self.sessions.insert(session, record);
+                }
             }
         }
         result
@@ -61,6 +73,7 @@ impl Namespace {
             SessionRecord {
                 name,
                 opened_ns: now_ns,
+                answers_from: 0,
             },
         );
         // The lease length is the leader's configuration; the service fills it in.
@@ -68,13 +81,13 @@ impl Namespace {
     }
 
     pub(super) fn end_session(&mut self, session: SessionId) {
-        if self.sessions.remove(&session).is_none() {
+        let Some(record) = self.sessions.remove(&session) else {
             return;
-        }
+        };
         let answers: Vec<(SessionId, u64)> = self
             .answers
             .range(
-                Bound::Included((session, 0)),
+                Bound::Included((session, record.answers_from)),
                 Bound::Included((session, u64::MAX)),
             )
             .map(|(key, _)| key)
