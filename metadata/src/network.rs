@@ -11,8 +11,8 @@ use cairn_net::Transport;
 use cairn_proto::meta::raft_service_client::RaftServiceClient;
 use cairn_proto::meta::RaftPayload;
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
-    StreamingError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    ReplicationClosed, StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -30,6 +30,23 @@ use crate::types::TypeConfig;
 
 /// Largest Raft message (a batch of log entries), bigger than client messages.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most bytes of log entries in one AppendEntries RPC. openraft gives each the heartbeat
+/// interval (150 ms by default) to complete; hundreds of bulk-create entries of about a
+/// megabyte each in one RPC never completed, so a replica catching up through such a
+/// log timed out again and again (and its peer's resets tripped HTTP/2's reset limit).
+pub const APPEND_BYTES_BUDGET: usize = 4 * 1024 * 1024;
+
+/// How many of `entries` to send instead when their encoding of `bytes` is over
+/// [`APPEND_BYTES_BUDGET`] (openraft then sends that many, for the next few RPCs);
+/// `None` if they fit, or if one entry is all there is.
+fn entries_that_fit(entries: usize, bytes: usize) -> Option<u64> {
+    if bytes <= APPEND_BYTES_BUDGET || entries <= 1 {
+        return None;
+    }
+    let fits = (entries as u128 * APPEND_BYTES_BUDGET as u128 / bytes as u128) as u64;
+    Some(fits.max(1))
+}
 
 /// Makes the Raft clients of one replica, over its transport.
 pub struct Network {
@@ -93,6 +110,19 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let data = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(which, data, option).await
+    }
+
+    async fn send<Resp, E>(
+        &mut self,
+        which: Rpc,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let mut request = tonic::Request::new(RaftPayload { data: data.into() });
         request.set_timeout(option.hard_ttl());
         let response = match which {
@@ -128,7 +158,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let data = codec::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if let Some(fits) = entries_that_fit(rpc.entries.len(), data.len()) {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fits),
+            ));
+        }
+        self.send(Rpc::Append, data, &option).await
     }
 
     /// Never called: `full_snapshot` sends snapshots whole.
@@ -167,5 +203,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
         self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_over_the_budget_ask_for_fewer_entries() {
+        assert_eq!(entries_that_fit(300, APPEND_BYTES_BUDGET), None);
+        assert_eq!(
+            entries_that_fit(1, 50 * APPEND_BYTES_BUDGET),
+            None,
+            "one goes alone"
+        );
+        // 300 entries of a megabyte: four fit.
+        assert_eq!(entries_that_fit(300, 300 << 20), Some(4));
+        assert_eq!(entries_that_fit(2, 3 * APPEND_BYTES_BUDGET), Some(1));
+        assert_eq!(entries_that_fit(10, APPEND_BYTES_BUDGET + 1), Some(9));
     }
 }
