@@ -63,6 +63,19 @@ impl ArchiveReader {
         })
     }
 
+    /// Fills `out` from the current position, short only at the end of the archive;
+    /// returns how much it filled.
+    pub fn read_full(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut len = 0;
+        while len < out.len() {
+            match self.read(&mut out[len..])? {
+                0 => break,
+                n => len += n,
+            }
+        }
+        Ok(len)
+    }
+
     /// Back to the first byte.
     pub fn rewind(&mut self) {
         self.pos = 0;
@@ -465,10 +478,7 @@ mod tests {
         }
         let mut reader = ArchiveReader::open(src.path()).unwrap();
         let mut bytes = vec![0; reader.total_bytes() as usize];
-        let mut at = 0;
-        while at < bytes.len() {
-            at += reader.read(&mut bytes[at..]).unwrap();
-        }
+        assert_eq!(reader.read_full(&mut bytes).unwrap(), bytes.len());
         assert_eq!(
             reader.read(&mut [0; 8]).unwrap(),
             0,

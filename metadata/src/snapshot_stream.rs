@@ -86,13 +86,7 @@ pub async fn send(
         reader.rewind();
         loop {
             let mut chunk = vec![0u8; CHUNK_BYTES];
-            let mut len = 0;
-            while len < chunk.len() {
-                match reader.read(&mut chunk[len..])? {
-                    0 => break,
-                    n => len += n,
-                }
-            }
+            let len = reader.read_full(&mut chunk)?;
             if len == 0 {
                 return Ok(());
             }
@@ -240,10 +234,7 @@ mod tests {
             unreachable!("a built snapshot is outgoing")
         };
         let mut bytes = vec![0; reader.total_bytes() as usize];
-        let mut at = 0;
-        while at < bytes.len() {
-            at += reader.read(&mut bytes[at..]).unwrap();
-        }
+        assert_eq!(reader.read_full(&mut bytes).unwrap(), bytes.len());
         let header = StreamHeader {
             vote: Vote::new_committed(1, 1),
             meta: built.meta,
