@@ -31,10 +31,11 @@ use crate::types::TypeConfig;
 /// Largest Raft message (a batch of log entries), bigger than client messages.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Most bytes of log entries in one AppendEntries RPC. openraft gives each the heartbeat
-/// interval (150 ms by default) to complete; hundreds of bulk-create entries of about a
-/// megabyte each in one RPC never completed, so a replica catching up through such a
-/// log timed out again and again (and its peer's resets tripped HTTP/2's reset limit).
+/// Most bytes of log entries in one AppendEntries RPC. openraft sends up to 300 entries
+/// per RPC and gives it the heartbeat interval (150 ms by default); bulk-create entries
+/// are about a megabyte each, so 300 of them would pass [`MAX_RAFT_MESSAGE_BYTES`] and
+/// fail alike on every retry. (A replica catching up through such a log still logs
+/// heartbeat timeouts: this bound did not change that, BENCHMARKS.md.)
 pub const APPEND_BYTES_BUDGET: usize = 4 * 1024 * 1024;
 
 /// How many of `entries` to send instead when their encoding of `bytes` is over
