@@ -28,6 +28,7 @@
 mod chunk_cache;
 mod compact;
 mod dirty;
+mod lock_owners;
 mod newest;
 mod open_files;
 mod read;
@@ -48,6 +49,7 @@ use cairn_common::ChunkId;
 
 use crate::backend::*;
 use chunk_cache::ChunkCache;
+use lock_owners::LockOwners;
 use newest::NewestSizes;
 use open_files::FileRef;
 use read::LoadingChunk;
@@ -101,6 +103,8 @@ pub struct ClusterBackend {
     /// The kernel's caches of this mount, once attached: a granted lock invalidates the
     /// file's cached pages and attributes.
     kernel: std::sync::OnceLock<Arc<dyn KernelCache>>,
+    /// Owners that may hold a lock: a close releases locks only for them.
+    lock_owners: Mutex<LockOwners>,
 }
 
 impl ClusterBackend {
@@ -124,6 +128,7 @@ impl ClusterBackend {
             next_handle: AtomicU64::new(1),
             next_change: AtomicU64::new(1),
             kernel: std::sync::OnceLock::new(),
+            lock_owners: Mutex::default(),
         }))
     }
 
@@ -557,6 +562,12 @@ impl FsBackend for ClusterBackend {
     /// A granted lock also refreshes what this mount knows of the file
     /// ([`ClusterBackend::refresh_after_lock`]): lock-to-read consistency.
     async fn setlk(&self, ino: Ino, owner: LockOwner, lock: FileLock) -> Result<(), FsError> {
+        if lock.kind != LockKind::Unlock {
+            self.lock_owners
+                .lock()
+                .expect("lock owners")
+                .asking(ino, owner);
+        }
         self.change(FsChange::SetLock {
             ino,
             owner: owner.0,
@@ -578,11 +589,23 @@ impl FsBackend for ClusterBackend {
             // The session's locks were released when it ended.
             return Ok(());
         }
+        let Some(mark) = self
+            .lock_owners
+            .lock()
+            .expect("lock owners")
+            .releasing(ino, owner)
+        else {
+            return Ok(()); // never asked for a lock here: nothing to release, no commit
+        };
         self.change(FsChange::UnlockAll {
             ino,
             owner: owner.0,
         })
-        .await
-        .map(drop)
+        .await?;
+        self.lock_owners
+            .lock()
+            .expect("lock owners")
+            .released(ino, owner, mark);
+        Ok(())
     }
 }
