@@ -40,9 +40,19 @@ pub(super) struct OpenFile {
     /// The file has no `security.capability` xattr (asked once per open; the kernel asks
     /// before every write).
     pub(super) capability_absent: bool,
+    /// The file's bucket, once its map was loaded (a file never changes bucket: a rename
+    /// across buckets is refused), so that a flush needs no map.
+    pub(super) bucket: Option<String>,
 }
 
 impl OpenFile {
+    /// The file as committed now.
+    pub(super) fn set_map(&mut self, map: ExtentMap) {
+        self.size = map.attr.size;
+        self.bucket = Some(map.bucket.clone());
+        self.map = Some(map);
+    }
+
     pub(super) fn size(&self) -> u64 {
         self.size.max(self.dirty.end())
     }
@@ -123,8 +133,7 @@ impl ClusterBackend {
             };
             state.handles += 1;
             if let Some(map) = fresh {
-                state.size = map.attr.size;
-                state.map = Some(map);
+                state.set_map(map);
             }
             if let Err(e) = self.load_map(ino, &mut state).await {
                 state.handles -= 1;
@@ -185,8 +194,7 @@ impl ClusterBackend {
             return Ok(());
         }
         let map = self.extent_map(ino).await?;
-        file.size = map.attr.size;
-        file.map = Some(map);
+        file.set_map(map);
         Ok(())
     }
 

@@ -115,8 +115,10 @@ impl ClusterBackend {
             file.dirty = Dirty::default();
             return Err(e);
         }
-        self.load_map(ino, file).await?;
-        let bucket = file.map.as_ref().expect("loaded above").bucket.clone();
+        if file.bucket.is_none() {
+            self.load_map(ino, file).await?;
+        }
+        let bucket = file.bucket.clone().expect("set when the map was loaded");
         let size_at_least = file.size();
         let packed = file.dirty.take_packed(self.chunk_size);
         let stored = try_join_all(
