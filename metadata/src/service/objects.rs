@@ -106,13 +106,19 @@ impl MetaServer {
         for id in in_progress {
             self.pending.start(id);
         }
-        let (redundancy, nodes) = self
-            .read(|ns| {
-                ns.bucket(&req.bucket)
-                    .map(|b| (b.redundancy, ns.nodes().clone()))
-                    .map_err(status_from)
-            })
-            .await??;
+        // No read round (`read`): `require` above waited until this leader applied its
+        // own term. A leader deposed without knowing it places the chunk from a bucket
+        // and node list at most one election old, and the write's commit then goes to
+        // the real leader, which admits only chunks pending in its own term or young
+        // enough for the nodes' orphan grace (`require_pending`): an error to retry,
+        // never an acknowledged write lost.
+        let (redundancy, nodes) = {
+            let state = self.state.read().expect("state lock poisoned");
+            let ns = &state.namespace;
+            ns.bucket(&req.bucket)
+                .map(|b| (b.redundancy, ns.nodes().clone()))
+                .map_err(status_from)?
+        };
         let now = Instant::now();
         let candidates = {
             let liveness = self.liveness.lock().expect("liveness lock poisoned");
