@@ -37,3 +37,13 @@ start_dev_cluster() {
   grep -q "^ready:" "$work/devup.log" || { cat "$work/devup.log"; exit 1; }
   export CAIRN_CLUSTER="$work/cluster/cluster.toml"
 }
+
+# Stops the cluster start_dev_cluster started (dev_pid), unmounts its mount and removes
+# WORK_DIR: the EXIT trap of a script with one dev cluster and its mount.
+#   stop_dev_cluster WORK_DIR
+stop_dev_cluster() {
+  local work=$1
+  [ -n "${dev_pid:-}" ] && kill -TERM "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null || true
+  mountpoint -q "$work/cluster/mnt" 2>/dev/null && umount -l "$work/cluster/mnt" || true
+  rm -rf "$work"
+}

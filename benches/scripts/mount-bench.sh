@@ -20,12 +20,7 @@ cargo build --workspace --bins --locked --quiet --manifest-path "$here/Cargo.tom
 
 work="$(mktemp -d /var/tmp/cairn-mount-bench.XXXXXX)"
 dev_pid=""
-cleanup() {
-  [ -n "$dev_pid" ] && kill -TERM "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null || true
-  mountpoint -q "$work/cluster/mnt" 2>/dev/null && umount -l "$work/cluster/mnt" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_dev_cluster "$work"' EXIT
 
 fio_mbps() { # DIR RW EXTRA... -> MiB/s
   local dir=$1 rw=$2; shift 2

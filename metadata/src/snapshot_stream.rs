@@ -113,7 +113,9 @@ pub async fn send(
         loop {
             // A buffer the network is done with: a fresh one costs a page fault per 4 KiB,
             // half of the reading's time.
-            let mut buf = returned.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK_BYTES]);
+            let mut buf = returned
+                .try_recv()
+                .unwrap_or_else(|_| vec![0u8; CHUNK_BYTES]);
             let len = reader.read_full(&mut buf)?;
             if len == 0 {
                 return Ok(());
