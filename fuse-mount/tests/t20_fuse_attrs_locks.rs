@@ -18,6 +18,7 @@ use common::{check, check_size, cstr, must_errno, wait_until, Mounted, TestMount
 
 on_both_backends!(
     xattrs_set_get_list_remove,
+    a_write_removes_a_capability_set_on_a_file_open_since_its_creation,
     chmod_chown_and_utimens,
     attribute_changes_on_an_open_file_keep_its_written_size,
     non_root_user_gets_eacces,
@@ -59,6 +60,57 @@ fn attribute_changes_on_an_open_file_keep_its_written_size(m: &impl Mounted) {
         (meta.len(), meta.mode() & 0o7777, meta.uid(), meta.mtime()),
         (23, 0o640, 1000, 1_000_000)
     );
+}
+
+/// The kernel asks for `security.capability` before each write and removes it if there
+/// is one (a write drops a file's capabilities, as it drops setuid). A cluster mount
+/// answers "none" without a round trip for a file it created and still has open; a
+/// capability set after the create must still be seen, and removed by the next write.
+fn a_write_removes_a_capability_set_on_a_file_open_since_its_creation(m: &impl Mounted) {
+    let path = m.p("capable");
+    let f = File::create(&path).expect("create");
+    (&f).write_all(b"first")
+        .expect("write without a capability");
+    let c_path = cstr(&path);
+    let name = CString::new("security.capability").expect("name");
+    // VFS_CAP_REVISION_2 with the effective bit, CAP_NET_BIND_SERVICE permitted.
+    let mut cap = Vec::new();
+    cap.extend_from_slice(&0x0200_0001u32.to_le_bytes());
+    cap.extend_from_slice(&(1u32 << 10).to_le_bytes());
+    cap.extend_from_slice(&[0u8; 12]);
+    // SAFETY: valid C strings and a buffer of the given length.
+    check(unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            name.as_ptr(),
+            cap.as_ptr().cast(),
+            cap.len(),
+            0,
+        )
+    })
+    .expect("set a capability");
+    let get = || {
+        let mut buf = [0u8; 64];
+        // SAFETY: valid C strings and buffer.
+        check_size(unsafe {
+            libc::getxattr(
+                c_path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        })
+    };
+    assert_eq!(get().expect("the capability is set"), cap.len());
+    (&f).write_all(b", second")
+        .expect("write with a capability");
+    assert_eq!(
+        must_errno(get()),
+        libc::ENODATA,
+        "the write removed the capability"
+    );
+    drop(f);
+    assert_eq!(fs::read(&path).expect("read"), b"first, second");
 }
 
 /// getxattr/setxattr/listxattr/removexattr with their errors (ENODATA, EEXIST, ERANGE).

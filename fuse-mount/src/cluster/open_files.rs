@@ -114,7 +114,9 @@ impl ClusterBackend {
             }
             // Close-to-open: see what other mounts committed.
             state.map = None;
-            state.capability_absent = false;
+            // A file this mount just created has no xattrs: the kernel's question before
+            // each write needs no round trip (a setxattr here asks again).
+            state.capability_absent = created.is_some();
             let fresh = if state.handles == 0 && !held {
                 // The first open here holds the file, and gets its extents with it.
                 match self.change(FsChange::Hold { ino }).await {
