@@ -2,7 +2,8 @@
 # The small-file and fsync rows of the mount, for measuring one lever at a time: starts
 # `cairn dev up` (3 metadata replicas, 6 nodes, ec 4+2, a mount) from BIN_DIR's binaries
 # in a temp directory, runs small_files.py (FILES files; 1 and 8 processes; with the
-# metadata log entries each phase added per file) and fio's 4 KiB write + fdatasync
+# metadata log entries each phase added per file), small_file_steps.py (each system call
+# of the loop timed, on the mount and on the local disk) and fio's 4 KiB write + fdatasync
 # (FSYNC_MIB MiB, 8 by default) on the mount; prints one JSON object per measurement;
 # cleans up everything. Without BIN_DIR, builds the release binaries first.
 #
@@ -29,6 +30,8 @@ mnt="$work/cluster/mnt/default"
 for procs in 1 8; do
   python3 "$here/benches/scripts/small_files.py" "$mnt/s$procs" "$files" "$procs" "$bin/cairn"
 done
+python3 "$here/benches/scripts/small_file_steps.py" "$mnt/steps" 1000
+python3 "$here/benches/scripts/small_file_steps.py" "$work/local-steps" 1000 | sed 's/^{/{"local_disk": true, /'
 fio --name=fsync --directory="$mnt" --rw=write --bs=4k --size="${fsync_mib}M" --ioengine=psync \
   --fdatasync=1 --output-format=json > "$work/fio.json"
 python3 - "$work/fio.json" <<'PY'
