@@ -89,6 +89,11 @@ enum Command {
         #[command(subcommand)]
         command: RepairCommand,
     },
+    /// Small files kept inline, in the metadata: the threshold and the budget.
+    Inline {
+        #[command(subcommand)]
+        command: InlineCommand,
+    },
     /// Storage nodes: list, drain, undrain, remove.
     Node {
         #[command(subcommand)]
@@ -149,6 +154,18 @@ enum RepairCommand {
     },
     /// Limit repair and rebalance writes to MBPS megabytes (MiB) per second.
     Throttle { mbps: u64 },
+}
+
+#[derive(Subcommand, Debug)]
+enum InlineCommand {
+    /// Keep file bytes that end within MAX_BYTES inline (at most 1 MiB; 0: none), all
+    /// files together within BUDGET_BYTES. Files past either go to chunks as before.
+    Set {
+        #[arg(long)]
+        max_bytes: u64,
+        #[arg(long)]
+        budget_bytes: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -249,6 +266,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Inline {
+            command:
+                InlineCommand::Set {
+                    max_bytes,
+                    budget_bytes,
+                },
+        } => {
+            client()?.set_inline_limits(max_bytes, budget_bytes).await?;
+            println!(
+                "file bytes below {max_bytes} kept inline, within {budget_bytes} bytes in all"
+            );
+            Ok(())
         }
         Command::Node { command } => {
             let client = client()?;

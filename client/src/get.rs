@@ -43,8 +43,11 @@ pub struct OpenObject {
     pub stat: ObjectStat,
     /// The bucket it was opened in (a reader reporting a lost shard names it).
     bucket: String,
-    /// The object's byte runs in order; gaps between them read as zeros.
+    /// The object's byte runs in order; gaps between them read as `inline`, and past its
+    /// end as zeros.
     extents: Vec<FileExtent>,
+    /// The object's inline bytes (kept in the metadata), under its extents.
+    inline: bytes::Bytes,
     chunks: HashMap<ChunkId, ChunkMeta>,
     nodes: Vec<NodeAddr>,
 }
@@ -130,7 +133,7 @@ impl Client {
             let start = extent.offset;
             let from = start.max(range.start);
             let to = extent.offset.saturating_add(extent.len).min(range.end);
-            write_zeros(out, from.saturating_sub(at)).await?;
+            write_gap(out, &object.inline, at, from).await?;
             if last.as_ref().map(|(i, _)| *i) != Some(extent.chunk) {
                 let Some((index, data)) = fetched.next().await else {
                     return Err(ClientError::Malformed {
@@ -154,7 +157,7 @@ impl Client {
                 })?;
             at = to;
         }
-        write_zeros(out, range.end.saturating_sub(at)).await?;
+        write_gap(out, &object.inline, at, range.end).await?;
         out.flush().await.map_err(|source| ClientError::Io {
             op: "flush output".into(),
             source,
@@ -216,6 +219,29 @@ impl Client {
 
 /// Chunks one get reads ahead of the one it writes out.
 const READS_IN_FLIGHT: usize = 4;
+
+/// Writes the bytes `from..to` no extent covers: the inline bytes where there are some,
+/// zeros past them (a hole in a sparse file).
+async fn write_gap(
+    out: &mut (impl AsyncWrite + Unpin),
+    inline: &[u8],
+    from: u64,
+    to: u64,
+) -> Result<()> {
+    if from >= to {
+        return Ok(());
+    }
+    let inline_to = to.min(inline.len() as u64);
+    if from < inline_to {
+        out.write_all(&inline[from as usize..inline_to as usize])
+            .await
+            .map_err(|source| ClientError::Io {
+                op: "write output".into(),
+                source,
+            })?;
+    }
+    write_zeros(out, to - from.max(inline_to)).await
+}
 
 /// Writes `n` zero bytes (a hole in a sparse file).
 async fn write_zeros(out: &mut (impl AsyncWrite + Unpin), mut n: u64) -> Result<()> {
@@ -283,6 +309,7 @@ fn open_object(bucket: &str, resp: pm::LookupObjectResponse) -> Result<OpenObjec
         stat,
         bucket: bucket.into(),
         extents,
+        inline: resp.inline,
         chunks: chunks.into_iter().collect(),
         nodes,
     })

@@ -430,6 +430,18 @@ impl Client {
         Ok(())
     }
 
+    /// Sets the cluster's inline threshold and budget, in bytes.
+    pub async fn set_inline_limits(&self, max_bytes: u64, budget_bytes: u64) -> Result<()> {
+        let req = pm::SetInlineLimitsRequest {
+            max_bytes,
+            budget_bytes,
+        };
+        self.meta
+            .call(req, |mut c, r| async move { c.set_inline_limits(r).await })
+            .await?;
+        Ok(())
+    }
+
     /// Sets a node's relative share of data, in percent (100 = normal).
     pub async fn set_node_weight(&self, node: u64, weight_pct: u32) -> Result<()> {
         let req = pm::SetNodeWeightRequest {

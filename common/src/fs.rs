@@ -31,6 +31,10 @@ pub const MAX_EXTENTS_PER_WRITE: usize = 4096;
 /// Largest file size and end of any write: Linux's `MAX_LFS_FILESIZE` (`EFBIG` beyond).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
+/// The largest inline threshold a cluster may be set to (`FsChange::WriteInline`): inline
+/// bytes travel in one Raft entry and live on every metadata replica.
+pub const INLINE_MAX_LIMIT: u64 = 1 << 20;
+
 /// What an inode is. New kinds are added at the end, never renamed: the names are in the
 /// Raft log and in snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -273,6 +277,24 @@ pub enum FsChange {
         first: u64,
         count: u32,
     },
+    /// Stores `runs` in the file's inline bytes, kept in the metadata itself (replicated
+    /// by Raft like the rest of it): no chunk, no shard write. Every run must end within
+    /// the cluster's inline threshold (`ExtentMap::inline_max`) and the cluster's inline
+    /// budget must have room, else it is refused with `NotInline` (the mount then stores
+    /// the bytes in chunks). The runs replace the file's bytes they cover, chunk extents
+    /// included, and grow the file to at least `size_at_least`.
+    WriteInline {
+        ino: Ino,
+        runs: Vec<InlineRun>,
+        size_at_least: u64,
+    },
+}
+
+/// File bytes `data` at `offset`, for [`FsChange::WriteInline`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineRun {
+    pub offset: u64,
+    pub data: Vec<u8>,
 }
 
 /// Most files one `CreateMany` or `RemoveMany` may name: the batch is applied in one
@@ -301,6 +323,7 @@ impl FsChange {
                 | FsChange::RemoveXattr { .. }
                 | FsChange::CreateMany { .. }
                 | FsChange::RemoveMany { .. }
+                | FsChange::WriteInline { .. }
         )
     }
 }
@@ -395,6 +418,14 @@ pub struct ExtentMap {
     pub extents: Vec<FileExtent>,
     pub chunks: Vec<(ChunkId, ChunkMeta)>,
     pub nodes: Vec<NodeAddr>,
+    /// The file's inline bytes: its content from offset 0 where no extent covers it
+    /// (extents lie over them); past their end, gaps between extents are holes.
+    #[serde(default)]
+    pub inline: Vec<u8>,
+    /// The cluster's inline threshold: a write whose runs all end within it may be
+    /// stored inline (`FsChange::WriteInline`); 0: never.
+    #[serde(default)]
+    pub inline_max: u64,
 }
 
 /// A filesystem's capacity, for `statfs`.
@@ -469,6 +500,10 @@ pub enum FsErrorKind {
     /// The mount's user has no grant for this on the inode's bucket (`EACCES`).
     #[error("permission denied")]
     AccessDenied,
+    /// `WriteInline` refused: past the cluster's inline threshold or budget (the bytes
+    /// go to chunks instead).
+    #[error("not stored inline")]
+    NotInline,
 }
 
 /// A refusal with a human-readable detail.

@@ -44,7 +44,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use cairn_client::Client;
-use cairn_common::fs::{FsChange, FsErrorKind, FsQuery, FsReply, FsRequest, NewNode};
+use cairn_common::fs::{FsChange, FsErrorKind, FsQuery, FsReply, FsRequest, FsResult, NewNode};
 use cairn_common::ChunkId;
 
 use crate::backend::*;
@@ -138,6 +138,12 @@ impl ClusterBackend {
     }
 
     async fn call(&self, request: FsRequest) -> Result<FsReply, FsError> {
+        self.call_answered(request).await?.map_err(refused)
+    }
+
+    /// A metadata call whose refusal the caller reads itself (a fenced session is
+    /// noticed here all the same).
+    async fn call_answered(&self, request: FsRequest) -> Result<FsResult, FsError> {
         self.session.check()?;
         let result = tokio::select! {
             result = self.client.fs_call(&request) => {
@@ -145,17 +151,23 @@ impl ClusterBackend {
             }
             () = self.session.fenced() => return Err(FsError::Stale),
         };
-        result.map_err(|f| {
+        if let Err(f) = &result {
             if f.kind == FsErrorKind::Fenced {
                 self.session
                     .fence("the metadata service refused a request as fenced");
+                return Err(FsError::Stale);
             }
-            refused(f)
-        })
+        }
+        Ok(result)
     }
 
     async fn change(&self, change: FsChange) -> Result<FsReply, FsError> {
-        self.call(FsRequest::Change {
+        self.change_answered(change).await?.map_err(refused)
+    }
+
+    /// A change whose refusal the caller reads itself.
+    async fn change_answered(&self, change: FsChange) -> Result<FsResult, FsError> {
+        self.call_answered(FsRequest::Change {
             session: self.session.id,
             change,
             seq: self.next_change.fetch_add(1, Ordering::Relaxed),

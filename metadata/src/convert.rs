@@ -80,7 +80,8 @@ pub fn status_from(e: NamespaceError) -> Status {
         | NamespaceError::NoSuchToken { .. } => Status::not_found(msg),
         NamespaceError::InvalidName { .. }
         | NamespaceError::BadChunk { .. }
-        | NamespaceError::SizeMismatch { .. } => Status::invalid_argument(msg),
+        | NamespaceError::SizeMismatch { .. }
+        | NamespaceError::InvalidSetting { .. } => Status::invalid_argument(msg),
         NamespaceError::IsDirectory { .. }
         | NamespaceError::NotDirectory { .. }
         | NamespaceError::PreconditionFailed { .. }

@@ -75,6 +75,7 @@ pub fn check(
                 } => (&[*parent, *new_parent], Access::Write),
                 FsChange::SetAttr { ino, .. }
                 | FsChange::Write { ino, .. }
+                | FsChange::WriteInline { ino, .. }
                 | FsChange::Compact { ino, .. }
                 | FsChange::SetXattr { ino, .. }
                 | FsChange::RemoveXattr { ino, .. } => (std::slice::from_ref(ino), Access::Write),

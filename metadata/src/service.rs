@@ -412,6 +412,7 @@ dispatch! {
     set_node_weight(SetNodeWeightRequest) -> SetNodeWeightResponse;
     rebalance_plan(RebalancePlanRequest) -> RebalancePlanResponse;
     set_repair_throttle(SetRepairThrottleRequest) -> SetRepairThrottleResponse;
+    set_inline_limits(SetInlineLimitsRequest) -> SetInlineLimitsResponse;
     // grants.rs
     set_grant(SetGrantRequest) -> SetGrantResponse;
     add_token(AddTokenRequest) -> AddTokenResponse;

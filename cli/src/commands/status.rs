@@ -51,6 +51,9 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
             "chunks": s.chunks,
             "degraded_chunks": s.degraded_chunks,
             "pending_gc_shards": s.pending_gc_shards,
+            "inline_bytes": s.inline_bytes,
+            "inline_max_bytes": s.inline_max_bytes,
+            "inline_budget_bytes": s.inline_budget_bytes,
             "repair_queue": s.repair_queue,
             "repaired_chunks": s.repaired_chunks,
             "repaired_bytes": s.repaired_bytes,
@@ -93,6 +96,12 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
     println!(
         "data:     {} buckets, {} inodes ({} files), {} chunks, {} degraded, {} shards awaiting gc",
         s.buckets, s.inodes, s.objects, s.chunks, s.degraded_chunks, s.pending_gc_shards
+    );
+    println!(
+        "inline:   {} of {} budget (file bytes below {} kept in the metadata)",
+        human_bytes(s.inline_bytes),
+        human_bytes(s.inline_budget_bytes),
+        human_bytes(s.inline_max_bytes)
     );
     println!(
         "repair:   {} chunks waiting{}, {} chunks ({}) rebuilt, {} shards moved since the leader started",

@@ -124,6 +124,22 @@ impl Dirty {
         chunks
     }
 
+    /// Takes every buffered run out as it is: (offset, bytes) in offset order.
+    pub fn take_runs(&mut self) -> Vec<(u64, Vec<u8>)> {
+        self.bytes = 0;
+        std::mem::take(&mut self.runs).into_iter().collect()
+    }
+
+    /// Puts runs taken by [`Dirty::take_runs`] back (a flush that failed), under anything
+    /// written since.
+    pub fn restore_runs(&mut self, runs: Vec<(u64, Vec<u8>)>) {
+        let newer = std::mem::take(&mut self.runs);
+        self.bytes = 0;
+        for (o, d) in runs.into_iter().chain(newer) {
+            self.write(o, &d);
+        }
+    }
+
     /// Puts runs back (a flush that failed), under anything written since.
     pub fn restore(&mut self, packed: Vec<PackedChunk>) {
         let newer = std::mem::take(&mut self.runs);
@@ -198,5 +214,20 @@ mod tests {
         d.write(1, b"N");
         d.restore(packed);
         assert_eq!(read(&d, 0, 4), b"oNd!");
+    }
+
+    #[test]
+    fn runs_taken_as_they_are_go_back_under_newer_writes() {
+        let mut d = Dirty::default();
+        d.write(0, b"old!");
+        d.write(10, b"xy");
+        let runs = d.take_runs();
+        assert_eq!(runs, vec![(0, b"old!".to_vec()), (10, b"xy".to_vec())]);
+        assert!(d.is_empty());
+        assert_eq!(d.bytes(), 0);
+        d.write(1, b"N");
+        d.restore_runs(runs);
+        assert_eq!(read(&d, 0, 12), b"oNd!......xy");
+        assert_eq!(d.bytes(), 6);
     }
 }

@@ -43,6 +43,9 @@ pub(super) struct OpenFile {
     /// The file's bucket, once its map was loaded (a file never changes bucket: a rename
     /// across buckets is refused), so that a flush needs no map.
     pub(super) bucket: Option<String>,
+    /// Buffered writes that all end within this offset are stored inline, in the
+    /// metadata (the cluster's threshold, from the file's map; 0 once refused).
+    pub(super) inline_max: u64,
 }
 
 impl OpenFile {
@@ -50,6 +53,7 @@ impl OpenFile {
     pub(super) fn set_map(&mut self, map: ExtentMap) {
         self.size = map.attr.size;
         self.bucket = Some(map.bucket.clone());
+        self.inline_max = map.inline_max;
         self.map = Some(map);
     }
 

@@ -71,6 +71,11 @@ impl ClusterBackend {
         // one reads just its bytes from the data shards.
         let sequential = offset == 0 || offset == file.last_read_end;
         let map = file.map.as_ref().expect("loaded above");
+        // The inline bytes first: extents lie over them.
+        if let Some(inline) = map.inline.get(offset as usize..) {
+            let n = inline.len().min(buf.len());
+            buf[..n].copy_from_slice(&inline[..n]);
+        }
         let chunks: HashMap<&ChunkId, &ChunkMeta> =
             map.chunks.iter().map(|(i, m)| (i, m)).collect();
         for e in &map.extents {

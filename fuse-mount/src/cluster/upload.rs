@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cairn_common::chunk::ChunkMeta;
-use cairn_common::fs::{FileExtent, FsChange, FsReply};
+use cairn_common::fs::{FileExtent, FsChange, FsErrorKind, FsReply, InlineRun};
 use cairn_common::ChunkId;
 use futures::future::try_join_all;
 
 use super::dirty::Dirty;
 use super::open_files::OpenFile;
-use super::wire::{unavailable, unexpected};
+use super::wire::{refused, unavailable, unexpected};
 use super::ClusterBackend;
 use crate::backend::*;
 
@@ -104,6 +104,53 @@ impl ClusterBackend {
         self.flush_file(ino, &mut file).await
     }
 
+    /// Commits the file's buffered bytes inline, in the metadata (they all end within the
+    /// cluster's inline threshold): one Raft commit, no chunk. False if the cluster
+    /// refused to keep them inline (threshold or budget): they are buffered again, for
+    /// chunks, and this open stops trying inline.
+    async fn flush_inline(&self, ino: Ino, file: &mut OpenFile) -> Result<bool, FsError> {
+        let size_at_least = file.size();
+        let runs = file.dirty.take_runs();
+        let answered = self
+            .change_answered(FsChange::WriteInline {
+                ino,
+                runs: runs
+                    .iter()
+                    .map(|(offset, data)| InlineRun {
+                        offset: *offset,
+                        data: data.clone(),
+                    })
+                    .collect(),
+                size_at_least,
+            })
+            .await;
+        match answered {
+            Ok(Ok(FsReply::Attr(a))) => {
+                file.size = a.size;
+                file.map = None;
+                self.newest()
+                    .record(ino, a.generation, a.size, Instant::now());
+                Ok(true)
+            }
+            Ok(Ok(other)) => Err(unexpected("write inline", other)),
+            Ok(Err(f)) if f.kind == FsErrorKind::NotInline => {
+                tracing::debug!(ino, reason = %f.detail, "bytes not stored inline; storing them in chunks");
+                file.dirty.restore_runs(runs);
+                file.inline_max = 0;
+                Ok(false)
+            }
+            Ok(Err(f)) => {
+                file.dirty.restore_runs(runs);
+                Err(refused(f))
+            }
+            Err(FsError::Stale) => Err(FsError::Stale),
+            Err(e) => {
+                file.dirty.restore_runs(runs);
+                Err(e)
+            }
+        }
+    }
+
     /// Writes the file's buffered bytes to new chunks and commits them: visible to every
     /// mount and durable when this returns.
     pub(super) async fn flush_file(&self, ino: Ino, file: &mut OpenFile) -> Result<(), FsError> {
@@ -117,6 +164,9 @@ impl ClusterBackend {
         }
         if file.bucket.is_none() {
             self.load_map(ino, file).await?;
+        }
+        if file.dirty.end() <= file.inline_max && self.flush_inline(ino, file).await? {
+            return Ok(());
         }
         let bucket = file.bucket.clone().expect("set when the map was loaded");
         let size_at_least = file.size();

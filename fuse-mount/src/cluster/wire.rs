@@ -51,6 +51,11 @@ pub(super) fn refused(f: FsFailure) -> FsError {
             op: "compact",
             source: std::io::Error::other("the file changed or was opened meanwhile"),
         },
+        // Read by the flush itself (it stores the bytes in chunks instead).
+        FsErrorKind::NotInline => FsError::Io {
+            op: "write inline",
+            source: std::io::Error::other(f.detail),
+        },
     }
 }
 

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use cairn_common::chunk::{ChunkMeta, Hash32};
-use cairn_common::fs::{AttrChanges, FileExtent, FsChange, NewNode, Special, TimeSet, XattrMode};
+use cairn_common::fs::{
+    AttrChanges, FileExtent, FsChange, InlineRun, NewNode, Special, TimeSet, XattrMode,
+};
 use cairn_common::locks::{FileLock, LockKind};
 use cairn_common::{ChunkId, DiskId, Precondition, Redundancy};
 use openraft::error::{Fatal, RaftError};
@@ -23,7 +25,7 @@ use serde::Serialize;
 use super::*;
 use crate::namespace::grants::Access;
 use crate::namespace::tokens::TokenRecord;
-use crate::namespace::{Batch, Command, ObjectAttrs};
+use crate::namespace::{Batch, Command, InlineLimits, ObjectAttrs};
 use crate::types::TypeConfig;
 
 /// Encodes, decodes, and checks that the value and its encoding survive unchanged
@@ -166,6 +168,20 @@ fn every_fs_change() -> Vec<FsChange> {
             first: 3,
             count: 10_000,
         },
+        FsChange::WriteInline {
+            ino: 9,
+            runs: vec![
+                InlineRun {
+                    offset: 0,
+                    data: vec![0, 1, 255],
+                },
+                InlineRun {
+                    offset: 65_535,
+                    data: vec![7],
+                },
+            ],
+            size_at_least: u64::MAX,
+        },
     ]);
     all
 }
@@ -189,6 +205,7 @@ fn fs_change_variant(c: &FsChange) -> &'static str {
         FsChange::UnlockAll { .. } => "UnlockAll",
         FsChange::CreateMany { .. } => "CreateMany",
         FsChange::RemoveMany { .. } => "RemoveMany",
+        FsChange::WriteInline { .. } => "WriteInline",
     }
 }
 
@@ -208,6 +225,7 @@ const FS_CHANGE_VARIANTS: &[&str] = &[
     "UnlockAll",
     "CreateMany",
     "RemoveMany",
+    "WriteInline",
 ];
 
 /// One of every `Command` variant (several for the ones with optional parts), with
@@ -315,6 +333,10 @@ pub(super) fn every_command() -> Vec<Command> {
             seqs: vec![1, u64::MAX],
         },
     ];
+    all.push(Command::SetInlineLimits(InlineLimits {
+        max_bytes: 1 << 20,
+        budget_bytes: u64::MAX,
+    }));
     all.extend(every_fs_change().into_iter().map(|change| Command::Fs {
         session: 12,
         change,
@@ -349,6 +371,7 @@ fn command_variant(c: &Command) -> &'static str {
         Command::EndSession { .. } => "EndSession",
         Command::GcDone { .. } => "GcDone",
         Command::Batch(_) => "Batch",
+        Command::SetInlineLimits(_) => "SetInlineLimits",
     }
 }
 
@@ -372,6 +395,7 @@ const COMMAND_VARIANTS: &[&str] = &[
     "EndSession",
     "GcDone",
     "Batch",
+    "SetInlineLimits",
 ];
 
 fn membership() -> Membership<u64, BasicNode> {

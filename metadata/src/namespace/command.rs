@@ -106,6 +106,8 @@ pub enum Command {
     /// in order, each exactly as if it had its own entry, each with its own result
     /// (`CommandResult::Batch`). Never nested.
     Batch(Batch),
+    /// Set the cluster's inline threshold and budget (`cairn inline set`).
+    SetInlineLimits(super::InlineLimits),
 }
 
 /// The commands of a [`Command::Batch`]. Decoding refuses a batch inside a batch, so

@@ -31,33 +31,45 @@ fn first_after(extents: &[Extent], offset: u64) -> usize {
     extents.partition_point(|e| e.end() <= offset)
 }
 
+/// Cuts `from..to` out of `extents` (an extent covering it in the middle becomes two runs
+/// of the same chunk); returns where the cut is, for an extent put in its place.
+pub(super) fn punch(
+    extents: &mut Vec<Extent>,
+    from: u64,
+    to: u64,
+    refs: &mut Vec<RefChange>,
+) -> usize {
+    let first = first_after(extents, from);
+    let mut last = first;
+    let mut replacement = Vec::with_capacity(2);
+    while last < extents.len() && extents[last].offset < to {
+        let e = extents[last];
+        refs.push(RefChange::Drop(e.chunk));
+        if e.offset < from {
+            replacement.push(clip(&e, e.offset, from));
+            refs.push(RefChange::Take(e.chunk));
+        }
+        if e.end() > to {
+            replacement.push(clip(&e, to, e.end()));
+            refs.push(RefChange::Take(e.chunk));
+        }
+        last += 1;
+    }
+    let at = first
+        + replacement
+            .iter()
+            .position(|e| e.offset >= to)
+            .unwrap_or(replacement.len());
+    extents.splice(first..last, replacement);
+    at
+}
+
 /// Lays `new` over `extents`: what it covers is cut away (an extent covered in the middle
 /// becomes two runs of the same chunk).
 pub(super) fn overlay(extents: &mut Vec<Extent>, new: Extent, refs: &mut Vec<RefChange>) {
-    let from = first_after(extents, new.offset);
-    let mut to = from;
-    let mut replacement = Vec::with_capacity(3);
-    while to < extents.len() && extents[to].offset < new.end() {
-        let e = extents[to];
-        refs.push(RefChange::Drop(e.chunk));
-        if e.offset < new.offset {
-            replacement.push(clip(&e, e.offset, new.offset));
-            refs.push(RefChange::Take(e.chunk));
-        }
-        if e.end() > new.end() {
-            // Placed after `new` below.
-            replacement.push(clip(&e, new.end(), e.end()));
-            refs.push(RefChange::Take(e.chunk));
-        }
-        to += 1;
-    }
+    let at = punch(extents, new.offset, new.end(), refs);
     refs.push(RefChange::Take(new.chunk));
-    let at = replacement
-        .iter()
-        .position(|e| e.offset >= new.end())
-        .unwrap_or(replacement.len());
-    replacement.insert(at, new);
-    extents.splice(from..to, replacement);
+    extents.insert(at, new);
 }
 
 /// Drops everything at or beyond `size` (the extent straddling it keeps its head).
@@ -154,6 +166,29 @@ mod tests {
             extents,
             vec![ext(0, 10, a, 0), ext(50, 10, c, 0), ext(100, 10, b, 0)]
         );
+    }
+
+    #[test]
+    fn punch_cuts_a_range_out_of_extents() {
+        let (a, b) = (ChunkId::random(), ChunkId::random());
+        let mut extents = vec![ext(0, 100, a, 0), ext(200, 10, b, 0)];
+        let mut refs = Vec::new();
+        assert_eq!(punch(&mut extents, 40, 50, &mut refs), 1);
+        assert_eq!(
+            extents,
+            vec![ext(0, 40, a, 0), ext(50, 50, a, 50), ext(200, 10, b, 0)]
+        );
+        assert_eq!(net(&refs, a), 1, "one more reference to a");
+        assert_eq!(punch(&mut extents, 30, 205, &mut refs), 1);
+        assert_eq!(extents, vec![ext(0, 30, a, 0), ext(205, 5, b, 5)]);
+        assert_eq!(net(&refs, a), 0);
+        assert_eq!(net(&refs, b), 0);
+        assert_eq!(punch(&mut extents, 100, 150, &mut refs), 1, "a hole");
+        assert_eq!(extents.len(), 2);
+        punch(&mut extents, 0, 1000, &mut refs);
+        assert!(extents.is_empty());
+        assert_eq!(net(&refs, a), -1);
+        assert_eq!(net(&refs, b), -1);
     }
 
     #[test]

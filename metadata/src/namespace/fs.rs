@@ -77,6 +77,8 @@ impl Namespace {
                     extents: Vec::new(),
                     chunks: Vec::new(),
                     nodes: Vec::new(),
+                    inline: Vec::new(),
+                    inline_max: self.inline_limits().max_bytes,
                 })))
             }
             FsChange::Link { ino, parent, name } => {
@@ -216,6 +218,14 @@ impl Namespace {
             } => self
                 .fs_remove_many(parent, &prefix, first, count, now)
                 .map(|()| FsReply::Done),
+            FsChange::WriteInline {
+                ino,
+                runs,
+                size_at_least,
+            } => {
+                self.fs_write_inline(ino, runs, size_at_least, now)?;
+                self.fs_attr(ino).map(FsReply::Attr)
+            }
         }
     }
 
@@ -268,6 +278,8 @@ impl Namespace {
                     extents: extents.iter().map(to_file_extent).collect(),
                     chunks: self.chunks_of(extents),
                     nodes: Vec::new(),
+                    inline: self.inline_of(ino),
+                    inline_max: self.inline_limits().max_bytes,
                 })))
             }
             FsQuery::GetXattr { ino, name } => match self.inode(ino)?.xattrs.remove(&name) {

@@ -81,6 +81,7 @@ impl Namespace {
             self.put_chunk(id, chunk);
         }
         let generation = self.bump_generation();
+        let had_inline = self.has_inline(ino);
         let mut refs = Vec::new();
         let inode = self.inode_mut(ino)?;
         let InodeKind::File { size, extents, .. } = &mut inode.kind else {
@@ -102,7 +103,11 @@ impl Namespace {
         inode.mtime_ns = now;
         inode.ctime_ns = now;
         inode.generation = generation;
+        let covering = had_inline.then(|| extents.clone());
         self.apply_refs(refs);
+        if let Some(covering) = covering {
+            self.drop_covered_inline(ino, &covering);
+        }
         // A chunk the write carried but no extent kept (overwritten within the same
         // write) is released at once.
         let unreferenced: Vec<ChunkId> = sizes

@@ -3,7 +3,8 @@
 //! files, and decoding state written by older versions.
 
 use cairn_common::fs::{
-    AttrChanges, FileExtent, FsChange, FsErrorKind, FsQuery, FsReply, FsResult, NewNode, Special,
+    AttrChanges, ExtentMap, FileExtent, FsChange, FsErrorKind, FsQuery, FsReply, FsResult, NewNode,
+    Special,
 };
 use cairn_common::locks::{FileLock, LockKind};
 use cairn_common::{ChunkId, Redundancy};
@@ -158,17 +159,7 @@ fn overwrites_and_truncation_release_chunks_only_when_unreferenced() {
         fs.gc_chunks().is_empty(),
         "a is still used on both sides of b"
     );
-    let read = fs.ns.fs_query(
-        fs.session,
-        FsQuery::Extents {
-            ino,
-            offset: 0,
-            len: u64::MAX,
-        },
-    );
-    let Ok(FsReply::Extents(map)) = read else {
-        panic!("{read:?}")
-    };
+    let map = fs.map(ino);
     let runs: Vec<(u64, u64, u64)> = map
         .extents
         .iter()
@@ -548,4 +539,191 @@ fn older_log_entries_and_snapshots_decode_and_special_files_survive_a_snapshot()
         (attr.kind, attr.rdev),
         (cairn_common::fs::FileType::BlockDevice, 0x801)
     );
+}
+
+impl Fs {
+    fn write_inline(&mut self, ino: Ino, offset: u64, data: &[u8]) -> FsResult {
+        self.change(FsChange::WriteInline {
+            ino,
+            runs: vec![cairn_common::fs::InlineRun {
+                offset,
+                data: data.to_vec(),
+            }],
+            size_at_least: 0,
+        })
+    }
+
+    fn map(&self, ino: Ino) -> ExtentMap {
+        let read = self.ns.fs_query(
+            self.session,
+            FsQuery::Extents {
+                ino,
+                offset: 0,
+                len: u64::MAX,
+            },
+        );
+        let Ok(FsReply::Extents(map)) = read else {
+            panic!("{read:?}")
+        };
+        *map
+    }
+
+    /// (offset, len) of each extent.
+    fn runs(&self, ino: Ino) -> Vec<(u64, u64)> {
+        self.map(ino)
+            .extents
+            .iter()
+            .map(|e| (e.offset, e.len))
+            .collect()
+    }
+}
+
+#[test]
+fn inline_bytes_are_the_content_under_the_extents_and_counted_against_the_budget() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "f", NewNode::File);
+    let attr = fs.write_inline(ino, 0, b"hello").expect("inline write");
+    let FsReply::Attr(attr) = attr else {
+        panic!("{attr:?}")
+    };
+    assert_eq!(attr.size, 5);
+    fs.write_inline(ino, 8, b"world")
+        .expect("a second run past a gap");
+    let map = fs.map(ino);
+    assert_eq!(map.inline, b"hello\0\0\0world");
+    assert_eq!(map.attr.size, 13);
+    assert!(map.extents.is_empty());
+    assert_eq!(map.inline_max, DEFAULT_INLINE_MAX_BYTES);
+    assert_eq!(fs.ns.inline_bytes_used(), 13);
+
+    // A chunk write lies over part of the inline bytes; they stay under it.
+    let a = chunk(4);
+    let a_id = a.0;
+    fs.write(ino, 2, a).expect("chunk write");
+    assert_eq!(fs.runs(ino), vec![(2, 4)]);
+    assert_eq!(fs.map(ino).inline.len(), 13);
+    // An inline write over the chunk cuts it; what it no longer covers is released.
+    fs.write_inline(ino, 0, b"HELLO!")
+        .expect("inline over the chunk");
+    assert!(fs.runs(ino).is_empty(), "the chunk's run is covered");
+    assert_eq!(fs.gc_chunks(), vec![a_id]);
+    assert_eq!(fs.map(ino).inline, b"HELLO!\0\0world");
+
+    // A truncation cuts the inline bytes; growing again leaves a hole.
+    fs.truncate(ino, 3);
+    fs.truncate(ino, 20);
+    let map = fs.map(ino);
+    assert_eq!(map.inline, b"HEL");
+    assert_eq!(map.attr.size, 20);
+    assert_eq!(fs.ns.inline_bytes_used(), 3);
+
+    // Extents covering every inline byte drop them: the file moved to chunks.
+    fs.write(ino, 0, chunk(20))
+        .expect("chunk write over everything");
+    assert!(fs.map(ino).inline.is_empty());
+    assert_eq!(fs.ns.inline_bytes_used(), 0);
+
+    // Unlinking a file frees its inline bytes.
+    let g = fs.must_create(fs.bucket, "g", NewNode::File);
+    fs.write_inline(g, 0, &[7; 100]).expect("inline write");
+    assert_eq!(fs.ns.inline_bytes_used(), 100);
+    fs.change(FsChange::Unlink {
+        parent: fs.bucket,
+        name: "g".into(),
+        dir: false,
+    })
+    .expect("unlink");
+    assert_eq!(fs.ns.inline_bytes_used(), 0);
+    assert!(fs.ns.inline_of(g).is_empty());
+}
+
+#[test]
+fn inline_writes_past_the_threshold_or_the_budget_are_refused_as_not_inline() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "f", NewNode::File);
+    let max = DEFAULT_INLINE_MAX_BYTES;
+    let past = vec![1u8; 2];
+    assert_eq!(
+        fs.change(FsChange::WriteInline {
+            ino,
+            runs: vec![cairn_common::fs::InlineRun {
+                offset: max - 1,
+                data: past,
+            }],
+            size_at_least: 0,
+        })
+        .expect_err("past the threshold")
+        .kind,
+        FsErrorKind::NotInline
+    );
+    assert_eq!(
+        fs.ns
+            .apply_and_write(Command::SetInlineLimits(InlineLimits {
+                max_bytes: 1000,
+                budget_bytes: 150,
+            })),
+        CommandResult::Done
+    );
+    fs.write_inline(ino, 0, &[1; 100])
+        .expect("within the budget");
+    let g = fs.must_create(fs.bucket, "g", NewNode::File);
+    assert_eq!(
+        fs.write_inline(g, 0, &[1; 51])
+            .expect_err("past the budget")
+            .kind,
+        FsErrorKind::NotInline
+    );
+    fs.write_inline(g, 0, &[1; 50]).expect("exactly the budget");
+    fs.write_inline(ino, 0, &[2; 100])
+        .expect("an overwrite within a file's inline bytes needs no room");
+    assert_eq!(
+        fs.write_inline(ino, 1000, &[1])
+            .expect_err("past the new threshold")
+            .kind,
+        FsErrorKind::NotInline
+    );
+    assert!(matches!(
+        fs.ns
+            .apply_and_write(Command::SetInlineLimits(InlineLimits {
+                max_bytes: cairn_common::fs::INLINE_MAX_LIMIT + 1,
+                budget_bytes: 1,
+            })),
+        CommandResult::Rejected(NamespaceError::InvalidSetting { .. })
+    ));
+    let dir = fs.must_create(fs.bucket, "d", NewNode::Dir);
+    assert_eq!(
+        fs.write_inline(dir, 0, b"x").expect_err("a directory").kind,
+        FsErrorKind::IsDir
+    );
+    assert_eq!(
+        fs.kind_of(FsChange::WriteInline {
+            ino,
+            runs: vec![],
+            size_at_least: 0
+        }),
+        FsErrorKind::InvalidArgument
+    );
+}
+
+#[test]
+fn an_object_lookup_carries_the_inline_bytes_and_a_new_version_drops_them() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "f", NewNode::File);
+    fs.write_inline(ino, 0, b"small").expect("inline write");
+    let view = fs.ns.lookup("bkt", "f").expect("lookup");
+    assert_eq!(view.inline, b"small");
+    assert_eq!(view.entry.size, 5);
+    let c = chunk(3);
+    let committed = fs.ns.apply_and_write(Command::CommitObject {
+        bucket: "bkt".into(),
+        key: "f".into(),
+        size: 3,
+        chunks: vec![c],
+        attrs: ObjectAttrs::default(),
+        precondition: None,
+        mtime: 1,
+    });
+    assert!(matches!(committed, CommandResult::Committed { .. }));
+    assert!(fs.ns.lookup("bkt", "f").expect("lookup").inline.is_empty());
+    assert_eq!(fs.ns.inline_bytes_used(), 0);
 }

@@ -300,11 +300,13 @@ impl Namespace {
         if let Some(t) = changes.atime {
             inode.atime_ns = time(t);
         }
+        let mut cut_inline = None;
         if let (Some(new_size), InodeKind::File { size, extents, .. }) =
             (changes.size, &mut inode.kind)
         {
             if new_size < *size {
                 extents::truncate(extents, new_size, &mut refs);
+                cut_inline = Some(new_size);
             }
             *size = new_size;
             inode.mtime_ns = now;
@@ -315,6 +317,9 @@ impl Namespace {
         }
         inode.ctime_ns = now;
         self.apply_refs(refs);
+        if let Some(new_size) = cut_inline {
+            self.truncate_inline(ino, new_size);
+        }
         Ok(())
     }
 }

@@ -4,11 +4,12 @@
 //! fenced sessions) must never panic and must keep the namespace's invariants: every
 //! directory entry names an inode, a file's link count is its number of entries (or 0
 //! while held), extents are sorted and disjoint and every chunk they use exists with a
-//! reference count equal to its uses.
+//! reference count equal to its uses; inline bytes belong to live files, within their
+//! size and the threshold, and their count is their sum.
 
 use std::collections::BTreeMap;
 
-use cairn_common::fs::{AttrChanges, FileExtent, FsChange, NewNode, Special, XattrMode};
+use cairn_common::fs::{AttrChanges, FileExtent, FsChange, InlineRun, NewNode, Special, XattrMode};
 use cairn_common::locks::{FileLock, LockKind};
 use cairn_common::{ChunkId, Redundancy};
 use proptest::prelude::*;
@@ -129,6 +130,22 @@ fn change() -> impl Strategy<Value = FsChange> {
             value: vec![1, 2, 3],
             mode: XattrMode::Any,
         }),
+        (
+            ino(),
+            prop::collection::vec((0u64..70_000, 1usize..3_000), 0..3),
+            0u64..80_000
+        )
+            .prop_map(|(ino, runs, size_at_least)| FsChange::WriteInline {
+                ino,
+                runs: runs
+                    .into_iter()
+                    .map(|(offset, len)| InlineRun {
+                        offset,
+                        data: vec![offset as u8; len],
+                    })
+                    .collect(),
+                size_at_least,
+            }),
         ino().prop_map(|ino| FsChange::Hold { ino }),
         ino().prop_map(|ino| FsChange::Release { ino }),
         (ino(), 0u64..3, 0u64..100, 0u64..100).prop_map(|(ino, owner, start, end)| {
@@ -225,6 +242,24 @@ fn check_invariants(ns: &Namespace) {
             }
         }
     }
+    let mut inline_bytes = 0;
+    for (ino, bytes) in ns.inline.iter() {
+        let inode = ns.inodes.get(&ino).expect("inline bytes of a live inode");
+        let InodeKind::File { size, .. } = inode.kind else {
+            panic!("inline bytes of inode {ino}, not a file");
+        };
+        assert!(
+            !bytes.is_empty(),
+            "file {ino}: empty inline bytes are absent"
+        );
+        assert!(
+            bytes.len() as u64 <= size,
+            "file {ino}: inline bytes past the size"
+        );
+        assert!(bytes.len() as u64 <= ns.inline_limits().max_bytes);
+        inline_bytes += bytes.len() as u64;
+    }
+    assert_eq!(ns.inline_bytes_used(), inline_bytes, "the budget's count");
     let refs: BTreeMap<ChunkId, u32> = ns.chunk_refs.iter().collect();
     assert_eq!(uses, refs, "reference counts equal the extents' uses");
     for (id, _) in ns.chunks.iter() {

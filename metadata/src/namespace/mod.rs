@@ -17,6 +17,7 @@ mod fs_tree;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod grants;
+mod inline;
 mod list;
 mod nodes;
 mod objects;
@@ -39,12 +40,13 @@ use serde::{Deserialize, Serialize};
 use crate::state_db::table::count_change;
 use crate::state_db::{
     StateDb, Table, CF_ANSWERS, CF_BUCKETS, CF_BUCKET_NAMES, CF_CHUNKS, CF_CHUNK_REFS, CF_DEGRADED,
-    CF_DENTRIES, CF_GC, CF_GRANTS, CF_HOLDS, CF_INODES, CF_LOCKS, CF_NODES, CF_NODE_SHARDS,
-    CF_RETIRED, CF_RETIRED_ORDER, CF_SESSIONS, CF_TOKENS,
+    CF_DENTRIES, CF_GC, CF_GRANTS, CF_HOLDS, CF_INLINE, CF_INODES, CF_LOCKS, CF_NODES,
+    CF_NODE_SHARDS, CF_RETIRED, CF_RETIRED_ORDER, CF_SESSIONS, CF_TOKENS,
 };
 
 pub use command::{Batch, Command, CommandResult};
 pub use fs::default_redundancy;
+pub use inline::{InlineLimits, DEFAULT_INLINE_BUDGET_BYTES, DEFAULT_INLINE_MAX_BYTES};
 pub use list::{ListPage, ListQuery};
 pub use types::*;
 
@@ -92,6 +94,8 @@ pub struct Namespace {
     grants: Table<String, BTreeMap<String, grants::Access>>,
     /// API tokens by id (only their secrets' hashes).
     tokens: Table<String, tokens::TokenRecord>,
+    /// Files' inline bytes (`inline.rs`).
+    inline: Table<Ino, Vec<u8>>,
 }
 
 /// The namespace's counters: the next ids to hand out (advanced by commands, so equal on
@@ -111,6 +115,8 @@ struct Counters {
     chunks: u64,
     degraded: u64,
     gc: u64,
+    /// Inline bytes of every file together.
+    inline_bytes: u64,
 }
 
 const KEY_COUNTERS: &[u8] = b"counters";
@@ -125,6 +131,8 @@ pub struct ClusterSettings {
     /// Repair bandwidth limit set by `cairn repair throttle`; `None`: the leader's
     /// start-up value.
     pub repair_bytes_per_sec: Option<u64>,
+    /// Inline threshold and budget set by `cairn inline set`; `None`: the defaults.
+    pub inline: Option<InlineLimits>,
 }
 
 /// Counts for `cairn status`.
@@ -164,6 +172,7 @@ impl Namespace {
             locks: Table::new(db.clone(), CF_LOCKS),
             grants: Table::new(db.clone(), CF_GRANTS),
             tokens: Table::new(db.clone(), CF_TOKENS),
+            inline: Table::new(db.clone(), CF_INLINE),
             db,
         };
         if ns.counters.next_ino == 0 {
@@ -260,6 +269,7 @@ impl Namespace {
         self.locks.flush(&mut batch);
         self.grants.flush(&mut batch);
         self.tokens.flush(&mut batch);
+        self.inline.flush(&mut batch);
         self.db.put_meta(&mut batch, KEY_COUNTERS, &self.counters);
         self.db.put_meta(&mut batch, KEY_SETTINGS, &self.settings);
         batch
@@ -307,6 +317,13 @@ impl Namespace {
                 self.settings.repair_bytes_per_sec = Some(bytes_per_sec);
                 Ok(CommandResult::Done)
             }
+            Command::SetInlineLimits(limits) => match limits.problem() {
+                Some(reason) => Err(NamespaceError::InvalidSetting { reason }),
+                None => {
+                    self.settings.inline = Some(limits);
+                    Ok(CommandResult::Done)
+                }
+            },
             Command::CommitObject {
                 bucket,
                 key,
@@ -393,11 +410,13 @@ impl Namespace {
         }
     }
 
-    /// Drops the extents' references to their chunks, releasing unreferenced chunks.
-    pub(super) fn release_extents(&mut self, kind: InodeKind) {
+    /// Drops a file's content: its inline bytes, and its extents' references to their
+    /// chunks, releasing unreferenced chunks.
+    pub(super) fn release_content(&mut self, ino: Ino, kind: InodeKind) {
         let InodeKind::File { extents, .. } = kind else {
             return;
         };
+        self.set_inline(ino, Vec::new());
         for extent in extents {
             self.unref_chunk(extent.chunk);
         }
@@ -600,7 +619,7 @@ impl Namespace {
             self.holds.remove(&ino);
             self.locks.remove(&ino);
             if let Some(inode) = self.inodes.remove(&ino) {
-                self.release_extents(inode.kind);
+                self.release_content(ino, inode.kind);
             }
         }
     }

@@ -182,7 +182,7 @@ impl Namespace {
                 inode.mtime_ns = now_ns;
                 inode.ctime_ns = now_ns;
                 inode.generation = generation;
-                self.release_extents(old);
+                self.release_content(ino, old);
             }
             None => {
                 let ino = self.alloc_inode(Inode::new(
@@ -348,6 +348,7 @@ impl Namespace {
             attrs: attrs.clone(),
             extents: extents.clone(),
             chunks: self.chunks_of(extents),
+            inline: self.inline_of(ino),
         })
     }
 

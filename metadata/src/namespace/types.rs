@@ -63,6 +63,8 @@ pub enum NamespaceError {
     /// refuses one): a corrupt or foreign log entry.
     #[error("a command batch inside a command batch; no command of it was applied")]
     NestedBatch,
+    #[error("invalid setting: {reason}")]
+    InvalidSetting { reason: String },
 }
 
 fn describe_generation(current: Option<u64>) -> String {
@@ -267,8 +269,11 @@ pub struct ObjectEntry {
 pub struct ObjectView {
     pub entry: ObjectEntry,
     pub attrs: ObjectAttrs,
-    /// The object's byte runs in order; gaps between them read as zeros.
+    /// The object's byte runs in order; gaps between them read as its inline bytes, and
+    /// past those as zeros.
     pub extents: Vec<Extent>,
     /// Every chunk the extents use, once each, in order of first use.
     pub chunks: Vec<(ChunkId, ChunkMeta)>,
+    /// The object's inline bytes (a file written through a mount), under its extents.
+    pub inline: Vec<u8>,
 }

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::{MetaServer, ANYONE};
 use crate::liveness::NodeState;
-use crate::namespace::Command;
+use crate::namespace::{Command, InlineLimits};
 
 fn membership_status(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Status {
     match e {
@@ -37,8 +37,14 @@ impl MetaServer {
     ) -> Result<Response<pm::ClusterStatusResponse>, Status> {
         authorize(&req, "ClusterStatus", ANYONE)?;
         forward_unless_leader!(self, req, cluster_status);
-        let (counts, nodes, placed) = self
-            .read(|ns| (ns.counts(), ns.nodes().clone(), ns.shards_per_node()))
+        let ((counts, inline_bytes, inline_limits), nodes, placed) = self
+            .read(|ns| {
+                (
+                    (ns.counts(), ns.inline_bytes_used(), ns.inline_limits()),
+                    ns.nodes().clone(),
+                    ns.shards_per_node(),
+                )
+            })
             .await?;
         let now = Instant::now();
         let nodes = {
@@ -89,6 +95,9 @@ impl MetaServer {
             nodes,
             buckets: counts.buckets,
             inodes: counts.inodes,
+            inline_bytes,
+            inline_max_bytes: inline_limits.max_bytes,
+            inline_budget_bytes: inline_limits.budget_bytes,
             objects: counts.objects,
             chunks: counts.chunks,
             degraded_chunks: counts.degraded_chunks,
@@ -259,6 +268,29 @@ impl MetaServer {
             .await?;
         tracing::info!(bytes_per_sec, "repair throttle changed");
         Ok(Response::new(pm::SetRepairThrottleResponse {}))
+    }
+
+    pub(super) async fn set_inline_limits(
+        &self,
+        req: Request<pm::SetInlineLimitsRequest>,
+    ) -> Result<Response<pm::SetInlineLimitsResponse>, Status> {
+        admin_call!(self, req, "SetInlineLimits" => set_inline_limits,
+            "set the inline limits");
+        let req = req.into_inner();
+        let limits = InlineLimits {
+            max_bytes: req.max_bytes,
+            budget_bytes: req.budget_bytes,
+        };
+        if let Some(problem) = limits.problem() {
+            return Err(Status::invalid_argument(problem));
+        }
+        self.write(Command::SetInlineLimits(limits)).await?;
+        tracing::info!(
+            max_bytes = limits.max_bytes,
+            budget_bytes = limits.budget_bytes,
+            "inline limits changed"
+        );
+        Ok(Response::new(pm::SetInlineLimitsResponse {}))
     }
 
     pub(super) async fn set_node_weight(

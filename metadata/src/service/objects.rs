@@ -246,6 +246,7 @@ impl MetaServer {
                         .map(|(id, c)| pm::Chunk::from((id, c)))
                         .collect(),
                     nodes,
+                    inline: view.inline.into(),
                 })
             })
             .await??;

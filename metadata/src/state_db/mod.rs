@@ -47,8 +47,10 @@ pub const CF_HOLDS: &str = "holds";
 pub const CF_LOCKS: &str = "locks";
 pub const CF_GRANTS: &str = "grants";
 pub const CF_TOKENS: &str = "tokens";
+/// Inode -> the file's inline bytes.
+pub const CF_INLINE: &str = "inline";
 
-pub const ALL_CFS: [&str; 19] = [
+pub const ALL_CFS: [&str; 20] = [
     CF_META,
     CF_INODES,
     CF_DENTRIES,
@@ -68,13 +70,15 @@ pub const ALL_CFS: [&str; 19] = [
     CF_LOCKS,
     CF_GRANTS,
     CF_TOKENS,
+    CF_INLINE,
 ];
 
 /// The applied log id (JSON), written with every batch by the state machine.
 pub const KEY_APPLIED: &[u8] = b"applied";
 
 /// The layout of the tables and their values; a database of another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: files' inline bytes (the `inline` table, their count and limits).
+pub const FORMAT_VERSION: u32 = 2;
 const KEY_FORMAT: &[u8] = b"format";
 
 /// Memory the state database may use.
