@@ -105,6 +105,9 @@ pub struct ClusterBackend {
     kernel: std::sync::OnceLock<Arc<dyn KernelCache>>,
     /// Owners that may hold a lock: a close releases locks only for them.
     lock_owners: Mutex<LockOwners>,
+    /// Files closed here whose holds are released a moment later (`open_files`).
+    lingering: Mutex<Vec<Ino>>,
+    linger_wake: Arc<tokio::sync::Notify>,
 }
 
 impl ClusterBackend {
@@ -114,7 +117,7 @@ impl ClusterBackend {
         let session = Session::open(&client, opts.session_name.clone()).await?;
         tracing::info!(session = session.id, "mount session opened");
         tokio::spawn(session.clone().renew_forever(client.clone()));
-        Ok(Arc::new_cyclic(|me| ClusterBackend {
+        let backend = Arc::new_cyclic(|me| ClusterBackend {
             me: me.clone(),
             chunk_size: client.chunk_size(),
             cache: Mutex::new(ChunkCache::new(opts.chunk_cache_bytes)),
@@ -129,7 +132,11 @@ impl ClusterBackend {
             next_change: AtomicU64::new(1),
             kernel: std::sync::OnceLock::new(),
             lock_owners: Mutex::default(),
-        }))
+            lingering: Mutex::default(),
+            linger_wake: Arc::default(),
+        });
+        tokio::spawn(ClusterBackend::release_lingering(Arc::downgrade(&backend)));
+        Ok(backend)
     }
 
     /// Ends the session (after unmount): its locks and holds are released at once.
@@ -246,6 +253,13 @@ impl ClusterBackend {
             .create_change(parent, name, node, mode, caller, false)
             .await?;
         self.attr_reply(reply).await
+    }
+}
+
+impl Drop for ClusterBackend {
+    fn drop(&mut self) {
+        // Lets the task releasing lingering holds see that the backend is gone.
+        self.linger_wake.notify_one();
     }
 }
 

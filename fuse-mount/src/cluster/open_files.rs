@@ -5,10 +5,14 @@
 //! file's data lives until its last close on every mount); every open loads the file's
 //! extent map afresh (close-to-open: another mount's changes are seen at the next open),
 //! and so does every lock granted here (lock-to-read: `refresh_after_lock`).
-//! The last close flushes the write buffer (`upload`), releases the hold and may start a
-//! compaction (`compact`), then drops the entry and marks it `closed`, so that whoever
-//! still holds a [`FileRef`] to it knows to look again. A file's state is only touched
-//! under its [`FileRef`]'s lock, which is held across the awaits that use it.
+//! The last close flushes the write buffer (`upload`) and leaves the hold in place for a
+//! moment ([`HOLD_LINGER`]): a file opened again meanwhile needs no new hold (no commit,
+//! only its map), and the holds left are released together, in one Raft entry where the
+//! leader's group commit can, rather than each in its own entry between the next file's
+//! commits. A file to compact releases its hold at once (compaction needs it unheld);
+//! the release (`release_lingering`) drops the entry and marks it `closed`, so that
+//! whoever still holds a [`FileRef`] to it knows to look again. A file's state is only
+//! touched under its [`FileRef`]'s lock, which is held across the awaits that use it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,6 +26,10 @@ use crate::backend::*;
 
 /// Commits during one open after which the last close checks for fragmentation.
 const COMPACT_CHECK_AFTER_COMMITS: u32 = 8;
+
+/// How long a closed file keeps its hold before it is released with the others closed
+/// meanwhile. An unlinked file's bytes live this much longer; nothing else waits for it.
+pub(super) const HOLD_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One file open on this mount.
 #[derive(Default)]
@@ -43,6 +51,9 @@ pub(super) struct OpenFile {
     /// The file's bucket, once its map was loaded (a file never changes bucket: a rename
     /// across buckets is refused), so that a flush needs no map.
     pub(super) bucket: Option<String>,
+    /// Closed here (no handle left) but still held in the cluster, until the lingering
+    /// holds are released.
+    pub(super) lingering: bool,
     /// Buffered writes that all end within this offset are stored inline, in the
     /// metadata (the cluster's threshold, from the file's map; 0 once refused).
     pub(super) inline_max: u64,
@@ -121,7 +132,9 @@ impl ClusterBackend {
             // A file this mount just created has no xattrs: the kernel's question before
             // each write needs no round trip (a setxattr here asks again).
             state.capability_absent = created.is_some();
-            let fresh = if state.handles == 0 && !held {
+            // A file closed here a moment ago is still held: no new hold needed.
+            let lingering = std::mem::take(&mut state.lingering);
+            let fresh = if state.handles == 0 && !held && !lingering {
                 // The first open here holds the file, and gets its extents with it.
                 match self.change(FsChange::Hold { ino }).await {
                     Ok(FsReply::Extents(map)) => Some(*map),
@@ -167,12 +180,24 @@ impl ClusterBackend {
         if let Err(e) = &flushed {
             tracing::error!(ino, error = %e, "buffered writes lost at last close");
         }
+        let compact = state.commits >= COMPACT_CHECK_AFTER_COMMITS;
+        if !compact && !self.session.is_fenced() {
+            // Released a moment later, with the other holds left meanwhile.
+            state.lingering = true;
+            state.map = None;
+            self.lingering
+                .lock()
+                .expect("lingering holds poisoned")
+                .push(ino);
+            self.linger_wake.notify_one();
+            return flushed;
+        }
         if !self.session.is_fenced() {
             if let Err(e) = self.change(FsChange::Release { ino }).await {
                 tracing::warn!(ino, error = %e, "could not release the file's hold");
             }
         }
-        if state.commits >= COMPACT_CHECK_AFTER_COMMITS {
+        if compact {
             if let Some(me) = self.me.upgrade() {
                 tokio::spawn(async move {
                     if let Err(e) = me.compact(ino).await {
@@ -183,6 +208,43 @@ impl ClusterBackend {
         }
         self.forget_if_unused(ino, &file, &mut state);
         flushed
+    }
+
+    /// Releases the holds of files closed here at least [`HOLD_LINGER`] ago and not opened
+    /// again; each in its own request, sent together, so the leader's group commit puts
+    /// them in as few entries as it can. Runs until the backend is dropped.
+    pub(super) async fn release_lingering(me: std::sync::Weak<ClusterBackend>) {
+        loop {
+            let Some(wake) = me.upgrade().map(|b| b.linger_wake.clone()) else {
+                return;
+            };
+            wake.notified().await;
+            tokio::time::sleep(HOLD_LINGER).await;
+            let Some(backend) = me.upgrade() else {
+                return;
+            };
+            let inos =
+                std::mem::take(&mut *backend.lingering.lock().expect("lingering holds poisoned"));
+            futures::future::join_all(inos.into_iter().map(|ino| backend.release_one(ino))).await;
+        }
+    }
+
+    /// Releases `ino`'s hold if it is still closed here and lingering.
+    async fn release_one(&self, ino: Ino) {
+        let Some(file) = self.open_file(ino) else {
+            return;
+        };
+        let mut state = file.lock().await;
+        if !state.lingering || state.handles > 0 || state.closed {
+            return;
+        }
+        state.lingering = false;
+        if !self.session.is_fenced() {
+            if let Err(e) = self.change(FsChange::Release { ino }).await {
+                tracing::warn!(ino, error = %e, "could not release the file's hold");
+            }
+        }
+        self.forget_if_unused(ino, &file, &mut state);
     }
 
     fn forget_if_unused(&self, ino: Ino, file: &FileRef, state: &mut OpenFile) {
