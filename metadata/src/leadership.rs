@@ -8,6 +8,14 @@
 //! ([`QuorumCheck`]) and the background work (GC, repair and rebalance, the node check:
 //! [`leads_with_quorum`]). Session leases are left alone: a cut-off leader cannot commit
 //! the session ends it would decide on.
+//!
+//! The same confirmation is the leader's lease for reads ([`QuorumCheck::read_index`]):
+//! within [`confirmation_lasts`] of a majority's acknowledgement no other leader can
+//! exist (the followers that acknowledged refuse votes for a leader lease, openraft's
+//! `election_timeout_max`, and one that restarted refuses them for
+//! [`vote_wait_after_start`]: `raft_service.rs`), so every acknowledged write was
+//! committed and applied here, and a read of the applied state is linearizable without a
+//! heartbeat round of its own.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,6 +27,12 @@ use crate::types::Raft;
 /// election timeout (500 ms by default); half of it keeps a margin.
 pub fn confirmation_lasts(election_timeout: Duration) -> Duration {
     election_timeout / 2
+}
+
+/// How long a replica that just started refuses to vote: longer than a lease
+/// ([`confirmation_lasts`]) granted by a majority it was part of before it restarted.
+pub fn vote_wait_after_start(election_timeout: Duration) -> Duration {
+    election_timeout
 }
 
 /// Whether replica `id` leads and a majority acknowledges that now: one heartbeat round
@@ -39,8 +53,8 @@ pub struct QuorumCheck {
     raft: Raft,
     id: u64,
     lasts: Duration,
-    /// When the last successful confirmation started.
-    confirmed: Mutex<Option<Instant>>,
+    /// When the last successful confirmation started, and in which term.
+    confirmed: Mutex<Option<(Instant, u64)>>,
 }
 
 impl QuorumCheck {
@@ -53,14 +67,26 @@ impl QuorumCheck {
         }
     }
 
-    /// Whether this replica, which believes it leads, has a majority behind it.
-    pub async fn confirm(&self) -> bool {
-        let fresh = self
-            .confirmed
+    /// Whether a confirmation of the current term is recent enough to be trusted.
+    fn fresh(&self, term: u64) -> bool {
+        self.confirmed
             .lock()
             .expect("quorum lock poisoned")
-            .is_some_and(|at| at.elapsed() < self.lasts);
-        if fresh {
+            .is_some_and(|(at, t)| t == term && at.elapsed() < self.lasts)
+    }
+
+    fn record(&self, started: Instant, term: u64) {
+        let mut confirmed = self.confirmed.lock().expect("quorum lock poisoned");
+        match *confirmed {
+            Some((at, t)) if t == term && at >= started => {}
+            _ => *confirmed = Some((started, term)),
+        }
+    }
+
+    /// Whether this replica, which believes it leads, has a majority behind it.
+    pub async fn confirm(&self) -> bool {
+        let term = self.raft.metrics().borrow().current_term;
+        if self.fresh(term) {
             return true;
         }
         let started = Instant::now();
@@ -68,9 +94,39 @@ impl QuorumCheck {
         // is given a little longer than a heartbeat interval's worth of retries.
         let confirmed = leads_with_quorum(&self.raft, self.id, self.lasts * 4).await;
         if confirmed {
-            let mut at = self.confirmed.lock().expect("quorum lock poisoned");
-            *at = Some(at.map_or(started, |t| t.max(started)));
+            self.record(started, term);
         }
         confirmed
+    }
+
+    /// Waits until a read of the applied state is linearizable: at once under the lease
+    /// (a recent confirmation in this term, and this leader has applied an entry of its
+    /// own term, so everything committed before its election is applied too); otherwise
+    /// after one heartbeat round (`ensure_linearizable`), which renews the lease.
+    pub async fn read_index(
+        &self,
+    ) -> Result<
+        (),
+        openraft::error::RaftError<
+            u64,
+            openraft::error::CheckIsLeaderError<u64, openraft::BasicNode>,
+        >,
+    > {
+        let (leads, term, caught_up) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (
+                m.current_leader == Some(self.id),
+                m.current_term,
+                m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term),
+            )
+        };
+        if leads && caught_up && self.fresh(term) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.raft.ensure_linearizable().await?;
+        self.record(started, term);
+        Ok(())
     }
 }

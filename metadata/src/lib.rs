@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::MetaConfig;
 use crate::liveness::Liveness;
 use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
-use crate::raft_service::RaftServer;
+use crate::raft_service::{RaftServer, VoteWait};
 use crate::service::MetaServer;
 use crate::types::Raft;
 
@@ -223,9 +223,14 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
                 .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES),
         )
         .add_service(
-            RaftServiceServer::new(RaftServer { raft: raft.clone() })
-                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            RaftServiceServer::new(RaftServer {
+                raft: raft.clone(),
+                votes: VoteWait::new(leadership::vote_wait_after_start(Duration::from_millis(
+                    raft.config().election_timeout_min,
+                ))),
+            })
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
             cairn_net::incoming(listener, transport, "cairn-meta"),

@@ -1,5 +1,13 @@
 //! The gRPC `RaftService`: hands peers' Raft messages (binary, `codec.rs`) to the local
 //! openraft instance.
+//!
+//! A replica that just started refuses to vote for [`VoteWait::after_start`]: a follower
+//! that acknowledged the leader refuses votes for a leader lease afterwards (openraft
+//! keeps when it last heard the leader), but a restarted one has forgotten when that
+//! was and would vote at once. The leader serves reads without a heartbeat round for a
+//! while after a majority acknowledged it (`leadership.rs`); without this wait, a
+//! follower that acknowledged it and restarted could help elect a second leader within
+//! that time.
 
 use cairn_proto::meta::raft_service_server::RaftService;
 use cairn_proto::meta::RaftPayload;
@@ -15,6 +23,36 @@ use crate::types::Raft;
 
 pub struct RaftServer {
     pub raft: Raft,
+    pub votes: VoteWait,
+}
+
+/// When a replica starts voting.
+pub struct VoteWait {
+    started: std::time::Instant,
+    /// No vote until this long after start.
+    pub after_start: std::time::Duration,
+}
+
+impl VoteWait {
+    pub fn new(after_start: std::time::Duration) -> VoteWait {
+        VoteWait {
+            started: std::time::Instant::now(),
+            after_start,
+        }
+    }
+
+    /// Why this replica does not vote yet, if it does not.
+    fn refusal(&self, now: std::time::Instant) -> Option<String> {
+        let up = now.saturating_duration_since(self.started);
+        (up < self.after_start).then(|| {
+            format!(
+                "this metadata replica started {} ms ago and votes only {} ms after its start \
+                 (so that it cannot elect a second leader while the last one's lease lasts)",
+                up.as_millis(),
+                self.after_start.as_millis()
+            )
+        })
+    }
 }
 
 /// Checks that the caller is a metadata replica, then decodes the message. A message in
@@ -52,6 +90,9 @@ impl RaftService for RaftServer {
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(req, "Vote")?;
+        if let Some(why) = self.votes.refusal(std::time::Instant::now()) {
+            return Err(Status::unavailable(why));
+        }
         encode(&self.raft.vote(rpc).await)
     }
 
@@ -62,5 +103,21 @@ impl RaftService for RaftServer {
         authorize(&req, "StreamSnapshot", &[Role::Meta])?;
         let reply = snapshot_stream::receive(&self.raft, req.into_inner()).await?;
         encode(&reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_replica_votes_only_once_the_wait_after_its_start_is_over() {
+        let votes = VoteWait::new(Duration::from_millis(500));
+        let start = votes.started;
+        assert!(votes.refusal(start).is_some());
+        assert!(votes.refusal(start + Duration::from_millis(499)).is_some());
+        assert!(votes.refusal(start + Duration::from_millis(500)).is_none());
+        assert!(votes.refusal(start + Duration::from_secs(60)).is_none());
     }
 }

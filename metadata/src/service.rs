@@ -1,7 +1,8 @@
 //! The gRPC `MetaService`. Every replica accepts every call: a follower forwards it to
 //! the leader (once; a forwarded call that lands on a non-leader answers UNAVAILABLE so
 //! the client retries). On the leader, writes go through `Raft::client_write`, reads wait
-//! for the leader's read index (`ensure_linearizable`) and then read the applied state.
+//! for the leader's read index (at once under its lease, `leadership.rs`) and then read
+//! the applied state.
 //!
 //! This file holds what every call shares: the server, the preamble (forward to the
 //! leader, roles, grants, `caught_up`), Raft writes and linearizable reads, and the one
@@ -300,9 +301,9 @@ impl MetaServer {
     }
 
     /// Runs `f` on the applied state once it includes every write committed before this
-    /// call (the leader's read index).
+    /// call: under the leader's lease, or after a heartbeat round (`QuorumCheck::read_index`).
     async fn read<T>(&self, f: impl FnOnce(&Namespace) -> T) -> Result<T, Status> {
-        self.raft.ensure_linearizable().await.map_err(|e| {
+        self.quorum.read_index().await.map_err(|e| {
             Status::unavailable(format!("metadata leader check failed: {e}; retry"))
         })?;
         let state = self.state.read().expect("state lock poisoned");
