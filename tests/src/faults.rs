@@ -41,6 +41,19 @@ impl TestCluster {
                 .start_process(&name)
                 .unwrap_or_else(|e| panic!("restart {name}: {e:#}"));
         }
+        // The cluster status still shows the old processes up for a heartbeat timeout:
+        // wait until each new one listens, so that the next write finds every node.
+        for j in 1..=self.cluster.spec().nodes {
+            let addr = self.cluster.spec().node_addr(j);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::net::TcpStream::connect(&addr).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "node-{j} does not listen on {addr} 30 s after its restart"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
         clock
     }
 
