@@ -34,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 start_dev_cluster "$bin" "$work" 26600 --meta 3 --nodes 6 --ec 4+2
 mnt="$work/cluster/mnt/default"
-chmod 755 "$work/cluster" "$work/cluster/mnt" || true
+chmod 755 "$work/cluster"
 sock="$work/sock"
 mkdir -p "$sock" && chown postgres:postgres "$sock"
 
@@ -44,12 +44,12 @@ run_place() {
   mkdir -p "$dir" && chown postgres:postgres "$dir" && chmod 700 "$dir"
   pgdata+=("$dir")
   runuser -u postgres -- "$pgbin/initdb" -D "$dir" -A trust -U postgres >/dev/null
-  runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir" -l "$work/$name.log" -w \
+  runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir" -l "$sock/$name.log" -w \
     -o "-p $port -k $sock -c listen_addresses=''" start >/dev/null
   runuser -u postgres -- "$pgbin/pgbench" -h "$sock" -p "$port" -U postgres -i -s "$scale" -q postgres \
     >/dev/null 2>&1
   runuser -u postgres -- "$pgbin/pgbench" -h "$sock" -p "$port" -U postgres -c "$clients" -j 2 \
-    -T "$seconds" -P 0 postgres > "$work/$name.out" 2>&1
+    -T "$seconds" postgres > "$work/$name.out" 2>&1 || { cat "$work/$name.out" >&2; exit 1; }
   runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir" stop -m fast >/dev/null
   python3 - "$name" "$work/$name.out" <<'PY'
 import json, re, sys

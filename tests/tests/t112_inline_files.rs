@@ -2,8 +2,9 @@
 //! metadata (no chunk), grows past the inline threshold (its new bytes go to chunks),
 //! is overwritten across the boundary, shrinks back and grows again, and reads
 //! byte-identical at every step through a second mount and through the object API;
-//! the metadata leader is killed in the middle. An operator's `cairn inline set` turns
-//! inline storage off for new writes without changing what reads back.
+//! the metadata leader is killed in the middle. Then `cairn inline set` leaves no budget,
+//! and lowers the threshold while the file is open: the writes refused inline go to
+//! chunks, and everything still reads back.
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -78,6 +79,22 @@ impl Mounts {
             blake3::hash(model)
         );
         self.tc.must_get_equal("default", "f", model).await;
+    }
+
+    fn set_inline_limits(&self, max_bytes: u64, budget_bytes: u64) {
+        let out = self.tc.cli(&[
+            "inline",
+            "set",
+            "--max-bytes",
+            &max_bytes.to_string(),
+            "--budget-bytes",
+            &budget_bytes.to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "cairn inline set: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The cluster's inline bytes and chunks now.
@@ -159,28 +176,33 @@ async fn an_inline_file_grows_past_the_threshold_and_shrinks_back_across_a_leade
     m.check("grown inline again", &model).await;
     assert_eq!(m.inline_and_chunks().await.0, 35_000);
 
-    // Inline storage off: a small write goes to a chunk, over the inline bytes.
-    let out = m.tc.cli(&[
-        "inline",
-        "set",
-        "--max-bytes",
-        "0",
-        "--budget-bytes",
-        &(1u64 << 30).to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "cairn inline set: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The budget used up: a write that would grow the inline bytes is refused inline
+    // and goes to a chunk instead.
+    m.set_inline_limits(64 << 10, 1);
     let (_, chunks_before) = m.inline_and_chunks().await;
-    let chunked = random_bytes(1_000, 6);
-    write_at(&path, 100, &chunked);
+    let past_budget = random_bytes(1_000, 6);
+    write_at(&path, 40_000, &past_budget);
+    model_write(&mut model, 40_000, &past_budget);
+    m.check("a write past the budget", &model).await;
+    let (inline, chunks) = m.inline_and_chunks().await;
+    assert_eq!(inline, 35_000, "no inline byte more");
+    assert!(chunks > chunks_before, "the refused bytes went to a chunk");
+
+    // The threshold lowered while the file is open here (the mount still knows the one
+    // of its open): the write is refused inline and goes to a chunk, over the inline
+    // bytes.
+    let mut open = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    m.set_inline_limits(0, 1 << 30);
+    let (_, chunks_before) = m.inline_and_chunks().await;
+    let chunked = random_bytes(1_000, 7);
+    open.seek(SeekFrom::Start(100)).unwrap();
+    open.write_all(&chunked).unwrap();
+    drop(open);
     model_write(&mut model, 100, &chunked);
     m.check("a chunk over the inline bytes", &model).await;
     let (inline, chunks) = m.inline_and_chunks().await;
     assert_eq!(inline, 35_000, "inline bytes stay under the new extent");
-    assert!(chunks > chunks_before);
+    assert!(chunks > chunks_before, "{chunks} chunks, {chunks_before} before");
 
     // Removing the file frees its inline bytes.
     std::fs::remove_file(&path).unwrap();
