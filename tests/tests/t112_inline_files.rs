@@ -202,7 +202,10 @@ async fn an_inline_file_grows_past_the_threshold_and_shrinks_back_across_a_leade
     m.check("a chunk over the inline bytes", &model).await;
     let (inline, chunks) = m.inline_and_chunks().await;
     assert_eq!(inline, 35_000, "inline bytes stay under the new extent");
-    assert!(chunks > chunks_before, "{chunks} chunks, {chunks_before} before");
+    assert!(
+        chunks > chunks_before,
+        "{chunks} chunks, {chunks_before} before"
+    );
 
     // Removing the file frees its inline bytes.
     std::fs::remove_file(&path).unwrap();
