@@ -99,6 +99,7 @@ pub async fn run(
         gauge!("cairn_cluster_objects").set(counts.objects as f64);
         gauge!("cairn_cluster_inodes").set(counts.inodes as f64);
         gauge!("cairn_cluster_chunks").set(counts.chunks as f64);
+        gauge!("cairn_cluster_inline_bytes").set(counts.inline_bytes as f64);
         gauge!("cairn_cluster_degraded_chunks").set(counts.degraded_chunks as f64);
         gauge!("cairn_cluster_gc_pending_shards").set(counts.pending_gc as f64);
         gauge!("cairn_repair_queue_chunks").set(repair.queue.load(Ordering::Relaxed) as f64);

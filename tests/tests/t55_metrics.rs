@@ -60,6 +60,7 @@ async fn daemons_serve_prometheus_metrics() {
                 "cairn_cluster_inodes",
                 "cairn_cluster_nodes{state=\"up\"} 3",
                 "cairn_cluster_chunks 1",
+                "cairn_cluster_inline_bytes 0",
                 "cairn_cluster_degraded_chunks 0",
                 "cairn_meta_requests_total{method=\"commit_object\"}",
             ],

@@ -145,6 +145,8 @@ pub struct Counts {
     pub chunks: u64,
     pub degraded_chunks: u64,
     pub pending_gc: u64,
+    /// File bytes kept inline, in the metadata (`inline.rs`).
+    pub inline_bytes: u64,
 }
 
 impl Namespace {
@@ -726,6 +728,7 @@ impl Namespace {
             chunks: self.counters.chunks,
             degraded_chunks: self.counters.degraded,
             pending_gc: self.counters.gc,
+            inline_bytes: self.counters.inline_bytes,
         }
     }
 }
