@@ -74,6 +74,18 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// Fails naming `what`, the lengths and blake3 hashes (not the bytes) unless equal.
+pub fn assert_same_bytes(what: &str, got: &[u8], expected: &[u8]) {
+    assert!(
+        got == expected,
+        "{what}: got {} bytes (blake3 {}), expected {} bytes (blake3 {})",
+        got.len(),
+        blake3::hash(got),
+        expected.len(),
+        blake3::hash(expected)
+    );
+}
+
 /// Random bytes, reproducible from `seed`.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     use rand::{RngCore, SeedableRng};
@@ -238,14 +250,7 @@ impl TestCluster {
             .get(bucket, key)
             .await
             .unwrap_or_else(|e| panic!("get {bucket}/{key}: {e}"));
-        assert!(
-            got == expected,
-            "{bucket}/{key}: got {} bytes (blake3 {}), expected {} bytes (blake3 {})",
-            got.len(),
-            blake3::hash(&got),
-            expected.len(),
-            blake3::hash(expected)
-        );
+        assert_same_bytes(&format!("{bucket}/{key}"), &got, expected);
     }
 
     /// Waits (bounded) until `cond` holds on the cluster status.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn_common::Redundancy;
-use cairn_tests::{random_bytes, TestCluster};
+use cairn_tests::{assert_same_bytes, random_bytes, TestCluster};
 
 struct Mounts {
     tc: TestCluster,
@@ -70,13 +70,10 @@ impl Mounts {
     async fn check(&self, step: &str, model: &[u8]) {
         let through_mount = std::fs::read(self.reader.join("f"))
             .unwrap_or_else(|e| panic!("{step}: read through the second mount: {e}"));
-        assert!(
-            through_mount == model,
-            "{step}: the second mount reads {} bytes (blake3 {}), expected {} (blake3 {})",
-            through_mount.len(),
-            blake3::hash(&through_mount),
-            model.len(),
-            blake3::hash(model)
+        assert_same_bytes(
+            &format!("{step}, through the second mount"),
+            &through_mount,
+            model,
         );
         self.tc.must_get_equal("default", "f", model).await;
     }
