@@ -192,11 +192,7 @@ impl ClusterBackend {
             self.linger_wake.notify_one();
             return flushed;
         }
-        if !self.session.is_fenced() {
-            if let Err(e) = self.change(FsChange::Release { ino }).await {
-                tracing::warn!(ino, error = %e, "could not release the file's hold");
-            }
-        }
+        self.release_hold(ino).await;
         if compact {
             if let Some(me) = self.me.upgrade() {
                 tokio::spawn(async move {
@@ -239,12 +235,18 @@ impl ClusterBackend {
             return;
         }
         state.lingering = false;
+        self.release_hold(ino).await;
+        self.forget_if_unused(ino, &file, &mut state);
+    }
+
+    /// Releases this session's hold on `ino` (nothing to do once the session is fenced:
+    /// its holds went with it).
+    async fn release_hold(&self, ino: Ino) {
         if !self.session.is_fenced() {
             if let Err(e) = self.change(FsChange::Release { ino }).await {
                 tracing::warn!(ino, error = %e, "could not release the file's hold");
             }
         }
-        self.forget_if_unused(ino, &file, &mut state);
     }
 
     fn forget_if_unused(&self, ino: Ino, file: &FileRef, state: &mut OpenFile) {

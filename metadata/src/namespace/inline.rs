@@ -15,8 +15,9 @@
 //! and all inline bytes together stay within its budget: a write that would pass either
 //! is refused with `NotInline`, and the mount stores it in chunks. Pure: no IO.
 
-use cairn_common::fs::MAX_FILE_SIZE;
-use cairn_common::fs::{FsErrorKind, InlineRun, Ino, INLINE_MAX_LIMIT, MAX_EXTENTS_PER_WRITE};
+use cairn_common::fs::{
+    FsErrorKind, InlineRun, Ino, INLINE_MAX_LIMIT, MAX_EXTENTS_PER_WRITE, MAX_FILE_SIZE,
+};
 use serde::{Deserialize, Serialize};
 
 use super::extents;

@@ -46,7 +46,7 @@ use crate::state_db::{
 
 pub use command::{Batch, Command, CommandResult};
 pub use fs::default_redundancy;
-pub use inline::{InlineLimits, DEFAULT_INLINE_BUDGET_BYTES, DEFAULT_INLINE_MAX_BYTES};
+pub use inline::{InlineLimits, DEFAULT_INLINE_MAX_BYTES};
 pub use list::{ListPage, ListQuery};
 pub use types::*;
 
