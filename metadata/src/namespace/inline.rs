@@ -19,6 +19,7 @@ use cairn_common::fs::{
     FsErrorKind, InlineRun, Ino, INLINE_MAX_LIMIT, MAX_EXTENTS_PER_WRITE, MAX_FILE_SIZE,
 };
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 
 use super::extents;
 use super::fs::{fail, FsRes};
@@ -88,7 +89,10 @@ impl Namespace {
 
     /// The file's inline bytes (empty if it has none).
     pub fn inline_of(&self, ino: Ino) -> Vec<u8> {
-        self.inline.get(&ino).unwrap_or_default()
+        self.inline
+            .get(&ino)
+            .map(ByteBuf::into_vec)
+            .unwrap_or_default()
     }
 
     pub(super) fn fs_write_inline(
@@ -196,7 +200,7 @@ impl Namespace {
                 self.inline.remove(&ino);
             }
         } else {
-            self.inline.insert(ino, bytes);
+            self.inline.insert(ino, ByteBuf::from(bytes));
         }
     }
 }

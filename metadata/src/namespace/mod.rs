@@ -36,6 +36,7 @@ use cairn_common::locks::LockTable;
 use cairn_common::{ChunkId, NodeId};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 
 use crate::state_db::table::count_change;
 use crate::state_db::{
@@ -94,8 +95,9 @@ pub struct Namespace {
     grants: Table<String, BTreeMap<String, grants::Access>>,
     /// API tokens by id (only their secrets' hashes).
     tokens: Table<String, tokens::TokenRecord>,
-    /// Files' inline bytes (`inline.rs`).
-    inline: Table<Ino, Vec<u8>>,
+    /// Files' inline bytes (`inline.rs`), encoded as one byte string (a `Vec<u8>` would
+    /// go through serde one byte at a time).
+    inline: Table<Ino, ByteBuf>,
 }
 
 /// The namespace's counters: the next ids to hand out (advanced by commands, so equal on
