@@ -183,7 +183,11 @@ async fn an_unreadable_shard_is_quarantined_and_repaired_and_scrub_goes_on() {
     assert!(!unreadable.exists() || rebuilt(&unreadable, unreadable_ino));
     assert!(!flipped.exists() || rebuilt(&flipped, flipped_ino));
 
+    restart_node(&mut tc, "node-3", None).await;
     // The node says the unreadable shard is gone (a leader verifying a report asks so).
+    // Asked after the restart without the failpoint: the failpoint matches the file name,
+    // so a copy repair wrote at the old path meanwhile would be unreadable too while it is
+    // on (a real bad sector stays with the quarantined file).
     let (chunk, index) = unreadable_name.split_once('.').unwrap();
     let chunk: ChunkId = chunk.parse().unwrap();
     let channel = grpc_channel(tc.cluster.spec(), &tc.cluster.spec().node_addr(3), "meta-1");
@@ -204,7 +208,6 @@ async fn an_unreadable_shard_is_quarantined_and_repaired_and_scrub_goes_on() {
         ),
     }
 
-    restart_node(&mut tc, "node-3", None).await;
     tc.wait_status(
         "repair of the unreadable and the corrupt shard",
         Duration::from_secs(60),
