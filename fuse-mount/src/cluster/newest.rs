@@ -18,9 +18,22 @@ use crate::backend::Ino;
 const KEEP_FOR: Duration = Duration::from_secs(60);
 const PRUNE_ABOVE: usize = 4096;
 
-#[derive(Default)]
 pub(super) struct NewestSizes {
     seen: HashMap<Ino, Seen>,
+    /// The table is pruned when it holds more than this: twice what the last pruning
+    /// left (at least [`PRUNE_ABOVE`]), so that a mount touching more inodes in a minute
+    /// than that prunes once per doubling, not at every call (a pass is over the whole
+    /// table, and every lookup and getattr records).
+    prune_above: usize,
+}
+
+impl Default for NewestSizes {
+    fn default() -> Self {
+        NewestSizes {
+            seen: HashMap::new(),
+            prune_above: PRUNE_ABOVE,
+        }
+    }
 }
 
 struct Seen {
@@ -33,9 +46,10 @@ impl NewestSizes {
     /// Records that `ino` had `size` at content `generation` (ignored if older than what
     /// is known).
     pub(super) fn record(&mut self, ino: Ino, generation: u64, size: u64, now: Instant) {
-        if self.seen.len() > PRUNE_ABOVE {
+        if self.seen.len() > self.prune_above {
             self.seen
                 .retain(|_, s| now.saturating_duration_since(s.at) < KEEP_FOR);
+            self.prune_above = PRUNE_ABOVE.max(2 * self.seen.len());
         }
         match self.seen.get_mut(&ino) {
             Some(s) if s.generation > generation => {}
@@ -115,6 +129,32 @@ mod tests {
             n.settle(3, 1, 5, later),
             5,
             "a forgotten inode takes the reply"
+        );
+    }
+
+    #[test]
+    fn young_entries_are_not_scanned_at_every_record() {
+        let mut n = NewestSizes::default();
+        let t = Instant::now();
+        let many = 3 * PRUNE_ABOVE as u64;
+        for ino in 0..many {
+            n.record(ino, 1, 1, t);
+        }
+        assert_eq!(n.seen.len() as u64, many, "nothing is old enough to go");
+        assert!(
+            n.prune_above >= many as usize,
+            "the next pruning waits for the table to double: {}",
+            n.prune_above
+        );
+        // Once they are old, the next pruning drops them and the bound comes back down.
+        let later = t + KEEP_FOR + Duration::from_secs(1);
+        for ino in many..many + n.prune_above as u64 {
+            n.record(ino, 1, 1, later);
+        }
+        assert!(n.seen.len() as u64 <= n.prune_above as u64 + 1);
+        assert!(
+            n.seen.keys().all(|&ino| ino >= many),
+            "the old entries went"
         );
     }
 }
