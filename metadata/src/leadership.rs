@@ -20,6 +20,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use openraft::{BasicNode, RaftMetrics};
+
 use crate::types::Raft;
 
 /// How long one confirmation is trusted on the request path. Followers that acknowledged
@@ -33,6 +35,12 @@ pub fn confirmation_lasts(election_timeout: Duration) -> Duration {
 /// ([`confirmation_lasts`]) granted by a majority it was part of before it restarted.
 pub fn vote_wait_after_start(election_timeout: Duration) -> Duration {
     election_timeout
+}
+
+/// The term replica `id` leads in, by `metrics`; `None` if it does not lead. A
+/// leadership lost and won back between two looks shows as a new term.
+pub fn leading_term(metrics: &RaftMetrics<u64, BasicNode>, id: u64) -> Option<u64> {
+    (metrics.current_leader == Some(id)).then_some(metrics.current_term)
 }
 
 /// Whether replica `id` leads and a majority acknowledges that now: one heartbeat round

@@ -2,7 +2,9 @@
 //! time, so it costs no Raft write. A session whose lease ran out is ended through Raft
 //! (`Command::EndSession`), which frees its locks and fences it: every later change from
 //! it is refused. A new leader gives every open session a full lease from its election,
-//! so a leadership change never expires a live mount.
+//! so a leadership change never expires a live mount: also a replica that lost the
+//! leadership and won it back between two looks (a new term), while the mounts renewed
+//! with the leader in between.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use cairn_common::fs::SessionId;
 use tokio_util::sync::CancellationToken;
 
+use crate::leadership;
 use crate::namespace::Command;
 use crate::state_machine::SharedState;
 use crate::types::Raft;
@@ -19,6 +22,8 @@ pub struct Leases {
     ttl: Duration,
     renewed: HashMap<SessionId, Instant>,
     leader_since: Instant,
+    /// The term this replica led in at the last [`Leases::observe`], if it led.
+    leading_term: Option<u64>,
 }
 
 impl Leases {
@@ -27,6 +32,7 @@ impl Leases {
             ttl,
             renewed: HashMap::new(),
             leader_since: now,
+            leading_term: None,
         }
     }
 
@@ -34,10 +40,16 @@ impl Leases {
         self.ttl
     }
 
-    /// Forgets every renewal: leases count from `now`.
-    pub fn became_leader(&mut self, now: Instant) {
-        self.leader_since = now;
-        self.renewed.clear();
+    /// Records whether this replica leads now (`Some(term)`) or not. Leading in a term it
+    /// did not lead in at the last observation forgets every renewal, so leases count
+    /// from `now`. Returns whether it leads.
+    pub fn observe(&mut self, leading_term: Option<u64>, now: Instant) -> bool {
+        if leading_term.is_some() && leading_term != self.leading_term {
+            self.leader_since = now;
+            self.renewed.clear();
+        }
+        self.leading_term = leading_term;
+        leading_term.is_some()
     }
 
     pub fn renew(&mut self, session: SessionId, now: Instant) {
@@ -80,20 +92,16 @@ pub async fn run(
         let ttl = leases.lock().expect("lease lock poisoned").ttl();
         (ttl / 4).max(Duration::from_millis(100))
     };
-    let mut was_leader = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        let is_leader = raft.metrics().borrow().current_leader == Some(id);
-        if is_leader && !was_leader {
-            leases
-                .lock()
-                .expect("lease lock poisoned")
-                .became_leader(Instant::now());
-        }
-        was_leader = is_leader;
+        let leading_term = leadership::leading_term(&raft.metrics().borrow(), id);
+        let is_leader = leases
+            .lock()
+            .expect("lease lock poisoned")
+            .observe(leading_term, Instant::now());
         if !is_leader {
             continue;
         }
@@ -148,8 +156,33 @@ mod tests {
         let ttl = Duration::from_secs(10);
         let mut leases = Leases::new(ttl, t0);
         leases.renew(1, t0);
-        leases.became_leader(t0 + Duration::from_secs(20));
+        assert!(leases.observe(Some(3), t0 + Duration::from_secs(20)));
         assert!(leases.expired([1], t0 + Duration::from_secs(29)).is_empty());
         assert_eq!(leases.expired([1], t0 + Duration::from_secs(31)), vec![1]);
+    }
+
+    /// A replica that led, lost the leadership and won it back between two looks has not
+    /// seen the renewals sent to the leader in between: it counts leases afresh too.
+    #[test]
+    fn leading_again_in_a_new_term_gives_a_full_lease() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut leases = Leases::new(Duration::from_secs(10), t0);
+        assert!(leases.observe(Some(2), t0));
+        leases.renew(1, at(1));
+        assert!(
+            leases.observe(Some(2), at(8)),
+            "same term: nothing forgotten"
+        );
+        assert_eq!(leases.expired([1], at(12)), vec![1]);
+        assert!(leases.observe(Some(4), at(12)), "led again, in term 4");
+        assert!(leases.expired([1], at(21)).is_empty());
+        assert!(!leases.observe(None, at(22)));
+        assert!(
+            leases.observe(Some(4), at(23)),
+            "not leading at the last look: counted afresh"
+        );
+        assert!(leases.expired([1], at(32)).is_empty());
+        assert_eq!(leases.expired([1], at(34)), vec![1]);
     }
 }

@@ -254,17 +254,19 @@ async fn watch_leadership(
     shutdown: CancellationToken,
 ) {
     let mut metrics = raft.metrics();
-    let mut was_leader = false;
+    // The term led in when last looked: a leadership lost and won back between two
+    // looks (changes are coalesced) is a new term, and heartbeats went elsewhere.
+    let mut led = None;
     loop {
-        let is_leader = metrics.borrow_and_update().current_leader == Some(id);
-        if is_leader && !was_leader {
-            tracing::info!(id, "became metadata leader");
+        let leading = leadership::leading_term(&metrics.borrow_and_update(), id);
+        if leading.is_some() && leading != led {
+            tracing::info!(id, term = leading, "became metadata leader");
             liveness
                 .lock()
                 .expect("liveness lock poisoned")
                 .became_leader(Instant::now());
         }
-        was_leader = is_leader;
+        led = leading;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = metrics.changed() => if changed.is_err() { return },
