@@ -152,7 +152,9 @@ enum RepairCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Limit repair and rebalance writes to MBPS megabytes (MiB) per second.
+    /// Limit repair and rebalance writes to MBPS megabytes (MiB) per second across the
+    /// cluster; 0 removes the limit (the default: storage nodes run fewer rebuilds while
+    /// clients use them).
     Throttle { mbps: u64 },
 }
 
@@ -262,7 +264,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     client
                         .set_repair_throttle(mbps.saturating_mul(1 << 20))
                         .await?;
-                    println!("repair and rebalance limited to {mbps} MiB/s");
+                    if mbps == 0 {
+                        println!("repair and rebalance not limited (nodes yield to client I/O)");
+                    } else {
+                        println!("repair and rebalance limited to {mbps} MiB/s");
+                    }
                     Ok(())
                 }
             }

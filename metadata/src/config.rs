@@ -52,8 +52,9 @@ pub struct MetaConfig {
     /// Time between repair passes of the leader (default 1000 ms).
     #[serde(default = "default_repair_interval_ms")]
     pub repair_interval_ms: u64,
-    /// Most bytes per second repair writes, so client traffic keeps priority (default
-    /// 104857600, 100 MiB/s).
+    /// Most bytes per second repair and rebalance write across the cluster; default 0:
+    /// no cap (storage nodes run fewer rebuilds while clients use them). `cairn repair
+    /// throttle` replaces it cluster-wide.
     #[serde(default = "default_repair_bytes_per_sec")]
     pub repair_bytes_per_sec: u64,
     /// Time between the leader's shard-count checks (default 10000 ms): each compares the
@@ -113,7 +114,7 @@ fn default_repair_interval_ms() -> u64 {
     1000
 }
 fn default_repair_bytes_per_sec() -> u64 {
-    100 << 20
+    0
 }
 fn default_node_check_interval_ms() -> u64 {
     10_000
@@ -179,7 +180,7 @@ pub enum MetaConfigError {
     #[error("`node_out_after_ms` must be at least `node_down_after_ms`")]
     OutTimeout,
     #[error(
-        "`repair_interval_ms` must be at least 100 and `repair_bytes_per_sec` at least 1048576"
+        "`repair_interval_ms` must be at least 100 and `repair_bytes_per_sec` 0 (no cap) or at least 1048576"
     )]
     Repair,
     #[error("`node_check_interval_ms` must be at least 100")]
@@ -254,7 +255,9 @@ impl MetaConfig {
         if self.node_out_after_ms < self.node_down_after_ms {
             return Err(MetaConfigError::OutTimeout);
         }
-        if self.repair_interval_ms < 100 || self.repair_bytes_per_sec < (1 << 20) {
+        if self.repair_interval_ms < 100
+            || (self.repair_bytes_per_sec != 0 && self.repair_bytes_per_sec < (1 << 20))
+        {
             return Err(MetaConfigError::Repair);
         }
         if self.node_check_interval_ms < 100 {

@@ -59,7 +59,8 @@ struct Args {
     /// Milliseconds between repair passes.
     #[arg(long, env = "CAIRN_META_REPAIR_INTERVAL_MS")]
     repair_interval_ms: Option<u64>,
-    /// Repair bandwidth limit in bytes per second.
+    /// Repair bandwidth limit in bytes per second across the cluster (0, the default:
+    /// none; storage nodes run fewer rebuilds while clients use them).
     #[arg(long, env = "CAIRN_META_REPAIR_BYTES_PER_SEC")]
     repair_bytes_per_sec: Option<u64>,
     /// Milliseconds between the leader's checks of the nodes' shard counts.

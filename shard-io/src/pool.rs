@@ -58,7 +58,7 @@ impl NodePool {
         &self.transport
     }
 
-    fn client(&self, addr: &str) -> Result<NodeServiceClient<Channel>, ShardError> {
+    pub(crate) fn client(&self, addr: &str) -> Result<NodeServiceClient<Channel>, ShardError> {
         let mut clients = self.clients.lock().expect("node pool lock poisoned");
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());

@@ -80,7 +80,7 @@ pub enum ChunkReadError {
 }
 
 /// Checks that `meta` can be read at all: a shard hash per shard of its scheme.
-fn check(chunk: ChunkId, meta: &ChunkMeta) -> Result<Codec, ChunkReadError> {
+pub(crate) fn check(chunk: ChunkId, meta: &ChunkMeta) -> Result<Codec, ChunkReadError> {
     let malformed = |reason: String| ChunkReadError::Malformed { chunk, reason };
     if meta.shard_hashes.len() != meta.redundancy.total_shards() {
         return Err(malformed(format!(

@@ -3,6 +3,7 @@
 //! service. `main.rs` only parses the command line and calls [`run`].
 
 pub mod aligned;
+pub mod background;
 pub mod config;
 pub mod durable;
 pub mod heartbeat;
@@ -11,6 +12,7 @@ pub mod io_engine;
 pub mod marker;
 pub mod object_service;
 pub mod orphan_sweep;
+pub mod rebuild;
 pub mod scrub;
 pub mod service;
 pub mod shard_file;
@@ -185,14 +187,17 @@ pub async fn run_with_listener(
         .build_v1()
         .context("build the gRPC reflection service")?;
 
+    let node_service = NodeServiceImpl::new(store.clone()).with_scrubber(scrubber);
+    let rebuilder = rebuild::Rebuilder::new(
+        store.clone(),
+        cairn_shard_io::NodePool::new(transport.clone()),
+        background::BackgroundGate::new(node_service.foreground()),
+    );
+    let node_service = node_service.with_rebuilder(Arc::new(rebuilder));
     let served = tonic::transport::Server::builder()
         // One connection cannot open an unbounded number of concurrent calls.
         .max_concurrent_streams(Some(cairn_net::MAX_STREAMS_PER_CONNECTION))
-        .add_service(
-            NodeServiceImpl::new(store.clone())
-                .with_scrubber(scrubber)
-                .into_server(),
-        )
+        .add_service(node_service.into_server())
         .add_service(object_service::ObjectServiceImpl::new(client).into_server())
         .add_service(health_service)
         .add_service(reflection)

@@ -4,7 +4,9 @@
 
 use cairn_net::{authorize, caller_key, Role};
 
+use crate::background::Foreground;
 use crate::inflight::{self, InflightBudget, Reservation};
+use crate::rebuild::Rebuilder;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,10 +14,11 @@ use cairn_common::ChunkId;
 use cairn_proto::node::node_service_server::{NodeService, NodeServiceServer};
 use cairn_proto::node::{
     put_shard_request, DeleteShardRequest, DeleteShardResponse, GetShardRequest, GetShardResponse,
-    PutShardRequest, PutShardResponse, ScrubRequest, ScrubResponse, StatShardRequest,
-    StatShardResponse,
+    PutShardRequest, PutShardResponse, RebuildShardRequest, RebuildShardResponse, ScrubRequest,
+    ScrubResponse, StatShardRequest, StatShardResponse,
 };
 use cairn_proto::{DATA_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use cairn_shard_io::RebuildOrder;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::scrub::Scrubber;
@@ -29,6 +32,9 @@ pub const MAX_SHARD_BYTES: u64 = 64 * 1024 * 1024;
 pub struct NodeServiceImpl {
     store: Arc<ShardStore>,
     scrubber: Option<Arc<Scrubber>>,
+    rebuilder: Option<Arc<Rebuilder>>,
+    /// The client requests in flight: background work yields to them.
+    foreground: Arc<Foreground>,
     inflight: Arc<InflightBudget>,
     /// The newest metadata term a deletion came with (`DeleteShardRequest::term`).
     delete_term: Arc<std::sync::atomic::AtomicU64>,
@@ -39,6 +45,8 @@ impl NodeServiceImpl {
         NodeServiceImpl {
             store,
             scrubber: None,
+            rebuilder: None,
+            foreground: Arc::default(),
             inflight: Arc::new(InflightBudget::new(
                 inflight::DEFAULT_PER_CLIENT_BYTES,
                 inflight::DEFAULT_NODE_BYTES,
@@ -51,6 +59,30 @@ impl NodeServiceImpl {
     pub fn with_scrubber(mut self, scrubber: Arc<Scrubber>) -> NodeServiceImpl {
         self.scrubber = Some(scrubber);
         self
+    }
+
+    /// Serves `RebuildShard` with this rebuilder (without one, UNIMPLEMENTED); its gate
+    /// should count this service's [`NodeServiceImpl::foreground`].
+    pub fn with_rebuilder(mut self, rebuilder: Arc<Rebuilder>) -> NodeServiceImpl {
+        self.rebuilder = Some(rebuilder);
+        self
+    }
+
+    /// The client requests this service has in flight.
+    pub fn foreground(&self) -> Arc<Foreground> {
+        self.foreground.clone()
+    }
+
+    /// Counts a request as client I/O unless a storage node makes it (a peer's rebuild
+    /// reading its sources is background work too).
+    fn count_foreground(
+        &self,
+        caller: Option<(Role, String)>,
+    ) -> Option<crate::background::ForegroundGuard> {
+        match caller {
+            Some((Role::Node, _)) => None,
+            _ => Some(self.foreground.enter()),
+        }
     }
 
     /// The tonic service, with Cairn's message size limits.
@@ -93,12 +125,20 @@ fn shard_key(id: Option<cairn_proto::common::ShardId>) -> Result<ShardKey, Statu
     })
 }
 
-/// Who may call what: clients and mounts read and write shards (as do metadata replicas
-/// when they repair and move them); deleting and inspecting single shards is internal to
-/// the metadata service; a scrub pass may be started by an operator or the metadata
-/// service. A shard is named by its chunk's random id, which only the metadata service
-/// hands out (to callers with a grant on the bucket).
+/// Who may call what: clients and mounts read and write shards (as do metadata replicas:
+/// the shard-loss checks read them); other storage nodes read them for the rebuilds the
+/// metadata service orders (`RebuildShard`, as deleting and inspecting single shards,
+/// is internal to the metadata service); a scrub pass may be started by an operator or
+/// the metadata service. A shard is named by its chunk's random id, which only the
+/// metadata service hands out (to callers with a grant on the bucket).
 const DATA_PATH: &[Role] = &[Role::Client, Role::Gateway, Role::Mount, Role::Meta];
+const READERS: &[Role] = &[
+    Role::Client,
+    Role::Gateway,
+    Role::Mount,
+    Role::Meta,
+    Role::Node,
+];
 const METADATA: &[Role] = &[Role::Meta];
 const OPERATORS: &[Role] = &[Role::Client, Role::Meta];
 
@@ -108,7 +148,8 @@ impl NodeService for NodeServiceImpl {
         &self,
         request: Request<Streaming<PutShardRequest>>,
     ) -> Result<Response<PutShardResponse>, Status> {
-        authorize(&request, "PutShard", DATA_PATH)?;
+        let role = authorize(&request, "PutShard", DATA_PATH)?;
+        let _client_io = self.count_foreground(role);
         let caller = caller_key(&request);
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
@@ -190,7 +231,8 @@ impl NodeService for NodeServiceImpl {
         &self,
         request: Request<GetShardRequest>,
     ) -> Result<Response<Self::GetShardStream>, Status> {
-        authorize(&request, "GetShard", DATA_PATH)?;
+        let role = authorize(&request, "GetShard", READERS)?;
+        let _client_io = self.count_foreground(role);
         let request = request.into_inner();
         let id = shard_key(request.id)?;
         let read = self
@@ -257,6 +299,28 @@ impl NodeService for NodeServiceImpl {
             unreadable: report.unreadable,
             failed: report.failed,
         }))
+    }
+
+    async fn rebuild_shard(
+        &self,
+        request: Request<RebuildShardRequest>,
+    ) -> Result<Response<RebuildShardResponse>, Status> {
+        authorize(&request, "RebuildShard", METADATA)?;
+        let rebuilder = self
+            .rebuilder
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this node runs no rebuilds"))?;
+        let order = RebuildOrder::from_wire(request.into_inner())?;
+        let len = order.meta.shard_len() as u64;
+        if len > MAX_SHARD_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "shard {} of chunk {}: length {len} exceeds the {MAX_SHARD_BYTES}-byte limit",
+                order.index, order.chunk
+            )));
+        }
+        let report = rebuilder.rebuild(order).await.map_err(status_of)?;
+        metrics::counter!("cairn_node_requests_total", "method" => "rebuild_shard").increment(1);
+        Ok(Response::new(report.to_wire()))
     }
 }
 

@@ -18,7 +18,7 @@ use cairn_proto::meta::meta_service_client::MetaServiceClient;
 use cairn_proto::meta::raft_service_client::RaftServiceClient;
 use cairn_proto::meta::{ClusterStatusRequest, CreateBucketRequest, RaftPayload};
 use cairn_proto::node::node_service_client::NodeServiceClient;
-use cairn_proto::node::{DeleteShardRequest, StatShardRequest};
+use cairn_proto::node::{DeleteShardRequest, RebuildShardRequest, StatShardRequest};
 use cairn_proto::object::object_service_client::ObjectServiceClient;
 use cairn_tests::{log_lines, TestCluster};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -215,6 +215,23 @@ async fn roles_limit_what_each_certificate_may_call() {
             .await
             .unwrap_err();
         assert_eq!(stat.code(), Code::PermissionDenied, "node-{j}: {stat:?}");
+        // Rebuilds are ordered by the metadata service only: not by a client, nor by
+        // another storage node (which may only read its peers' shards for one).
+        for (who, identity) in [("client", &client), ("node", &node)] {
+            let mut shards = NodeServiceClient::new(channel(identity, &spec.node_addr(j)).await);
+            let rebuild = shards
+                .rebuild_shard(RebuildShardRequest {
+                    id: id(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(
+                rebuild.code(),
+                Code::PermissionDenied,
+                "node-{j} asked by a {who}: {rebuild:?}"
+            );
+        }
     }
 
     // A node certificate cannot create buckets, through the metadata service or the

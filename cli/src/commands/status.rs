@@ -206,10 +206,14 @@ pub async fn repair_status(client: &Client, json: bool) -> anyhow::Result<()> {
         human_bytes(s.repaired_bytes)
     );
     println!("moved (rebalance): {} shards", s.moved_shards);
-    println!(
-        "throttle:         {}/s",
-        human_bytes(s.repair_bytes_per_sec)
-    );
+    if s.repair_bytes_per_sec == 0 {
+        println!("throttle:         none (nodes yield to client I/O)");
+    } else {
+        println!(
+            "throttle:         {}/s",
+            human_bytes(s.repair_bytes_per_sec)
+        );
+    }
     if s.repair_queue > 0 && s.repair_rate_bytes_per_sec > 0 {
         println!(
             "rate:             {}/s, about {} s left",

@@ -259,9 +259,9 @@ impl MetaServer {
         admin_call!(self, req, "SetRepairThrottle" => set_repair_throttle,
             "set the repair throttle");
         let bytes_per_sec = req.into_inner().bytes_per_sec;
-        if bytes_per_sec < (1 << 20) {
+        if bytes_per_sec != 0 && bytes_per_sec < (1 << 20) {
             return Err(Status::invalid_argument(
-                "the repair throttle must be at least 1 MiB/s",
+                "the repair throttle must be at least 1 MiB/s (or 0 for none)",
             ));
         }
         self.write(Command::SetRepairThrottle { bytes_per_sec })
