@@ -14,7 +14,7 @@
 //! repair resumes after a restart or a leader change without a queue of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,9 +63,87 @@ pub struct RepairStats {
     pub rate_bytes_per_sec: AtomicU64,
     /// Average bytes rebuilt per repaired chunk (for the estimate).
     pub bytes_per_chunk: AtomicU64,
+    /// What limited the last pass ([`RepairLimit`] as a number).
+    pub limit: AtomicU8,
+}
+
+/// What held a repair or rebalance pass back, for `cairn repair status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RepairLimit {
+    /// Nothing to do.
+    Idle = 0,
+    /// The cluster-wide throttle paced the orders.
+    Throttle = 1,
+    /// Most orders found their node serving clients (rebuilds yield to client I/O).
+    ClientIo = 2,
+    /// Orders were held back because every node had its share in flight: the nodes'
+    /// CPU, disks and network are the limit.
+    NodeSpeed = 3,
+    /// Every order that could be sent was in flight at once: the work available.
+    Work = 4,
+}
+
+/// What a pass saw, for [`RepairLimit::of`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PassCounts {
+    orders: u64,
+    /// Orders the nodes ran in their busy-time slot.
+    yielded: u64,
+    /// Times an order waited for a node's budget or the in-flight cap.
+    held_back: u64,
+    /// Time spent waiting for the throttle, and the pass's whole time.
+    throttled: Duration,
+    elapsed: Duration,
+}
+
+impl RepairLimit {
+    fn of(p: &PassCounts) -> RepairLimit {
+        if p.orders == 0 {
+            RepairLimit::Idle
+        } else if p.throttled * 4 > p.elapsed {
+            RepairLimit::Throttle
+        } else if p.yielded * 2 >= p.orders {
+            RepairLimit::ClientIo
+        } else if p.held_back > 0 {
+            RepairLimit::NodeSpeed
+        } else {
+            RepairLimit::Work
+        }
+    }
+
+    fn from_u8(v: u8) -> RepairLimit {
+        match v {
+            1 => RepairLimit::Throttle,
+            2 => RepairLimit::ClientIo,
+            3 => RepairLimit::NodeSpeed,
+            4 => RepairLimit::Work,
+            _ => RepairLimit::Idle,
+        }
+    }
+
+    /// In words, for an operator; empty for [`RepairLimit::Idle`].
+    pub fn describe(self) -> &'static str {
+        match self {
+            RepairLimit::Idle => "",
+            RepairLimit::Throttle => "the cluster-wide throttle (cairn repair throttle)",
+            RepairLimit::ClientIo => {
+                "client I/O: nodes serving clients rebuild one shard at a time"
+            }
+            RepairLimit::NodeSpeed => {
+                "the storage nodes' speed (CPU, disk, network): each has its share of rebuilds in flight"
+            }
+            RepairLimit::Work => "the work available: every rebuild possible now is in flight",
+        }
+    }
 }
 
 impl RepairStats {
+    /// What limited the last pass.
+    pub fn limit(&self) -> RepairLimit {
+        RepairLimit::from_u8(self.limit.load(Ordering::Relaxed))
+    }
+
     /// Seconds until the queue is empty at the last pass's rate; 0 when unknown.
     pub fn eta_secs(&self) -> u64 {
         let (queue, rate, per_chunk) = (
@@ -265,6 +343,8 @@ impl Budget {
 /// What the nodes did for one job.
 struct Done {
     job: Job,
+    /// Orders the nodes ran in their busy-time slot.
+    yielded: u64,
     /// New placements (index, node), durable on their nodes.
     placed: Vec<(u32, NodeId)>,
     /// Sources found missing or corrupt.
@@ -389,6 +469,9 @@ pub async fn run(
             jobs
         };
         if jobs.is_empty() {
+            stats
+                .limit
+                .store(RepairLimit::Idle as u8, Ordering::Relaxed);
             continue;
         }
         let started = Instant::now();
@@ -495,6 +578,7 @@ impl Pass<'_> {
     ) -> u64 {
         let _placing = self.placement_lock.lock().await;
         let started = Instant::now();
+        let mut counts = PassCounts::default();
         let mut budget = Budget::default();
         let mut running = FuturesUnordered::new();
         let mut commits = Vec::new();
@@ -512,6 +596,7 @@ impl Pass<'_> {
                     break;
                 }
                 if !running.is_empty() && (running.len() >= IN_FLIGHT || !budget.fits(job)) {
+                    counts.held_back += 1;
                     break;
                 }
                 if let Some(rate) = throttle {
@@ -525,6 +610,7 @@ impl Pass<'_> {
                 next = jobs.next();
                 budget.take(&job);
                 launched += job.bytes();
+                counts.orders += job.orders.len() as u64;
                 running.push(self.order(job));
             }
             if next.is_none() && running.is_empty() {
@@ -535,11 +621,13 @@ impl Pass<'_> {
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
                     .into(),
             );
+            let waiting = Instant::now();
             tokio::select! {
                 _ = shutdown.cancelled() => return written,
                 done = running.next(), if !running.is_empty() => {
                     let done: Done = done.expect("not empty");
                     budget.release(&done.job);
+                    counts.yielded += done.yielded;
                     written += done.bytes;
                     if let Err(e) = self.queue_commit(done, &mut commits, &mut committed) {
                         tracing::warn!(error = %e, "repair stopped at a failpoint");
@@ -551,8 +639,15 @@ impl Pass<'_> {
                 }
                 _ = sleep, if wait_until.is_some() => {}
             }
+            if wait_until.is_some() {
+                counts.throttled += waiting.elapsed();
+            }
         }
         self.commit(&mut commits, &mut committed).await;
+        counts.elapsed = started.elapsed();
+        self.stats
+            .limit
+            .store(RepairLimit::of(&counts) as u8, Ordering::Relaxed);
         written
     }
 
@@ -566,11 +661,12 @@ impl Pass<'_> {
             )
         }))
         .await;
-        let (mut placed, mut lost, mut bytes) = (Vec::new(), Vec::new(), 0);
+        let (mut placed, mut lost, mut bytes, mut yielded) = (Vec::new(), Vec::new(), 0, 0);
         for (node, index, reply) in replies {
             match reply {
                 Ok(report) => {
                     lost.extend(report.lost);
+                    yielded += u64::from(report.yielded);
                     match report.outcome {
                         RebuildOutcome::Rebuilt { bytes: b } => {
                             placed.push((index, node));
@@ -590,6 +686,7 @@ impl Pass<'_> {
         lost.dedup();
         Done {
             job,
+            yielded,
             placed,
             lost,
             bytes,
@@ -766,6 +863,40 @@ mod tests {
             vec![2],
             "the source with the same index is copied"
         );
+    }
+
+    #[test]
+    fn a_pass_reports_what_limited_it() {
+        let pass = |orders, yielded, held_back, throttled_ms| PassCounts {
+            orders,
+            yielded,
+            held_back,
+            throttled: Duration::from_millis(throttled_ms),
+            elapsed: Duration::from_millis(1000),
+        };
+        assert_eq!(RepairLimit::of(&pass(0, 0, 0, 0)), RepairLimit::Idle);
+        assert_eq!(
+            RepairLimit::of(&pass(50, 40, 9, 600)),
+            RepairLimit::Throttle
+        );
+        assert_eq!(
+            RepairLimit::of(&pass(50, 25, 9, 100)),
+            RepairLimit::ClientIo
+        );
+        assert_eq!(
+            RepairLimit::of(&pass(50, 5, 9, 100)),
+            RepairLimit::NodeSpeed
+        );
+        assert_eq!(RepairLimit::of(&pass(50, 5, 0, 0)), RepairLimit::Work);
+        for limit in [
+            RepairLimit::Idle,
+            RepairLimit::Throttle,
+            RepairLimit::ClientIo,
+            RepairLimit::NodeSpeed,
+            RepairLimit::Work,
+        ] {
+            assert_eq!(RepairLimit::from_u8(limit as u8), limit);
+        }
     }
 
     #[test]

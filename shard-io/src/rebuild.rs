@@ -44,6 +44,8 @@ pub enum RebuildOutcome {
 pub struct RebuildReport {
     pub outcome: RebuildOutcome,
     pub lost: Vec<(u32, NodeId)>,
+    /// The node was serving clients, so the rebuild waited for its one busy-time slot.
+    pub yielded: bool,
 }
 
 impl RebuildOrder {
@@ -145,6 +147,7 @@ impl RebuildReport {
                 })
                 .collect(),
             unavailable,
+            yielded: self.yielded,
         }
     }
 
@@ -159,6 +162,7 @@ impl RebuildReport {
         RebuildReport {
             outcome,
             lost: r.lost.into_iter().map(|l| (l.index, l.node_id)).collect(),
+            yielded: r.yielded,
         }
     }
 }
@@ -276,6 +280,7 @@ mod tests {
             let r = RebuildReport {
                 outcome,
                 lost: vec![(1, 5)],
+                yielded: true,
             };
             assert_eq!(RebuildReport::from_wire(r.to_wire()), r);
         }

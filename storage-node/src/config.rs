@@ -67,6 +67,13 @@ pub struct NodeConfig {
     /// Most bytes per second a scrub pass reads. Default: 52428800 (50 MiB/s).
     #[serde(default = "default_scrub_bytes_per_sec")]
     pub scrub_bytes_per_sec: u64,
+    /// Percent of the time rebuilds (repair, drain, rebalance) may run while clients
+    /// use the node: one at a time, each followed by a pause that keeps them to this
+    /// share. Lower keeps client latency closer to an idle cluster's and repair slower
+    /// under load (BENCHMARKS.md, repair under load); 100 runs one at a time without
+    /// pauses. 1-100, default 25. An idle node runs four at once whatever this is.
+    #[serde(default = "default_rebuild_busy_share_pct")]
+    pub rebuild_busy_share_pct: u32,
     /// Milliseconds a quarantined (corrupt) shard is kept for inspection before it is
     /// deleted. Default: 604800000 (7 days).
     #[serde(default = "default_quarantine_retention_ms")]
@@ -101,6 +108,10 @@ fn default_scrub_interval_ms() -> u64 {
 
 fn default_scrub_bytes_per_sec() -> u64 {
     50 << 20
+}
+
+fn default_rebuild_busy_share_pct() -> u32 {
+    25
 }
 
 fn default_orphan_grace_ms() -> u64 {
@@ -152,6 +163,8 @@ pub enum NodeConfigError {
     SweepInterval,
     #[error("`capacity_bytes` must not be 0")]
     ZeroCapacity,
+    #[error("`rebuild_busy_share_pct` is {pct}; it must be between 1 and 100")]
+    BusyShare { pct: u32 },
 }
 
 /// Command-line flags (each also read from a `CAIRN_NODE_*` environment variable); every
@@ -197,6 +210,10 @@ pub struct ConfigOverrides {
     /// Scrub read bandwidth limit in bytes per second (default 52428800).
     #[arg(long, env = "CAIRN_NODE_SCRUB_BYTES_PER_SEC")]
     pub scrub_bytes_per_sec: Option<u64>,
+    /// Percent of the time rebuilds may run while clients use the node (1-100,
+    /// default 25).
+    #[arg(long, env = "CAIRN_NODE_REBUILD_BUSY_SHARE_PCT")]
+    pub rebuild_busy_share_pct: Option<u32>,
     /// Milliseconds quarantined shards are kept (default 604800000).
     #[arg(long, env = "CAIRN_NODE_QUARANTINE_RETENTION_MS")]
     pub quarantine_retention_ms: Option<u64>,
@@ -264,6 +281,7 @@ impl NodeConfig {
                 orphan_sweep_interval_ms: default_orphan_sweep_interval_ms(),
                 scrub_interval_ms: default_scrub_interval_ms(),
                 scrub_bytes_per_sec: default_scrub_bytes_per_sec(),
+                rebuild_busy_share_pct: default_rebuild_busy_share_pct(),
                 metrics_listen: None,
                 quarantine_retention_ms: default_quarantine_retention_ms(),
                 tls_dir: None,
@@ -319,6 +337,9 @@ impl NodeConfig {
         if let Some(b) = o.scrub_bytes_per_sec {
             cfg.scrub_bytes_per_sec = b;
         }
+        if let Some(pct) = o.rebuild_busy_share_pct {
+            cfg.rebuild_busy_share_pct = pct;
+        }
         if let Some(ms) = o.quarantine_retention_ms {
             cfg.quarantine_retention_ms = ms;
         }
@@ -372,6 +393,11 @@ impl NodeConfig {
         }
         if self.orphan_sweep_interval_ms < 100 {
             return Err(NodeConfigError::SweepInterval);
+        }
+        if !(1..=100).contains(&self.rebuild_busy_share_pct) {
+            return Err(NodeConfigError::BusyShare {
+                pct: self.rebuild_busy_share_pct,
+            });
         }
         Ok(())
     }
@@ -508,6 +534,14 @@ mod tests {
         assert!(matches!(
             check(&|c| c.capacity_bytes = Some(0)),
             NodeConfigError::ZeroCapacity
+        ));
+        assert!(matches!(
+            check(&|c| c.rebuild_busy_share_pct = 0),
+            NodeConfigError::BusyShare { pct: 0 }
+        ));
+        assert!(matches!(
+            check(&|c| c.rebuild_busy_share_pct = 101),
+            NodeConfigError::BusyShare { pct: 101 }
         ));
     }
 }

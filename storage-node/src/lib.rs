@@ -191,7 +191,7 @@ pub async fn run_with_listener(
     let rebuilder = rebuild::Rebuilder::new(
         store.clone(),
         cairn_shard_io::NodePool::new(transport.clone()),
-        background::BackgroundGate::new(node_service.foreground()),
+        background::BackgroundGate::new(node_service.foreground(), cfg.rebuild_busy_share_pct),
     );
     let node_service = node_service.with_rebuilder(Arc::new(rebuilder));
     let served = tonic::transport::Server::builder()

@@ -27,7 +27,8 @@ impl Rebuilder {
     /// Makes `order`'s shard durable here. A failure of this node's store is the error;
     /// sources too few to read are an [`RebuildOutcome::Unavailable`] report.
     pub async fn rebuild(&self, order: RebuildOrder) -> Result<RebuildReport, StoreError> {
-        let _slot = self.gate.admit().await;
+        let slot = self.gate.admit().await;
+        let yielded = slot.yielded();
         let (read, lost) = self.peers.read_one_shard(&order).await;
         let bytes = match read {
             Ok(bytes) => bytes,
@@ -38,6 +39,7 @@ impl Rebuilder {
                         reason: e.to_string(),
                     },
                     lost,
+                    yielded,
                 });
             }
         };
@@ -53,6 +55,7 @@ impl Rebuilder {
         Ok(RebuildReport {
             outcome: RebuildOutcome::Rebuilt { bytes: len },
             lost,
+            yielded,
         })
     }
 }

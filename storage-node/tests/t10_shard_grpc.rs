@@ -36,6 +36,7 @@ fn config(id: u64, data_dir: &Path) -> NodeConfig {
         orphan_sweep_interval_ms: 600_000,
         scrub_interval_ms: 0,
         scrub_bytes_per_sec: 50 << 20,
+        rebuild_busy_share_pct: 25,
         metrics_listen: None,
         quarantine_retention_ms: 7 * 24 * 3600 * 1000,
         tls_dir: None,

@@ -60,6 +60,7 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
             "moved_shards": s.moved_shards,
             "repair_rate_bytes_per_sec": s.repair_rate_bytes_per_sec,
             "repair_eta_secs": s.repair_eta_secs,
+            "repair_limit": s.repair_limit,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -108,9 +109,14 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
         s.repair_queue,
         if s.repair_queue > 0 && s.repair_rate_bytes_per_sec > 0 {
             format!(
-                " (at {}/s, about {} s left)",
+                " (at {}/s, about {} s left; limited by {})",
                 human_bytes(s.repair_rate_bytes_per_sec),
-                s.repair_eta_secs
+                s.repair_eta_secs,
+                if s.repair_limit.is_empty() {
+                    "nothing yet"
+                } else {
+                    &s.repair_limit
+                }
             )
         } else {
             String::new()
@@ -189,6 +195,7 @@ pub async fn repair_status(client: &Client, json: bool) -> anyhow::Result<()> {
             "repair_bytes_per_sec": s.repair_bytes_per_sec,
             "repair_rate_bytes_per_sec": s.repair_rate_bytes_per_sec,
             "repair_eta_secs": s.repair_eta_secs,
+            "repair_limit": s.repair_limit,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -220,6 +227,9 @@ pub async fn repair_status(client: &Client, json: bool) -> anyhow::Result<()> {
             human_bytes(s.repair_rate_bytes_per_sec),
             s.repair_eta_secs
         );
+    }
+    if !s.repair_limit.is_empty() {
+        println!("limited by:       {}", s.repair_limit);
     }
     Ok(())
 }

@@ -109,6 +109,7 @@ impl MetaServer {
             repair_bytes_per_sec: self.repair.bytes_per_sec.load(Ordering::Relaxed),
             repair_rate_bytes_per_sec: self.repair.rate_bytes_per_sec.load(Ordering::Relaxed),
             repair_eta_secs: self.repair.eta_secs(),
+            repair_limit: self.repair.limit().describe().to_string(),
         }))
     }
 
