@@ -11,6 +11,7 @@ Usage:
 
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,10 +32,17 @@ def load_stubs():
         os.path.join(PROTO_DIR, "cairn", "common.proto"),
         os.path.join(PROTO_DIR, "cairn", "object.proto"),
     ])
-    if rc != 0:
-        raise SystemExit(f"protoc failed with {rc}")
-    sys.path.insert(0, out)
-    from cairn import common_pb2, object_pb2, object_pb2_grpc  # noqa: E402
+    try:
+        if rc != 0:
+            raise SystemExit(f"protoc failed with {rc}")
+        sys.path.insert(0, out)
+        from cairn import common_pb2, object_pb2, object_pb2_grpc  # noqa: E402
+    finally:
+        # The modules are loaded: the generated files are not needed any more, and a
+        # client killed later (the "hang" scenario) must not leave them behind.
+        shutil.rmtree(out, ignore_errors=True)
+        if out in sys.path:
+            sys.path.remove(out)
     return common_pb2, object_pb2, object_pb2_grpc
 
 
