@@ -295,7 +295,8 @@ impl ShardStore {
     }
 
     /// Up to `limit` shards whose files were last modified more than `age` ago (for the
-    /// orphan sweep). Reads directory entries only, never shard data.
+    /// orphan sweep and scrub). Reads directory entries only, never shard data. A shard
+    /// deleted or quarantined while the listing runs is left out, not an error.
     pub async fn shards_older_than(
         &self,
         age: std::time::Duration,
@@ -316,7 +317,9 @@ impl ShardStore {
                     else {
                         continue;
                     };
-                    let modified = entry.metadata()?.modified()?;
+                    let Some(modified) = modified_if_present(&entry)? else {
+                        continue;
+                    };
                     if now.duration_since(modified).is_ok_and(|d| d > age) {
                         out.push(key);
                         if out.len() >= limit {
@@ -661,6 +664,16 @@ async fn file_len_if_exists(path: &Path) -> Result<Option<u64>, StoreError> {
     })
     .await
     .map_err(io_error("stat", path))
+}
+
+/// When a listed file was last modified; `None` when it is gone since it was listed
+/// (deleted, or moved to quarantine, by a request running meanwhile).
+fn modified_if_present(entry: &std::fs::DirEntry) -> io::Result<Option<std::time::SystemTime>> {
+    match entry.metadata() {
+        Ok(m) => m.modified().map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Counts shards and quarantined files; removes temporary files left by a crash.

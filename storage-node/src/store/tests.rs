@@ -432,3 +432,22 @@ async fn quarantine_is_purged_after_its_retention() {
     assert!(files_in(&dir.path().join("quarantine")).is_empty());
     assert_eq!(store.usage().quarantined_count, 0);
 }
+
+/// A file listed and then deleted (or quarantined) before its time is read is left out
+/// of a listing, not an error that ends the scrub or sweep pass (seen in the nemesis run:
+/// "list shards in ...: No such file or directory").
+#[test]
+fn a_file_gone_after_it_was_listed_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("present"), b"x").unwrap();
+    std::fs::write(dir.path().join("gone"), b"x").unwrap();
+    let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    std::fs::remove_file(dir.path().join("gone")).unwrap();
+    for entry in &entries {
+        let modified = modified_if_present(entry).unwrap();
+        assert_eq!(modified.is_some(), entry.file_name() == "present");
+    }
+}
