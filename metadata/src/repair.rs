@@ -33,6 +33,13 @@ use crate::namespace::{ChunkMeta, NodeRecord};
 use crate::state_machine::SharedState;
 use crate::types::Raft;
 
+mod limit;
+mod plan;
+
+use limit::PassCounts;
+pub use limit::RepairLimit;
+pub use plan::{plan, PlanError, RepairPlan};
+
 /// Chunks taken per pass.
 const BATCH: usize = 256;
 
@@ -67,77 +74,6 @@ pub struct RepairStats {
     pub limit: AtomicU8,
 }
 
-/// What held a repair or rebalance pass back, for `cairn repair status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum RepairLimit {
-    /// Nothing to do.
-    Idle = 0,
-    /// The cluster-wide throttle paced the orders.
-    Throttle = 1,
-    /// Most orders found their node serving clients (rebuilds yield to client I/O).
-    ClientIo = 2,
-    /// Orders were held back because every node had its share in flight: the nodes'
-    /// CPU, disks and network are the limit.
-    NodeSpeed = 3,
-    /// Every order that could be sent was in flight at once: the work available.
-    Work = 4,
-}
-
-/// What a pass saw, for [`RepairLimit::of`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct PassCounts {
-    orders: u64,
-    /// Orders the nodes ran in their busy-time slot.
-    yielded: u64,
-    /// Times an order waited for a node's budget or the in-flight cap.
-    held_back: u64,
-    /// Time spent waiting for the throttle, and the pass's whole time.
-    throttled: Duration,
-    elapsed: Duration,
-}
-
-impl RepairLimit {
-    fn of(p: &PassCounts) -> RepairLimit {
-        if p.orders == 0 {
-            RepairLimit::Idle
-        } else if p.throttled * 4 > p.elapsed {
-            RepairLimit::Throttle
-        } else if p.yielded * 2 >= p.orders {
-            RepairLimit::ClientIo
-        } else if p.held_back > 0 {
-            RepairLimit::NodeSpeed
-        } else {
-            RepairLimit::Work
-        }
-    }
-
-    fn from_u8(v: u8) -> RepairLimit {
-        match v {
-            1 => RepairLimit::Throttle,
-            2 => RepairLimit::ClientIo,
-            3 => RepairLimit::NodeSpeed,
-            4 => RepairLimit::Work,
-            _ => RepairLimit::Idle,
-        }
-    }
-
-    /// In words, for an operator; empty for [`RepairLimit::Idle`].
-    pub fn describe(self) -> &'static str {
-        match self {
-            RepairLimit::Idle => "",
-            RepairLimit::Throttle => "the cluster-wide throttle (cairn repair throttle)",
-            RepairLimit::ClientIo => {
-                "client I/O: nodes serving clients rebuild one shard at a time"
-            }
-            RepairLimit::NodeSpeed => {
-                "the storage nodes' speed (CPU, disk, network): each has its share of rebuilds in flight"
-            }
-            RepairLimit::Work => "the work available: every rebuild possible now is in flight",
-        }
-    }
-}
-
 impl RepairStats {
     /// What limited the last pass.
     pub fn limit(&self) -> RepairLimit {
@@ -156,81 +92,6 @@ impl RepairStats {
         }
         (queue * per_chunk).div_ceil(rate)
     }
-}
-
-/// What to do for one chunk: a pure decision from its placement and the node states.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RepairPlan {
-    /// Shards that can be read (index, node), on up nodes: at least `k`.
-    pub sources: Vec<(u32, NodeId)>,
-    /// Indices to rebuild.
-    pub missing: Vec<u32>,
-    /// Placements on out or draining nodes, to retire once their index is rebuilt.
-    pub on_out_nodes: Vec<(u32, NodeId)>,
-    /// Nodes holding a shard of this chunk (up or down): never chosen as targets.
-    pub holders: BTreeSet<NodeId>,
-}
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
-    #[error("nothing to repair")]
-    Nothing,
-    #[error("only {usable} shards on up nodes, {needed} needed to rebuild")]
-    TooFewSources { usable: usize, needed: usize },
-}
-
-/// `draining` nodes are up and serve their shards as sources, but every shard on them is
-/// rebuilt elsewhere and then retired (that is how a drain empties a node).
-pub fn plan(
-    meta: &ChunkMeta,
-    state: impl Fn(NodeId) -> NodeState,
-    draining: impl Fn(NodeId) -> bool,
-) -> Result<RepairPlan, PlanError> {
-    let total = meta.redundancy.total_shards() as u32;
-    let needed = meta.redundancy.data_shards();
-    let mut sources = Vec::new();
-    let mut missing = Vec::new();
-    let mut on_out_nodes = Vec::new();
-    let mut holders = BTreeSet::new();
-    for index in 0..total {
-        match meta.shards.get(&index) {
-            None => missing.push(index),
-            Some(&node) => match state(node) {
-                NodeState::Up => {
-                    holders.insert(node);
-                    sources.push((index, node));
-                    if draining(node) {
-                        missing.push(index);
-                        on_out_nodes.push((index, node));
-                    }
-                }
-                NodeState::Down => {
-                    holders.insert(node);
-                }
-                NodeState::Out => {
-                    missing.push(index);
-                    on_out_nodes.push((index, node));
-                }
-            },
-        }
-    }
-    if missing.is_empty() {
-        return Err(PlanError::Nothing);
-    }
-    if sources.len() < needed {
-        return Err(PlanError::TooFewSources {
-            usable: sources.len(),
-            needed,
-        });
-    }
-    // Every usable shard is a candidate source, in order; repair reads k of them and
-    // falls back to the others when a read fails.
-    Ok(RepairPlan {
-        sources,
-        missing,
-        on_out_nodes,
-        holders,
-    })
 }
 
 /// Rebuild orders in flight at once, across the cluster.
@@ -770,61 +631,6 @@ mod tests {
     use crate::namespace::Hash32;
     use cairn_common::Redundancy;
 
-    fn meta(placed: &[(u32, NodeId)]) -> ChunkMeta {
-        ChunkMeta {
-            size: 100,
-            redundancy: Redundancy::Ec { k: 2, m: 2 },
-            shard_hashes: vec![Hash32([0; 32]); 4],
-            shards: placed.iter().copied().collect(),
-        }
-    }
-
-    fn states(down: &[NodeId], out: &[NodeId]) -> impl Fn(NodeId) -> NodeState {
-        let (down, out) = (down.to_vec(), out.to_vec());
-        move |n| {
-            if out.contains(&n) {
-                NodeState::Out
-            } else if down.contains(&n) {
-                NodeState::Down
-            } else {
-                NodeState::Up
-            }
-        }
-    }
-
-    #[test]
-    fn lost_and_out_shards_are_rebuilt_from_k_up_sources() {
-        let m = meta(&[(0, 1), (1, 2), (3, 4)]);
-        let p = plan(&m, states(&[], &[4]), |_| false).unwrap();
-        assert_eq!(p.missing, vec![2, 3]);
-        assert_eq!(p.on_out_nodes, vec![(3, 4)]);
-        assert_eq!(p.sources, vec![(0, 1), (1, 2)]);
-        assert!(!p.holders.contains(&4));
-    }
-
-    #[test]
-    fn shards_on_down_nodes_are_waited_for_not_rebuilt() {
-        let m = meta(&[(0, 1), (1, 2), (2, 3), (3, 4)]);
-        assert_eq!(
-            plan(&m, states(&[3, 4], &[]), |_| false),
-            Err(PlanError::Nothing)
-        );
-        let m = meta(&[(0, 1), (1, 2), (2, 3)]);
-        let p = plan(&m, states(&[2], &[]), |_| false).unwrap();
-        assert_eq!(p.missing, vec![3]);
-        assert!(p.holders.contains(&2), "a down holder is not a target");
-    }
-
-    #[test]
-    fn shards_on_a_draining_node_are_sources_and_moved_away() {
-        let m = meta(&[(0, 1), (1, 2), (2, 3), (3, 4)]);
-        let p = plan(&m, states(&[], &[]), |n| n == 2).unwrap();
-        assert_eq!(p.missing, vec![1]);
-        assert_eq!(p.on_out_nodes, vec![(1, 2)]);
-        assert!(p.sources.iter().any(|(i, _)| *i == 0));
-        assert!(p.holders.contains(&2), "the draining node is not a target");
-    }
-
     fn source(index: u32, node: NodeId) -> ShardSource {
         ShardSource {
             index,
@@ -844,7 +650,12 @@ mod tests {
                 RebuildOrder {
                     chunk,
                     index,
-                    meta: meta(&[]),
+                    meta: ChunkMeta {
+                        size: 100,
+                        redundancy: Redundancy::Ec { k: 2, m: 2 },
+                        shard_hashes: vec![Hash32([0; 32]); 4],
+                        shards: Default::default(),
+                    },
                     sources,
                 },
             )],
@@ -863,40 +674,6 @@ mod tests {
             vec![2],
             "the source with the same index is copied"
         );
-    }
-
-    #[test]
-    fn a_pass_reports_what_limited_it() {
-        let pass = |orders, yielded, held_back, throttled_ms| PassCounts {
-            orders,
-            yielded,
-            held_back,
-            throttled: Duration::from_millis(throttled_ms),
-            elapsed: Duration::from_millis(1000),
-        };
-        assert_eq!(RepairLimit::of(&pass(0, 0, 0, 0)), RepairLimit::Idle);
-        assert_eq!(
-            RepairLimit::of(&pass(50, 40, 9, 600)),
-            RepairLimit::Throttle
-        );
-        assert_eq!(
-            RepairLimit::of(&pass(50, 25, 9, 100)),
-            RepairLimit::ClientIo
-        );
-        assert_eq!(
-            RepairLimit::of(&pass(50, 5, 9, 100)),
-            RepairLimit::NodeSpeed
-        );
-        assert_eq!(RepairLimit::of(&pass(50, 5, 0, 0)), RepairLimit::Work);
-        for limit in [
-            RepairLimit::Idle,
-            RepairLimit::Throttle,
-            RepairLimit::ClientIo,
-            RepairLimit::NodeSpeed,
-            RepairLimit::Work,
-        ] {
-            assert_eq!(RepairLimit::from_u8(limit as u8), limit);
-        }
     }
 
     #[test]
@@ -926,17 +703,5 @@ mod tests {
             budget.release(&to_eight);
         }
         assert!(budget.targets.is_empty() && budget.sources.is_empty());
-    }
-
-    #[test]
-    fn too_few_up_shards_cannot_be_repaired_yet() {
-        let m = meta(&[(0, 1), (1, 2), (2, 3)]);
-        assert_eq!(
-            plan(&m, states(&[1], &[2]), |_| false),
-            Err(PlanError::TooFewSources {
-                usable: 1,
-                needed: 2
-            })
-        );
     }
 }
