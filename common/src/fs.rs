@@ -289,6 +289,29 @@ pub enum FsChange {
         runs: Vec<InlineRun>,
         size_at_least: u64,
     },
+    /// Makes `offset..offset + len` of a file read as zeros and hold no storage: the
+    /// chunk extents in the range are cut away (a chunk no extent points into any more is
+    /// released) and inline bytes in it are zeroed. The size does not change (the part of
+    /// the range past the end of file is ignored). `fallocate`'s `PUNCH_HOLE` and a block
+    /// volume's TRIM and WRITE_ZEROES. Idempotent.
+    PunchHole {
+        ino: Ino,
+        offset: u64,
+        len: u64,
+    },
+    /// A new regular file `parent/name` with the content of file `src` as committed now:
+    /// the same size, extents (pointing into the same chunks, whose reference counts
+    /// grow: chunks are immutable, so nothing is copied) and inline bytes. The copies
+    /// diverge from then on, and a chunk is freed when the last file pointing into it
+    /// drops it. Block volume snapshots and clones. `parent` may be in another bucket.
+    CloneFile {
+        src: Ino,
+        parent: Ino,
+        name: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// File bytes `data` at `offset`, for [`FsChange::WriteInline`].
@@ -326,6 +349,7 @@ impl FsChange {
                 | FsChange::CreateMany { .. }
                 | FsChange::RemoveMany { .. }
                 | FsChange::WriteInline { .. }
+                | FsChange::CloneFile { .. }
         )
     }
 }

@@ -137,8 +137,8 @@ pub enum FsError {
     /// The handle is unknown or not open for this access (`EBADF`).
     #[error("bad file handle")]
     BadHandle,
-    /// Not offered by this filesystem (`EOPNOTSUPP`): `fallocate` modes other than 0 and
-    /// `FALLOC_FL_KEEP_SIZE`, POSIX ACLs.
+    /// Not offered by this filesystem (`EOPNOTSUPP`): `fallocate` modes other than 0,
+    /// `FALLOC_FL_KEEP_SIZE` and punching holes, POSIX ACLs.
     #[error("operation not supported")]
     Unsupported,
     #[error("read-only filesystem")]
@@ -323,6 +323,29 @@ pub trait FsBackend: Send + Sync + 'static {
     /// or wrote it meanwhile; the new bytes read as zeros. Reserves no space: storage is
     /// taken when bytes are written (the core checked the free space first).
     async fn grow(&self, ino: Ino, handle: HandleId, size: u64) -> Result<FsAttr, FsError>;
+    /// `fallocate(PUNCH_HOLE | KEEP_SIZE)` on a file open for writing through `handle`:
+    /// `offset..offset + len` reads as zeros afterwards and holds no storage (where it
+    /// covers whole pages or chunk runs); the size does not change, the part past the end
+    /// of file is ignored. Ordered after this mount's earlier writes to the file.
+    async fn punch_hole(
+        &self,
+        ino: Ino,
+        handle: HandleId,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), FsError>;
+    /// A new regular file `parent/name` (`Exists` if taken) holding `ino`'s content as
+    /// this mount sees it (its buffered writes included), sharing the storage where the
+    /// backend can: the cluster's chunks are immutable, so a clone is one metadata commit
+    /// and the two files diverge from then on. Owner from `caller`.
+    async fn clone_file(
+        &self,
+        ino: Ino,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> Result<FsAttr, FsError>;
     /// Called at every `close(2)` of a descriptor: make written data visible to other
     /// mounts (close-to-open). Need not be durable.
     async fn flush(&self, ino: Ino, handle: HandleId) -> Result<(), FsError>;

@@ -139,6 +139,16 @@ impl ClusterBackend {
         Ok(backend)
     }
 
+    /// Returns once this backend's session is fenced (its lease ended): from then on
+    /// every operation fails with [`FsError::Stale`]. Cancel safe.
+    pub async fn fenced(&self) {
+        self.session.fenced().await
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.session.is_fenced()
+    }
+
     /// Ends the session (after unmount): its locks and holds are released at once.
     pub async fn close(&self) {
         self.session.close(&self.client).await;
@@ -480,6 +490,44 @@ impl FsBackend for ClusterBackend {
 
     async fn grow(&self, ino: Ino, handle: HandleId, size: u64) -> Result<FsAttr, FsError> {
         self.grow_file(ino, handle, size).await
+    }
+
+    async fn clone_file(
+        &self,
+        ino: Ino,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> Result<FsAttr, FsError> {
+        // This mount's buffered writes to the source belong in the copy.
+        if let Some(file) = self.open_file(ino) {
+            let mut file = file.lock().await;
+            if !file.closed {
+                self.flush_file(ino, &mut file).await?;
+            }
+        }
+        let reply = self
+            .change(FsChange::CloneFile {
+                src: ino,
+                parent,
+                name: name_of(name)?,
+                mode,
+                uid: caller.uid,
+                gid: caller.gid,
+            })
+            .await?;
+        self.attr_reply(reply).await
+    }
+
+    async fn punch_hole(
+        &self,
+        ino: Ino,
+        handle: HandleId,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), FsError> {
+        self.punch_file(ino, handle, offset, len).await
     }
 
     async fn flush(&self, ino: Ino, handle: HandleId) -> Result<(), FsError> {

@@ -373,9 +373,10 @@ impl FsCore {
     /// bytes long (the new bytes read as zeros); `FALLOC_FL_KEEP_SIZE` changes nothing;
     /// both first check that the part of the range past the end of file fits in the free
     /// space (`ENOSPC`), but reserve nothing: storage is allocated when bytes are written,
-    /// so a later write can still find the disks full. Every other mode (punching holes,
-    /// zeroing, collapsing or inserting ranges) is `Unsupported` (`EOPNOTSUPP`, after which
-    /// the kernel still sends the supported modes).
+    /// so a later write can still find the disks full. `FALLOC_FL_PUNCH_HOLE |
+    /// FALLOC_FL_KEEP_SIZE` makes the range read as zeros and frees its storage. Every
+    /// other mode (zeroing, collapsing or inserting ranges) is `Unsupported`
+    /// (`EOPNOTSUPP`, after which the kernel still sends the supported modes).
     pub async fn fallocate(
         &self,
         ino: Ino,
@@ -384,9 +385,10 @@ impl FsCore {
         length: u64,
         mode: i32,
     ) -> Result<(), FsError> {
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         let keep_size = match mode {
             0 => false,
-            libc::FALLOC_FL_KEEP_SIZE => true,
+            libc::FALLOC_FL_KEEP_SIZE | PUNCH => true,
             _ => return Err(FsError::Unsupported),
         };
         let h = self.file_handle(ino, fh)?;
@@ -397,6 +399,9 @@ impl FsCore {
             .checked_add(length)
             .filter(|&end| end <= MAX_FILE_SIZE)
             .ok_or(FsError::FileTooBig)?;
+        if mode == PUNCH {
+            return self.backend.punch_hole(ino, h, offset, length).await;
+        }
         let size = self.backend.getattr(ino).await.map_err(inode_gone)?.size;
         if end <= size {
             return Ok(());

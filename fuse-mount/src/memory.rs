@@ -184,6 +184,31 @@ impl FsBackend for MemoryBackend {
         Ok(s.inode(ino)?.attr())
     }
 
+    async fn clone_file(
+        &self,
+        ino: Ino,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> Result<FsAttr, FsError> {
+        let mut s = self.state();
+        let data = match &s.inode(ino)?.content {
+            Content::File(d) => d.clone(),
+            Content::Dir { .. } => return Err(FsError::IsDir),
+            _ => return Err(FsError::InvalidArgument),
+        };
+        s.check_free(parent, name)?;
+        // Memory has no shared pages: the copy takes its own.
+        let pages = data.allocated_pages();
+        if pages > (s.opts.capacity_bytes / PAGE).saturating_sub(s.used_pages) {
+            return Err(FsError::NoSpace);
+        }
+        let new = s.new_inode(parent, name, mode, caller, Content::File(data))?;
+        s.used_pages += pages;
+        Ok(s.inode(new)?.attr())
+    }
+
     async fn mkdir(
         &self,
         parent: Ino,
@@ -388,6 +413,31 @@ impl FsBackend for MemoryBackend {
             inode.meta.generation += 1;
         }
         Ok(inode.attr())
+    }
+
+    async fn punch_hole(
+        &self,
+        ino: Ino,
+        handle: HandleId,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), FsError> {
+        let mut s = self.state();
+        s.check_handle(ino, handle, true)?;
+        let inode = s.inode_mut(ino)?;
+        let Content::File(d) = &mut inode.content else {
+            return Err(FsError::IsDir);
+        };
+        if offset >= d.size() || len == 0 {
+            return Ok(());
+        }
+        let freed = d.punch(offset, len);
+        let t = now();
+        inode.meta.mtime_ns = t;
+        inode.meta.ctime_ns = t;
+        inode.meta.generation += 1;
+        s.used_pages -= freed;
+        Ok(())
     }
 
     async fn flush(&self, ino: Ino, handle: HandleId) -> Result<(), FsError> {

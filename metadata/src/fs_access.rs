@@ -70,12 +70,17 @@ pub fn check(
                     (std::slice::from_ref(parent), Access::Write)
                 }
                 FsChange::Link { ino, parent, .. } => (&[*ino, *parent], Access::Write),
+                FsChange::CloneFile { src, parent, .. } => {
+                    need(*src, Access::Read)?;
+                    (std::slice::from_ref(parent), Access::Write)
+                }
                 FsChange::Rename {
                     parent, new_parent, ..
                 } => (&[*parent, *new_parent], Access::Write),
                 FsChange::SetAttr { ino, .. }
                 | FsChange::Write { ino, .. }
                 | FsChange::WriteInline { ino, .. }
+                | FsChange::PunchHole { ino, .. }
                 | FsChange::Compact { ino, .. }
                 | FsChange::SetXattr { ino, .. }
                 | FsChange::RemoveXattr { ino, .. } => (std::slice::from_ref(ino), Access::Write),

@@ -4,7 +4,7 @@
 //! and in parallel, then commits the new extents in one Raft commit. A flush is thus
 //! visible to every mount and durable when it returns. The chunks it stored go to the
 //! chunk cache, for reads that follow. `fallocate` grows a file here too, by a commit of
-//! no extents.
+//! no extents, and punches holes in it.
 //!
 //! Every function here takes the open file already locked (or locks it itself), so that a
 //! flush and the writes, reads and attribute replies of the same file never interleave.
@@ -78,6 +78,33 @@ impl ClusterBackend {
         let mut attr = a;
         attr.size = file.size();
         Ok(attr)
+    }
+
+    /// `fallocate(PUNCH_HOLE)`: the buffered writes first (some may lie in the range),
+    /// then one commit that cuts the range out of the file's extents.
+    pub(super) async fn punch_file(
+        &self,
+        ino: Ino,
+        handle: HandleId,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), FsError> {
+        self.session.check()?;
+        let file = self.file_of(ino, handle)?;
+        let mut file = file.lock().await;
+        self.flush_file(ino, &mut file).await?;
+        let reply = self
+            .change(FsChange::PunchHole { ino, offset, len })
+            .await?;
+        let FsReply::Attr(a) = reply else {
+            return Err(unexpected("punch hole", reply));
+        };
+        file.size = a.size;
+        file.map = None;
+        file.commits += 1;
+        self.newest()
+            .record(ino, a.generation, a.size, Instant::now());
+        Ok(())
     }
 
     /// `flush` (every `close`): the file's buffered writes are committed.

@@ -297,7 +297,7 @@ async fn fallocate_grows_keeps_or_refuses_by_mode_and_free_space() {
         .expect("keep size");
     assert_eq!(size_of(&fs, a.ino).await, 4096);
     for mode in [
-        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        libc::FALLOC_FL_PUNCH_HOLE,
         libc::FALLOC_FL_ZERO_RANGE,
         libc::FALLOC_FL_COLLAPSE_RANGE,
         libc::FALLOC_FL_INSERT_RANGE,
@@ -325,6 +325,23 @@ async fn fallocate_grows_keeps_or_refuses_by_mode_and_free_space() {
         fs.read(a.ino, fh, 0, 8192).await.expect("read"),
         [b"abc".as_slice(), &[0u8; 4093]].concat()
     );
+
+    // A punched hole reads as zeros, keeps the size and frees its pages.
+    fs.write(a.ino, fh, 0, &[9u8; 4 * 4096], libc::O_RDWR)
+        .await
+        .expect("fill");
+    let free = fs.statfs().await.expect("statfs").free_bytes;
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    fs.fallocate(a.ino, fh, 1, 2 * 4096, punch)
+        .await
+        .expect("punch");
+    assert_eq!(size_of(&fs, a.ino).await, 4 * 4096);
+    let bytes = fs.read(a.ino, fh, 0, 4 * 4096).await.expect("read");
+    assert_eq!(bytes[0], 9);
+    assert!(bytes[1..1 + 2 * 4096].iter().all(|&b| b == 0));
+    assert!(bytes[1 + 2 * 4096..].iter().all(|&b| b == 9));
+    let freed = fs.statfs().await.expect("statfs").free_bytes - free;
+    assert_eq!(freed, 4096, "one page was covered whole");
 }
 
 fn whole(kind: LockKind) -> FileLock {

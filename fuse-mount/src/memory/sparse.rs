@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub const PAGE: u64 = 4096;
 
 /// One file's bytes.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SparseData {
     size: u64,
     pages: BTreeMap<u64, Box<[u8]>>,
@@ -77,6 +77,35 @@ impl SparseData {
         allocated
     }
 
+    /// Zeros `offset..offset + len` (within the size, which does not change), freeing the
+    /// pages it covers whole. Returns the number of pages freed.
+    pub fn punch(&mut self, offset: u64, len: u64) -> u64 {
+        let end = offset.saturating_add(len).min(self.size);
+        if offset >= end {
+            return 0;
+        }
+        let (first_whole, end_whole) = (offset.div_ceil(PAGE), end / PAGE);
+        let mut freed = 0;
+        if first_whole < end_whole {
+            let whole: Vec<u64> = self
+                .pages
+                .range(first_whole..end_whole)
+                .map(|(&i, _)| i)
+                .collect();
+            for index in whole {
+                self.pages.remove(&index);
+                freed += 1;
+            }
+        }
+        for (&index, page) in self.pages.range_mut(offset / PAGE..=(end - 1) / PAGE) {
+            let page_start = index * PAGE;
+            let from = offset.max(page_start) - page_start;
+            let to = end.min(page_start + PAGE) - page_start;
+            page[from as usize..to as usize].fill(0);
+        }
+        freed
+    }
+
     /// Sets the size; bytes past a shrink are gone (a later grow reads zeros there).
     /// Returns the number of pages freed.
     pub fn truncate(&mut self, size: u64) -> u64 {
@@ -98,6 +127,22 @@ impl SparseData {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn punch_zeros_the_range_and_frees_whole_pages_only() {
+        let mut d = SparseData::default();
+        d.write(0, &[1u8; 4 * PAGE as usize]);
+        assert_eq!(d.punch(100, 2 * PAGE), 1, "only page 1 is covered whole");
+        assert_eq!(d.allocated_pages(), 3);
+        let bytes = d.read(0, 4 * PAGE);
+        assert!(bytes[..100].iter().all(|&b| b == 1));
+        assert!(bytes[100..100 + 2 * PAGE as usize].iter().all(|&b| b == 0));
+        assert!(bytes[100 + 2 * PAGE as usize..].iter().all(|&b| b == 1));
+        assert_eq!(d.size(), 4 * PAGE);
+        assert_eq!(d.punch(3 * PAGE, u64::MAX), 1, "past the end: to the end");
+        assert_eq!(d.size(), 4 * PAGE);
+        assert_eq!(d.punch(9 * PAGE, 1), 0);
+    }
+
     use super::*;
 
     #[test]

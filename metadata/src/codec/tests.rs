@@ -182,6 +182,19 @@ fn every_fs_change() -> Vec<FsChange> {
             ],
             size_at_least: u64::MAX,
         },
+        FsChange::PunchHole {
+            ino: 9,
+            offset: 4095,
+            len: u64::MAX,
+        },
+        FsChange::CloneFile {
+            src: 9,
+            parent: 4,
+            name: "snap".into(),
+            mode: 0o600,
+            uid: 0,
+            gid: 7,
+        },
     ]);
     all
 }
@@ -206,6 +219,8 @@ fn fs_change_variant(c: &FsChange) -> &'static str {
         FsChange::CreateMany { .. } => "CreateMany",
         FsChange::RemoveMany { .. } => "RemoveMany",
         FsChange::WriteInline { .. } => "WriteInline",
+        FsChange::PunchHole { .. } => "PunchHole",
+        FsChange::CloneFile { .. } => "CloneFile",
     }
 }
 
@@ -226,6 +241,8 @@ const FS_CHANGE_VARIANTS: &[&str] = &[
     "CreateMany",
     "RemoveMany",
     "WriteInline",
+    "PunchHole",
+    "CloneFile",
 ];
 
 /// One of every `Command` variant (several for the ones with optional parts), with

@@ -226,6 +226,21 @@ impl Namespace {
                 self.fs_write_inline(ino, runs, size_at_least, now)?;
                 self.fs_attr(ino).map(FsReply::Attr)
             }
+            FsChange::CloneFile {
+                src,
+                parent,
+                name,
+                mode,
+                uid,
+                gid,
+            } => {
+                let ino = self.fs_clone_file(src, parent, &name, mode, (uid, gid), now)?;
+                self.fs_attr(ino).map(FsReply::Attr)
+            }
+            FsChange::PunchHole { ino, offset, len } => {
+                self.fs_punch_hole(ino, offset, len, now)?;
+                self.fs_attr(ino).map(FsReply::Attr)
+            }
         }
     }
 

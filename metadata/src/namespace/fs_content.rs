@@ -1,11 +1,11 @@
 //! A file's content and extended attributes for mounts: writes of extents (with the
-//! reference counts of the chunks they point into), compaction of a fragmented file, and
-//! xattrs. Each checks everything before it modifies anything. Pure: no IO.
+//! reference counts of the chunks they point into), holes punched in them, clones sharing
+//! them, compaction of a fragmented file, and xattrs. Each checks everything before it modifies anything. Pure: no IO.
 
 use cairn_common::chunk::ChunkMeta;
 use cairn_common::fs::{
-    FileExtent, FsErrorKind, Ino, XattrMode, MAX_EXTENTS_PER_WRITE, MAX_FILE_SIZE,
-    XATTRS_PER_INODE_MAX, XATTR_NAME_MAX, XATTR_VALUE_MAX,
+    FileExtent, FsErrorKind, Ino, NewNode, XattrMode, MAX_EXTENTS_PER_WRITE, MAX_FILE_SIZE,
+    ROOT_INO, XATTRS_PER_INODE_MAX, XATTR_NAME_MAX, XATTR_VALUE_MAX,
 };
 use cairn_common::ChunkId;
 
@@ -119,6 +119,82 @@ impl Namespace {
             self.release_chunk(id);
         }
         Ok(())
+    }
+
+    pub(super) fn fs_punch_hole(&mut self, ino: Ino, offset: u64, len: u64, now: u64) -> FsRes<()> {
+        let InodeKind::File { size, .. } = self.inode(ino)?.kind else {
+            return fail(
+                FsErrorKind::IsDir,
+                "punch a hole in something not a regular file",
+            );
+        };
+        let end = offset.saturating_add(len).min(size);
+        if offset >= end {
+            return Ok(());
+        }
+        let mut inline = self.inline_of(ino);
+        let inline_changed = (offset as usize) < inline.len();
+        if inline_changed {
+            let to = (end as usize).min(inline.len());
+            if to == inline.len() {
+                inline.truncate(offset as usize);
+            } else {
+                inline[offset as usize..to].fill(0);
+            }
+        }
+        let generation = self.bump_generation();
+        let mut refs = Vec::new();
+        let inode = self.inode_mut(ino)?;
+        let InodeKind::File { extents, .. } = &mut inode.kind else {
+            unreachable!("checked above");
+        };
+        extents::punch(extents, offset, end, &mut refs);
+        inode.mtime_ns = now;
+        inode.ctime_ns = now;
+        inode.generation = generation;
+        self.apply_refs(refs);
+        if inline_changed {
+            self.set_inline(ino, inline);
+        }
+        Ok(())
+    }
+
+    /// `CloneFile`: checks the source, creates the new file, then shares the content.
+    pub(super) fn fs_clone_file(
+        &mut self,
+        src: Ino,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        owner: (u32, u32),
+        now: u64,
+    ) -> FsRes<Ino> {
+        let (size, extents, attrs) = match &self.inode(src)?.kind {
+            InodeKind::File {
+                size,
+                extents,
+                attrs,
+            } => (*size, extents.clone(), attrs.clone()),
+            InodeKind::Dir { .. } => return fail(FsErrorKind::IsDir, "clone of a directory"),
+            _ => return fail(FsErrorKind::InvalidArgument, "clone of a non-regular file"),
+        };
+        if parent == ROOT_INO {
+            return fail(FsErrorKind::NotPermitted, "only buckets live at the root");
+        }
+        let inline = self.inline_of(src);
+        let ino = self.fs_create(parent, name, NewNode::File, mode, owner, now)?;
+        let refs: Vec<RefChange> = extents.iter().map(|e| RefChange::Take(e.chunk)).collect();
+        let inode = self.inode_mut(ino)?;
+        inode.kind = InodeKind::File {
+            size,
+            extents,
+            attrs,
+        };
+        self.apply_refs(refs);
+        if !inline.is_empty() {
+            self.set_inline(ino, inline);
+        }
+        Ok(ino)
     }
 
     pub(super) fn fs_compact(

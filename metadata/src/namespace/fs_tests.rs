@@ -727,3 +727,146 @@ fn an_object_lookup_carries_the_inline_bytes_and_a_new_version_drops_them() {
     assert!(fs.ns.lookup("bkt", "f").expect("lookup").inline.is_empty());
     assert_eq!(fs.ns.inline_bytes_used(), 0);
 }
+
+#[test]
+fn a_punched_hole_reads_as_zeros_keeps_the_size_and_releases_chunks_no_longer_used() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "f", NewNode::File);
+    let (a, b) = (chunk(100), chunk(50));
+    let (a_id, b_id) = (a.0, b.0);
+    fs.write(ino, 0, a).expect("write a");
+    fs.write(ino, 100, b).expect("write b");
+    let generation = fs.map(ino).attr.generation;
+
+    // Into the middle of a: a stays, cut in two.
+    let punched = fs.change(FsChange::PunchHole {
+        ino,
+        offset: 10,
+        len: 20,
+    });
+    let Ok(FsReply::Attr(attr)) = punched else {
+        panic!("{punched:?}")
+    };
+    assert_eq!(attr.size, 150, "the size does not change");
+    assert!(attr.generation > generation, "the content changed");
+    assert_eq!(fs.runs(ino), vec![(0, 10), (30, 70), (100, 50)]);
+    assert!(fs.gc_chunks().is_empty());
+
+    // Over all of b and past the end of file: b is released, the size stays.
+    fs.change(FsChange::PunchHole {
+        ino,
+        offset: 90,
+        len: u64::MAX,
+    })
+    .expect("punch to the end");
+    assert_eq!(fs.runs(ino), vec![(0, 10), (30, 60)]);
+    assert_eq!(fs.map(ino).attr.size, 150);
+    assert_eq!(fs.gc_chunks(), vec![b_id]);
+
+    // The same punch again changes nothing; a punch past the end is nothing.
+    fs.change(FsChange::PunchHole {
+        ino,
+        offset: 90,
+        len: u64::MAX,
+    })
+    .expect("again");
+    fs.change(FsChange::PunchHole {
+        ino,
+        offset: 1000,
+        len: 10,
+    })
+    .expect("past the end");
+    assert_eq!(fs.runs(ino), vec![(0, 10), (30, 60)]);
+
+    // The rest of a: released too.
+    fs.change(FsChange::PunchHole {
+        ino,
+        offset: 0,
+        len: 100,
+    })
+    .expect("punch the rest");
+    assert!(fs.runs(ino).is_empty());
+    let mut gone = fs.gc_chunks();
+    gone.sort();
+    let mut want = vec![a_id, b_id];
+    want.sort();
+    assert_eq!(gone, want);
+
+    // Inline bytes: zeroed inside, cut at their end.
+    let g = fs.must_create(fs.bucket, "g", NewNode::File);
+    fs.write_inline(g, 0, b"abcdefgh").expect("inline");
+    fs.change(FsChange::PunchHole {
+        ino: g,
+        offset: 2,
+        len: 3,
+    })
+    .expect("inside");
+    assert_eq!(fs.map(g).inline, b"ab\0\0\0fgh");
+    fs.change(FsChange::PunchHole {
+        ino: g,
+        offset: 6,
+        len: 10,
+    })
+    .expect("to the end");
+    let map = fs.map(g);
+    assert_eq!(map.inline, b"ab\0\0\0f");
+    assert_eq!(map.attr.size, 8);
+    assert_eq!(fs.ns.inline_bytes_used(), 6);
+
+    let dir = fs.must_create(fs.bucket, "d", NewNode::Dir);
+    let refused = fs.kind_of(FsChange::PunchHole {
+        ino: dir,
+        offset: 0,
+        len: 1,
+    });
+    assert_eq!(refused, FsErrorKind::IsDir);
+}
+
+#[test]
+fn a_clone_shares_the_chunks_until_the_last_file_drops_them() {
+    let mut fs = Fs::new();
+    let ino = fs.must_create(fs.bucket, "f", NewNode::File);
+    let a = chunk(100);
+    let a_id = a.0;
+    fs.write(ino, 0, a).expect("write a");
+    fs.write_inline(ino, 0, b"hi").expect("inline under a");
+    let other = fs.must_create(ROOT_INO, "other", NewNode::Dir);
+    let clone = |src, parent, name: &str| FsChange::CloneFile {
+        src,
+        parent,
+        name: name.into(),
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+    };
+    let cloned = fs.change(clone(ino, other, "copy"));
+    let Ok(FsReply::Attr(attr)) = cloned else {
+        panic!("{cloned:?}")
+    };
+    let copy = attr.ino;
+    assert_eq!(attr.size, 100);
+    assert_eq!(fs.runs(copy), fs.runs(ino));
+    assert_eq!(fs.map(copy).inline, b"hi");
+
+    // The copies diverge; the chunk lives while either points into it.
+    fs.truncate(ino, 0);
+    assert!(fs.gc_chunks().is_empty(), "the clone still uses a");
+    assert_eq!(fs.map(ino).attr.size, 0);
+    assert_eq!(fs.map(copy).attr.size, 100);
+    fs.change(FsChange::Unlink {
+        parent: other,
+        name: "copy".into(),
+        dir: false,
+    })
+    .expect("unlink the clone");
+    assert_eq!(fs.gc_chunks(), vec![a_id]);
+
+    let dir = fs.must_create(fs.bucket, "d", NewNode::Dir);
+    assert_eq!(fs.kind_of(clone(dir, other, "x")), FsErrorKind::IsDir);
+    assert_eq!(
+        fs.kind_of(clone(ino, ROOT_INO, "x")),
+        FsErrorKind::NotPermitted
+    );
+    fs.must_create(other, "taken", NewNode::File);
+    assert_eq!(fs.kind_of(clone(ino, other, "taken")), FsErrorKind::Exists);
+}

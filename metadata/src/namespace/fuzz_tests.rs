@@ -146,6 +146,19 @@ fn change() -> impl Strategy<Value = FsChange> {
                     .collect(),
                 size_at_least,
             }),
+        (ino(), 0u64..80_000, 0u64..80_000).prop_map(|(ino, offset, len)| FsChange::PunchHole {
+            ino,
+            offset,
+            len
+        }),
+        (ino(), ino(), name()).prop_map(|(src, parent, name)| FsChange::CloneFile {
+            src,
+            parent,
+            name,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        }),
         ino().prop_map(|ino| FsChange::Hold { ino }),
         ino().prop_map(|ino| FsChange::Release { ino }),
         (ino(), 0u64..3, 0u64..100, 0u64..100).prop_map(|(ino, owner, start, end)| {
