@@ -2,7 +2,8 @@
 # Installs what building and testing Cairn needs on Debian 12 beyond the Rust toolchain:
 # libclang (RocksDB's bindgen), fuse3 (fusermount3), PostgreSQL (the database failover
 # test runs it on a mount), iptables (network partitions) and faketime (clock jumps) for
-# the fault-injection tests, rustfmt/clippy, cargo-nextest, cargo-deny.
+# the fault-injection tests, qemu-utils and libnbd-bin (the block volume tests drive NBD
+# with qemu-img, qemu-io and nbdcopy), rustfmt/clippy, cargo-nextest, cargo-deny.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
@@ -13,6 +14,8 @@ command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
+command -v qemu-io >/dev/null 2>&1 || need_apt+=(qemu-utils)
+command -v nbdcopy >/dev/null 2>&1 || need_apt+=(libnbd-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

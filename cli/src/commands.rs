@@ -7,12 +7,14 @@ mod objects;
 mod progress;
 mod status;
 mod user;
+mod volume;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use cairn_client::Client;
 use cairn_common::config::ClusterFile;
+use cairn_common::Redundancy;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -104,6 +106,11 @@ enum Command {
         #[command(subcommand)]
         command: MetaCommand,
     },
+    /// Block volumes: create, list, resize, remove, and serve one over NBD.
+    Volume {
+        #[command(subcommand)]
+        command: volume::VolumeCommand,
+    },
     /// Load generator: put/get/mixed/small-object workloads, and metadata operations
     /// (meta), with throughput and latency percentiles.
     Bench(bench::BenchArgs),
@@ -119,17 +126,34 @@ enum Command {
     },
 }
 
+/// How a new bucket's (or volume's) data is stored.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RedundancyArgs {
+    /// Erasure coding K+M, e.g. 4+2 (the default).
+    #[arg(long, conflicts_with = "replicas")]
+    ec: Option<String>,
+    /// Full replicas instead of erasure coding.
+    #[arg(long)]
+    replicas: Option<u32>,
+}
+
+impl RedundancyArgs {
+    pub(crate) fn resolve(&self) -> anyhow::Result<Redundancy> {
+        Ok(match (&self.ec, self.replicas) {
+            (Some(ec), _) => ec.parse::<Redundancy>()?,
+            (None, Some(n)) => Redundancy::Replicas { n }.validate()?,
+            (None, None) => Redundancy::DEFAULT,
+        })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum BucketCommand {
     /// Create a bucket (default redundancy: ec 4+2).
     Create {
         name: String,
-        /// Erasure coding K+M, e.g. 4+2.
-        #[arg(long, conflicts_with = "replicas")]
-        ec: Option<String>,
-        /// Full replicas instead of erasure coding.
-        #[arg(long)]
-        replicas: Option<u32>,
+        #[command(flatten)]
+        redundancy: RedundancyArgs,
     },
     /// List buckets.
     Ls {
@@ -228,8 +252,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bucket { command } => {
             let client = client()?;
             match command {
-                BucketCommand::Create { name, ec, replicas } => {
-                    objects::bucket_create(&client, &name, ec, replicas).await
+                BucketCommand::Create { name, redundancy } => {
+                    objects::bucket_create(&client, &name, redundancy.resolve()?).await
                 }
                 BucketCommand::Ls { json } => objects::bucket_ls(&client, json).await,
                 BucketCommand::Grant {
@@ -253,6 +277,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stat { target, json } => objects::stat(&client()?, &target, json).await,
         Command::Rm { target } => objects::rm(&client()?, &target).await,
         Command::Bench(args) => bench::run(&client()?, args).await,
+        Command::Volume { command } => volume::run(client()?, command).await,
         Command::Status { json } => status::show(&client()?, json).await,
         Command::Scrub { node } => status::scrub(&client()?, node).await,
         Command::Rebalance { dry_run } => status::rebalance(&client()?, dry_run).await,

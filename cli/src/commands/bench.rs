@@ -97,7 +97,7 @@ pub struct BenchReport {
     pub phases: Vec<PhaseReport>,
 }
 
-/// Parses `4096`, `4KiB`, `1MiB`, `2GiB`.
+/// Parses `4096`, `4KiB`, `1MiB`, `2GiB`, `1TiB`.
 pub fn parse_size(text: &str) -> anyhow::Result<usize> {
     let t = text.trim();
     let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
@@ -109,7 +109,8 @@ pub fn parse_size(text: &str) -> anyhow::Result<usize> {
         "KiB" | "K" | "k" => 1 << 10,
         "MiB" | "M" => 1 << 20,
         "GiB" | "G" => 1 << 30,
-        other => bail!("size {text:?}: unknown unit {other:?} (use KiB, MiB or GiB)"),
+        "TiB" | "T" => 1 << 40,
+        other => bail!("size {text:?}: unknown unit {other:?} (use KiB, MiB, GiB or TiB)"),
     };
     n.checked_mul(scale)
         .with_context(|| format!("size {text:?} is too large"))
@@ -335,6 +336,7 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert_eq!(parse_size("4KiB").unwrap(), 4096);
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("2TiB").unwrap(), 2 << 40);
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
         assert!(parse_size("4 parsecs").is_err());
         assert!(parse_size("MiB").is_err());

@@ -32,14 +32,8 @@ fn parse_range(text: &str) -> anyhow::Result<Range<u64>> {
 pub async fn bucket_create(
     client: &Client,
     name: &str,
-    ec: Option<String>,
-    replicas: Option<u32>,
+    redundancy: Redundancy,
 ) -> anyhow::Result<()> {
-    let redundancy = match (ec, replicas) {
-        (Some(ec), None) => ec.parse::<Redundancy>()?,
-        (None, Some(n)) => Redundancy::Replicas { n }.validate()?,
-        _ => Redundancy::DEFAULT,
-    };
     client.create_bucket(name, redundancy).await?;
     println!("created bucket {name} ({redundancy})");
     Ok(())

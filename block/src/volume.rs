@@ -1,0 +1,249 @@
+//! An attached volume: the [`BlockDevice`] an NBD server exports, over the volume's file
+//! in the namespace.
+//!
+//! Attaching opens the file and takes an exclusive whole-file lock under the server's
+//! session: a second server is refused while that lock lives, and it lives as long as
+//! the session's lease. If the server's host dies, the lease expires, the lock goes with
+//! it, and another server may attach. If the old server comes back (a frozen process,
+//! a healed partition), its session is fenced: the backend refuses every write and
+//! commit from it ([`DeviceError::Fenced`]), so it can never overwrite what the new
+//! server wrote.
+//!
+//! Writes are buffered by the backend exactly as a mount buffers a file's writes, and a
+//! FLUSH (or a FUA write) returns once they are stored durably and committed, the rule
+//! of a mount's `fsync` (DESIGN.md invariant 1). Zeroing a range punches a hole in the
+//! file: it frees the storage the range held.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cairn_common::fs::{Ino, MAX_FILE_SIZE};
+use cairn_fuse_mount::backend::{AccessMode, FileLock, FsBackend, FsError, HandleId, LockKind};
+
+use crate::catalog::{Catalog, CatalogError, SERVER_LOCK_OWNER};
+use crate::device::{check_range, BlockDevice, DeviceError};
+
+/// The most bytes of zeros written at once for a zeroing that must allocate.
+const ZERO_PIECE: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("volume {0:?} is attached to another server; it is released when that server stops, or when its session lease expires if its host is gone")]
+    Busy(String),
+    #[error("volume {name:?}: {source}")]
+    Fs {
+        name: String,
+        #[source]
+        source: FsError,
+    },
+}
+
+/// A volume (or a snapshot, read-only) this process serves.
+pub struct Volume {
+    fs: Arc<dyn FsBackend>,
+    name: String,
+    ino: Ino,
+    handle: HandleId,
+    size: u64,
+    /// A snapshot: nothing is written, and no claim is taken (a snapshot never changes,
+    /// so any number of servers may export it).
+    read_only: bool,
+}
+
+impl Volume {
+    /// Opens volume `name` and claims it for this backend's session.
+    pub async fn attach(fs: Arc<dyn FsBackend>, name: &str) -> Result<Volume, AttachError> {
+        let ino = Catalog::new(fs.clone()).find(name).await?;
+        let fs_error = |source| AttachError::Fs {
+            name: name.to_owned(),
+            source,
+        };
+        let handle = fs
+            .open(ino, AccessMode::ReadWrite)
+            .await
+            .map_err(fs_error)?;
+        let claim = FileLock {
+            start: 0,
+            end: MAX_FILE_SIZE,
+            kind: LockKind::Write,
+            pid: std::process::id(),
+        };
+        match fs.setlk(ino, SERVER_LOCK_OWNER, claim).await {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = fs.release(ino, handle).await;
+                return Err(match e {
+                    FsError::WouldBlock => AttachError::Busy(name.to_owned()),
+                    other => fs_error(other),
+                });
+            }
+        }
+        // The size as of the claim: nobody may resize an attached volume.
+        let size = match fs.getattr(ino).await {
+            Ok(attr) => attr.size,
+            Err(e) => {
+                let _ = fs.unlock_all(ino, SERVER_LOCK_OWNER).await;
+                let _ = fs.release(ino, handle).await;
+                return Err(fs_error(e));
+            }
+        };
+        Ok(Volume {
+            fs,
+            name: name.to_owned(),
+            ino,
+            handle,
+            size,
+            read_only: false,
+        })
+    }
+
+    /// Opens snapshot `volume@snapshot` for reading (it stays readable while open here,
+    /// even if it is removed meanwhile).
+    pub async fn open_snapshot(
+        fs: Arc<dyn FsBackend>,
+        volume: &str,
+        snapshot: &str,
+    ) -> Result<Volume, AttachError> {
+        let name = format!("{volume}@{snapshot}");
+        let ino = Catalog::new(fs.clone())
+            .find_snapshot(volume, snapshot)
+            .await?;
+        let fs_error = |source| AttachError::Fs {
+            name: name.clone(),
+            source,
+        };
+        let handle = fs.open(ino, AccessMode::Read).await.map_err(fs_error)?;
+        let size = match fs.getattr(ino).await {
+            Ok(attr) => attr.size,
+            Err(e) => {
+                let _ = fs.release(ino, handle).await;
+                return Err(fs_error(e));
+            }
+        };
+        Ok(Volume {
+            fs,
+            name: name.clone(),
+            ino,
+            handle,
+            size,
+            read_only: true,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Flushes what is buffered, releases the claim and closes the file.
+    pub async fn detach(self) -> Result<(), DeviceError> {
+        if self.read_only {
+            return self
+                .fs
+                .release(self.ino, self.handle)
+                .await
+                .map_err(device_error);
+        }
+        let flushed = self.flush().await;
+        let _ = self.fs.unlock_all(self.ino, SERVER_LOCK_OWNER).await;
+        let released = self.fs.release(self.ino, self.handle).await;
+        flushed?;
+        released.map_err(device_error)
+    }
+}
+
+fn device_error(e: FsError) -> DeviceError {
+    match e {
+        FsError::Stale => DeviceError::Fenced,
+        FsError::NoSpace | FsError::FileTooBig => DeviceError::NoSpace,
+        other => DeviceError::Io(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl BlockDevice for Volume {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, DeviceError> {
+        check_range(offset, u64::from(len), self.size)?;
+        let mut data = self
+            .fs
+            .read(self.ino, self.handle, offset, len)
+            .await
+            .map_err(device_error)?;
+        // Short only if the file were shorter than the volume (it never is while
+        // attached); the missing bytes would be zeros.
+        data.resize(len as usize, 0);
+        Ok(data)
+    }
+
+    async fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), DeviceError> {
+        if self.read_only {
+            return Err(DeviceError::ReadOnly);
+        }
+        check_range(offset, data.len() as u64, self.size)?;
+        let written = self
+            .fs
+            .write(self.ino, self.handle, Some(offset), data)
+            .await
+            .map_err(device_error)?;
+        if written as usize != data.len() {
+            return Err(DeviceError::Io(format!(
+                "short write: {written} of {} bytes",
+                data.len()
+            )));
+        }
+        if fua {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), DeviceError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.fs
+            .fsync(self.ino, Some(self.handle), true)
+            .await
+            .map_err(device_error)
+    }
+
+    async fn zero(
+        &self,
+        offset: u64,
+        len: u64,
+        allocate: bool,
+        fua: bool,
+    ) -> Result<(), DeviceError> {
+        if self.read_only {
+            return Err(DeviceError::ReadOnly);
+        }
+        check_range(offset, len, self.size)?;
+        if allocate {
+            let zeros = vec![0u8; ZERO_PIECE.min(len) as usize];
+            let mut at = offset;
+            while at < offset + len {
+                let n = ZERO_PIECE.min(offset + len - at) as usize;
+                self.write(at, &zeros[..n], false).await?;
+                at += n as u64;
+            }
+        } else if len > 0 {
+            self.fs
+                .punch_hole(self.ino, self.handle, offset, len)
+                .await
+                .map_err(device_error)?;
+        }
+        if fua {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
