@@ -7,7 +7,9 @@
 # fio's nbd engine (libnbd); prints Markdown table rows; cleans up everything.
 #
 #   benches/scripts/nbd-bench.sh [SIZE_MIB (default 1024)] [SECONDS per random job (default 20)]
+#   CAIRN_NBD_SERVE_ARGS="--write-buffer-mib 64": extra options for `cairn volume serve`.
 set -euo pipefail
+shopt -s inherit_errexit
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 # shellcheck source=benches/scripts/bench_setup.sh
 . "$here/benches/scripts/bench_setup.sh"
@@ -31,12 +33,17 @@ run_fio() {
   local name=$1 rw=$2 bs=$3 depth=$4
   shift 4
   fio --name="$name" --rw="$rw" --bs="$bs" --iodepth="$depth" --numjobs=1 \
-    --size="${size_mib}M" --output-format=json "$@" 2>/dev/null \
-    | python3 -c "
+    --size="${size_mib}M" --output-format=json "$@" > "$work/fio.json" 2> "$work/fio.err" || true
+  python3 - "$work/fio.json" "$work/fio.err" <<'PY'
 import json, sys
-job = json.load(sys.stdin)['jobs'][0]
+text = open(sys.argv[1]).read()
+try:
+    job = json.loads(text[text.index('{'):])['jobs'][0]
+except (ValueError, KeyError):
+    sys.exit('fio failed:\n' + text + open(sys.argv[2]).read())
 d = job['read'] if job['read']['io_bytes'] else job['write']
-print(round(d['bw'] / 1024, 1), round(d['iops']))"
+print(round(d['bw'] / 1024, 1), round(d['iops']))
+PY
 }
 
 # The four jobs on one target; prints 4 lines "MiB/s IOPS".
@@ -57,7 +64,8 @@ mount_results=$(jobs --directory="$mnt" --ioengine=io_uring)
 rm -f "$mnt"/seq* "$mnt"/rand*
 
 "$bin/cairn" volume create bench --size "${size_mib}MiB" > /dev/null
-"$bin/cairn" volume serve bench --listen 127.0.0.1:26599 > "$work/serve.out" 2> "$work/serve.log" &
+"$bin/cairn" volume serve bench --listen 127.0.0.1:26599 ${CAIRN_NBD_SERVE_ARGS:-} \
+  > "$work/serve.out" 2> "$work/serve.log" &
 serve_pid=$!
 for _ in $(seq 1 300); do
   grep -q "^serving volume" "$work/serve.out" && break

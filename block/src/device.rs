@@ -34,6 +34,8 @@ pub trait BlockDevice: Send + Sync + 'static {
     fn size(&self) -> u64;
     /// Whether every write is refused ([`DeviceError::ReadOnly`]).
     fn read_only(&self) -> bool;
+    /// Whether the device lost its claim: every request fails ([`DeviceError::Fenced`]).
+    fn fenced(&self) -> bool;
     /// Exactly `len` bytes at `offset` (within the device); holes read as zeros.
     async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, DeviceError>;
     /// Writes `data` at `offset` (within the device); with `fua`, durable on return.

@@ -1,8 +1,8 @@
 //! An NBD server exporting one [`BlockDevice`]: accepts TCP connections, runs the
 //! handshake (`handshake`) and then the transmission phase (`transmission`) on each,
-//! over the wire format in `protocol`. Connections are served concurrently; they share
-//! the device, whose FLUSH covers every write acknowledged on any of them, so the export
-//! advertises `NBD_FLAG_CAN_MULTI_CONN`.
+//! over the wire format in `protocol`. Connections are served concurrently and share one
+//! ordered queue to the device, so a FLUSH covers every write acknowledged on any of
+//! them, and the export advertises `NBD_FLAG_CAN_MULTI_CONN`.
 //!
 //! The server stops when asked to (`shutdown`) or when the device is fenced: once this
 //! server's claim on the volume is gone nothing it does may succeed, and an operator's
@@ -48,38 +48,31 @@ fn export_info(name: &str, device: &dyn BlockDevice) -> ExportInfo {
     }
 }
 
-/// Serves one connection to its end; true if the device was fenced.
+/// Serves one connection to its end.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     name: Arc<str>,
-    device: Arc<dyn BlockDevice>,
-) -> bool {
+    info: Arc<ExportInfo>,
+    queue: transmission::Queue,
+) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let mut reader = BufReader::with_capacity(256 << 10, read);
     let mut writer = BufWriter::with_capacity(256 << 10, write);
-    let info = export_info(&name, device.as_ref());
     let mut joined = tokio::io::join(&mut reader, &mut writer);
     match handshake::negotiate(&mut joined, &name, &info).await {
         Ok(handshake::Outcome::Transmission) => {}
-        Ok(handshake::Outcome::Aborted) => return false,
+        Ok(handshake::Outcome::Aborted) => return,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "NBD handshake failed");
-            return false;
+            return;
         }
     }
     tracing::info!(%peer, volume = %name, "NBD client connected");
-    match transmission::serve(&mut reader, &mut writer, device.as_ref()).await {
-        Ok(end) => {
-            tracing::info!(%peer, ?end, "NBD client disconnected");
-            false
-        }
-        Err(transmission::TransmissionError::Fenced(_)) => true,
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "NBD connection ended");
-            false
-        }
+    match transmission::serve(&mut reader, &mut writer, &queue).await {
+        Ok(end) => tracing::info!(%peer, ?end, "NBD client disconnected"),
+        Err(e) => tracing::warn!(%peer, error = %e, "NBD connection ended"),
     }
 }
 
@@ -93,21 +86,34 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let name: Arc<str> = Arc::from(name);
+    let info = Arc::new(export_info(&name, device.as_ref()));
+    let (queue, worker) = transmission::Queue::new(device);
+    let worker = tokio::spawn(worker);
+    tokio::pin!(worker);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(done) = connections.join_next() => {
-                if done.unwrap_or(false) {
-                    connections.shutdown().await;
-                    return Err(ServeError::Fenced);
-                }
+            ended = &mut worker => {
+                connections.shutdown().await;
+                return match ended {
+                    Ok(Err(_fenced)) => Err(ServeError::Fenced),
+                    // The worker ends otherwise only when the queue is dropped.
+                    Ok(Ok(())) | Err(_) => Ok(()),
+                };
             }
+            Some(_) = connections.join_next() => {}
             accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => {
                 match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(serve_connection(stream, peer, name.clone(), device.clone()));
+                        connections.spawn(serve_connection(
+                            stream,
+                            peer,
+                            name.clone(),
+                            info.clone(),
+                            queue.clone(),
+                        ));
                     }
                     Err(e) => {
                         // Out of descriptors, a connection reset before accept: not the
@@ -120,7 +126,12 @@ pub async fn serve(
         }
     }
     connections.shutdown().await;
-    Ok(())
+    // Whatever was queued is applied before the device is handed back.
+    drop(queue);
+    match worker.await {
+        Ok(Err(_fenced)) => Err(ServeError::Fenced),
+        Ok(Ok(())) | Err(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]

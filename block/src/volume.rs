@@ -13,8 +13,13 @@
 //! FLUSH (or a FUA write) returns once they are stored durably and committed, the rule
 //! of a mount's `fsync` (DESIGN.md invariant 1). Zeroing a range punches a hole in the
 //! file: it frees the storage the range held.
+//!
+//! Small writes fragment the file's extents; [`Volume::compact_forever`] rewrites the
+//! regions they fragmented most ([`crate::fragmentation`]) as whole runs, in the
+//! background, while holding client writes off that volume for the rewrite.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cairn_common::fs::{Ino, MAX_FILE_SIZE};
@@ -22,6 +27,7 @@ use cairn_fuse_mount::backend::{AccessMode, FileLock, FsBackend, FsError, Handle
 
 use crate::catalog::{Catalog, CatalogError, SERVER_LOCK_OWNER};
 use crate::device::{check_range, BlockDevice, DeviceError};
+use crate::fragmentation::{Fragmentation, REGION};
 
 /// The most bytes of zeros written at once for a zeroing that must allocate.
 const ZERO_PIECE: u64 = 4 << 20;
@@ -50,6 +56,10 @@ pub struct Volume {
     /// A snapshot: nothing is written, and no claim is taken (a snapshot never changes,
     /// so any number of servers may export it).
     read_only: bool,
+    fragmentation: Mutex<Fragmentation>,
+    /// Client writes hold it shared; a region's rewrite exclusively, so that no write
+    /// lands between the rewrite's read and its write.
+    rewrite_gate: tokio::sync::RwLock<()>,
 }
 
 impl Volume {
@@ -96,6 +106,8 @@ impl Volume {
             handle,
             size,
             read_only: false,
+            fragmentation: Mutex::default(),
+            rewrite_gate: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -129,11 +141,94 @@ impl Volume {
             handle,
             size,
             read_only: true,
+            fragmentation: Mutex::default(),
+            rewrite_gate: tokio::sync::RwLock::new(()),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    fn record(&self, offset: u64, len: u64) {
+        self.fragmentation
+            .lock()
+            .expect("fragmentation poisoned")
+            .record(offset, len);
+    }
+
+    /// Rewrites the most fragmented region, if one passed the threshold, as one run;
+    /// false if none did. Client writes wait meanwhile (one region: a read and a
+    /// buffered write of at most [`REGION`] bytes).
+    pub async fn compact_one(&self) -> Result<bool, DeviceError> {
+        if self.read_only {
+            return Ok(false);
+        }
+        let worst = self
+            .fragmentation
+            .lock()
+            .expect("fragmentation poisoned")
+            .worst();
+        let Some(offset) = worst else {
+            return Ok(false);
+        };
+        let _exclusive = self.rewrite_gate.write().await;
+        let len = REGION.min(self.size - offset) as u32;
+        let data = self.read(offset, len).await?;
+        self.fs
+            .write(self.ino, self.handle, Some(offset), &data)
+            .await
+            .map_err(device_error)?;
+        self.fragmentation
+            .lock()
+            .expect("fragmentation poisoned")
+            .rewritten(offset);
+        Ok(true)
+    }
+
+    /// Regions with partial writes recorded since they were last whole.
+    pub fn fragmented_regions(&self) -> usize {
+        self.fragmentation
+            .lock()
+            .expect("fragmentation poisoned")
+            .fragmented_regions()
+    }
+
+    /// Compacts in the background until the volume is dropped or fenced: a region as
+    /// soon as one passes the threshold, a pause after each so clients keep most of the
+    /// time. Once nothing is left to rewrite, the rewrites are flushed (with whatever
+    /// clients buffered: a device may make writes durable earlier than asked), so the
+    /// metadata's extent list shrinks even when no client flushes.
+    pub async fn compact_forever(volume: Weak<Volume>) {
+        let mut unflushed = false;
+        loop {
+            let Some(v) = volume.upgrade() else { return };
+            let pause = match v.compact_one().await {
+                Ok(true) => {
+                    unflushed = true;
+                    Duration::from_millis(20)
+                }
+                Ok(false) if unflushed => match v.flush().await {
+                    Ok(()) => {
+                        unflushed = false;
+                        Duration::from_millis(500)
+                    }
+                    Err(DeviceError::Fenced) => return,
+                    Err(e) => {
+                        tracing::warn!(volume = %v.name, error = %e, "flush after compaction failed; retrying");
+                        Duration::from_secs(1)
+                    }
+                },
+                Ok(false) => Duration::from_millis(500),
+                Err(DeviceError::Fenced) => return,
+                Err(e) => {
+                    tracing::warn!(volume = %v.name, error = %e, "compaction failed; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            drop(v);
+            tokio::time::sleep(pause).await;
+        }
     }
 
     /// Flushes what is buffered, releases the claim and closes the file.
@@ -171,6 +266,10 @@ impl BlockDevice for Volume {
         self.read_only
     }
 
+    fn fenced(&self) -> bool {
+        self.fs.is_fenced()
+    }
+
     async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, DeviceError> {
         check_range(offset, u64::from(len), self.size)?;
         let mut data = self
@@ -189,11 +288,14 @@ impl BlockDevice for Volume {
             return Err(DeviceError::ReadOnly);
         }
         check_range(offset, data.len() as u64, self.size)?;
+        let gate = self.rewrite_gate.read().await;
         let written = self
             .fs
             .write(self.ino, self.handle, Some(offset), data)
             .await
             .map_err(device_error)?;
+        self.record(offset, data.len() as u64);
+        drop(gate);
         if written as usize != data.len() {
             return Err(DeviceError::Io(format!(
                 "short write: {written} of {} bytes",
@@ -236,10 +338,12 @@ impl BlockDevice for Volume {
                 at += n as u64;
             }
         } else if len > 0 {
+            let _gate = self.rewrite_gate.read().await;
             self.fs
                 .punch_hole(self.ino, self.handle, offset, len)
                 .await
                 .map_err(device_error)?;
+            self.record(offset, len);
         }
         if fua {
             self.flush().await?;

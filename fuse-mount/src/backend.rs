@@ -228,6 +228,12 @@ pub trait FsBackend: Send + Sync + 'static {
     /// Called once after mounting with a way to invalidate kernel caches.
     fn attach_kernel_cache(&self, _cache: Arc<dyn KernelCache>) {}
 
+    /// Whether every operation is refused from now on (`Stale`): a cluster backend whose
+    /// session ended or whose lease lapsed without renewal.
+    fn is_fenced(&self) -> bool {
+        false
+    }
+
     /// The entry `name` in directory `parent`.
     async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<FsAttr, FsError>;
     async fn getattr(&self, ino: Ino) -> Result<FsAttr, FsError>;

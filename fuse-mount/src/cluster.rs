@@ -145,10 +145,6 @@ impl ClusterBackend {
         self.session.fenced().await
     }
 
-    pub fn is_fenced(&self) -> bool {
-        self.session.is_fenced()
-    }
-
     /// Ends the session (after unmount): its locks and holds are released at once.
     pub async fn close(&self) {
         self.session.close(&self.client).await;
@@ -275,6 +271,11 @@ impl Drop for ClusterBackend {
 
 #[async_trait]
 impl FsBackend for ClusterBackend {
+    fn is_fenced(&self) -> bool {
+        // Also fences now if a whole lease passed without a renewal.
+        self.session.check().is_err()
+    }
+
     async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<FsAttr, FsError> {
         let reply = self
             .query(FsQuery::Lookup {

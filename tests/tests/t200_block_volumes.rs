@@ -339,7 +339,10 @@ async fn one_server_per_volume_and_a_server_frozen_past_its_lease_is_fenced() {
         "every flushed write is there",
     );
 
-    // Frozen past its lease: a third server takes the volume and writes.
+    // Frozen past its lease, with a client connected: a third server takes the volume
+    // and writes.
+    let mut connected = InteractiveQemuIo::start(&taken_over.uri());
+    connected.command("read -P 17 0 4096", "read 4096/4096");
     taken_over.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_secs(6));
     let third = start_when_free(&tc, "db", port + 2, "third", Duration::from_secs(60));
@@ -348,11 +351,16 @@ async fn one_server_per_volume_and_a_server_frozen_past_its_lease_is_fenced() {
         "the third server's writes",
     );
 
-    // Resumed: its writes are refused, and it ends by itself.
+    // Resumed: its writes are refused (from the client connected all along, and from a
+    // new one), and it ends by itself.
     taken_over.signal(libc::SIGCONT);
-    let late = qemu_io(
+    connected.command_fails("write -P 68 0 1M");
+    drop(connected);
+    // Write-back: a plain write, which a live server acknowledges when it is queued.
+    let late = qemu_io_with(
+        &["-t", "writeback"],
         &taken_over.uri(),
-        &["write -P 68 0 1M".into(), "flush".into()],
+        &["write -P 68 0 1M".into()],
     );
     assert!(
         !late.status.success(),
@@ -422,6 +430,25 @@ impl InteractiveQemuIo {
                 Ok(line) if line.contains(expect) => return,
                 Ok(_) => {}
                 Err(e) => panic!("qemu-io {command}: no {expect:?} in its output: {e}"),
+            }
+        }
+    }
+
+    /// Sends `command` and waits (at most 60 s) for it to fail.
+    fn command_fails(&mut self, command: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin piped");
+        writeln!(stdin, "{command}").expect("send to qemu-io");
+        stdin.flush().expect("send to qemu-io");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains("failed") => return,
+                Ok(line) if line.contains("wrote") => panic!("qemu-io {command} succeeded"),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(e) => panic!("qemu-io {command}: no answer: {e}"),
             }
         }
     }
@@ -563,4 +590,110 @@ async fn snapshots_hold_the_flushed_state_clones_diverge_and_deleting_them_frees
         "the volume's data stays",
     );
     assert_eq!(volume_list(&tc)[0]["snapshots"], serde_json::json!([]));
+}
+
+/// The number of extents (runs pointing into chunks) of volume `name`'s file, and of the
+/// distinct chunks they point into, asked of the metadata service directly.
+async fn extents_of(tc: &TestCluster, name: &str) -> (usize, usize) {
+    use cairn_common::fs::{FsQuery, FsReply, FsRequest, ROOT_INO};
+    let call = |request: FsRequest| async move {
+        tc.client
+            .fs_call(&request)
+            .await
+            .expect("metadata reachable")
+            .expect("request answered")
+    };
+    let FsReply::Session { id, .. } = call(FsRequest::OpenSession {
+        name: "t200-extents".into(),
+    })
+    .await
+    else {
+        panic!("no session")
+    };
+    let lookup = |parent, name: String| FsRequest::Query {
+        session: id,
+        query: FsQuery::Lookup { parent, name },
+    };
+    let FsReply::Attr(bucket) = call(lookup(ROOT_INO, format!("vol-{name}"))).await else {
+        panic!("no bucket")
+    };
+    let FsReply::Attr(file) = call(lookup(bucket.ino, "volume".into())).await else {
+        panic!("no file")
+    };
+    let FsReply::Extents(map) = call(FsRequest::Query {
+        session: id,
+        query: FsQuery::Extents {
+            ino: file.ino,
+            offset: 0,
+            len: u64::MAX,
+        },
+    })
+    .await
+    else {
+        panic!("no extents")
+    };
+    call(FsRequest::CloseSession { session: id }).await;
+    let chunks: std::collections::BTreeSet<_> = map.extents.iter().map(|e| e.chunk).collect();
+    (map.extents.len(), chunks.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_small_writes_are_compacted_and_verify() {
+    const SIZE: u64 = 32 << 20;
+    const REGIONS: usize = (SIZE / cairn_block::fragmentation::REGION) as usize;
+    let bound = REGIONS * (cairn_block::fragmentation::THRESHOLD as usize + 1);
+    let tc = TestCluster::start(3, 6, Redundancy::Ec { k: 4, m: 2 }).await;
+    let port = tc.cluster.spec().port_base + 90;
+    must(
+        tc.cli(&["volume", "create", "frag", "--size", "32MiB"]),
+        "volume create",
+    );
+    let server = NbdServer::start(&tc, "frag", port, "frag").expect("serve");
+    let work = tempfile::tempdir().expect("work dir");
+
+    // 4,000 random 4 KiB writes (write-back, a flush every 32): without compaction the
+    // file would end with about 3,000 extents.
+    let mut model = vec![0u8; SIZE as usize];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4000);
+    let mut commands = Vec::new();
+    for i in 0..4000 {
+        let block = rng.gen_range(0..SIZE / 4096);
+        let pattern: u8 = rng.gen_range(1..=255);
+        commands.push(format!("write -P {pattern} {} 4096", block * 4096));
+        model[(block * 4096) as usize..((block + 1) * 4096) as usize].fill(pattern);
+        if i % 32 == 31 {
+            commands.push("flush".into());
+        }
+    }
+    commands.push("flush".into());
+    must(
+        qemu_io_with(&["-t", "writeback"], &server.uri(), &commands),
+        "random writes",
+    );
+
+    // Compaction catches up: the extents stay within regions x (threshold + 1).
+    let mut seen = extents_of(&tc, "frag").await;
+    for _ in 0..120 {
+        if seen.0 <= bound {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        seen = extents_of(&tc, "frag").await;
+    }
+    assert!(
+        seen.0 <= bound,
+        "{} extents in {} chunks after compaction; the bound is {bound}",
+        seen.0,
+        seen.1
+    );
+    eprintln!(
+        "after compaction: {} extents in {} chunks (bound {bound})",
+        seen.0, seen.1
+    );
+    let out = work.path().join("frag.raw");
+    assert_same_bytes(
+        "the volume after random writes and compaction",
+        &copy_out(&server, &out),
+        &model,
+    );
 }

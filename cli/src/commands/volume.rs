@@ -8,6 +8,7 @@ use anyhow::Context;
 use cairn_block::catalog::{bucket_of, Catalog, VolumeInfo};
 use cairn_block::volume::Volume;
 use cairn_client::Client;
+use cairn_fuse_mount::backend::FsBackend;
 use cairn_fuse_mount::cluster::{ClusterBackend, ClusterOptions};
 use clap::Subcommand;
 
@@ -66,6 +67,10 @@ pub enum VolumeCommand {
         /// Memory for recently used volume chunks, in MiB.
         #[arg(long, default_value_t = 64)]
         chunk_cache_mib: usize,
+        /// Writes are buffered until a FLUSH or until this many MiB are buffered, then
+        /// stored (in parallel, a chunk at a time) and committed.
+        #[arg(long, default_value_t = 16)]
+        write_buffer_mib: usize,
     },
 }
 
@@ -85,9 +90,15 @@ pub async fn run(client: Client, command: VolumeCommand) -> anyhow::Result<()> {
         name,
         listen,
         chunk_cache_mib,
+        write_buffer_mib,
     } = command
     {
-        return serve(client, &name, listen, chunk_cache_mib).await;
+        let opts = ClusterOptions {
+            session_name: format!("cairn-volume-serve:{name}@{listen}"),
+            chunk_cache_bytes: chunk_cache_mib.saturating_mul(1 << 20),
+            flush_bytes: write_buffer_mib.max(1).saturating_mul(1 << 20),
+        };
+        return serve(client, &name, listen, opts).await;
     }
     let backend = session(client.clone(), "admin").await?;
     let result = manage(&client, &Catalog::new(backend.clone()), command).await;
@@ -190,16 +201,11 @@ async fn serve(
     client: Client,
     name: &str,
     listen: SocketAddr,
-    chunk_cache_mib: usize,
+    opts: ClusterOptions,
 ) -> anyhow::Result<()> {
     if std::env::var_os("CAIRN_LOG").is_none() {
         cairn_common::telemetry::init_tracing();
     }
-    let opts = ClusterOptions {
-        session_name: format!("cairn-volume-serve:{name}@{listen}"),
-        chunk_cache_bytes: chunk_cache_mib.saturating_mul(1 << 20),
-        ..ClusterOptions::default()
-    };
     let backend = ClusterBackend::connect(client, opts)
         .await
         .context("open a session with the metadata service")?;
@@ -236,7 +242,10 @@ async fn serve(
             }
         }
     };
+    let compactor = tokio::spawn(Volume::compact_forever(Arc::downgrade(&volume)));
     let served = cairn_block::nbd::serve(listener, name, volume.clone(), stop).await;
+    compactor.abort();
+    let _ = compactor.await;
     if backend.is_fenced() {
         let _ = detach(volume).await;
         anyhow::bail!(
