@@ -47,3 +47,19 @@ stop_dev_cluster() {
   mountpoint -q "$work/cluster/mnt" 2>/dev/null && umount -l "$work/cluster/mnt" || true
   rm -rf "$work"
 }
+
+# Serves block volume NAME with `cairn volume serve` at ADDR in the background and waits
+# until it is attached. Sets serve_pid (for the caller's cleanup); on failure prints the
+# server's log and exits.
+#   start_volume_server BIN_DIR WORK_DIR NAME ADDR [serve options...]
+start_volume_server() {
+  local bin=$1 work=$2 name=$3 addr=$4
+  shift 4
+  "$bin/cairn" volume serve "$name" --listen "$addr" "$@" > "$work/serve.out" 2> "$work/serve.log" &
+  serve_pid=$!
+  for _ in $(seq 1 300); do
+    grep -q "^serving volume" "$work/serve.out" && break
+    sleep 0.1
+  done
+  grep -q "^serving volume" "$work/serve.out" || { cat "$work/serve.log"; exit 1; }
+}

@@ -64,14 +64,7 @@ mount_results=$(jobs --directory="$mnt" --ioengine=io_uring)
 rm -f "$mnt"/seq* "$mnt"/rand*
 
 "$bin/cairn" volume create bench --size "${size_mib}MiB" > /dev/null
-"$bin/cairn" volume serve bench --listen 127.0.0.1:26599 ${CAIRN_NBD_SERVE_ARGS:-} \
-  > "$work/serve.out" 2> "$work/serve.log" &
-serve_pid=$!
-for _ in $(seq 1 300); do
-  grep -q "^serving volume" "$work/serve.out" && break
-  sleep 0.1
-done
-grep -q "^serving volume" "$work/serve.out" || { cat "$work/serve.log"; exit 1; }
+start_volume_server "$bin" "$work" bench 127.0.0.1:26599 ${CAIRN_NBD_SERVE_ARGS:-}
 nbd_results=$(jobs --ioengine=nbd --uri=nbd://127.0.0.1:26599/bench)
 
 python3 - "$size_mib" "$local_results" "$mount_results" "$nbd_results" <<'PY'

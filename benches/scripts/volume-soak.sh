@@ -31,13 +31,7 @@ trap cleanup EXIT
 
 start_dev_cluster "$bin" "$work" 26700 --meta 3 --nodes 6 --ec 4+2 --no-mount
 "$bin/cairn" volume create soak --size "${size_mib}MiB" > /dev/null
-"$bin/cairn" volume serve soak --listen 127.0.0.1:26799 > "$work/serve.out" 2> "$work/serve.log" &
-serve_pid=$!
-for _ in $(seq 1 300); do
-  grep -q "^serving volume" "$work/serve.out" && break
-  sleep 0.1
-done
-grep -q "^serving volume" "$work/serve.out" || { cat "$work/serve.log"; exit 1; }
+start_volume_server "$bin" "$work" soak 127.0.0.1:26799
 
 sample() { # ELAPSED_S -> one table row
   local status db rss

@@ -416,12 +416,16 @@ impl InteractiveQemuIo {
         InteractiveQemuIo { child, lines }
     }
 
-    /// Sends `command` and waits (at most 60 s) for an output line containing `expect`.
-    fn command(&mut self, command: &str, expect: &str) {
+    fn send(&mut self, command: &str) {
         use std::io::Write;
         let stdin = self.child.stdin.as_mut().expect("stdin piped");
         writeln!(stdin, "{command}").expect("send to qemu-io");
         stdin.flush().expect("send to qemu-io");
+    }
+
+    /// Sends `command` and waits (at most 60 s) for an output line containing `expect`.
+    fn command(&mut self, command: &str, expect: &str) {
+        self.send(command);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -436,10 +440,7 @@ impl InteractiveQemuIo {
 
     /// Sends `command` and waits (at most 60 s) for it to fail.
     fn command_fails(&mut self, command: &str) {
-        use std::io::Write;
-        let stdin = self.child.stdin.as_mut().expect("stdin piped");
-        writeln!(stdin, "{command}").expect("send to qemu-io");
-        stdin.flush().expect("send to qemu-io");
+        self.send(command);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -454,9 +455,7 @@ impl InteractiveQemuIo {
     }
 
     fn quit(mut self) {
-        use std::io::Write;
-        let stdin = self.child.stdin.as_mut().expect("stdin piped");
-        writeln!(stdin, "quit").expect("send to qemu-io");
+        self.send("quit");
         drop(self.child.stdin.take());
         let status = self.child.wait().expect("wait for qemu-io");
         assert!(status.success(), "qemu-io: {status}");
