@@ -65,7 +65,8 @@ sleep 5 # the compaction's last flush
 sample "end"
 python3 - "$work/fio.json" <<'PY'
 import json, sys
-job = json.load(open(sys.argv[1]))['jobs'][0]
+text = open(sys.argv[1]).read()
+job = json.loads(text[text.index('{'):])['jobs'][0]
 w = job['write']
 print(f"\nfio: {w['total_ios']} writes, {w['iops']:.0f} IOPS, errors {job['error']} "
       f"(verification of every block written, checked as the run went: crc32c)")
