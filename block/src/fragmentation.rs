@@ -56,11 +56,6 @@ impl Fragmentation {
     pub fn rewritten(&mut self, offset: u64) {
         self.partial.remove(&(offset / REGION));
     }
-
-    /// Regions with partial writes recorded.
-    pub fn fragmented_regions(&self) -> usize {
-        self.partial.len()
-    }
 }
 
 #[cfg(test)]
@@ -77,15 +72,15 @@ mod tests {
         // A write straddling regions 0 and 1 counts for both.
         f.record(REGION - 100, 200);
         assert_eq!(f.worst(), Some(0));
-        assert_eq!(f.fragmented_regions(), 2);
+        assert_eq!(f.partial.len(), 2);
         // A write covering region 1 whole (and part of 2) clears 1 and counts for 2.
         f.record(REGION - 1, REGION + 2);
-        assert_eq!(f.fragmented_regions(), 2, "regions 0 and 2");
+        assert_eq!(f.partial.len(), 2, "regions 0 and 2");
         f.rewritten(0);
         assert_eq!(f.worst(), None);
-        assert_eq!(f.fragmented_regions(), 1);
+        assert_eq!(f.partial.len(), 1);
         f.record(5, 0);
-        assert_eq!(f.fragmented_regions(), 1, "an empty write is nothing");
+        assert_eq!(f.partial.len(), 1, "an empty write is nothing");
     }
 
     #[test]

@@ -146,10 +146,6 @@ impl Volume {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn record(&self, offset: u64, len: u64) {
         self.fragmentation
             .lock()
@@ -184,14 +180,6 @@ impl Volume {
             .expect("fragmentation poisoned")
             .rewritten(offset);
         Ok(true)
-    }
-
-    /// Regions with partial writes recorded since they were last whole.
-    pub fn fragmented_regions(&self) -> usize {
-        self.fragmentation
-            .lock()
-            .expect("fragmentation poisoned")
-            .fragmented_regions()
     }
 
     /// Compacts in the background until the volume is dropped or fenced: a region as
