@@ -50,7 +50,7 @@ fio --name=fill --ioengine=nbd --uri=nbd://127.0.0.1:26799/soak --rw=write --bs=
   --size="${size_mib}M" --output-format=json > /dev/null
 fio --name=soak --ioengine=nbd --uri=nbd://127.0.0.1:26799/soak --rw=randwrite --bs=4k \
   --iodepth=32 --fsync=32 --size="${size_mib}M" --time_based --runtime="$((minutes * 60))" \
-  --verify=crc32c --verify_backlog=4096 --output-format=json > "$work/fio.json" 2> "$work/fio.err" &
+  --verify=crc32c --verify_backlog=4096 --verify_state_save=0 --output-format=json > "$work/fio.json" 2> "$work/fio.err" &
 fio_pid=$!
 echo "| seconds | chunks | shards awaiting gc | meta-1 database (MiB) | meta-1 resident (MiB) |"
 echo "|---|---|---|---|---|"
