@@ -129,8 +129,8 @@ impl Catalog {
         }
     }
 
-    /// The inode of volume `name`'s file.
-    pub async fn find(&self, name: &str) -> Result<Ino, CatalogError> {
+    /// The inodes of volume `name`'s bucket and of its file.
+    async fn locate(&self, name: &str) -> Result<(Ino, Ino), CatalogError> {
         check_name(name)?;
         let bucket = self
             .fs
@@ -145,7 +145,33 @@ impl Catalog {
         if file.kind != FileType::File {
             return Err(CatalogError::NotFound(name.to_owned()));
         }
-        Ok(file.ino)
+        Ok((bucket.ino, file.ino))
+    }
+
+    /// The inode of volume `name`'s file.
+    pub async fn find(&self, name: &str) -> Result<Ino, CatalogError> {
+        Ok(self.locate(name).await?.1)
+    }
+
+    /// The UTF-8 names in directory `dir`, read page by page (`name` is the volume the
+    /// errors are about).
+    async fn names_in(&self, dir: Ino, name: &str) -> Result<Vec<String>, CatalogError> {
+        let mut names = Vec::new();
+        let mut after: Option<std::ffi::OsString> = None;
+        loop {
+            let page = self
+                .fs
+                .readdir(dir, after.as_deref(), 1000)
+                .await
+                .map_err(Self::fs_error(name))?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.name.clone());
+            names.extend(
+                page.into_iter()
+                    .filter_map(|e| e.name.to_str().map(str::to_owned)),
+            );
+        }
+        Ok(names)
     }
 
     /// Creates an empty (all zeros, nothing stored) volume of `size` bytes in its own
@@ -236,38 +262,22 @@ impl Catalog {
 
     /// Every volume, by name.
     pub async fn list(&self) -> Result<Vec<VolumeInfo>, CatalogError> {
-        let mut buckets = Vec::new();
-        let mut after: Option<std::ffi::OsString> = None;
-        loop {
-            let page = self
-                .fs
-                .readdir(ROOT_INO, after.as_deref(), 1000)
-                .await
-                .map_err(Self::fs_error("*"))?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.name.clone());
-            buckets.extend(page.into_iter().filter_map(|e| {
-                e.name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(BUCKET_PREFIX))
-                    .map(str::to_owned)
-            }));
-        }
+        let buckets = self.names_in(ROOT_INO, "*").await?;
         let mut volumes = Vec::new();
-        for name in buckets {
-            let ino = match self.find(&name).await {
-                Ok(ino) => ino,
+        for name in buckets.iter().filter_map(|b| b.strip_prefix(BUCKET_PREFIX)) {
+            let (bucket, ino) = match self.locate(name).await {
+                Ok(found) => found,
                 // A bucket named like a volume's but holding none.
                 Err(CatalogError::NotFound(_) | CatalogError::BadName(_)) => continue,
                 Err(e) => return Err(e),
             };
-            let attr = self.fs.getattr(ino).await.map_err(Self::fs_error(&name))?;
+            let attr = self.fs.getattr(ino).await.map_err(Self::fs_error(name))?;
             volumes.push(VolumeInfo {
                 size: attr.size,
                 allocated: attr.allocated,
-                attached: self.attached(ino, &name).await?,
-                snapshots: self.snapshots(&name).await?,
-                name,
+                attached: self.attached(ino, name).await?,
+                snapshots: self.snapshots_in(bucket, name).await?,
+                name: name.to_owned(),
             });
         }
         Ok(volumes)
@@ -313,89 +323,72 @@ impl Catalog {
     /// Removes a detached volume and its bucket; its chunks are reclaimed in the
     /// background.
     pub async fn remove(&self, name: &str) -> Result<(), CatalogError> {
-        let ino = self.find(name).await?;
+        let (bucket, ino) = self.locate(name).await?;
         if self.attached(ino, name).await? {
             return Err(CatalogError::Attached(name.to_owned()));
         }
-        let snapshots = self.snapshots(name).await?;
+        let snapshots = self.snapshots_in(bucket, name).await?;
         if !snapshots.is_empty() {
             return Err(CatalogError::HasSnapshots {
                 name: name.to_owned(),
                 count: snapshots.len(),
             });
         }
-        let bucket = bucket_of(name);
-        let dir = self
-            .fs
-            .lookup(ROOT_INO, OsStr::new(&bucket))
-            .await
-            .map_err(Self::fs_error(name))?;
-        match self.fs.rmdir(dir.ino, OsStr::new(SNAPSHOT_DIR)).await {
+        match self.fs.rmdir(bucket, OsStr::new(SNAPSHOT_DIR)).await {
             Ok(()) | Err(FsError::NotFound) => {}
             Err(e) => return Err(Self::fs_error(name)(e)),
         }
         self.fs
-            .unlink(dir.ino, OsStr::new(VOLUME_FILE))
+            .unlink(bucket, OsStr::new(VOLUME_FILE))
             .await
             .map_err(Self::fs_error(name))?;
         self.fs
-            .rmdir(ROOT_INO, OsStr::new(&bucket))
+            .rmdir(ROOT_INO, OsStr::new(&bucket_of(name)))
             .await
             .map_err(Self::fs_error(name))?;
         Ok(())
     }
 
-    /// The directory of volume `name`'s snapshots, if it has one.
-    async fn snapshot_dir(&self, name: &str) -> Result<Option<Ino>, CatalogError> {
-        self.find(name).await?;
-        let bucket = self
-            .fs
-            .lookup(ROOT_INO, OsStr::new(&bucket_of(name)))
-            .await
-            .map_err(Self::fs_error(name))?;
-        match self.fs.lookup(bucket.ino, OsStr::new(SNAPSHOT_DIR)).await {
+    /// The directory of snapshots in volume `name`'s bucket, if it has one.
+    async fn snapshot_dir(&self, bucket: Ino, name: &str) -> Result<Option<Ino>, CatalogError> {
+        match self.fs.lookup(bucket, OsStr::new(SNAPSHOT_DIR)).await {
             Ok(dir) => Ok(Some(dir.ino)),
             Err(FsError::NotFound) => Ok(None),
             Err(e) => Err(Self::fs_error(name)(e)),
         }
     }
 
-    /// The names of volume `name`'s snapshots.
-    pub async fn snapshots(&self, name: &str) -> Result<Vec<String>, CatalogError> {
-        let Some(dir) = self.snapshot_dir(name).await? else {
-            return Ok(Vec::new());
-        };
-        let mut names = Vec::new();
-        let mut after: Option<std::ffi::OsString> = None;
-        loop {
-            let page = self
-                .fs
-                .readdir(dir, after.as_deref(), 1000)
-                .await
-                .map_err(Self::fs_error(name))?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.name.clone());
-            names.extend(
-                page.into_iter()
-                    .filter_map(|e| e.name.to_str().map(str::to_owned)),
-            );
+    /// The names of the snapshots in volume `name`'s bucket.
+    async fn snapshots_in(&self, bucket: Ino, name: &str) -> Result<Vec<String>, CatalogError> {
+        match self.snapshot_dir(bucket, name).await? {
+            Some(dir) => self.names_in(dir, name).await,
+            None => Ok(Vec::new()),
         }
-        Ok(names)
+    }
+
+    /// The inodes of the snapshot directory and of snapshot `volume@snapshot`.
+    async fn locate_snapshot(
+        &self,
+        volume: &str,
+        snapshot: &str,
+    ) -> Result<(Ino, Ino), CatalogError> {
+        let full = format!("{volume}@{snapshot}");
+        check_name(snapshot).map_err(|_| CatalogError::BadName(full.clone()))?;
+        let (bucket, _) = self.locate(volume).await?;
+        let dir = self
+            .snapshot_dir(bucket, volume)
+            .await?
+            .ok_or_else(|| CatalogError::SnapshotNotFound(full.clone()))?;
+        match self.fs.lookup(dir, OsStr::new(snapshot)).await {
+            Ok(attr) if attr.kind == FileType::File => Ok((dir, attr.ino)),
+            Ok(_) | Err(FsError::NotFound) => Err(CatalogError::SnapshotNotFound(full)),
+            Err(e) => Err(Self::fs_error(volume)(e)),
+        }
     }
 
     /// The inode of snapshot `volume@snapshot`.
     pub async fn find_snapshot(&self, volume: &str, snapshot: &str) -> Result<Ino, CatalogError> {
-        let full = format!("{volume}@{snapshot}");
-        check_name(snapshot).map_err(|_| CatalogError::BadName(full.clone()))?;
-        let dir = self
-            .snapshot_dir(volume)
-            .await?
-            .ok_or_else(|| CatalogError::SnapshotNotFound(full.clone()))?;
-        match self.fs.lookup(dir, OsStr::new(snapshot)).await {
-            Ok(attr) if attr.kind == FileType::File => Ok(attr.ino),
-            Ok(_) | Err(FsError::NotFound) => Err(CatalogError::SnapshotNotFound(full)),
-            Err(e) => Err(Self::fs_error(volume)(e)),
-        }
+        Ok(self.locate_snapshot(volume, snapshot).await?.1)
     }
 
     /// Records volume `volume` as it is committed now (every write a server flushed) as
@@ -403,29 +396,22 @@ impl Catalog {
     pub async fn snapshot(&self, volume: &str, snapshot: &str) -> Result<(), CatalogError> {
         let full = format!("{volume}@{snapshot}");
         check_name(snapshot).map_err(|_| CatalogError::BadName(full.clone()))?;
-        let ino = self.find(volume).await?;
-        let dir = match self.snapshot_dir(volume).await? {
+        let (bucket, ino) = self.locate(volume).await?;
+        let dir = match self.snapshot_dir(bucket, volume).await? {
             Some(dir) => dir,
-            None => {
-                let bucket = self
-                    .fs
-                    .lookup(ROOT_INO, OsStr::new(&bucket_of(volume)))
-                    .await
-                    .map_err(Self::fs_error(volume))?;
-                match self
-                    .fs
-                    .mkdir(bucket.ino, OsStr::new(SNAPSHOT_DIR), 0o700, ROOT)
-                    .await
-                {
-                    Ok(dir) => dir.ino,
-                    // Another snapshot made it meanwhile.
-                    Err(FsError::Exists) => self
-                        .snapshot_dir(volume)
-                        .await?
-                        .ok_or_else(|| CatalogError::NotFound(volume.to_owned()))?,
-                    Err(e) => return Err(Self::fs_error(volume)(e)),
-                }
-            }
+            None => match self
+                .fs
+                .mkdir(bucket, OsStr::new(SNAPSHOT_DIR), 0o700, ROOT)
+                .await
+            {
+                Ok(dir) => dir.ino,
+                // Another snapshot made it meanwhile.
+                Err(FsError::Exists) => self
+                    .snapshot_dir(bucket, volume)
+                    .await?
+                    .ok_or_else(|| CatalogError::NotFound(volume.to_owned()))?,
+                Err(e) => return Err(Self::fs_error(volume)(e)),
+            },
         };
         match self
             .fs
@@ -441,11 +427,7 @@ impl Catalog {
     /// Removes snapshot `volume@snapshot`; chunks only it used are reclaimed in the
     /// background.
     pub async fn remove_snapshot(&self, volume: &str, snapshot: &str) -> Result<(), CatalogError> {
-        self.find_snapshot(volume, snapshot).await?;
-        let dir = self
-            .snapshot_dir(volume)
-            .await?
-            .ok_or_else(|| CatalogError::SnapshotNotFound(format!("{volume}@{snapshot}")))?;
+        let (dir, _) = self.locate_snapshot(volume, snapshot).await?;
         self.fs
             .unlink(dir, OsStr::new(snapshot))
             .await

@@ -18,7 +18,7 @@
 //! regions they fragmented most ([`crate::fragmentation`]) as whole runs, in the
 //! background, while holding client writes off that volume for the rewrite.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -99,16 +99,13 @@ impl Volume {
                 return Err(fs_error(e));
             }
         };
-        Ok(Volume {
+        Ok(Volume::opened(
             fs,
-            name: name.to_owned(),
-            ino,
-            handle,
+            name.to_owned(),
+            (ino, handle),
             size,
-            read_only: false,
-            fragmentation: Mutex::default(),
-            rewrite_gate: tokio::sync::RwLock::new(()),
-        })
+            false,
+        ))
     }
 
     /// Opens snapshot `volume@snapshot` for reading (it stays readable while open here,
@@ -134,23 +131,30 @@ impl Volume {
                 return Err(fs_error(e));
             }
         };
-        Ok(Volume {
+        Ok(Volume::opened(fs, name, (ino, handle), size, true))
+    }
+
+    fn opened(
+        fs: Arc<dyn FsBackend>,
+        name: String,
+        (ino, handle): (Ino, HandleId),
+        size: u64,
+        read_only: bool,
+    ) -> Volume {
+        Volume {
             fs,
-            name: name.clone(),
+            name,
             ino,
             handle,
             size,
-            read_only: true,
+            read_only,
             fragmentation: Mutex::default(),
             rewrite_gate: tokio::sync::RwLock::new(()),
-        })
+        }
     }
 
-    fn record(&self, offset: u64, len: u64) {
-        self.fragmentation
-            .lock()
-            .expect("fragmentation poisoned")
-            .record(offset, len);
+    fn fragmentation(&self) -> MutexGuard<'_, Fragmentation> {
+        self.fragmentation.lock().expect("fragmentation poisoned")
     }
 
     /// Rewrites the most fragmented region, if one passed the threshold, as one run;
@@ -160,11 +164,7 @@ impl Volume {
         if self.read_only {
             return Ok(false);
         }
-        let worst = self
-            .fragmentation
-            .lock()
-            .expect("fragmentation poisoned")
-            .worst();
+        let worst = self.fragmentation().worst();
         let Some(offset) = worst else {
             return Ok(false);
         };
@@ -175,10 +175,7 @@ impl Volume {
             .write(self.ino, self.handle, Some(offset), &data)
             .await
             .map_err(device_error)?;
-        self.fragmentation
-            .lock()
-            .expect("fragmentation poisoned")
-            .rewritten(offset);
+        self.fragmentation().rewritten(offset);
         Ok(true)
     }
 
@@ -282,7 +279,7 @@ impl BlockDevice for Volume {
             .write(self.ino, self.handle, Some(offset), data)
             .await
             .map_err(device_error)?;
-        self.record(offset, data.len() as u64);
+        self.fragmentation().record(offset, data.len() as u64);
         drop(gate);
         if written as usize != data.len() {
             return Err(DeviceError::Io(format!(
@@ -331,7 +328,7 @@ impl BlockDevice for Volume {
                 .punch_hole(self.ino, self.handle, offset, len)
                 .await
                 .map_err(device_error)?;
-            self.record(offset, len);
+            self.fragmentation().record(offset, len);
         }
         if fua {
             self.flush().await?;

@@ -371,3 +371,19 @@ pub(crate) fn rfc3339(secs: u64) -> String {
         })
         .unwrap_or_else(|| secs.to_string())
 }
+
+/// Completes at SIGINT or SIGTERM (never, if the handlers cannot be installed).
+pub(crate) async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -386,10 +386,7 @@ impl FsBackend for MemoryBackend {
             return Err(FsError::NoSpace);
         }
         let allocated = d.write(offset, data);
-        let t = now();
-        inode.meta.mtime_ns = t;
-        inode.meta.ctime_ns = t;
-        inode.meta.generation += 1;
+        inode.content_changed();
         s.used_pages += allocated;
         Ok(len)
     }
@@ -407,10 +404,7 @@ impl FsBackend for MemoryBackend {
         if size > d.size() {
             // Growing frees nothing and allocates nothing: the new bytes are a hole.
             d.truncate(size);
-            let t = now();
-            inode.meta.mtime_ns = t;
-            inode.meta.ctime_ns = t;
-            inode.meta.generation += 1;
+            inode.content_changed();
         }
         Ok(inode.attr())
     }
@@ -432,10 +426,7 @@ impl FsBackend for MemoryBackend {
             return Ok(());
         }
         let freed = d.punch(offset, len);
-        let t = now();
-        inode.meta.mtime_ns = t;
-        inode.meta.ctime_ns = t;
-        inode.meta.generation += 1;
+        inode.content_changed();
         s.used_pages -= freed;
         Ok(())
     }

@@ -53,7 +53,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut cluster = DevCluster::start(spec)?;
     let ready = tokio::select! {
         r = cluster.wait_ready(Duration::from_secs(args.ready_timeout)) => r,
-        _ = wait_for_signal() => {
+        _ = super::wait_for_signal() => {
             eprintln!("cairn dev up: interrupted; stopping");
             cluster.shutdown();
             return Ok(());
@@ -95,7 +95,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = wait_for_signal() => break,
+            _ = super::wait_for_signal() => break,
             _ = tick.tick() => {
                 for (name, status) in cluster.reap_exited() {
                     eprintln!("cairn dev up: {name} exited ({status}); see {}/logs/{name}.log", dir.display());
@@ -106,19 +106,4 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("cairn dev up: stopping");
     cluster.shutdown();
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

@@ -74,12 +74,8 @@ pub enum VolumeCommand {
     },
 }
 
-/// A filesystem session with the cluster, for the catalog and the served volume.
-async fn session(client: Client, purpose: &str) -> anyhow::Result<Arc<ClusterBackend>> {
-    let opts = ClusterOptions {
-        session_name: format!("cairn-volume:{purpose}"),
-        ..ClusterOptions::default()
-    };
+/// A filesystem session with the cluster, for the catalog or the served volume.
+async fn session(client: Client, opts: ClusterOptions) -> anyhow::Result<Arc<ClusterBackend>> {
     ClusterBackend::connect(client, opts)
         .await
         .context("open a session with the metadata service")
@@ -100,7 +96,11 @@ pub async fn run(client: Client, command: VolumeCommand) -> anyhow::Result<()> {
         };
         return serve(client, &name, listen, opts).await;
     }
-    let backend = session(client.clone(), "admin").await?;
+    let opts = ClusterOptions {
+        session_name: "cairn-volume:admin".into(),
+        ..ClusterOptions::default()
+    };
+    let backend = session(client.clone(), opts).await?;
     let result = manage(&client, &Catalog::new(backend.clone()), command).await;
     backend.close().await;
     result
@@ -206,9 +206,7 @@ async fn serve(
     if std::env::var_os("CAIRN_LOG").is_none() {
         cairn_common::telemetry::init_tracing();
     }
-    let backend = ClusterBackend::connect(client, opts)
-        .await
-        .context("open a session with the metadata service")?;
+    let backend = session(client, opts).await?;
     let attached = match name.split_once('@') {
         Some((volume, snapshot)) => Volume::open_snapshot(backend.clone(), volume, snapshot).await,
         None => Volume::attach(backend.clone(), name).await,
@@ -237,7 +235,7 @@ async fn serve(
         let backend = backend.clone();
         async move {
             tokio::select! {
-                () = shutdown_signal() => {}
+                () = super::wait_for_signal() => {}
                 () = backend.fenced() => {}
             }
         }
@@ -264,21 +262,4 @@ async fn detach(volume: Arc<Volume>) -> anyhow::Result<()> {
     let volume = Arc::try_unwrap(volume)
         .map_err(|_| anyhow::anyhow!("volume still in use after its server stopped"))?;
     volume.detach().await.context("flush and detach the volume")
-}
-
-/// Completes at SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGTERM handler; stop with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -99,12 +99,18 @@ impl ClusterBackend {
         let FsReply::Attr(a) = reply else {
             return Err(unexpected("punch hole", reply));
         };
+        self.adopt_commit(ino, &mut file, &a);
+        file.commits += 1;
+        Ok(())
+    }
+
+    /// After an own commit that changed the file's content: its committed size, a map
+    /// to load again, and the size remembered so no older reply shrinks the file.
+    fn adopt_commit(&self, ino: Ino, file: &mut OpenFile, a: &FsAttr) {
         file.size = a.size;
         file.map = None;
-        file.commits += 1;
         self.newest()
             .record(ino, a.generation, a.size, Instant::now());
-        Ok(())
     }
 
     /// `flush` (every `close`): the file's buffered writes are committed.
@@ -153,10 +159,7 @@ impl ClusterBackend {
             .await;
         match answered {
             Ok(Ok(FsReply::Attr(a))) => {
-                file.size = a.size;
-                file.map = None;
-                self.newest()
-                    .record(ino, a.generation, a.size, Instant::now());
+                self.adopt_commit(ino, file, &a);
                 Ok(true)
             }
             Ok(Ok(other)) => Err(unexpected("write inline", other)),
@@ -230,11 +233,8 @@ impl ClusterBackend {
             .await;
         match committed {
             Ok(FsReply::Attr(a)) => {
-                file.size = a.size;
-                file.map = None;
+                self.adopt_commit(ino, file, &a);
                 file.commits += 1;
-                self.newest()
-                    .record(ino, a.generation, a.size, Instant::now());
                 let mut cache = self.cache.lock().expect("chunk cache poisoned");
                 for (chunk, (id, _)) in packed.into_iter().zip(stored) {
                     cache.insert(id, Arc::new(chunk.data));

@@ -42,6 +42,14 @@ pub(super) struct Inode {
 }
 
 impl Inode {
+    /// The file's bytes changed: new modification and change times, a new generation.
+    pub(super) fn content_changed(&mut self) {
+        let t = now();
+        self.meta.mtime_ns = t;
+        self.meta.ctime_ns = t;
+        self.meta.generation += 1;
+    }
+
     pub(super) fn attr(&self) -> FsAttr {
         let mut a = self.meta;
         match &self.content {
