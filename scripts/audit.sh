@@ -5,9 +5,11 @@
 # The advisory database is a git repository on GitHub. With GitHub reachable, cargo-deny
 # fetches the newest one. Without it (a machine that reaches only crates.io), the check uses
 # the copy already in ~/.cargo/advisory-dbs, or one given as CAIRN_ADVISORY_DB=/path/to/a
-# clone of https://github.com/rustsec/advisory-db (copied there); it prints the date of the
-# copy it checked against. With no copy at all it still checks licences, bans and sources
-# and says loudly that advisories were NOT checked.
+# clone (or git bundle) of https://github.com/rustsec/advisory-db, by default the bundle at
+# ../shared/supply-chain/advisory-db.bundle beside this repository if there is one; a
+# given copy replaces an older one already there. It prints the date of the copy it
+# checked against. With no copy at all it still checks licences, bans and sources and
+# says loudly that advisories were NOT checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +23,18 @@ if timeout 20 git ls-remote --exit-code "$db_url" HEAD >/dev/null 2>&1; then
   exit 0
 fi
 
-if [ ! -d "$db_dir/.git" ] && [ -n "${CAIRN_ADVISORY_DB:-}" ]; then
-  mkdir -p "$db_root"
-  git clone --quiet "$CAIRN_ADVISORY_DB" "$db_dir"
+copy="${CAIRN_ADVISORY_DB:-}"
+if [ -z "$copy" ] && [ -f ../shared/supply-chain/advisory-db.bundle ]; then
+  copy="$(realpath ../shared/supply-chain/advisory-db.bundle)"
+fi
+if [ -n "$copy" ]; then
+  if [ ! -d "$db_dir/.git" ]; then
+    mkdir -p "$db_root"
+    git -c init.defaultBranch=main clone --quiet "$copy" "$db_dir"
+  elif git -C "$db_dir" fetch --quiet "$copy" HEAD &&
+    [ "$(git -C "$db_dir" log -1 --format=%ct FETCH_HEAD)" -gt "$(git -C "$db_dir" log -1 --format=%ct HEAD)" ]; then
+    git -C "$db_dir" reset --quiet --hard FETCH_HEAD
+  fi
 fi
 # Offline, cargo metadata needs every crate of the lock file (all platforms) on disk.
 cargo fetch --locked --quiet
