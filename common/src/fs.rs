@@ -454,6 +454,14 @@ pub struct ExtentMap {
     pub inline_max: u64,
 }
 
+impl ExtentMap {
+    /// The file's whole content is in the map: no extent points into a chunk (its bytes
+    /// are inline, and past them the file is a hole).
+    pub fn is_all_inline(&self) -> bool {
+        self.extents.is_empty()
+    }
+}
+
 /// A filesystem's capacity, for `statfs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsStat {

@@ -287,8 +287,11 @@ impl FsBackend for ClusterBackend {
     }
 
     async fn getattr(&self, ino: Ino) -> Result<FsAttr, FsError> {
-        let reply = self.query(FsQuery::GetAttr { ino }).await?;
-        self.attr_reply(reply).await
+        match self.query(FsQuery::GetAttr { ino }).await {
+            Ok(reply) => self.attr_reply(reply).await,
+            Err(FsError::NotFound) => self.unlinked_open_attr(ino).await,
+            Err(e) => Err(e),
+        }
     }
 
     async fn setattr(&self, ino: Ino, changes: AttrChanges) -> Result<FsAttr, FsError> {
@@ -330,7 +333,7 @@ impl FsBackend for ClusterBackend {
         name: &OsStr,
         mode: u32,
         caller: Caller,
-        _access: AccessMode,
+        access: AccessMode,
     ) -> Result<(FsAttr, HandleId), FsError> {
         let reply = self
             .create_change(parent, name, NewNode::File, mode, caller, true)
@@ -339,7 +342,7 @@ impl FsBackend for ClusterBackend {
             return Err(unexpected("create", reply));
         };
         let attr = map.attr;
-        let handle = self.add_open(attr.ino, Some(*map)).await?;
+        let handle = self.add_open(attr.ino, Some(*map), access).await?;
         Ok((attr, handle))
     }
 
@@ -465,8 +468,8 @@ impl FsBackend for ClusterBackend {
         Ok(entries.into_iter().map(to_dir_entry).collect())
     }
 
-    async fn open(&self, ino: Ino, _access: AccessMode) -> Result<HandleId, FsError> {
-        self.add_open(ino, None).await
+    async fn open(&self, ino: Ino, access: AccessMode) -> Result<HandleId, FsError> {
+        self.add_open(ino, None, access).await
     }
 
     async fn read(

@@ -241,3 +241,64 @@ async fn a_frozen_mount_whose_lease_expired_cannot_write() {
         "{err}"
     );
 }
+
+/// POSIX keeps a removed file readable through the descriptors opened before the removal:
+/// files written on mount B, open for reading on mount A and removed on B read back whole
+/// on A after garbage collection had time to delete what nothing holds. A small file is
+/// all inline (its open takes no hold: its whole content came with the open); a large
+/// one is in chunks (its open holds it, so its chunks and shards stay). Once A closes
+/// it, they are deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_removed_on_one_mount_stay_readable_where_they_are_open() {
+    use std::io::Read;
+    let (tc, mounts) = cluster_with_mounts(2).await;
+    let (a, b) = (&mounts[0], &mounts[1]);
+    let small = random_bytes(3000, 1);
+    let big = random_bytes(9 << 20, 2);
+    std::fs::write(b.join("small"), &small).unwrap();
+    std::fs::write(b.join("big"), &big).unwrap();
+    let chunks = tc.client.status().await.unwrap().chunks;
+    let shards = tc.shard_files().len();
+    assert!(shards > 0, "the large file is stored in chunks");
+    let mut open_small = std::fs::File::open(a.join("small")).unwrap();
+    let mut open_big = std::fs::File::open(a.join("big")).unwrap();
+    std::fs::remove_file(b.join("small")).unwrap();
+    std::fs::remove_file(b.join("big")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            !a.join("small").exists() && !a.join("big").exists()
+        }),
+        "the removal is seen on mount A"
+    );
+    assert_eq!(
+        tc.client.status().await.unwrap().chunks,
+        chunks,
+        "the removed file open on mount A keeps its chunks"
+    );
+    // Garbage collection runs every second: shards nothing held would be deleted by now.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        tc.shard_files().len(),
+        shards,
+        "the file open on mount A keeps its shards"
+    );
+    for (name, file, want) in [
+        ("small", &mut open_small, &small),
+        ("big", &mut open_big, &big),
+    ] {
+        let mut got = Vec::new();
+        file.read_to_end(&mut got).unwrap();
+        assert!(got == *want, "{name}: read back differs after the removal");
+        let attr = file.metadata().unwrap();
+        assert_eq!(attr.len(), want.len() as u64, "{name}: fstat size");
+    }
+    drop(open_small);
+    drop(open_big);
+    tc.wait_status(
+        "the removed file's shards to be collected",
+        Duration::from_secs(30),
+        |s| s.chunks == 0 && s.pending_gc_shards == 0,
+    )
+    .await;
+    assert_eq!(tc.shard_files(), Vec::<PathBuf>::new());
+}

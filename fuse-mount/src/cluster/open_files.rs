@@ -1,10 +1,13 @@
 //! The open-file table: one [`OpenFile`] per inode open on this mount (while any of its
 //! descriptors is open here), and the handles that point at it.
 //!
-//! The first open of a file here registers a hold in the metadata service (so an unlinked
-//! file's data lives until its last close on every mount); every open loads the file's
-//! extent map afresh (close-to-open: another mount's changes are seen at the next open),
-//! and so does every lock granted here (lock-to-read: `refresh_after_lock`).
+//! An open here registers a hold in the metadata service (so an unlinked file's data lives
+//! until its last close on every mount), except an open for reading only of a file whose
+//! bytes are all inline: its whole content comes with its map, which this mount keeps
+//! until the last close, so an unlink elsewhere cannot take anything it reads away, and
+//! the open costs a read under the leader's lease instead of a commit. Every open loads
+//! the file's extent map afresh (close-to-open: another mount's changes are seen at the
+//! next open), and so does every lock granted here (lock-to-read: `refresh_after_lock`).
 //! The last close flushes the write buffer (`upload`) and leaves the hold in place for a
 //! moment ([`HOLD_LINGER`]): a file opened again meanwhile needs no new hold (no commit,
 //! only its map), and the holds left are released together, in one Raft entry where the
@@ -57,6 +60,10 @@ pub(super) struct OpenFile {
     /// Buffered writes that all end within this offset are stored inline, in the
     /// metadata (the cluster's threshold, from the file's map; 0 once refused).
     pub(super) inline_max: u64,
+    /// This session holds the inode in the cluster (a `Hold`, or a create that opened
+    /// it). False only while every open here is for reading and the map holds the whole
+    /// content (all inline).
+    pub(super) held: bool,
 }
 
 impl OpenFile {
@@ -106,15 +113,16 @@ impl ClusterBackend {
         self.open_file(ino).ok_or(FsError::BadHandle)
     }
 
-    /// Registers one more open of `ino` here; the first one holds the inode in the
-    /// cluster (unless `created` carries the map of a file just created open, which the
-    /// create already holds).
+    /// Registers one more open of `ino` here, holding the inode in the cluster unless
+    /// this session holds it already (`created` carries the map of a file just created
+    /// open, which the create holds) or the open is for reading a file whose bytes are
+    /// all inline.
     pub(super) async fn add_open(
         &self,
         ino: Ino,
         created: Option<ExtentMap>,
+        access: AccessMode,
     ) -> Result<HandleId, FsError> {
-        let held = created.is_some();
         loop {
             let file = self
                 .files
@@ -127,39 +135,57 @@ impl ClusterBackend {
             if state.closed {
                 continue;
             }
-            // Close-to-open: see what other mounts committed.
-            state.map = None;
             // A file this mount just created has no xattrs: the kernel's question before
             // each write needs no round trip (a setxattr here asks again).
             state.capability_absent = created.is_some();
             // A file closed here a moment ago is still held: no new hold needed.
-            let lingering = std::mem::take(&mut state.lingering);
-            let fresh = if state.handles == 0 && !held && !lingering {
-                // The first open here holds the file, and gets its extents with it.
-                match self.change(FsChange::Hold { ino }).await {
-                    Ok(FsReply::Extents(map)) => Some(*map),
-                    Ok(other) => {
-                        self.forget_if_unused(ino, &file, &mut state);
-                        return Err(unexpected("hold", other));
-                    }
-                    Err(e) => {
-                        self.forget_if_unused(ino, &file, &mut state);
-                        return Err(e);
-                    }
+            state.lingering = false;
+            let opened = match created.clone() {
+                Some(map) => {
+                    state.held = true;
+                    state.set_map(map);
+                    Ok(())
                 }
-            } else {
-                created.clone()
+                None => self.hold_or_load(ino, &mut state, access).await,
             };
-            state.handles += 1;
-            if let Some(map) = fresh {
-                state.set_map(map);
-            }
-            if let Err(e) = self.load_map(ino, &mut state).await {
-                state.handles -= 1;
+            if let Err(e) = opened {
                 self.forget_if_unused(ino, &file, &mut state);
                 return Err(e);
             }
+            state.handles += 1;
             return Ok(self.new_handle(ino));
+        }
+    }
+
+    /// Close-to-open: the file's map as committed now. A read-only open of a file whose
+    /// bytes are all inline needs nothing more; any other open by a session that does not
+    /// hold the file yet holds it (the `Hold` answers with the map). The map in place is
+    /// replaced only by a newer one, so other descriptors open here keep reading if the
+    /// file was removed meanwhile.
+    async fn hold_or_load(
+        &self,
+        ino: Ino,
+        state: &mut OpenFile,
+        access: AccessMode,
+    ) -> Result<(), FsError> {
+        if state.held {
+            state.map = None;
+            return self.load_map(ino, state).await;
+        }
+        if access == AccessMode::Read {
+            let map = self.extent_map(ino).await?;
+            if map.is_all_inline() {
+                state.set_map(map);
+                return Ok(());
+            }
+        }
+        match self.change(FsChange::Hold { ino }).await? {
+            FsReply::Extents(map) => {
+                state.held = true;
+                state.set_map(*map);
+                Ok(())
+            }
+            other => Err(unexpected("hold", other)),
         }
     }
 
@@ -180,6 +206,11 @@ impl ClusterBackend {
         if let Err(e) = &flushed {
             tracing::error!(ino, error = %e, "buffered writes lost at last close");
         }
+        if !state.held {
+            // Only read here, its content all in its map: nothing to release.
+            self.forget_if_unused(ino, &file, &mut state);
+            return flushed;
+        }
         let compact = state.commits >= COMPACT_CHECK_AFTER_COMMITS;
         if !compact && !self.session.is_fenced() {
             // Released a moment later, with the other holds left meanwhile.
@@ -192,6 +223,7 @@ impl ClusterBackend {
             self.linger_wake.notify_one();
             return flushed;
         }
+        state.held = false;
         self.release_hold(ino).await;
         if compact {
             if let Some(me) = self.me.upgrade() {
@@ -235,6 +267,7 @@ impl ClusterBackend {
             return;
         }
         state.lingering = false;
+        state.held = false;
         self.release_hold(ino).await;
         self.forget_if_unused(ino, &file, &mut state);
     }
@@ -300,6 +333,23 @@ impl ClusterBackend {
         match reply {
             FsReply::Extents(map) => Ok(*map),
             other => Err(unexpected("extents", other)),
+        }
+    }
+
+    /// `getattr` of an inode the cluster no longer has: a file removed elsewhere while it
+    /// is open here for reading without a hold (all inline) is still what its descriptors
+    /// read, with no link left.
+    pub(super) async fn unlinked_open_attr(&self, ino: Ino) -> Result<FsAttr, FsError> {
+        let Some(file) = self.open_file(ino) else {
+            return Err(FsError::NotFound);
+        };
+        let file = file.lock().await;
+        match &file.map {
+            Some(map) if !file.closed && !file.held => Ok(FsAttr {
+                nlink: 0,
+                ..map.attr
+            }),
+            _ => Err(FsError::NotFound),
         }
     }
 
