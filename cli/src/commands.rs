@@ -2,6 +2,7 @@
 
 mod bench;
 mod cert;
+mod copy;
 mod dev;
 mod objects;
 mod progress;
@@ -68,6 +69,16 @@ enum Command {
     },
     /// Delete BUCKET/KEY (its shards are reclaimed in the background).
     Rm { target: String },
+    /// Copy BUCKET/KEY (an object, or a file of a mount) to BUCKET/KEY, as committed now.
+    Cp {
+        source: String,
+        target: String,
+        /// Share the source's chunks: one metadata commit, no data copied, at any size.
+        /// Without it the bytes are read and stored again, with the destination
+        /// bucket's redundancy.
+        #[arg(long)]
+        reflink: bool,
+    },
     /// Show how shards would be moved to even out the nodes. Rebalancing runs by itself
     /// whenever nothing needs repair; --dry-run only shows the plan.
     Rebalance {
@@ -276,6 +287,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls { target, limit } => objects::ls(&client()?, &target, limit).await,
         Command::Stat { target, json } => objects::stat(&client()?, &target, json).await,
         Command::Rm { target } => objects::rm(&client()?, &target).await,
+        Command::Cp {
+            source,
+            target,
+            reflink,
+        } => copy::copy(&client()?, &source, &target, reflink).await,
         Command::Bench(args) => bench::run(&client()?, args).await,
         Command::Volume { command } => volume::run(client()?, command).await,
         Command::Status { json } => status::show(&client()?, json).await,

@@ -175,3 +175,77 @@ async fn delete_reclaims_shards() {
     .await;
     assert_eq!(tc.shard_files(), Vec::<std::path::PathBuf>::new());
 }
+
+/// `cairn cp --reflink` copies by reference: the copy reads back identical, no chunk or
+/// shard is added, it keeps its bytes when the source is overwritten and removed, and its
+/// chunks are collected only once it is removed too. `cairn cp` without it stores the
+/// bytes again (into a bucket of other redundancy). A destination that exists and a
+/// missing source are refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cp_reflink_shares_chunks_and_plain_cp_copies_bytes() {
+    let tc = cluster().await;
+    let data = random_bytes(5 * CHUNK + 17, 11);
+    tc.must_put("default", "dir/src", &data).await;
+    let chunks = tc.client.status().await.unwrap().chunks;
+    let shards = tc.shard_files().len();
+
+    let out = tc.cli(&["cp", "--reflink", "default/dir/src", "default/copies/a/b"]);
+    assert!(out.status.success(), "{out:?}");
+    tc.must_get_equal("default", "copies/a/b", &data).await;
+    assert_eq!(
+        tc.client.status().await.unwrap().chunks,
+        chunks,
+        "no chunk added"
+    );
+    assert_eq!(tc.shard_files().len(), shards, "no shard added");
+
+    let out = tc.cli(&["cp", "--reflink", "default/dir/src", "default/copies/a/b"]);
+    assert!(!out.status.success(), "an existing destination is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exists"), "{err}");
+    let out = tc.cli(&["cp", "--reflink", "default/dir/none", "default/x"]);
+    assert!(!out.status.success(), "a missing source is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+
+    // The source overwritten, then removed: the copy keeps its bytes and its chunks.
+    let other = random_bytes(CHUNK + 5, 12);
+    tc.must_put("default", "dir/src", &other).await;
+    tc.client.delete("default", "dir/src").await.unwrap();
+    tc.wait_status(
+        "gc of the overwritten source",
+        std::time::Duration::from_secs(30),
+        |s| s.pending_gc_shards == 0,
+    )
+    .await;
+    assert_eq!(
+        tc.client.status().await.unwrap().chunks,
+        chunks,
+        "the copy's chunks stay"
+    );
+    tc.must_get_equal("default", "copies/a/b", &data).await;
+
+    // A plain copy into a bucket of other redundancy stores the bytes again.
+    tc.client
+        .create_bucket("mirror", Redundancy::Replicas { n: 2 })
+        .await
+        .unwrap();
+    let out = tc.cli(&["cp", "default/copies/a/b", "mirror/b"]);
+    assert!(out.status.success(), "{out:?}");
+    tc.must_get_equal("mirror", "b", &data).await;
+    assert_eq!(
+        tc.client.status().await.unwrap().chunks,
+        2 * chunks,
+        "the plain copy has chunks of its own"
+    );
+
+    tc.client.delete("default", "copies/a/b").await.unwrap();
+    tc.client.delete("mirror", "b").await.unwrap();
+    tc.wait_status(
+        "gc of every copy",
+        std::time::Duration::from_secs(30),
+        |s| s.chunks == 0 && s.pending_gc_shards == 0,
+    )
+    .await;
+    assert_eq!(tc.shard_files(), Vec::<std::path::PathBuf>::new());
+}

@@ -8,7 +8,7 @@ use cairn_client::Client;
 use cairn_common::Redundancy;
 
 /// Splits `BUCKET/KEY`.
-fn split_target(target: &str) -> anyhow::Result<(&str, &str)> {
+pub(super) fn split_target(target: &str) -> anyhow::Result<(&str, &str)> {
     match target.split_once('/') {
         Some((b, k)) => Ok((b, k)),
         None => bail!("{target:?} is not BUCKET/KEY"),
