@@ -3,7 +3,8 @@
 # libclang (RocksDB's bindgen), fuse3 (fusermount3), PostgreSQL (the database failover
 # test runs it on a mount), iptables (network partitions) and faketime (clock jumps) for
 # the fault-injection tests, qemu-utils and libnbd-bin (the block volume tests drive NBD
-# with qemu-img, qemu-io and nbdcopy), rustfmt/clippy, cargo-nextest, cargo-deny.
+# with qemu-img, qemu-io and nbdcopy), systemd (`systemd-analyze verify` of the units in
+# deploy/systemd), rustfmt/clippy, cargo-nextest, cargo-deny.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
 command -v qemu-io >/dev/null 2>&1 || need_apt+=(qemu-utils)
 command -v nbdcopy >/dev/null 2>&1 || need_apt+=(libnbd-bin)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -13,6 +13,7 @@ pub mod names;
 pub mod placement;
 pub mod precondition;
 pub mod redundancy;
+pub mod systemd;
 pub mod telemetry;
 pub mod token;
 

@@ -155,7 +155,9 @@ fn main() -> ExitCode {
         // Do not keep the caller's working directory busy.
         let _ = std::env::set_current_dir("/");
     }
+    cairn_common::systemd::notify_ready();
     wait_for_shutdown(&handle);
+    cairn_common::systemd::notify_stopping();
     let unmounted = handle.unmount();
     if let Some(cluster) = &cluster {
         runtime.block_on(cluster.close());

@@ -5,10 +5,11 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{is_mounted, wait_until};
+use common::is_mounted;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cairn-mount");
 
@@ -42,12 +43,27 @@ fn must_exit_within(child: &mut Child, timeout: Duration) -> i32 {
     }
 }
 
+/// The next report on systemd's notification socket (`NOTIFY_SOCKET`).
+fn next_report(socket: &UnixDatagram) -> String {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).expect("a report to systemd");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Mounts, reports `READY=1` to systemd's socket, serves, and on `signal` reports
+/// `STOPPING=1`, unmounts and exits 0.
 fn mount_then_signal(signal: libc::c_int) {
     let dir = tempfile::tempdir().expect("mount point");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let sockets = tempfile::tempdir().expect("socket dir");
+    let notify = UnixDatagram::bind(sockets.path().join("notify")).expect("notify socket");
     let child = Command::new(BIN)
         .args(["--memory", "--foreground", "--attr-ttl-ms", "200"])
         .arg(dir.path())
+        .env("NOTIFY_SOCKET", sockets.path().join("notify"))
         .stderr(Stdio::null())
         .spawn()
         .expect("start cairn-mount");
@@ -55,10 +71,8 @@ fn mount_then_signal(signal: libc::c_int) {
         child,
         mountpoint: dir.path().to_owned(),
     };
-    assert!(
-        wait_until(Duration::from_secs(10), || is_mounted(dir.path())),
-        "mounted"
-    );
+    assert_eq!(next_report(&notify), "READY=1\n");
+    assert!(is_mounted(dir.path()), "mounted when it reported ready");
     std::fs::write(dir.path().join("f"), b"served by the binary").expect("write");
     assert_eq!(
         std::fs::read(dir.path().join("f")).expect("read"),
@@ -66,6 +80,7 @@ fn mount_then_signal(signal: libc::c_int) {
     );
     // SAFETY: signalling our own child.
     unsafe { libc::kill(run.child.id() as libc::pid_t, signal) };
+    assert_eq!(next_report(&notify), "STOPPING=1\n");
     assert_eq!(must_exit_within(&mut run.child, Duration::from_secs(15)), 0);
     assert!(!is_mounted(dir.path()), "unmounted on exit");
 }

@@ -236,6 +236,8 @@ pub async fn run(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result
             cairn_net::incoming(listener, transport, "cairn-meta"),
             shutdown.clone().cancelled_owned(),
         );
+    // Bound, recovered and about to accept: connections made from now on are served.
+    cairn_common::systemd::notify_ready();
     let served = server.await.context("serve gRPC");
     shutdown.cancel();
     tasks.close();

@@ -201,6 +201,7 @@ fn main() {
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("signal received; shutting down");
+            cairn_common::systemd::notify_stopping();
             signals.cancel();
         });
         cairn_metadata::run(cfg, shutdown).await

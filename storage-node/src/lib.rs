@@ -194,6 +194,8 @@ pub async fn run_with_listener(
         background::BackgroundGate::new(node_service.foreground(), cfg.rebuild_busy_share_pct),
     );
     let node_service = node_service.with_rebuilder(Arc::new(rebuilder));
+    // Bound and about to accept: connections made from now on are served.
+    cairn_common::systemd::notify_ready();
     let served = tonic::transport::Server::builder()
         // One connection cannot open an unbounded number of concurrent calls.
         .max_concurrent_streams(Some(cairn_net::MAX_STREAMS_PER_CONNECTION))

@@ -59,6 +59,7 @@ async fn serve(cfg: NodeConfig) -> ExitCode {
             _ = terminate.recv() => "SIGTERM",
         };
         tracing::info!(signal = name, "shutting down");
+        cairn_common::systemd::notify_stopping();
         on_signal.cancel();
     });
     match cairn_storage_node::run(cfg, shutdown).await {
