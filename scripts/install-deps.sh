@@ -4,7 +4,9 @@
 # test runs it on a mount), iptables (network partitions) and faketime (clock jumps) for
 # the fault-injection tests, qemu-utils and libnbd-bin (the block volume tests drive NBD
 # with qemu-img, qemu-io and nbdcopy), systemd (`systemd-analyze verify` of the units in
-# deploy/systemd), rustfmt/clippy, cargo-nextest, cargo-deny.
+# deploy/systemd), promtool (the alert rules in deploy/monitoring; taken out of Debian's
+# prometheus package, whose server is not installed), rustfmt/clippy, cargo-nextest,
+# cargo-deny.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
@@ -24,6 +26,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "install-deps: promtool (from Debian's prometheus package) into /usr/local/bin"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  deb_dir="$(mktemp -d)"
+  chmod 755 "$deb_dir" # apt downloads as user _apt
+  (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null ||
+    { $SUDO apt-get update -qq && apt-get download -qq prometheus; })
+  dpkg-deb -x "$deb_dir"/prometheus_*.deb "$deb_dir/x"
+  $SUDO install -m 0755 "$deb_dir/x/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$deb_dir"
 fi
 
 if command -v rustup >/dev/null 2>&1; then

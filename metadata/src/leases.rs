@@ -124,7 +124,11 @@ pub async fn run(
                 "mount session lease expired: releasing its locks and fencing it"
             );
             match raft.client_write(Command::EndSession { session }).await {
-                Ok(_) => leases.lock().expect("lease lock poisoned").forget(session),
+                Ok(_) => {
+                    leases.lock().expect("lease lock poisoned").forget(session);
+                    // Counted once, by the leader that ended it (deploy/monitoring alerts).
+                    metrics::counter!("cairn_meta_sessions_fenced_total").increment(1);
+                }
                 Err(e) => {
                     tracing::warn!(session, error = %e, "could not end an expired session");
                     break;

@@ -94,3 +94,40 @@ async fn daemons_serve_prometheus_metrics() {
     .await
     .unwrap();
 }
+
+/// A mount killed with -9 stops renewing its session: once the lease expires the leader
+/// ends the session (the mount is fenced) and counts it in
+/// `cairn_meta_sessions_fenced_total`, which the `CairnMountSessionFenced` alert of
+/// `deploy/monitoring` watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_fenced_by_its_lease_is_counted() {
+    let mut tc = TestCluster::start_with(1, 3, Redundancy::Ec { k: 2, m: 1 }, |spec| {
+        spec.env
+            .push(("CAIRN_META_SESSION_LEASE_MS".into(), "2000".into()));
+    })
+    .await;
+    let mountpoint = tc.dir().join("mnt");
+    let name = tc.cluster.add_mount(&mountpoint, &[]).await.unwrap();
+    let spec = tc.cluster.spec().clone();
+    let before = tokio::task::spawn_blocking(move || scrape(&spec.meta_metrics_addr(1)))
+        .await
+        .unwrap();
+    assert!(
+        !before.contains("cairn_meta_sessions_fenced_total"),
+        "no session expired yet:\n{before}"
+    );
+    tc.cluster.kill(&name);
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&mountpoint)
+        .status();
+    let spec = tc.cluster.spec().clone();
+    tokio::task::spawn_blocking(move || {
+        must_scrape(
+            &spec.meta_metrics_addr(1),
+            &["cairn_meta_sessions_fenced_total 1"],
+        )
+    })
+    .await
+    .unwrap();
+}

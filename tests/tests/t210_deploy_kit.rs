@@ -1,6 +1,8 @@
-//! The install kit's systemd units (`deploy/systemd/`): `systemd-analyze verify` accepts
-//! them, and the daemons they start as `Type=notify` really report `READY=1` on
-//! `$NOTIFY_SOCKET` once they serve (the mount's reports: `fuse-mount/tests/t40_cli.rs`).
+//! The install kit (`deploy/`): `systemd-analyze verify` accepts the systemd units, the
+//! daemons they start as `Type=notify` really report `READY=1` on `$NOTIFY_SOCKET` once
+//! they serve (the mount's reports: `fuse-mount/tests/t40_cli.rs`), the example
+//! configurations are accepted, and the monitoring rules pass promtool and query only
+//! metrics the daemons export.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -112,5 +114,90 @@ fn the_example_configurations_are_accepted() {
             stderr.contains("/etc/cairn/tls") || stderr.contains("listen on"),
             "{binary} stopped past its configuration: {stderr}"
         );
+    }
+}
+
+fn monitoring_dir() -> PathBuf {
+    units_dir().join("..").join("monitoring")
+}
+
+/// The alert rules of `deploy/monitoring` load (`promtool check rules`) and fire, or stay
+/// quiet, as their unit tests expect (`promtool test rules`: a node down, a disk nearly
+/// full, no leader, a former leader's stale gauges that must not fire, a fenced mount...).
+#[test]
+fn the_alert_rules_pass_promtool() {
+    for args in [
+        ["check", "rules", "cairn-alerts.yml"],
+        ["test", "rules", "cairn-alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(monitoring_dir())
+            .output()
+            .expect("promtool (scripts/install-deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Every metric the rules and the dashboard query is one the daemons export (its name
+/// appears quoted in their source), and the dashboard is valid JSON.
+#[test]
+fn the_rules_and_the_dashboard_query_only_exported_metrics() {
+    let dashboard = std::fs::read_to_string(monitoring_dir().join("cairn-dashboard.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&dashboard).expect("the dashboard is JSON");
+    let rules = std::fs::read_to_string(monitoring_dir().join("cairn-alerts.yml")).unwrap();
+    let root = units_dir().join("..").join("..");
+    let mut sources = String::new();
+    for dir in ["metadata/src", "storage-node/src", "common/src"] {
+        collect_rust(&root.join(dir), &mut sources);
+    }
+    let mut names: Vec<String> = Vec::new();
+    for text in [&dashboard, &rules] {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while let Some(at) = text[i..].find("cairn_").map(|a| a + i) {
+            let start_ok = at == 0
+                || !(bytes[at - 1].is_ascii_alphanumeric()
+                    || bytes[at - 1] == b'_'
+                    || bytes[at - 1] == b':');
+            let end = text[at..]
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .map_or(text.len(), |e| at + e);
+            // `cairn_cluster_*` in a comment names a family, not a metric.
+            if start_ok && !text[at..end].ends_with('_') {
+                names.push(text[at..end].to_owned());
+            }
+            i = end;
+        }
+    }
+    names.sort();
+    names.dedup();
+    assert!(names.len() > 10, "found the queried metrics: {names:?}");
+    for name in &names {
+        let base = ["_sum", "_count", "_bucket"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            sources.contains(&format!("\"{name}\"")) || sources.contains(&format!("\"{base}\"")),
+            "{name} is queried but no daemon exports it"
+        );
+    }
+}
+
+fn collect_rust(dir: &Path, out: &mut String) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_rust(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
     }
 }
