@@ -14,6 +14,7 @@
 //! every write flushed before it was taken and costs nothing until the volume is
 //! overwritten. A clone of a snapshot is a new volume made the same way in its own
 //! bucket. A chunk is freed when the last volume or snapshot pointing into it is gone.
+//! Volumes, snapshots and their directories are made by, and belong to, root.
 
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -34,13 +35,6 @@ pub const SERVER_LOCK_OWNER: LockOwner = LockOwner(0x766f_6c75_6d65);
 pub const SNAPSHOT_DIR: &str = "snapshots";
 /// Volume sizes are whole multiples of this (a sector).
 pub const SECTOR: u64 = 512;
-
-/// Volumes are created by, and belong to, root.
-const ROOT: Caller = Caller {
-    uid: 0,
-    gid: 0,
-    pid: 0,
-};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -197,7 +191,7 @@ impl Catalog {
                 dir,
                 OsStr::new(VOLUME_FILE),
                 0o600,
-                ROOT,
+                Caller::ROOT,
                 AccessMode::ReadWrite,
             )
             .await
@@ -401,7 +395,7 @@ impl Catalog {
             Some(dir) => dir,
             None => match self
                 .fs
-                .mkdir(bucket, OsStr::new(SNAPSHOT_DIR), 0o700, ROOT)
+                .mkdir(bucket, OsStr::new(SNAPSHOT_DIR), 0o700, Caller::ROOT)
                 .await
             {
                 Ok(dir) => dir.ino,
@@ -415,7 +409,7 @@ impl Catalog {
         };
         match self
             .fs
-            .clone_file(ino, dir, OsStr::new(snapshot), 0o400, ROOT)
+            .clone_file(ino, dir, OsStr::new(snapshot), 0o400, Caller::ROOT)
             .await
         {
             Ok(_) => Ok(()),
@@ -453,7 +447,7 @@ impl Catalog {
         let dir = self.new_bucket(new, make_bucket).await?;
         match self
             .fs
-            .clone_file(src, dir, OsStr::new(VOLUME_FILE), 0o600, ROOT)
+            .clone_file(src, dir, OsStr::new(VOLUME_FILE), 0o600, Caller::ROOT)
             .await
         {
             Ok(_) => Ok(()),

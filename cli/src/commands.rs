@@ -137,6 +137,16 @@ enum Command {
     },
 }
 
+/// A filesystem session with the cluster (volumes, `cp --reflink`).
+pub(crate) async fn session(
+    client: Client,
+    opts: cairn_fuse_mount::cluster::ClusterOptions,
+) -> anyhow::Result<std::sync::Arc<cairn_fuse_mount::cluster::ClusterBackend>> {
+    cairn_fuse_mount::cluster::ClusterBackend::connect(client, opts)
+        .await
+        .context("open a session with the metadata service")
+}
+
 /// How a new bucket's (or volume's) data is stored.
 #[derive(clap::Args, Debug)]
 pub(crate) struct RedundancyArgs {

@@ -154,6 +154,15 @@ pub struct Caller {
     pub pid: u32,
 }
 
+impl Caller {
+    /// Root, for inodes made by tools rather than by a process on a mount.
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+}
+
 /// One directory entry, in the byte order of names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {

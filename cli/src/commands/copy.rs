@@ -14,8 +14,9 @@ use std::task::{Context as TaskContext, Poll};
 use anyhow::{bail, Context};
 use cairn_client::Client;
 use cairn_common::fs::ROOT_INO;
+use cairn_common::names::validate_key;
 use cairn_fuse_mount::backend::{Caller, FileType, FsAttr, FsBackend, FsError};
-use cairn_fuse_mount::cluster::{ClusterBackend, ClusterOptions};
+use cairn_fuse_mount::cluster::ClusterOptions;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::objects::split_target;
@@ -36,9 +37,7 @@ pub async fn copy(
             session_name: "cairn-cp".into(),
             ..ClusterOptions::default()
         };
-        let fs = ClusterBackend::connect(client.clone(), opts)
-            .await
-            .context("open a session with the metadata service")?;
+        let fs = super::session(client.clone(), opts).await?;
         let copied = clone(fs.as_ref(), from, to).await;
         fs.close().await;
         copied.with_context(|| format!("copy {source} to {target} by reference"))?;
@@ -105,13 +104,8 @@ async fn walk<'k>(
     (bucket, key): (&str, &'k str),
     make: bool,
 ) -> anyhow::Result<(u64, &'k str)> {
+    validate_key(key).with_context(|| format!("{bucket}/{key}"))?;
     let mut parts: Vec<&str> = key.split('/').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == "..")
-    {
-        bail!("{bucket}/{key}: a key's parts are non-empty names other than . and ..");
-    }
     let name = parts.pop().expect("split yields at least one part");
     let mut dir = lookup(fs, ROOT_INO, bucket)
         .await?
@@ -121,7 +115,10 @@ async fn walk<'k>(
         dir = match lookup(fs, dir, part).await? {
             Some(attr) if attr.kind == FileType::Dir => attr.ino,
             Some(_) => bail!("{bucket}/{key}: {part} is not a directory"),
-            None if make => match fs.mkdir(dir, OsStr::new(part), DIR_MODE, ROOT_CALLER).await {
+            None if make => match fs
+                .mkdir(dir, OsStr::new(part), DIR_MODE, Caller::ROOT)
+                .await
+            {
                 Ok(attr) => attr.ino,
                 // Made by someone else meanwhile.
                 Err(FsError::Exists) => {
@@ -137,12 +134,6 @@ async fn walk<'k>(
     }
     Ok((dir, name))
 }
-
-const ROOT_CALLER: Caller = Caller {
-    uid: 0,
-    gid: 0,
-    pid: 0,
-};
 
 async fn lookup(fs: &dyn FsBackend, dir: u64, name: &str) -> anyhow::Result<Option<FsAttr>> {
     match fs.lookup(dir, OsStr::new(name)).await {

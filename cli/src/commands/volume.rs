@@ -9,11 +9,11 @@ use cairn_block::catalog::{bucket_of, Catalog, VolumeInfo};
 use cairn_block::volume::Volume;
 use cairn_client::Client;
 use cairn_fuse_mount::backend::FsBackend;
-use cairn_fuse_mount::cluster::{ClusterBackend, ClusterOptions};
+use cairn_fuse_mount::cluster::ClusterOptions;
 use clap::Subcommand;
 
 use super::bench::parse_size;
-use super::RedundancyArgs;
+use super::{session, RedundancyArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum VolumeCommand {
@@ -72,13 +72,6 @@ pub enum VolumeCommand {
         #[arg(long, default_value_t = 16)]
         write_buffer_mib: usize,
     },
-}
-
-/// A filesystem session with the cluster, for the catalog or the served volume.
-async fn session(client: Client, opts: ClusterOptions) -> anyhow::Result<Arc<ClusterBackend>> {
-    ClusterBackend::connect(client, opts)
-        .await
-        .context("open a session with the metadata service")
 }
 
 pub async fn run(client: Client, command: VolumeCommand) -> anyhow::Result<()> {
