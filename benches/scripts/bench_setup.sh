@@ -20,6 +20,19 @@ prepare_release() {
   cargo build --workspace --bins --release --locked --quiet --manifest-path "$here/Cargo.toml"
 }
 
+# Sets $bin to $CAIRN_BIN_DIR if given, else to the release binaries prepare_release
+# builds (with the same arguments).
+#   release_bin REPO_DIR [TOOL=PACKAGE[,PACKAGE...]...]
+release_bin() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cairn-target}"
+  if [ -n "${CAIRN_BIN_DIR:-}" ]; then
+    bin="$CAIRN_BIN_DIR"
+  else
+    prepare_release "$@"
+    bin="$CARGO_TARGET_DIR/release"
+  fi
+}
+
 # Starts `cairn dev up` in the background and waits until it is ready.
 #   start_dev_cluster BIN_DIR WORK_DIR PORT_BASE [dev up options...]
 # Sets dev_pid (for the caller's cleanup) and exports CAIRN_CLUSTER; on failure prints the

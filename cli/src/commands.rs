@@ -1,5 +1,6 @@
 //! The `cairn` commands: argument definitions and dispatch.
 
+mod backup;
 mod bench;
 mod cert;
 mod copy;
@@ -112,7 +113,8 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
-    /// Metadata replicas: add or remove (Raft membership change).
+    /// Metadata replicas: add or remove (Raft membership change); back up and restore
+    /// the metadata.
     Meta {
         #[command(subcommand)]
         command: MetaCommand,
@@ -238,6 +240,17 @@ enum MetaCommand {
     Add { id: u64, addr: String },
     /// Remove replica ID from the metadata cluster.
     Remove { id: u64 },
+    /// Write a backup of the whole metadata state to FILE (cluster admins), while the
+    /// cluster serves: every change acknowledged before it is in it.
+    Backup { file: PathBuf },
+    /// Build a new metadata group of one replica from the backup FILE, on the host of
+    /// that replica, into its empty data directory: runs `cairn-meta --restore FILE`
+    /// with the replica's own flags, given after `--` (e.g. `-- --config meta.toml`).
+    Restore {
+        file: PathBuf,
+        #[arg(last = true)]
+        meta_args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -368,20 +381,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Meta { command } => {
-            let client = client()?;
-            match command {
-                MetaCommand::Add { id, addr } => {
-                    client.add_meta_replica(id, &addr).await?;
-                    println!("metadata replica {id} ({addr}) is a voter");
-                }
-                MetaCommand::Remove { id } => {
-                    client.remove_meta_replica(id).await?;
-                    println!("metadata replica {id} removed");
-                }
+        Command::Meta { command } => match command {
+            MetaCommand::Restore { file, meta_args } => backup::restore(&file, &meta_args),
+            MetaCommand::Backup { file } => backup::backup(&client()?, &file).await,
+            MetaCommand::Add { id, addr } => {
+                client()?.add_meta_replica(id, &addr).await?;
+                println!("metadata replica {id} ({addr}) is a voter");
+                Ok(())
             }
-            Ok(())
-        }
+            MetaCommand::Remove { id } => {
+                client()?.remove_meta_replica(id).await?;
+                println!("metadata replica {id} removed");
+                Ok(())
+            }
+        },
     }
 }
 

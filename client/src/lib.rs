@@ -4,6 +4,7 @@
 //! `cairn-devcluster`. Must not depend on the metadata service's or the storage node's
 //! crates (they are reached over gRPC only).
 
+pub mod backup;
 pub mod error;
 pub mod fs;
 pub mod get;

@@ -576,6 +576,12 @@ impl DevCluster {
         Ok(())
     }
 
+    /// The flags daemon `name` is started with (e.g. to run `cairn-meta --restore` with
+    /// a replica's own settings).
+    pub fn args(&self, name: &str) -> Option<&[String]> {
+        self.daemons.get(name).map(|d| d.args.as_slice())
+    }
+
     /// SIGKILLs a daemon and reaps it.
     pub fn kill(&mut self, name: &str) {
         self.stop_with(name, libc::SIGKILL, Duration::from_secs(10));

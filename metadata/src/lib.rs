@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod access;
+pub mod backup;
 pub mod codec;
 pub mod config;
 pub mod convert;

@@ -84,6 +84,12 @@ struct Args {
     /// Cluster admins (client certificate names), comma-separated or repeated.
     #[arg(long = "admin", env = "CAIRN_META_ADMINS", value_delimiter = ',')]
     admins: Vec<String>,
+    /// Instead of serving: build a new metadata group of this one replica (its id,
+    /// advertised address and empty data directory from the other settings) from a
+    /// backup file written by `cairn meta backup`, then exit. Start the replica
+    /// normally afterwards (docs/deploy.md, "Disaster recovery").
+    #[arg(long, value_name = "BACKUP_FILE")]
+    restore: Option<PathBuf>,
 }
 
 fn parse_peer(text: &str) -> anyhow::Result<(u64, String)> {
@@ -174,7 +180,8 @@ fn build_config(args: Args) -> anyhow::Result<MetaConfig> {
 }
 
 fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let restore = args.restore.take();
     let cfg = match build_config(args) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -195,6 +202,15 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(backup) = restore {
+        match runtime.block_on(restore_from(&backup, &cfg)) {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("cairn-meta: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
@@ -210,6 +226,28 @@ fn main() {
         eprintln!("cairn-meta: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `--restore`: builds the replica's store from `backup` and says what it holds.
+async fn restore_from(backup: &std::path::Path, cfg: &MetaConfig) -> anyhow::Result<()> {
+    let addr = cfg.advertise_addr();
+    let restored =
+        cairn_metadata::backup::restore(backup, &cfg.data_dir, cfg.id, &addr, cfg.state_cache())
+            .await
+            .with_context(|| format!("restore from {backup:?}"))?;
+    let header = &restored.header;
+    println!(
+        "restored the metadata as of log index {} (backup taken {} by Cairn {}) into {:?}: \
+         a new metadata group of replica {} at {addr}; {} mount session(s) ended. \
+         Start cairn-meta with this configuration, then add replicas with `cairn meta add`.",
+        header.last_applied.map_or(0, |l| l.index),
+        header.created_unix_secs,
+        header.cairn_version,
+        cfg.data_dir,
+        cfg.id,
+        restored.sessions_ended,
+    );
+    Ok(())
 }
 
 async fn wait_for_signal() {

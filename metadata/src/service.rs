@@ -134,6 +134,7 @@ macro_rules! bucket_call {
 // Declared after the macros, which are in scope only below their definitions: the
 // audience files use them.
 mod admin;
+mod backup;
 mod grants;
 mod mounts;
 mod nodes;
@@ -364,8 +365,11 @@ const ANYONE: &[Role] = &[Role::Client, Role::Gateway, Role::Node, Role::Meta];
 
 /// Writes the one `impl MetaService`: each RPC calls the inherent method of the same name
 /// in its audience's file.
+/// Server-streaming RPCs follow the unary ones after `@streams`, as `name(Request) ->
+/// stream Item as StreamType;`, each answered by an inherent method returning the stream.
 macro_rules! dispatch {
-    ($($method:ident($request:ident) -> $response:ident;)*) => {
+    ($($method:ident($request:ident) -> $response:ident;)*
+     $(@streams $($smethod:ident($srequest:ident) -> stream $sitem:ident as $stype:ident;)*)?) => {
         #[tonic::async_trait]
         impl MetaService for MetaServer {
             $(
@@ -376,6 +380,17 @@ macro_rules! dispatch {
                     self.$method(req).await
                 }
             )*
+            $($(
+                type $stype = std::pin::Pin<Box<
+                    dyn futures::Stream<Item = Result<pm::$sitem, Status>> + Send + 'static,
+                >>;
+                async fn $smethod(
+                    &self,
+                    req: Request<pm::$srequest>,
+                ) -> Result<Response<Self::$stype>, Status> {
+                    self.$smethod(req).await
+                }
+            )*)?
         }
 
         // Were an inherent method missing, `self.$method` above would name the trait
@@ -383,7 +398,10 @@ macro_rules! dispatch {
         // module, so `MetaServer::$method` names only an inherent method there: a missing
         // one fails to compile.
         mod inherent_methods {
-            const _: () = { $(let _ = super::MetaServer::$method;)* };
+            const _: () = {
+                $(let _ = super::MetaServer::$method;)*
+                $($(let _ = super::MetaServer::$smethod;)*)?
+            };
         }
     };
 }
@@ -423,4 +441,7 @@ dispatch! {
     fs_call(FsCallMessage) -> FsCallMessage;
     // admin.rs
     state_digest(StateDigestRequest) -> StateDigestResponse;
+    @streams
+    // backup.rs
+    backup(BackupRequest) -> stream BackupChunk as BackupStream;
 }

@@ -37,6 +37,8 @@ const SNAPSHOTS: &str = "snapshots";
 const BUILDING: &str = "building-";
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
+/// The applied log id and membership a state database records.
+type Applied = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
 
 pub struct SmData {
     pub last_applied: Option<LogId<u64>>,
@@ -88,7 +90,7 @@ fn snap_err(
 }
 
 /// The applied log id and membership recorded in a state database.
-fn applied_in(db: &StateDb) -> (Option<LogId<u64>>, StoredMembership<u64, BasicNode>) {
+fn applied_in(db: &StateDb) -> Applied {
     let json = |key| {
         db.raw()
             .get_cf(db.cf(crate::state_db::CF_META), key)
@@ -102,6 +104,26 @@ fn applied_in(db: &StateDb) -> (Option<LogId<u64>>, StoredMembership<u64, BasicN
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     (applied, membership)
+}
+
+/// The applied log id and membership recorded in the checkpoint at `path` (opened read
+/// only).
+pub(crate) fn applied_in_checkpoint(path: &Path) -> Result<Applied, String> {
+    let mut opts = rocksdb::Options::default();
+    opts.set_max_open_files(16);
+    let copy = rocksdb::DB::open_cf_for_read_only(&opts, path, ALL_CFS, false)
+        .map_err(|e| e.to_string())?;
+    let read = |key: &[u8]| {
+        copy.cf_handle(crate::state_db::CF_META)
+            .and_then(|cf| copy.get_cf(cf, key).ok().flatten())
+    };
+    let applied: Option<LogId<u64>> = read(KEY_APPLIED)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .flatten();
+    let membership: StoredMembership<u64, BasicNode> = read(KEY_MEMBERSHIP)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    Ok((applied, membership))
 }
 
 /// Writes `contents` to `path` atomically (a synced temporary file renamed over it).
@@ -143,7 +165,10 @@ impl StateMachine {
         }
         for entry in std::fs::read_dir(dir).map_err(open_err)?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if (name.starts_with("db-") && name != current) || name.starts_with("incoming-") {
+            if (name.starts_with("db-") && name != current)
+                || name.starts_with("incoming-")
+                || name.starts_with(crate::backup::CHECKPOINT_PREFIX)
+            {
                 let path = entry.path();
                 let _ = if path.is_dir() {
                     std::fs::remove_dir_all(&path)
@@ -169,6 +194,29 @@ impl StateMachine {
             seq: Arc::new(AtomicU64::new(seq + 1)),
             keeping: Arc::default(),
         })
+    }
+
+    /// Makes the state restored from a backup that of a new metadata group with
+    /// `members` (`backup.rs`): every mount session ended, the counters of ids that
+    /// clients see moved past what was handed out after the backup, and the membership
+    /// replaced, at the same applied id. Returns that id and the sessions ended.
+    pub fn prepare_restored(
+        &mut self,
+        members: openraft::Membership<u64, BasicNode>,
+    ) -> Result<(Option<LogId<u64>>, usize), StateDbError> {
+        let mut state = self.state.write().expect("state lock poisoned");
+        let state = &mut *state;
+        let ended = state.namespace.prepare_restored();
+        state.membership = StoredMembership::new(state.last_applied, members);
+        let mut batch = state.namespace.write_batch();
+        let db = state.namespace.db();
+        batch.put_cf(
+            db.cf(crate::state_db::CF_META),
+            KEY_MEMBERSHIP,
+            serde_json::to_vec(&state.membership).expect("encodes"),
+        );
+        db.write_synced(batch)?;
+        Ok((state.last_applied, ended))
     }
 
     pub fn shared(&self) -> SharedState {
@@ -253,23 +301,7 @@ impl StateMachine {
         let tmp = self.snapshots().join(format!("{BUILDING}{seq}"));
         db.checkpoint(&tmp).map_err(|e| e.to_string())?;
         // The checkpoint's own applied id: applies went on while it was taken.
-        let (last_applied, membership) = {
-            let mut opts = rocksdb::Options::default();
-            opts.set_max_open_files(16);
-            let copy = rocksdb::DB::open_cf_for_read_only(&opts, &tmp, ALL_CFS, false)
-                .map_err(|e| e.to_string())?;
-            let read = |key: &[u8]| {
-                copy.cf_handle(crate::state_db::CF_META)
-                    .and_then(|cf| copy.get_cf(cf, key).ok().flatten())
-            };
-            let applied: Option<LogId<u64>> = read(KEY_APPLIED)
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .flatten();
-            let membership: StoredMembership<u64, BasicNode> = read(KEY_MEMBERSHIP)
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            (applied, membership)
-        };
+        let (last_applied, membership) = applied_in_checkpoint(&tmp)?;
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
             None => format!("empty-{seq}"),

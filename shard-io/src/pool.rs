@@ -32,6 +32,9 @@ pub struct ScrubCounts {
     pub failed: u64,
     /// Bytes read.
     pub bytes: u64,
+    /// Verified shards of chunks the metadata service does not know, and their bytes
+    /// (`None`: the node could not ask it).
+    pub orphans: Option<(u64, u64)>,
 }
 
 /// Deadline for one whole shard transfer.
@@ -128,6 +131,7 @@ impl NodePool {
             unreadable: r.unreadable,
             failed: r.failed,
             bytes: r.bytes,
+            orphans: (!r.orphans_unchecked).then_some((r.orphans, r.orphan_bytes)),
         })
     }
 

@@ -146,7 +146,7 @@ pub async fn run_with_listener(
         .context("set up the object API's cluster client")?;
     tasks.spawn(orphan_sweep::run(
         store.clone(),
-        node_client,
+        node_client.clone(),
         orphan_sweep::SweepConfig {
             grace: std::time::Duration::from_millis(cfg.orphan_grace_ms),
             interval: std::time::Duration::from_millis(cfg.orphan_sweep_interval_ms),
@@ -161,6 +161,7 @@ pub async fn run_with_listener(
     let scrubber = Arc::new(scrub::Scrubber::new(
         store.clone(),
         client.clone(),
+        node_client,
         cfg.id,
         cfg.scrub_bytes_per_sec,
     ));

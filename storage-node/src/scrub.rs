@@ -5,6 +5,13 @@
 //! checked for another reason is counted and left for the next pass: one bad file never
 //! ends a pass. Runs on a schedule and on demand (`cairn scrub`), throttled so client IO
 //! keeps priority; one pass at a time.
+//!
+//! A pass also asks the metadata service which of the verified shards' chunks it does not
+//! know (neither committed nor being written) and counts them as orphans: shards of a
+//! write whose client died before committing, or of writes made after the backup that a
+//! restored metadata service was built from (lost writes, reported here rather than left
+//! silently half-present). The scrub deletes none of them: the orphan sweep does, once
+//! they have stayed unknown for its grace period.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,21 +34,39 @@ pub struct ScrubReport {
     /// tries them again.
     pub failed: u64,
     pub bytes: u64,
+    /// Verified shards of chunks the metadata service does not know, and their bytes.
+    pub orphans: u64,
+    pub orphan_bytes: u64,
+    /// The metadata service could not be asked about orphans this pass.
+    pub orphans_unchecked: bool,
 }
+
+/// Chunks asked about per metadata round trip.
+const ORPHAN_BATCH: usize = 2000;
 
 pub struct Scrubber {
     store: Arc<ShardStore>,
+    /// Reports lost shards (as the node's gateway, like a reader).
     client: Client,
+    /// Asks which chunks are unknown (as this node, like the orphan sweep).
+    node_client: Client,
     node: NodeId,
     bytes_per_sec: u64,
     running: tokio::sync::Mutex<()>,
 }
 
 impl Scrubber {
-    pub fn new(store: Arc<ShardStore>, client: Client, node: NodeId, bytes_per_sec: u64) -> Self {
+    pub fn new(
+        store: Arc<ShardStore>,
+        client: Client,
+        node_client: Client,
+        node: NodeId,
+        bytes_per_sec: u64,
+    ) -> Self {
         Scrubber {
             store,
             client,
+            node_client,
             node,
             bytes_per_sec: bytes_per_sec.max(1),
             running: tokio::sync::Mutex::new(()),
@@ -58,9 +83,13 @@ impl Scrubber {
             .await?;
         keys.sort_unstable();
         let mut report = ScrubReport::default();
+        let mut verified = Vec::with_capacity(keys.len());
         for key in keys {
             match self.store.get(key, 0, 0).await {
-                Ok(read) => report.bytes += read.data.len() as u64,
+                Ok(read) => {
+                    report.bytes += read.data.len() as u64;
+                    verified.push((key, read.data.len() as u64));
+                }
                 Err(StoreError::Corrupt { id, reason } | StoreError::Unopenable { id, reason }) => {
                     report.corrupt += 1;
                     if matches!(reason, CorruptReason::Unreadable { .. }) {
@@ -88,15 +117,64 @@ impl Scrubber {
                 tokio::time::sleep(wait).await;
             }
         }
+        match self.orphans(&verified).await {
+            Ok((shards, bytes)) => {
+                report.orphans = shards;
+                report.orphan_bytes = bytes;
+            }
+            Err(e) => {
+                report.orphans_unchecked = true;
+                tracing::warn!(error = %e, "scrub could not ask the metadata service about orphans");
+            }
+        }
+        if report.orphans > 0 {
+            tracing::warn!(
+                shards = report.orphans,
+                bytes = report.orphan_bytes,
+                "scrub found shards of chunks the metadata service does not know: writes \
+                 never committed, or made after the backup a restored metadata service \
+                 was built from; the orphan sweep deletes them after its grace period"
+            );
+        }
         tracing::info!(
             checked = report.checked,
             corrupt = report.corrupt,
             unreadable = report.unreadable,
             failed = report.failed,
             bytes = report.bytes,
+            orphans = report.orphans,
             "scrub pass finished"
         );
         Ok(report)
+    }
+}
+
+impl Scrubber {
+    /// How many of `shards` (with their lengths) belong to chunks the metadata service
+    /// does not know, and their bytes.
+    async fn orphans(
+        &self,
+        shards: &[(crate::store::ShardKey, u64)],
+    ) -> Result<(u64, u64), cairn_client::error::ClientError> {
+        let (mut count, mut bytes) = (0, 0);
+        for batch in shards.chunks(ORPHAN_BATCH) {
+            let mut chunks: Vec<_> = batch.iter().map(|(k, _)| k.chunk).collect();
+            chunks.sort();
+            chunks.dedup();
+            let unknown: std::collections::HashSet<_> = self
+                .node_client
+                .filter_unknown_chunks(&chunks)
+                .await?
+                .into_iter()
+                .collect();
+            for (key, len) in batch {
+                if unknown.contains(&key.chunk) {
+                    count += 1;
+                    bytes += len;
+                }
+            }
+        }
+        Ok((count, bytes))
     }
 }
 

@@ -298,6 +298,9 @@ impl NodeService for NodeServiceImpl {
             bytes: report.bytes,
             unreadable: report.unreadable,
             failed: report.failed,
+            orphans: report.orphans,
+            orphan_bytes: report.orphan_bytes,
+            orphans_unchecked: report.orphans_unchecked,
         }))
     }
 

@@ -282,23 +282,37 @@ pub async fn scrub(client: &Client, only: Option<u64>) -> anyhow::Result<()> {
     });
     let results = futures::future::join_all(passes).await;
     println!(
-        "{:<6} {:>10} {:>8} {:>10} {:>8} {:>11}",
-        "NODE", "CHECKED", "CORRUPT", "UNREADABLE", "FAILED", "READ"
+        "{:<6} {:>10} {:>8} {:>10} {:>8} {:>11} {:>8} {:>11}",
+        "NODE", "CHECKED", "CORRUPT", "UNREADABLE", "FAILED", "READ", "ORPHANS", "ORPHANED"
     );
     let (mut corrupt, mut unreadable, mut unchecked, mut failed) = (0, 0, 0, Vec::new());
+    let (mut orphans, mut orphan_bytes, mut orphans_unchecked) = (0, 0, Vec::new());
     for (node, result) in results {
         match result {
             Ok(c) => {
                 corrupt += c.corrupt;
                 unreadable += c.unreadable;
                 unchecked += c.failed;
+                let (node_orphans, node_orphan_bytes) = match c.orphans {
+                    Some((n, bytes)) => {
+                        orphans += n;
+                        orphan_bytes += bytes;
+                        (n.to_string(), human_bytes(bytes))
+                    }
+                    None => {
+                        orphans_unchecked.push(node.to_string());
+                        ("?".into(), "?".into())
+                    }
+                };
                 println!(
-                    "{node:<6} {:>10} {:>8} {:>10} {:>8} {:>11}",
+                    "{node:<6} {:>10} {:>8} {:>10} {:>8} {:>11} {:>8} {:>11}",
                     c.checked,
                     c.corrupt,
                     c.unreadable,
                     c.failed,
-                    human_bytes(c.bytes)
+                    human_bytes(c.bytes),
+                    node_orphans,
+                    node_orphan_bytes,
                 );
             }
             Err(e) => {
@@ -313,6 +327,21 @@ pub async fn scrub(client: &Client, only: Option<u64>) -> anyhow::Result<()> {
     if unchecked > 0 {
         println!(
             "{unchecked} shards could not be checked (see the nodes' logs); the next pass retries them"
+        );
+    }
+    if orphans > 0 {
+        println!(
+            "{orphans} orphan shards ({}): data of chunks the metadata does not know, from \
+             writes never committed or, after a metadata restore, made after the backup \
+             (those writes are lost); the nodes' orphan sweep deletes them after its grace \
+             period",
+            human_bytes(orphan_bytes)
+        );
+    }
+    if !orphans_unchecked.is_empty() {
+        println!(
+            "orphans not checked on node(s) {}: the metadata service could not be asked",
+            orphans_unchecked.join(", ")
         );
     }
     if !failed.is_empty() {

@@ -870,3 +870,43 @@ fn a_clone_shares_the_chunks_until_the_last_file_drops_them() {
     fs.must_create(other, "taken", NewNode::File);
     assert_eq!(fs.kind_of(clone(ino, other, "taken")), FsErrorKind::Exists);
 }
+
+/// A state restored from a backup ends every session (an unlinked file a session held
+/// goes with it), fences those sessions for good, and hands out no session or inode id
+/// that a mount could have been given after the backup.
+#[test]
+fn a_restored_state_ends_every_session_and_skips_ids_handed_out_after_the_backup() {
+    let mut fs = Fs::new();
+    let held = fs.must_create(fs.bucket, "held", NewNode::File);
+    fs.change(FsChange::Hold { ino: held }).expect("hold");
+    fs.change(FsChange::Unlink {
+        parent: fs.bucket,
+        name: "held".into(),
+        dir: false,
+    })
+    .expect("unlink");
+    let kept = fs.must_create(fs.bucket, "kept", NewNode::File);
+    let old_session = fs.session;
+
+    assert_eq!(fs.ns.prepare_restored(), 1);
+    fs.ns.write_pending();
+    assert!(!fs.ns.session_is_open(old_session));
+    assert!(fs.ns.fs_attr(held).is_err(), "the held orphan is freed");
+    assert!(fs.ns.fs_attr(kept).is_ok(), "files stay");
+    let refused = fs.change(FsChange::Hold { ino: kept });
+    assert_eq!(refused.expect_err("fenced").kind, FsErrorKind::Fenced);
+
+    fs.session = match fs.ns.apply_and_write(Command::OpenSession {
+        name: "after".into(),
+        now_ns: 3,
+    }) {
+        CommandResult::Fs(Ok(FsReply::Session { id, .. })) => id,
+        r => panic!("{r:?}"),
+    };
+    assert!(fs.session > old_session + sessions::RESTORE_ID_GAP - 1);
+    let new = fs.must_create(fs.bucket, "new", NewNode::File);
+    assert!(
+        new > kept + sessions::RESTORE_ID_GAP - 1,
+        "{new} after {kept}"
+    );
+}

@@ -12,6 +12,10 @@ use super::{Namespace, SessionRecord};
 /// once (one per FUSE request being served), so a retry finds its answer.
 pub const MAX_REMEMBERED_ANSWERS: u64 = 256;
 
+/// How far a restore moves the id counters: more ids than a cluster hands out between
+/// a backup and a restore (four billion sessions, files or object versions).
+pub const RESTORE_ID_GAP: u64 = 1 << 32;
+
 impl Namespace {
     /// Applies a numbered change once: a retry of a change whose answer is remembered
     /// gets that answer again. Answers are kept for the last `MAX_REMEMBERED_ANSWERS`
@@ -119,6 +123,24 @@ impl Namespace {
             }
             self.free_if_unused(ino);
         }
+    }
+
+    /// Prepares a state restored from a backup to serve again (`backup.rs`): ends every
+    /// session (their mounts may have changed files after the backup; they are fenced
+    /// and open new sessions) and moves the counters of ids that outlive a session
+    /// (sessions, inodes, object generations) `RESTORE_ID_GAP` ahead, so that no id
+    /// handed out after the backup, which a mount or a client may still hold, is handed
+    /// out again for something else. Returns how many sessions it ended.
+    pub fn prepare_restored(&mut self) -> usize {
+        let sessions: Vec<SessionId> = self.sessions.iter().map(|(id, _)| id).collect();
+        for &session in &sessions {
+            self.end_session(session);
+        }
+        let counters = &mut self.counters;
+        counters.next_session = counters.next_session.saturating_add(RESTORE_ID_GAP);
+        counters.next_ino = counters.next_ino.saturating_add(RESTORE_ID_GAP);
+        counters.next_generation = counters.next_generation.saturating_add(RESTORE_ID_GAP);
+        sessions.len()
     }
 
     pub fn session_is_open(&self, session: SessionId) -> bool {
