@@ -22,4 +22,8 @@ pub use precondition::Precondition;
 pub use redundancy::Redundancy;
 
 /// Default size of a chunk: the unit that is erasure coded and placed.
+/// This build's release, as every daemon reports it (`cairn status` lists each one's, so
+/// that an operator sees which daemons a rolling upgrade has reached).
+pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
+
 pub const DEFAULT_CHUNK_SIZE: usize = 4 * 1024 * 1024;

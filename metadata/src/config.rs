@@ -19,8 +19,8 @@ pub struct MetaConfig {
     /// Directory of the RocksDB store (required).
     pub data_dir: PathBuf,
     /// Initial members as `id -> address`, used only with `bootstrap` (default: just this
-    /// replica).
-    #[serde(default)]
+    /// replica). In TOML a table whose keys are the ids: `[peers]`, `1 = "10.0.0.11:7100"`.
+    #[serde(default, with = "peer_ids")]
     pub peers: BTreeMap<u64, String>,
     /// Create a new cluster from `peers` if this replica's log is empty (default false:
     /// wait to be contacted by a leader).
@@ -264,5 +264,67 @@ impl MetaConfig {
             return Err(MetaConfigError::NodeCheckInterval);
         }
         Ok(self)
+    }
+}
+
+/// `peers` with its ids as TOML keys, which are strings: parsed as numbers (an id that is
+/// not one is refused with the key named), written as strings.
+mod peer_ids {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        peers: &BTreeMap<u64, String>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(peers.iter().map(|(id, addr)| (id.to_string(), addr)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<u64, String>, D::Error> {
+        BTreeMap::<String, String>::deserialize(deserializer)?
+            .into_iter()
+            .map(|(id, addr)| match id.trim().parse::<u64>() {
+                Ok(n) => Ok((n, addr)),
+                Err(_) => Err(D::Error::custom(format!(
+                    "peer id {id:?} is not a replica id (a positive integer)"
+                ))),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::MetaConfig;
+
+    #[test]
+    fn peers_are_written_in_toml_with_their_ids_as_keys() {
+        let text = r#"
+            id = 1
+            listen = "10.0.0.11:7100"
+            data_dir = "/var/lib/cairn/meta"
+            insecure = true
+            bootstrap = true
+            [peers]
+            1 = "10.0.0.11:7100"
+            2 = "10.0.0.12:7100"
+            3 = "10.0.0.13:7100"
+        "#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.toml");
+        std::fs::write(&path, text).unwrap();
+        let cfg: MetaConfig = cairn_common::config::load_toml(&path).unwrap();
+        assert_eq!(cfg.peers.len(), 3);
+        assert_eq!(cfg.peers[&2], "10.0.0.12:7100");
+
+        std::fs::write(&path, text.replace("2 = ", "two = ")).unwrap();
+        let err = cairn_common::config::load_toml::<MetaConfig>(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("peer id \"two\""), "{err}");
     }
 }

@@ -48,6 +48,8 @@ pub struct Liveness {
     out_after: Duration,
     leader_since: Instant,
     seen: HashMap<NodeId, (Instant, Usage)>,
+    /// The release each node's last heartbeat named.
+    versions: HashMap<NodeId, String>,
 }
 
 impl Liveness {
@@ -57,6 +59,7 @@ impl Liveness {
             out_after: out_after.max(down_after),
             leader_since: now,
             seen: HashMap::new(),
+            versions: HashMap::new(),
         }
     }
 
@@ -64,6 +67,7 @@ impl Liveness {
     pub fn became_leader(&mut self, now: Instant) {
         self.leader_since = now;
         self.seen.clear();
+        self.versions.clear();
     }
 
     pub fn record(&mut self, node: NodeId, usage: Usage, now: Instant) {
@@ -83,6 +87,18 @@ impl Liveness {
         } else {
             NodeState::Out
         }
+    }
+
+    /// Records the release a node's heartbeat named.
+    pub fn record_version(&mut self, node: NodeId, version: &str) {
+        if self.versions.get(&node).is_none_or(|v| v != version) {
+            self.versions.insert(node, version.to_string());
+        }
+    }
+
+    /// The release the node's last heartbeat to this leader named.
+    pub fn version(&self, node: NodeId) -> Option<&str> {
+        self.versions.get(&node).map(String::as_str)
     }
 
     pub fn usage(&self, node: NodeId) -> Option<Usage> {

@@ -102,14 +102,16 @@ pub fn caller_key<T>(request: &tonic::Request<T>) -> String {
     }
 }
 
-/// Checks that the caller of `method` holds one of `allowed` roles. On a plaintext
-/// connection (a server started with `--insecure`) every call is allowed.
+/// Checks the caller's protocol version ([`crate::protocol::check`]), then that the
+/// caller of `method` holds one of `allowed` roles. On a plaintext
+/// connection (a server started with `--insecure`) every role is allowed.
 #[allow(clippy::result_large_err)]
 pub fn authorize<T>(
     request: &tonic::Request<T>,
     method: &str,
     allowed: &[Role],
 ) -> Result<Option<(Role, String)>, tonic::Status> {
+    crate::protocol::check(request, method)?;
     let Some(peer) = request.extensions().get::<PeerInfo>() else {
         return Ok(None); // served without `incoming` (in-process tests): plaintext
     };

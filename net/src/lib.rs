@@ -19,6 +19,8 @@
 //!   admits; [`caller_of`] names the user whose grants apply (a certificate's name, or an
 //!   API token the metadata service resolves).
 //! - [`certs`]: the cluster CA and per-component certificates (`cairn cert`).
+//! - [`protocol`]: the RPC protocol version every connection names and every handler
+//!   checks (through [`authorize()`]).
 //!
 //! Plaintext ([`Transport::insecure`]) exists only for development and is chosen explicitly
 //! (`--insecure`).
@@ -26,6 +28,7 @@
 pub mod accept;
 pub mod authorize;
 pub mod certs;
+pub mod protocol;
 pub mod transport;
 
 use std::io;

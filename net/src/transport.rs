@@ -140,7 +140,9 @@ impl Transport {
         addr: &str,
         configure: impl FnOnce(Endpoint) -> Endpoint,
     ) -> Result<Channel, TlsError> {
-        let endpoint = endpoint_of(addr)?;
+        let endpoint = endpoint_of(addr)?
+            .user_agent(crate::protocol::user_agent())
+            .map_err(|e| TlsError::Config(format!("user agent: {e}")))?;
         // HTTP/2 pings find a connection that stopped answering (a frozen peer, packets
         // dropped by a partition, then a TCP retransmission backoff of many seconds) and
         // close it, so the next call reconnects instead of waiting behind it.

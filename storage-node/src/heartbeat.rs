@@ -185,6 +185,7 @@ impl Heartbeat {
                 shard_count: usage.shard_count,
                 quarantined_count: usage.quarantined_count,
                 disk_id: self.store.disk_id().as_bytes().to_vec().into(),
+                version: cairn_common::RELEASE.to_string(),
             };
             let beat = self
                 .meta

@@ -270,6 +270,35 @@ async fn roles_limit_what_each_certificate_may_call() {
         .unwrap();
     let status = tc.client.status().await.unwrap();
     assert!(status.nodes.iter().all(|n| n.state == "up"), "{status:?}");
+    // A caller two protocol versions away, with a valid certificate, is refused by every
+    // replica and node before anything is done, both versions named (this build's own
+    // calls, above and in every other test, name this build's version).
+    let far = cairn_net::protocol::PROTOCOL_VERSION + 2;
+    let agent = format!("cairn/9.9.9 cairn-protocol/{far}");
+    for (addr, is_meta) in (1..=3)
+        .map(|i| (spec.meta_addr(i), true))
+        .chain((1..=3).map(|j| (spec.node_addr(j), false)))
+    {
+        let far_channel = client
+            .channel(&addr, |e| {
+                e.timeout(CALL_TIMEOUT)
+                    .user_agent(agent.clone())
+                    .expect("a valid user agent")
+            })
+            .unwrap();
+        let status = probe(far_channel, is_meta).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::FailedPrecondition,
+            "{addr}: {status:?}"
+        );
+        assert!(
+            status
+                .message()
+                .contains(&format!("speaks Cairn protocol {far}")),
+            "{addr}: {status:?}"
+        );
+    }
 }
 
 /// Certificate rotation without downtime: a second CA is appended to the bundle every

@@ -176,3 +176,62 @@ async fn a_node_reporting_too_few_shards_is_checked_and_repaired() {
         tc.must_get_equal("default", key, data).await;
     }
 }
+
+/// A node process that claims node 1's id under another node's certificate (a copied
+/// configuration, a wrong id) is refused before anything is recorded: it exits with an
+/// error naming the certificate and the id, and node 1 stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_claiming_an_id_under_another_nodes_certificate_is_refused() {
+    let tc = TestCluster::start_with(1, 3, Redundancy::Ec { k: 2, m: 1 }, quick_checks).await;
+    let spec = tc.cluster.spec().clone();
+    // Node 2's certificate under the file name node 1 would load.
+    let tls = tc.dir().join("impostor-tls");
+    std::fs::create_dir(&tls).unwrap();
+    let real = spec.tls_dir();
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("node-2.pem", "node-1.pem"),
+        ("node-2.key", "node-1.key"),
+        ("gateway-1.pem", "gateway-1.pem"),
+        ("gateway-1.key", "gateway-1.key"),
+    ] {
+        std::fs::copy(real.join(from), tls.join(to)).unwrap();
+    }
+    let mut impostor = std::process::Command::new(cairn_tests::bin_dir().join("cairn-node"))
+        .args(["--id", "1", "--listen", &spec.node_addr(9), "--data-dir"])
+        .arg(tc.dir().join("impostor"))
+        .args(["--meta", &spec.meta_addr(1), "--tls-dir"])
+        .arg(&tls)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exited = loop {
+        if let Some(status) = impostor.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = impostor.kill();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(impostor.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let _ = impostor.wait();
+    let status = exited.unwrap_or_else(|| panic!("the impostor kept running: {stderr}"));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("certificate \"node-2\" cannot act for storage node 1"),
+        "{stderr}"
+    );
+    let s = tc.client.status().await.unwrap();
+    let node1 = s.nodes.iter().find(|n| n.node_id == 1).unwrap();
+    assert_eq!(
+        node1.addr,
+        spec.node_addr(1),
+        "node 1's record is unchanged"
+    );
+    assert_eq!(node1.state, "up");
+}

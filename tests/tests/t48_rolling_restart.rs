@@ -135,4 +135,42 @@ async fn rolling_restart_of_every_process_fails_no_operation() {
     for (key, data) in &acked {
         tc.must_get_equal("default", key, data).await;
     }
+
+    // `cairn status` names the release of every daemon it heard from (what an operator
+    // follows an upgrade by).
+    // A node's release is known to the leader from its first heartbeat to it.
+    let status_json = || -> serde_json::Value {
+        let out = tc.cli(&["status", "--json"]);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let mut status = status_json();
+    for _ in 0..100 {
+        let heard = |kind: &str| {
+            status[kind].as_array().is_some_and(|a| {
+                a.iter()
+                    .all(|d| d["version"].as_str().is_some_and(|v| !v.is_empty()))
+            })
+        };
+        if heard("replicas") && heard("nodes") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        status = status_json();
+    }
+    let release = serde_json::Value::from(cairn_common::RELEASE);
+    for (kind, count) in [("replicas", 3), ("nodes", tc.cluster.spec().nodes)] {
+        let daemons = status[kind].as_array().unwrap();
+        assert_eq!(daemons.len(), count, "{status}");
+        for d in daemons {
+            assert_eq!(d["version"], release, "{kind}: {d}");
+        }
+    }
+    let text = String::from_utf8_lossy(&tc.cli(&["status"]).stdout).into_owned();
+    assert_eq!(
+        text.matches(&format!("release {}", cairn_common::RELEASE))
+            .count(),
+        3,
+        "{text}"
+    );
 }

@@ -33,6 +33,7 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
                 "id": r.id, "addr": r.addr, "voter": r.voter,
                 "resident_bytes": r.status.as_ref().ok().map(|o| o.resident_bytes),
                 "applied_index": r.status.as_ref().ok().map(|o| o.last_applied_index),
+                "version": r.status.as_ref().ok().map(|o| o.version.clone()),
                 "error": r.status.as_ref().err().map(|e| e.to_string()),
             })).collect::<Vec<_>>(),
             "nodes": s.nodes.iter().map(|n| serde_json::json!({
@@ -40,6 +41,7 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
                 "capacity_bytes": n.capacity_bytes, "used_bytes": n.used_bytes,
                 "shards": n.shard_count, "placed_shards": n.placed_shards,
                 "draining": n.draining, "quarantined": n.quarantined_count,
+                "version": n.version,
                 "last_heartbeat_ms": n.last_heartbeat_ms})).collect::<Vec<_>>(),
             "nodes_up": up,
             "nodes_out": out,
@@ -74,9 +76,15 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
                 r.addr,
                 if r.voter { "" } else { " learner" },
                 match &r.status {
-                    Ok(o) if o.resident_bytes > 0 =>
-                        format!("{} resident", human_bytes(o.resident_bytes)),
-                    Ok(_) => "resident memory unknown".to_string(),
+                    Ok(o) => format!(
+                        "{}, {}",
+                        release(&o.version),
+                        if o.resident_bytes > 0 {
+                            format!("{} resident", human_bytes(o.resident_bytes))
+                        } else {
+                            "resident memory unknown".to_string()
+                        }
+                    ),
                     Err(_) => "unreachable".to_string(),
                 }
             )
@@ -130,6 +138,15 @@ pub async fn show(client: &Client, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A daemon's release as reported ("release ?" before releases reported it).
+fn release(version: &str) -> String {
+    if version.is_empty() {
+        "release ?".to_string()
+    } else {
+        format!("release {version}")
+    }
+}
+
 fn state_of(n: &cairn_proto::meta::NodeStatus) -> String {
     if n.draining {
         format!("{}+drain", n.state)
@@ -140,12 +157,12 @@ fn state_of(n: &cairn_proto::meta::NodeStatus) -> String {
 
 fn print_nodes(nodes: &[cairn_proto::meta::NodeStatus]) {
     println!(
-        "{:<6} {:<22} {:<10} {:<10} {:>11} {:>11} {:>8} {:>11}",
-        "NODE", "ADDRESS", "ZONE", "STATE", "USED", "CAPACITY", "SHARDS", "QUARANTINED"
+        "{:<6} {:<22} {:<10} {:<10} {:>11} {:>11} {:>8} {:>11} {:<8}",
+        "NODE", "ADDRESS", "ZONE", "STATE", "USED", "CAPACITY", "SHARDS", "QUARANTINED", "RELEASE"
     );
     for n in nodes {
         println!(
-            "{:<6} {:<22} {:<10} {:<10} {:>11} {:>11} {:>8} {:>11}",
+            "{:<6} {:<22} {:<10} {:<10} {:>11} {:>11} {:>8} {:>11} {:<8}",
             n.node_id,
             n.addr,
             n.zone,
@@ -153,7 +170,12 @@ fn print_nodes(nodes: &[cairn_proto::meta::NodeStatus]) {
             human_bytes(n.used_bytes),
             human_bytes(n.capacity_bytes),
             n.placed_shards,
-            n.quarantined_count
+            n.quarantined_count,
+            if n.version.is_empty() {
+                "?"
+            } else {
+                &n.version
+            }
         );
     }
 }

@@ -69,6 +69,7 @@ impl MetaServer {
                         draining: n.draining,
                         weight_pct: n.weight_pct,
                         placed_shards: placed.get(&id).copied().unwrap_or(0),
+                        version: liveness.version(id).unwrap_or_default().to_string(),
                     }
                 })
                 .collect()
@@ -136,6 +137,7 @@ impl MetaServer {
             term,
             last_applied_index,
             resident_bytes: crate::resident::resident_bytes().unwrap_or(0),
+            version: cairn_common::RELEASE.to_string(),
         }))
     }
 

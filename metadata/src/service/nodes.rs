@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use cairn_net::authorize;
+use cairn_net::{authorize, Role};
 use cairn_proto::meta as pm;
 use cairn_shard_io::ShardSource;
 use tonic::{Request, Response, Status};
@@ -19,6 +19,25 @@ use crate::namespace::grants::Access;
 use crate::namespace::{Command, NamespaceError};
 use cairn_common::DiskId;
 use cairn_proto::convert::chunk_id;
+
+/// A storage node registers and heartbeats only under its own certificate, `node-ID`
+/// (the name a node always presents): a process claiming another node's id (a copied
+/// configuration, a wrong id) is refused before anything is recorded, with
+/// FAILED_PRECONDITION, which stops it. A replica forwarding a node's call checked it
+/// before forwarding; without TLS there is no certificate to check.
+#[allow(clippy::result_large_err)]
+fn require_own_certificate(caller: Option<(Role, String)>, node: u64) -> Result<(), Status> {
+    match caller {
+        Some((Role::Node, name)) if name != format!("node-{node}") => {
+            Err(Status::failed_precondition(format!(
+                "certificate {name:?} cannot act for storage node {node}: a node acts only \
+                 under its own certificate, node-{node}; check the node's id and its TLS \
+                 directory"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// The disk id a node presents: empty from nodes older than disk ids.
 fn presented_disk(bytes: &[u8]) -> Result<Option<DiskId>, Status> {
@@ -127,7 +146,8 @@ impl MetaServer {
         &self,
         req: Request<pm::RegisterNodeRequest>,
     ) -> Result<Response<pm::RegisterNodeResponse>, Status> {
-        authorize(&req, "RegisterNode", NODES)?;
+        let caller = authorize(&req, "RegisterNode", NODES)?;
+        require_own_certificate(caller, req.get_ref().node_id)?;
         forward_unless_leader!(self, req, register_node);
         let req = req.into_inner();
         if req.node_id == 0 {
@@ -193,7 +213,8 @@ impl MetaServer {
         &self,
         req: Request<pm::HeartbeatRequest>,
     ) -> Result<Response<pm::HeartbeatResponse>, Status> {
-        authorize(&req, "Heartbeat", NODES)?;
+        let caller = authorize(&req, "Heartbeat", NODES)?;
+        require_own_certificate(caller, req.get_ref().node_id)?;
         forward_unless_leader!(self, req, heartbeat);
         let req = req.into_inner();
         let presented = presented_disk(&req.disk_id)?;
@@ -222,10 +243,9 @@ impl MetaServer {
             }
             _ => {}
         }
-        self.liveness
-            .lock()
-            .expect("liveness lock poisoned")
-            .record(
+        {
+            let mut liveness = self.liveness.lock().expect("liveness lock poisoned");
+            liveness.record(
                 req.node_id,
                 Usage {
                     capacity_bytes: req.capacity_bytes,
@@ -235,6 +255,8 @@ impl MetaServer {
                 },
                 Instant::now(),
             );
+            liveness.record_version(req.node_id, &req.version);
+        }
         Ok(Response::new(pm::HeartbeatResponse {}))
     }
 }
