@@ -432,6 +432,12 @@ impl Client {
     }
 
     /// Sets the cluster's inline threshold and budget, in bytes.
+    /// The metadata replicas this client calls: those the membership named when last
+    /// asked (see `meta_client`), then the configured addresses.
+    pub fn meta_replica_addrs(&self) -> Vec<String> {
+        self.meta.replica_addrs()
+    }
+
     pub async fn set_inline_limits(&self, max_bytes: u64, budget_bytes: u64) -> Result<()> {
         let req = pm::SetInlineLimitsRequest {
             max_bytes,

@@ -2,9 +2,15 @@
 //! leader); on UNAVAILABLE the call moves to the next replica and retries with backoff,
 //! for a bounded time. The one "try each replica" client: the CLI, the object gateway,
 //! mounts and the storage nodes' heartbeats all call through it.
+//!
+//! Discovery: the configured addresses are seeds. After a call succeeds, and again at
+//! most every [`LEARN_EVERY`], the client asks the replica that answered for the
+//! membership (`ListReplicas`) and calls every replica it names from then on (the seeds
+//! stay as a fallback). One reachable address is enough to configure: replicas added or
+//! replaced later are found without editing any client's configuration.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use cairn_common::token::ApiToken;
@@ -18,10 +24,107 @@ use cairn_net::Transport;
 pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(30);
 /// Deadline of one attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the membership is asked for again.
+pub const LEARN_EVERY: Duration = Duration::from_secs(30);
+
+/// The replicas calls go to: those the membership names, then the configured seeds.
+struct Replicas {
+    transport: Transport,
+    seeds: Vec<String>,
+    known: RwLock<Known>,
+    /// A membership question is in flight.
+    learning: AtomicBool,
+}
+
+struct Known {
+    /// Addresses in calling order, each with its client.
+    clients: Vec<(String, MetaServiceClient<Channel>)>,
+    learned_at: Option<Instant>,
+}
+
+fn meta_service_client(transport: &Transport, addr: &str) -> Result<MetaServiceClient<Channel>> {
+    Ok(MetaServiceClient::new(lazy_channel(transport, addr)?)
+        .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES))
+}
+
+impl Replicas {
+    fn get(&self, turn: usize) -> (usize, MetaServiceClient<Channel>) {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let index = turn % known.clients.len();
+        (index, known.clients[index].1.clone())
+    }
+
+    /// Whether the membership should be asked for now (and if so, marks it asked).
+    fn should_learn(&self) -> bool {
+        let due = self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .learned_at
+            .is_none_or(|at| at.elapsed() >= LEARN_EVERY);
+        due && !self.learning.swap(true, Ordering::AcqRel)
+    }
+
+    /// Calls the members named in `addrs` from now on, then the seeds they leave out
+    /// (clients of addresses already known are kept, with their connections).
+    fn adopt(&self, addrs: Vec<String>) {
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let mut order: Vec<String> = Vec::new();
+        for addr in addrs.into_iter().chain(self.seeds.iter().cloned()) {
+            if !order.contains(&addr) {
+                order.push(addr);
+            }
+        }
+        let mut clients = Vec::with_capacity(order.len());
+        for addr in order {
+            let client = match known.clients.iter().find(|(a, _)| *a == addr) {
+                Some((_, c)) => c.clone(),
+                None => match meta_service_client(&self.transport, &addr) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(%addr, error = %e, "metadata replica address unusable");
+                        continue;
+                    }
+                },
+            };
+            clients.push((addr, client));
+        }
+        if !clients.is_empty() {
+            known.clients = clients;
+        }
+        known.learned_at = Some(Instant::now());
+    }
+
+    /// Asks `client` for the membership and adopts it; a failure is retried after a
+    /// later successful call.
+    async fn learn(self: Arc<Self>, mut client: MetaServiceClient<Channel>) {
+        let mut request = tonic::Request::new(cairn_proto::meta::ListReplicasRequest {});
+        request.set_timeout(ATTEMPT_TIMEOUT);
+        match client.list_replicas(request).await {
+            Ok(answer) => {
+                let addrs: Vec<String> = answer
+                    .into_inner()
+                    .replicas
+                    .into_iter()
+                    .map(|r| r.addr)
+                    .filter(|a| !a.is_empty())
+                    .collect();
+                if !addrs.is_empty() {
+                    self.adopt(addrs);
+                }
+            }
+            Err(status) => {
+                tracing::debug!(error = %status, "asking for the metadata membership failed");
+            }
+        }
+        self.learning.store(false, Ordering::Release);
+    }
+}
 
 #[derive(Clone)]
 pub struct MetaClient {
-    clients: Arc<Vec<MetaServiceClient<Channel>>>,
+    replicas: Arc<Replicas>,
     next: Arc<AtomicUsize>,
     retry_for: Duration,
     /// How long one attempt on one replica may take before the next replica is tried.
@@ -49,14 +152,18 @@ impl MetaClient {
         }
         let clients = addrs
             .iter()
-            .map(|a| {
-                Ok(MetaServiceClient::new(lazy_channel(transport, a)?)
-                    .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES))
-            })
+            .map(|a| Ok((a.clone(), meta_service_client(transport, a)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(MetaClient {
-            clients: Arc::new(clients),
+            replicas: Arc::new(Replicas {
+                transport: transport.clone(),
+                seeds: addrs.to_vec(),
+                known: RwLock::new(Known {
+                    clients,
+                    learned_at: None,
+                }),
+                learning: AtomicBool::new(false),
+            }),
             next: Arc::new(AtomicUsize::new(0)),
             retry_for: DEFAULT_RETRY_FOR,
             attempt_timeout: ATTEMPT_TIMEOUT,
@@ -103,6 +210,27 @@ impl MetaClient {
         self
     }
 
+    /// Every replica calls may go to now (the membership learnt, then the seeds).
+    pub fn replica_addrs(&self) -> Vec<String> {
+        let known = self
+            .replicas
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        known.clients.iter().map(|(a, _)| a.clone()).collect()
+    }
+
+    /// Asks the replica that just answered for the membership, in the background, if
+    /// it is time to (first call, then every [`LEARN_EVERY`]).
+    fn learn_from(&self, client: MetaServiceClient<Channel>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.replicas.should_learn() {
+            runtime.spawn(self.replicas.clone().learn(client));
+        }
+    }
+
     /// Runs `call` against a replica, moving to the next one and retrying (with backoff,
     /// up to `retry_for`) while the answer is UNAVAILABLE.
     pub async fn call<Req, Resp, F, Fut>(&self, req: Req, call: F) -> Result<Resp>
@@ -130,14 +258,17 @@ impl MetaClient {
         loop {
             attempts += 1;
             let turn = self.next.load(Ordering::Relaxed);
-            let index = turn % self.clients.len();
+            let (index, client) = self.replicas.get(turn);
             let mut request = tonic::Request::new(req.clone());
             request.set_timeout(self.attempt_timeout);
             if let Some((header, value)) = &self.caller {
                 request.metadata_mut().insert(*header, value.clone());
             }
-            let err = match call(self.clients[index].clone(), request).await {
-                Ok(resp) => return (Ok(resp.into_inner()), attempts),
+            let err = match call(client.clone(), request).await {
+                Ok(resp) => {
+                    self.learn_from(client);
+                    return (Ok(resp.into_inner()), attempts);
+                }
                 Err(status) => ClientError::from(status),
             };
             if !err.is_retriable() {

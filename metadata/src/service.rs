@@ -360,6 +360,8 @@ const READERS: &[Role] = &[
     Role::Node,
     Role::Meta,
 ];
+/// Every role: what any component needs to find the replicas.
+const EVERY_ROLE: &[Role] = READERS;
 /// Everyone but mounts, which may use nothing beyond the filesystem protocol.
 const ANYONE: &[Role] = &[Role::Client, Role::Gateway, Role::Node, Role::Meta];
 
@@ -441,6 +443,7 @@ dispatch! {
     fs_call(FsCallMessage) -> FsCallMessage;
     // admin.rs
     state_digest(StateDigestRequest) -> StateDigestResponse;
+    list_replicas(ListReplicasRequest) -> ListReplicasResponse;
     @streams
     // backup.rs
     backup(BackupRequest) -> stream BackupChunk as BackupStream;

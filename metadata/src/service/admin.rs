@@ -74,21 +74,7 @@ impl MetaServer {
                 })
                 .collect()
         };
-        let (term, replicas) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            let membership = m.membership_config.membership();
-            let voters: Vec<u64> = membership.voter_ids().collect();
-            let replicas = membership
-                .nodes()
-                .map(|(id, node)| pm::MetaReplica {
-                    id: *id,
-                    addr: node.addr.clone(),
-                    voter: voters.contains(id),
-                })
-                .collect();
-            (m.current_term, replicas)
-        };
+        let (term, _, replicas) = self.membership_view();
         Ok(Response::new(pm::ClusterStatusResponse {
             leader_id: self.id,
             term,
@@ -175,6 +161,37 @@ impl MetaServer {
             .await
             .map_err(membership_status)?;
         Ok(Response::new(pm::AddReplicaResponse {}))
+    }
+
+    /// The membership as this replica knows it (never forwarded: a replica cut off
+    /// from the others still names them, and the caller tries them).
+    pub(super) async fn list_replicas(
+        &self,
+        req: Request<pm::ListReplicasRequest>,
+    ) -> Result<Response<pm::ListReplicasResponse>, Status> {
+        authorize(&req, "ListReplicas", super::EVERY_ROLE)?;
+        let (_, leader_id, replicas) = self.membership_view();
+        Ok(Response::new(pm::ListReplicasResponse {
+            replicas,
+            leader_id,
+        }))
+    }
+
+    /// The current term, the leader this replica knows of (0: none) and the membership.
+    fn membership_view(&self) -> (u64, u64, Vec<pm::MetaReplica>) {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let replicas = membership
+            .nodes()
+            .map(|(id, node)| pm::MetaReplica {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        (m.current_term, m.current_leader.unwrap_or(0), replicas)
     }
 
     pub(super) async fn state_digest(
