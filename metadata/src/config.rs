@@ -193,6 +193,11 @@ pub enum MetaConfigError {
     SessionLease,
     #[error("`state_cache_mib` must be at least 8 and `state_memtable_mib` at least 4")]
     StateMemory,
+    #[error(
+        "`listen` is {listen}, which peers and clients cannot reach: set `advertise` to the \
+         address they use"
+    )]
+    UnreachableListen { listen: SocketAddr },
 }
 
 impl MetaConfig {
@@ -223,6 +228,12 @@ impl MetaConfig {
     pub fn validate(mut self) -> Result<Self, MetaConfigError> {
         if self.id == 0 {
             return Err(MetaConfigError::ZeroId);
+        }
+        // The advertised address goes into the membership every replica and client uses.
+        if self.advertise.is_none() && self.listen.ip().is_unspecified() {
+            return Err(MetaConfigError::UnreachableListen {
+                listen: self.listen,
+            });
         }
         if self.bootstrap {
             if self.peers.is_empty() {
@@ -298,8 +309,23 @@ mod peer_ids {
 }
 
 #[cfg(test)]
-mod peer_tests {
-    use super::MetaConfig;
+mod tests {
+    use super::{MetaConfig, MetaConfigError};
+
+    #[test]
+    fn a_wildcard_listen_address_needs_an_advertised_one() {
+        let listen = "0.0.0.0:7100".parse().unwrap();
+        let cfg = MetaConfig::new(1, listen, "/var/lib/cairn/meta".into());
+        assert_eq!(
+            cfg.clone().validate().unwrap_err(),
+            MetaConfigError::UnreachableListen { listen }
+        );
+        let cfg = MetaConfig {
+            advertise: Some("10.0.0.11:7100".into()),
+            ..cfg
+        };
+        assert_eq!(cfg.validate().unwrap().advertise_addr(), "10.0.0.11:7100");
+    }
 
     #[test]
     fn peers_are_written_in_toml_with_their_ids_as_keys() {
