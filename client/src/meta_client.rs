@@ -96,27 +96,32 @@ impl Replicas {
         known.learned_at = Some(Instant::now());
     }
 
-    /// Asks `client` for the membership and adopts it; a failure is retried after a
-    /// later successful call.
+    /// Asks `client` for the membership and adopts it. Whatever the answer, the next
+    /// question waits [`LEARN_EVERY`]: a replica that cannot answer it (a release before
+    /// `ListReplicas`) is not asked after every call.
     async fn learn(self: Arc<Self>, mut client: MetaServiceClient<Channel>) {
         let mut request = tonic::Request::new(cairn_proto::meta::ListReplicasRequest {});
         request.set_timeout(ATTEMPT_TIMEOUT);
-        match client.list_replicas(request).await {
-            Ok(answer) => {
-                let addrs: Vec<String> = answer
-                    .into_inner()
-                    .replicas
-                    .into_iter()
-                    .map(|r| r.addr)
-                    .filter(|a| !a.is_empty())
-                    .collect();
-                if !addrs.is_empty() {
-                    self.adopt(addrs);
-                }
-            }
+        let addrs: Vec<String> = match client.list_replicas(request).await {
+            Ok(answer) => answer
+                .into_inner()
+                .replicas
+                .into_iter()
+                .map(|r| r.addr)
+                .filter(|a| !a.is_empty())
+                .collect(),
             Err(status) => {
                 tracing::debug!(error = %status, "asking for the metadata membership failed");
+                Vec::new()
             }
+        };
+        if addrs.is_empty() {
+            self.known
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .learned_at = Some(Instant::now());
+        } else {
+            self.adopt(addrs);
         }
         self.learning.store(false, Ordering::Release);
     }
@@ -289,5 +294,36 @@ impl MetaClient {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_membership_comes_first_then_the_seeds_it_leaves_out() {
+        let seeds = vec!["10.0.0.1:7100".to_string(), "10.0.0.9:7100".to_string()];
+        let client = MetaClient::new(&seeds, &Transport::insecure()).unwrap();
+        assert_eq!(client.replica_addrs(), seeds);
+        assert!(client.replicas.should_learn());
+        assert!(!client.replicas.should_learn(), "one question at a time");
+        client.replicas.learning.store(false, Ordering::Release);
+
+        client.replicas.adopt(vec![
+            "10.0.0.1:7100".into(),
+            "10.0.0.2:7100".into(),
+            "10.0.0.3:7100".into(),
+        ]);
+        assert_eq!(
+            client.replica_addrs(),
+            [
+                "10.0.0.1:7100",
+                "10.0.0.2:7100",
+                "10.0.0.3:7100",
+                "10.0.0.9:7100"
+            ]
+        );
+        assert!(!client.replicas.should_learn(), "learnt just now");
     }
 }
