@@ -65,7 +65,7 @@ impl Client {
                     what: format!(
                         "the metadata backup's {bytes} bytes hash to {found}, the leader \
                          sent {}",
-                        hex(&chunk.blake3)
+                        cairn_common::ids::hex(&chunk.blake3)
                     ),
                 });
             }
@@ -79,8 +79,4 @@ impl Client {
             });
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

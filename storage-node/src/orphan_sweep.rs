@@ -12,16 +12,18 @@
 //! only a suspect; it is deleted once it has stayed unknown for a whole grace period by
 //! this process's monotonic clock ([`Suspects`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_client::error::ClientError;
 use cairn_client::Client;
+use cairn_common::ChunkId;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{ShardKey, ShardStore};
 
-/// Shards examined per metadata round trip.
+/// Chunks asked about per metadata round trip.
 const BATCH: usize = 2000;
 
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +94,23 @@ impl Suspects {
     }
 }
 
+/// Which of `chunks` the metadata service does not know (neither committed nor being
+/// written), asked in batches of [`BATCH`] distinct chunks. The sweep and the scrub's
+/// orphan count both ask through this.
+pub async fn unknown_chunks(
+    client: &Client,
+    chunks: impl IntoIterator<Item = ChunkId>,
+) -> Result<HashSet<ChunkId>, ClientError> {
+    let mut chunks: Vec<ChunkId> = chunks.into_iter().collect();
+    chunks.sort();
+    chunks.dedup();
+    let mut unknown = HashSet::new();
+    for batch in chunks.chunks(BATCH) {
+        unknown.extend(client.filter_unknown_chunks(batch).await?);
+    }
+    Ok(unknown)
+}
+
 /// One pass; returns how many shards were deleted.
 pub async fn sweep_once(
     store: &ShardStore,
@@ -99,21 +118,14 @@ pub async fn sweep_once(
     grace: Duration,
     suspects: &mut Suspects,
 ) -> anyhow::Result<usize> {
-    // Every old shard, asked about in batches (a fixed first batch would look at the same
-    // live shards forever and never reach the orphans behind them).
+    // Every old shard (a fixed first batch would look at the same live shards forever
+    // and never reach the orphans behind them).
     let old = store.shards_older_than(grace, usize::MAX).await?;
-    let mut unknown_now = Vec::new();
-    for batch in old.chunks(BATCH) {
-        let mut chunks: Vec<_> = batch.iter().map(|k| k.chunk).collect();
-        chunks.sort();
-        chunks.dedup();
-        let unknown: std::collections::HashSet<_> = client
-            .filter_unknown_chunks(&chunks)
-            .await?
-            .into_iter()
-            .collect();
-        unknown_now.extend(batch.iter().filter(|k| unknown.contains(&k.chunk)));
-    }
+    let unknown = unknown_chunks(client, old.iter().map(|k| k.chunk)).await?;
+    let unknown_now: Vec<ShardKey> = old
+        .into_iter()
+        .filter(|k| unknown.contains(&k.chunk))
+        .collect();
     let mut deleted = 0;
     for key in suspects.confirm(&unknown_now, Instant::now(), grace) {
         if store.delete(key).await? {

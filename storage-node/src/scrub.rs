@@ -21,6 +21,7 @@ use cairn_common::NodeId;
 use tokio_util::sync::CancellationToken;
 
 use crate::io_engine::error_chain;
+use crate::orphan_sweep::unknown_chunks;
 use crate::store::{CorruptReason, ShardStore, StoreError};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,9 +41,6 @@ pub struct ScrubReport {
     /// The metadata service could not be asked about orphans this pass.
     pub orphans_unchecked: bool,
 }
-
-/// Chunks asked about per metadata round trip.
-const ORPHAN_BATCH: usize = 2000;
 
 pub struct Scrubber {
     store: Arc<ShardStore>,
@@ -117,10 +115,14 @@ impl Scrubber {
                 tokio::time::sleep(wait).await;
             }
         }
-        match self.orphans(&verified).await {
-            Ok((shards, bytes)) => {
-                report.orphans = shards;
-                report.orphan_bytes = bytes;
+        match unknown_chunks(&self.node_client, verified.iter().map(|(k, _)| k.chunk)).await {
+            Ok(unknown) => {
+                for (key, len) in &verified {
+                    if unknown.contains(&key.chunk) {
+                        report.orphans += 1;
+                        report.orphan_bytes += len;
+                    }
+                }
             }
             Err(e) => {
                 report.orphans_unchecked = true;
@@ -146,35 +148,6 @@ impl Scrubber {
             "scrub pass finished"
         );
         Ok(report)
-    }
-}
-
-impl Scrubber {
-    /// How many of `shards` (with their lengths) belong to chunks the metadata service
-    /// does not know, and their bytes.
-    async fn orphans(
-        &self,
-        shards: &[(crate::store::ShardKey, u64)],
-    ) -> Result<(u64, u64), cairn_client::error::ClientError> {
-        let (mut count, mut bytes) = (0, 0);
-        for batch in shards.chunks(ORPHAN_BATCH) {
-            let mut chunks: Vec<_> = batch.iter().map(|(k, _)| k.chunk).collect();
-            chunks.sort();
-            chunks.dedup();
-            let unknown: std::collections::HashSet<_> = self
-                .node_client
-                .filter_unknown_chunks(&chunks)
-                .await?
-                .into_iter()
-                .collect();
-            for (key, len) in batch {
-                if unknown.contains(&key.chunk) {
-                    count += 1;
-                    bytes += len;
-                }
-            }
-        }
-        Ok((count, bytes))
     }
 }
 
